@@ -1,0 +1,46 @@
+//===- Softmax.h - Online softmax over mma fragments ------------*- C++ -*-===//
+//
+// FlashAttention-2's online softmax in exp2 form on the accumulator layout of
+// mma.sync: each lane owns two query rows (g and g + 8), each row's max is
+// reduced across the lane quad that shares it, and the running sum stays a
+// per-lane partial until the end.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_BUILDERS_SOFTMAX_H
+#define FIJIT_BUILDERS_SOFTMAX_H
+
+#include "fijit/Builders/Fragments.h"
+
+namespace fijit {
+
+/// Running state of the two rows a lane owns.
+struct SoftmaxState {
+  std::array<mlir::Value, 2> rowMax; ///< log2-domain max, -inf when empty
+  std::array<mlir::Value, 2> rowSum; ///< per-lane partial sum of exp2
+};
+
+/// -inf as f32.
+mlir::Value negInf(mlir::ImplicitLocOpBuilder &b);
+
+/// Butterfly reduction over the 4 lanes of a quad (xor 1, xor 2).
+mlir::Value quadReduce(mlir::ImplicitLocOpBuilder &b, mlir::Value v,
+                       bool isMax);
+
+/// Folds one tile of log2-domain scores into the state: updates the maxima,
+/// turns `scores` into probabilities in place, rescales `out` (the output
+/// accumulators) by exp2(oldMax - newMax) and adds the new row sums.
+SoftmaxState updateOnlineSoftmax(mlir::ImplicitLocOpBuilder &b,
+                                 const SoftmaxState &state,
+                                 llvm::MutableArrayRef<AccFragment> scores,
+                                 llvm::MutableArrayRef<AccFragment> out);
+
+/// Final 1/sum normalisation of `out`; returns the log2-domain LSE of both
+/// rows (-inf for rows that saw no key).
+std::array<mlir::Value, 2>
+finalizeOnlineSoftmax(mlir::ImplicitLocOpBuilder &b, const SoftmaxState &state,
+                      llvm::MutableArrayRef<AccFragment> out);
+
+} // namespace fijit
+
+#endif // FIJIT_BUILDERS_SOFTMAX_H

@@ -1,0 +1,53 @@
+//===- Variant.h - Attention variant hook points ----------------*- C++ -*-===//
+//
+// The hook points every attention builder calls between QK^T and softmax:
+// how raw logits become log2-domain scores (scaling, logits soft-cap) and
+// which (query, key) positions are masked (kv bounds, causal, sliding window).
+// Variants are data on one builder, never copies of it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_BUILDERS_VARIANT_H
+#define FIJIT_BUILDERS_VARIANT_H
+
+#include "fijit/Config/AttentionConfig.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+namespace fijit {
+
+class AttentionVariant {
+public:
+  explicit AttentionVariant(const AttentionConfig &config);
+
+  /// Per-launch values the hooks read: the softmax scale and the lengths.
+  void bind(mlir::ImplicitLocOpBuilder &b, mlir::Value smScale,
+            mlir::Value qoLen, mlir::Value kvLen);
+
+  /// Raw q.k -> score in the log2 domain (softmax then uses exp2).
+  mlir::Value transformLogit(mlir::ImplicitLocOpBuilder &b, mlir::Value qk);
+
+  /// i1 that is true where key `kvPos` is visible to query `qoPos` (index
+  /// values); null when every in-bounds position is visible.
+  mlir::Value isVisible(mlir::ImplicitLocOpBuilder &b, mlir::Value qoPos,
+                        mlir::Value kvPos);
+
+  /// Key range [begin, end) a tile of queries [qoBegin, qoEnd) can see; keys
+  /// outside it are never loaded (causal and window tile skipping).
+  std::pair<mlir::Value, mlir::Value>
+  visibleKeyRange(mlir::ImplicitLocOpBuilder &b, mlir::Value qoBegin,
+                  mlir::Value qoEnd, int64_t alignTo);
+
+  bool isCausal() const { return causal; }
+
+private:
+  bool causal;
+  int64_t windowLeft;
+  double softCap;
+  mlir::Value scaleLog2;    // sm_scale * log2(e), or sm_scale / cap
+  mlir::Value qoLen, kvLen; // index
+  mlir::Value diagOffset;   // kv_len - qo_len (index, may be "negative")
+};
+
+} // namespace fijit
+
+#endif // FIJIT_BUILDERS_VARIANT_H

@@ -1,0 +1,117 @@
+//===- AttentionConfig.h - One attention configuration ----------*- C++ -*-===//
+//
+// An AttentionConfig names one point of the attention configuration space:
+// the kernel family, shapes, dtypes, layout, masking variants and tuning knobs.
+// Every kernel fijit builds is a pure function of one validated config.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_CONFIG_ATTENTIONCONFIG_H
+#define FIJIT_CONFIG_ATTENTIONCONFIG_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace fijit {
+
+enum class KernelKind {
+  SinglePrefill,
+  SingleDecode,
+  BatchPrefillPaged,
+  BatchPrefillRagged,
+  BatchDecodePaged,
+};
+
+enum class DType { F16, BF16, F8E4M3, F8E5M2, F32 };
+
+enum class KVLayout { NHD, HND };
+
+enum class MaskMode { None, Causal, Custom };
+
+enum class PosEncoding { None, ALiBi, RoPE };
+
+enum class Target { SM80, SM86, SM89, SM90a };
+
+/// Tuning knobs. Zero means "use the per-target default"; `resolved()` on the
+/// owning config fills them in.
+struct TuningKnobs {
+  int64_t tileQ = 0;    ///< query rows per CTA (multiple of 16 * warps)
+  int64_t tileKV = 0;   ///< keys per pipeline stage (multiple of 16)
+  int64_t numWarps = 0; ///< warps per CTA
+  int64_t stages = 0;   ///< cp.async pipeline depth (>= 2)
+};
+
+struct AttentionConfig {
+  KernelKind kind = KernelKind::SinglePrefill;
+  int64_t headDimQK = 128;
+  int64_t headDimVO = 128;
+  int64_t numQOHeads = 32;
+  int64_t numKVHeads = 32;
+  DType dtypeQ = DType::BF16;
+  DType dtypeKV = DType::BF16;
+  DType dtypeO = DType::BF16;
+  KVLayout kvLayout = KVLayout::NHD;
+  int64_t pageSize = 1;
+  MaskMode mask = MaskMode::None;
+  /// Keys further than this many positions to the left of the query's
+  /// diagonal are masked; -1 disables the sliding window.
+  int64_t windowLeft = -1;
+  /// tanh soft-cap applied to the scaled logits; 0 disables it.
+  double logitsSoftCap = 0.0;
+  PosEncoding posEncoding = PosEncoding::None;
+  /// Softmax scale; 0 means 1/sqrt(headDimQK). Kernels take the scale as a
+  /// launch argument, so this is the default the runtime passes.
+  double smScale = 0.0;
+  bool returnLSE = false;
+  Target target = Target::SM90a;
+  TuningKnobs tuning;
+
+  int64_t groupSize() const { return numQOHeads / numKVHeads; }
+  double effectiveSmScale() const;
+
+  /// Checks every field; the error names the field, the value and what is
+  /// allowed.
+  llvm::Error validate() const;
+
+  /// A copy with every zero tuning knob replaced by the per-target default.
+  AttentionConfig resolved() const;
+
+  /// Canonical `key=value,...` form: every field, fixed order, so equal
+  /// configs print equal text. `parse(print())` round-trips.
+  std::string toString() const;
+  static llvm::Expected<AttentionConfig> parse(llvm::StringRef text);
+
+  /// JSON object with the same keys as the text form.
+  std::string toJSON() const;
+  static llvm::Expected<AttentionConfig> fromJSON(llvm::StringRef json);
+
+  /// Bytes of dynamic shared memory the prefill kernel of a resolved config
+  /// needs.
+  int64_t sharedMemoryBytes() const;
+
+  bool operator==(const AttentionConfig &other) const {
+    return toString() == other.toString();
+  }
+};
+
+llvm::StringRef stringify(KernelKind v);
+llvm::StringRef stringify(DType v);
+llvm::StringRef stringify(KVLayout v);
+llvm::StringRef stringify(MaskMode v);
+llvm::StringRef stringify(PosEncoding v);
+llvm::StringRef stringify(Target v);
+
+/// SM number of a target (80, 86, 89, 90).
+int smVersion(Target t);
+/// Largest dynamic shared memory one CTA may use on a target, in bytes.
+int64_t maxSharedMemoryBytes(Target t);
+/// Bytes of one element of a dtype.
+int64_t byteWidth(DType t);
+
+} // namespace fijit
+
+#endif // FIJIT_CONFIG_ATTENTIONCONFIG_H

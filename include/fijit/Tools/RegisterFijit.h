@@ -1,0 +1,22 @@
+//===- RegisterFijit.h - Dialects and passes fijit uses ---------*- C++ -*-===//
+//
+// The single place that lists what fijit registers: the dialects its
+// builders emit and lower through, their LLVM conversion and translation
+// interfaces, and the passes fi-opt exposes. Registering only these keeps
+// libfijit small (registerAll* would pull in every dialect).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_TOOLS_REGISTERFIJIT_H
+#define FIJIT_TOOLS_REGISTERFIJIT_H
+
+#include "mlir/IR/DialectRegistry.h"
+
+namespace fijit {
+
+void registerAllDialects(mlir::DialectRegistry &registry);
+void registerAllPasses();
+
+} // namespace fijit
+
+#endif // FIJIT_TOOLS_REGISTERFIJIT_H

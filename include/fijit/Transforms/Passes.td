@@ -1,0 +1,43 @@
+//===- Passes.td - fijit passes ----------------------------*- tablegen -*-===//
+
+#ifndef FIJIT_TRANSFORMS_PASSES
+#define FIJIT_TRANSFORMS_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def BuildAttention : Pass<"fi-build-attention", "mlir::ModuleOp"> {
+  let summary = "Build the attention kernel of one config into the module";
+  let description = [{
+    Appends a `gpu.module` holding the kernel that the parametric builders
+    emit for the configuration given in canonical `key=value,...` form.
+    Fields left out keep their defaults; an invalid config fails the pass with
+    the validation message.
+  }];
+  let options = [
+    Option<"config", "config", "std::string", /*default=*/"\"\"",
+           "Attention configuration in key=value,... form">,
+  ];
+  let dependentDialects = [
+    "mlir::arith::ArithDialect", "mlir::gpu::GPUDialect",
+    "mlir::LLVM::LLVMDialect", "mlir::math::MathDialect",
+    "mlir::memref::MemRefDialect", "mlir::NVVM::NVVMDialect",
+    "mlir::nvgpu::NVGPUDialect", "mlir::scf::SCFDialect",
+    "mlir::vector::VectorDialect",
+  ];
+}
+
+def LowerMathToNVVM : Pass<"fi-lower-math-to-nvvm"> {
+  let summary = "Lower f32 math to GPU instructions instead of libdevice calls";
+  let description = [{
+    The default GPU lowering of `math.exp2`, `math.log2`, `math.tanh` and
+    `arith.maxnumf` calls libdevice (`__nv_*`), which ships only with the
+    CUDA toolkit; fijit links nothing at run time. Attention needs the
+    single-instruction forms: `ex2.approx.ftz.f32`, `lg2.approx.ftz.f32`,
+    `tanh.approx.f32` (their error is far below the bf16/f16 rounding of the
+    result) and `max.f32`. This pass rewrites f32 scalar ops into the
+    matching NVVM intrinsics or LLVM ops; other types are left alone.
+  }];
+  let dependentDialects = ["mlir::LLVM::LLVMDialect", "mlir::NVVM::NVVMDialect"];
+}
+
+#endif // FIJIT_TRANSFORMS_PASSES

@@ -1,0 +1,46 @@
+//===- KernelBuilder.cpp - Config -> gpu.module dispatch -------------------===//
+
+#include "fijit/Builders/Builders.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/Support/Error.h"
+
+using namespace mlir;
+
+namespace fijit {
+
+std::string kernelName(const AttentionConfig &config) {
+  return ("fijit_" + stringify(config.kind)).str();
+}
+
+FailureOr<gpu::GPUModuleOp> buildAttentionModule(ModuleOp module,
+                                                 const AttentionConfig &config) {
+  if (llvm::Error err = config.validate())
+    return module.emitError(llvm::toString(std::move(err)));
+  AttentionConfig resolved = config.resolved();
+
+  ImplicitLocOpBuilder b(module.getLoc(), module.getContext());
+  b.setInsertionPointToEnd(module.getBody());
+  auto gpuModule = gpu::GPUModuleOp::create(b, kKernelModuleName);
+  // The canonical config travels with the IR: it documents the kernel and
+  // feeds the cache key, which hashes this stage.
+  gpuModule->setAttr("fijit.config", b.getStringAttr(resolved.toString()));
+  b.setInsertionPointToStart(gpuModule.getBody());
+
+  LogicalResult built = failure();
+  switch (resolved.kind) {
+  case KernelKind::SinglePrefill:
+    built = buildSinglePrefill(b, resolved);
+    break;
+  default:
+    built = module.emitError("no builder for kind=")
+            << stringify(resolved.kind) << " yet; available: single_prefill";
+  }
+  if (failed(built)) {
+    gpuModule.erase();
+    return failure();
+  }
+  return gpuModule;
+}
+
+} // namespace fijit

@@ -1,0 +1,89 @@
+//===- Softmax.cpp - Online softmax over mma fragments --------------------===//
+
+#include "fijit/Builders/Softmax.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include <limits>
+
+using namespace mlir;
+
+namespace fijit {
+
+Value negInf(ImplicitLocOpBuilder &b) {
+  return cF32(b, -std::numeric_limits<double>::infinity());
+}
+
+Value quadReduce(ImplicitLocOpBuilder &b, Value v, bool isMax) {
+  Value width = arith::ConstantIntOp::create(b, b.getI32Type(), 32);
+  for (int64_t offset : {1, 2}) {
+    Value off = arith::ConstantIntOp::create(b, b.getI32Type(), offset);
+    Value other =
+        gpu::ShuffleOp::create(b, v, off, width, gpu::ShuffleMode::XOR)
+            .getShuffleResult();
+    v = isMax ? Value(arith::MaxNumFOp::create(b, v, other))
+              : Value(arith::AddFOp::create(b, v, other));
+  }
+  return v;
+}
+
+SoftmaxState updateOnlineSoftmax(ImplicitLocOpBuilder &b,
+                                 const SoftmaxState &state,
+                                 MutableArrayRef<AccFragment> scores,
+                                 MutableArrayRef<AccFragment> out) {
+  SoftmaxState next;
+  Value zero = cF32(b, 0.0);
+  Value ninf = negInf(b);
+  for (int64_t r = 0; r < 2; ++r) {
+    Value tileMax = state.rowMax[r];
+    for (AccFragment &s : scores)
+      for (int64_t c = 0; c < 2; ++c)
+        tileMax = arith::MaxNumFOp::create(b, tileMax, s[2 * r + c]);
+    Value newMax = quadReduce(b, tileMax, /*isMax=*/true);
+    // A row that has seen only masked keys keeps max = -inf; subtracting 0
+    // instead keeps exp2 at 0 rather than NaN.
+    Value isEmpty =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, newMax, ninf);
+    Value safeMax = arith::SelectOp::create(b, isEmpty, zero, newMax);
+    Value alpha = math::Exp2Op::create(
+        b, arith::SubFOp::create(b, state.rowMax[r], safeMax));
+    Value sum = arith::MulFOp::create(b, state.rowSum[r], alpha);
+    for (AccFragment &s : scores)
+      for (int64_t c = 0; c < 2; ++c) {
+        Value &x = s[2 * r + c];
+        x = math::Exp2Op::create(b, arith::SubFOp::create(b, x, safeMax));
+        sum = arith::AddFOp::create(b, sum, x);
+      }
+    for (AccFragment &o : out)
+      for (int64_t c = 0; c < 2; ++c)
+        o[2 * r + c] = arith::MulFOp::create(b, o[2 * r + c], alpha);
+    next.rowMax[r] = newMax;
+    next.rowSum[r] = sum;
+  }
+  return next;
+}
+
+std::array<Value, 2> finalizeOnlineSoftmax(ImplicitLocOpBuilder &b,
+                                           const SoftmaxState &state,
+                                           MutableArrayRef<AccFragment> out) {
+  std::array<Value, 2> lse;
+  Value zero = cF32(b, 0.0);
+  for (int64_t r = 0; r < 2; ++r) {
+    Value total = quadReduce(b, state.rowSum[r], /*isMax=*/false);
+    Value seen =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, total, zero);
+    Value inv = arith::SelectOp::create(
+        b, seen, arith::DivFOp::create(b, cF32(b, 1.0), total), zero);
+    for (AccFragment &o : out)
+      for (int64_t c = 0; c < 2; ++c)
+        o[2 * r + c] = arith::MulFOp::create(b, o[2 * r + c], inv);
+    Value logSum = arith::AddFOp::create(b, state.rowMax[r],
+                                         math::Log2Op::create(b, total));
+    lse[r] = arith::SelectOp::create(b, seen, logSum, negInf(b));
+  }
+  return lse;
+}
+
+} // namespace fijit

@@ -1,0 +1,85 @@
+//===- Variant.cpp - Attention variant hook points ------------------------===//
+
+#include "fijit/Builders/Variant.h"
+#include "fijit/Builders/Fragments.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace fijit {
+
+static constexpr double kLog2E = 1.4426950408889634;
+
+AttentionVariant::AttentionVariant(const AttentionConfig &config)
+    : causal(config.mask == MaskMode::Causal),
+      windowLeft(config.windowLeft), softCap(config.logitsSoftCap) {}
+
+void AttentionVariant::bind(ImplicitLocOpBuilder &b, Value smScale,
+                            Value qoLenV, Value kvLenV) {
+  // Without a soft-cap the log2(e) factor folds into the scale, so each score
+  // costs one multiply; with one, tanh needs the natural-domain argument.
+  double factor = softCap > 0 ? 1.0 / softCap : kLog2E;
+  scaleLog2 = arith::MulFOp::create(b, smScale, cF32(b, factor));
+  qoLen = qoLenV;
+  kvLen = kvLenV;
+  diagOffset = arith::SubIOp::create(b, kvLen, qoLen);
+}
+
+Value AttentionVariant::transformLogit(ImplicitLocOpBuilder &b, Value qk) {
+  Value scaled = arith::MulFOp::create(b, qk, scaleLog2);
+  if (softCap <= 0)
+    return scaled;
+  // FlashInfer/Gemma-2 soft-cap: cap * tanh(sm_scale * qk / cap).
+  Value capped = math::TanhOp::create(b, scaled);
+  return arith::MulFOp::create(b, capped, cF32(b, softCap * kLog2E));
+}
+
+Value AttentionVariant::isVisible(ImplicitLocOpBuilder &b, Value qoPos,
+                                  Value kvPos) {
+  // Keys past kv_len were zero-filled on load and must not count.
+  Value visible =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::slt, kvPos, kvLen);
+  // Causal attention aligns the last query with the last key.
+  Value diag = arith::AddIOp::create(b, qoPos, diagOffset);
+  if (causal)
+    visible = arith::AndIOp::create(
+        b, visible,
+        arith::CmpIOp::create(b, arith::CmpIPredicate::sle, kvPos, diag));
+  if (windowLeft >= 0) {
+    Value lowest = arith::SubIOp::create(b, diag, cIdx(b, windowLeft));
+    visible = arith::AndIOp::create(
+        b, visible,
+        arith::CmpIOp::create(b, arith::CmpIPredicate::sge, kvPos, lowest));
+  }
+  return visible;
+}
+
+std::pair<Value, Value>
+AttentionVariant::visibleKeyRange(ImplicitLocOpBuilder &b, Value qoBegin,
+                                  Value qoEnd, int64_t alignTo) {
+  Value zero = cIdx(b, 0);
+  Value begin = zero;
+  Value end = kvLen;
+  if (causal) {
+    Value lastVisible = arith::AddIOp::create(b, qoEnd, diagOffset);
+    end = arith::MinSIOp::create(
+        b, kvLen, arith::MaxSIOp::create(b, lastVisible, zero));
+  }
+  if (windowLeft >= 0) {
+    Value first = arith::SubIOp::create(
+        b, arith::AddIOp::create(b, qoBegin, diagOffset),
+        cIdx(b, windowLeft));
+    first = arith::MaxSIOp::create(b, first, zero);
+    Value align = cIdx(b, alignTo);
+    begin = arith::MulIOp::create(b, arith::DivUIOp::create(b, first, align),
+                                  align);
+    begin = arith::MinSIOp::create(b, begin, end);
+  }
+  return {begin, end};
+}
+
+} // namespace fijit

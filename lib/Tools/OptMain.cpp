@@ -1,0 +1,108 @@
+//===- OptMain.cpp - fi-opt's driver --------------------------------------===//
+
+#include "fijit/Tools/OptMain.h"
+#include "fijit/Builders/Builders.h"
+#include "fijit/Pipeline/Pipeline.h"
+#include "fijit/Tools/RegisterFijit.h"
+
+#include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+namespace cl = llvm::cl;
+
+namespace fijit {
+namespace {
+
+cl::OptionCategory category("fi-opt config mode");
+cl::opt<std::string> buildConfig(
+    "fi-build",
+    cl::desc("Build the kernel of this config (key=value,...) instead of "
+             "reading MLIR input"),
+    cl::value_desc("config"), cl::cat(category));
+cl::opt<std::string> emitWhat(
+    "fi-emit",
+    cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
+             "(stages), config (canonical text), json, timing"),
+    cl::init("builder"), cl::cat(category));
+cl::opt<std::string> outputFile("o", cl::desc("Output file"),
+                                cl::init("-"), cl::cat(category));
+
+bool wantsConfigMode(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i) {
+    llvm::StringRef arg(argv[i]);
+    if (arg.starts_with("--fi-build=") || arg.starts_with("-fi-build=") ||
+        arg == "--fi-build" || arg == "-fi-build")
+      return true;
+  }
+  return false;
+}
+
+int fail(const llvm::Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "fi-opt") << message << "\n";
+  return 1;
+}
+
+int runConfigMode(int argc, char **argv) {
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(argc, argv, "fijit kernel builder\n");
+  auto config = AttentionConfig::parse(buildConfig);
+  if (!config)
+    return fail(llvm::toString(config.takeError()));
+
+  std::string text;
+  if (emitWhat == "config") {
+    text = config->resolved().toString() + "\n";
+  } else if (emitWhat == "json") {
+    text = config->resolved().toJSON() + "\n";
+  } else {
+    bool timing = emitWhat == "timing";
+    std::optional<Stage> stage =
+        timing ? std::optional<Stage>(Stage::PTX) : parseStage(emitWhat);
+    if (!stage)
+      return fail("unknown --fi-emit=" + emitWhat +
+                  "; expected builder, nvvm, llvm, ptx, config, json or "
+                  "timing");
+    auto result = compileAttentionToStage(*config, *stage);
+    if (!result)
+      return fail(llvm::toString(result.takeError()));
+    if (timing) {
+      const StageTimings &t = result->timings;
+      text = llvm::formatv("build_ms={0:f3} lower_ms={1:f3} "
+                           "translate_ms={2:f3} ptx_ms={3:f3} "
+                           "total_ms={4:f3}\n",
+                           t.buildMs, t.lowerMs, t.translateMs, t.ptxMs,
+                           t.totalMs())
+                 .str();
+    } else {
+      text = std::move(result->stageText);
+    }
+  }
+
+  std::error_code ec;
+  llvm::ToolOutputFile out(outputFile, ec, llvm::sys::fs::OF_Text);
+  if (ec)
+    return fail("cannot open " + outputFile + ": " + ec.message());
+  out.os() << text;
+  out.keep();
+  return 0;
+}
+
+} // namespace
+
+int optMain(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  if (wantsConfigMode(argc, argv))
+    return runConfigMode(argc, argv);
+  mlir::DialectRegistry registry;
+  registerAllDialects(registry);
+  registerAllPasses();
+  return mlir::asMainReturnCode(mlir::MlirOptMain(
+      argc, argv, "fijit optimizer driver\n", registry));
+}
+
+} // namespace fijit

@@ -1,0 +1,79 @@
+//===- LowerMathToNVVM.cpp - fi-lower-math-to-nvvm ------------------------===//
+
+#include "fijit/Transforms/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+using namespace mlir;
+
+namespace fijit {
+#define GEN_PASS_DEF_LOWERMATHTONVVM
+#include "fijit/Transforms/Passes.h.inc"
+
+namespace {
+
+/// Replaces an f32 scalar unary math op with an NVVM intrinsic call.
+template <typename MathOp>
+struct ToIntrinsic : OpRewritePattern<MathOp> {
+  ToIntrinsic(MLIRContext *ctx, StringRef intrinsic)
+      : OpRewritePattern<MathOp>(ctx), intrinsic(intrinsic) {}
+
+  LogicalResult matchAndRewrite(MathOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!op.getType().isF32())
+      return rewriter.notifyMatchFailure(op, "only f32 scalars");
+    rewriter.replaceOpWithNewOp<LLVM::CallIntrinsicOp>(
+        op, op.getType(), rewriter.getStringAttr(intrinsic),
+        op->getOperands());
+    return success();
+  }
+
+  std::string intrinsic;
+};
+
+/// tanh.approx.f32 (sm_75+) has no LLVM intrinsic; emit it as inline PTX.
+struct TanhToPtx : OpRewritePattern<math::TanhOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(math::TanhOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!op.getType().isF32())
+      return rewriter.notifyMatchFailure(op, "only f32 scalars");
+    auto ptx = NVVM::InlinePtxOp::create(
+        rewriter, op.getLoc(), TypeRange{op.getType()},
+        ValueRange{op.getOperand()}, ValueRange{},
+        "tanh.approx.f32 $0, $1;", Value());
+    rewriter.replaceOp(op, ptx->getResults());
+    return success();
+  }
+};
+
+/// max.f32 has IEEE maxNum semantics, like arith.maxnumf.
+struct MaxNumToLLVM : OpRewritePattern<arith::MaxNumFOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(arith::MaxNumFOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!op.getType().isF32())
+      return rewriter.notifyMatchFailure(op, "only f32 scalars");
+    rewriter.replaceOpWithNewOp<LLVM::MaxNumOp>(op, op.getLhs(), op.getRhs());
+    return success();
+  }
+};
+
+struct LowerMathToNVVMPass
+    : public impl::LowerMathToNVVMBase<LowerMathToNVVMPass> {
+  void runOnOperation() override {
+    MLIRContext *ctx = &getContext();
+    RewritePatternSet patterns(ctx);
+    patterns.add<ToIntrinsic<math::Exp2Op>>(ctx,
+                                            "llvm.nvvm.ex2.approx.ftz.f32");
+    patterns.add<ToIntrinsic<math::Log2Op>>(ctx, "llvm.nvvm.lg2.approx.ftz.f");
+    patterns.add<TanhToPtx, MaxNumToLLVM>(ctx);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace
+} // namespace fijit
