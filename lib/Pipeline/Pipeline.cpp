@@ -59,6 +59,8 @@ void buildLowerToNVVMPipeline(OpPassManager &pm) {
   gpuPm.addPass(createConvertNVGPUToNVVMPass());
   gpuPm.addPass(createSCFToControlFlowPass());
   gpuPm.addPass(createConvertGpuOpsToNVVMOps());
+  // Ops such as nvvm.inline_ptx become llvm.inline_asm.
+  gpuPm.addPass(createConvertNVVMToLLVMPass());
   gpuPm.addPass(createReconcileUnrealizedCastsPass());
   gpuPm.addPass(createCanonicalizerPass());
   gpuPm.addPass(createCSEPass());
@@ -245,8 +247,12 @@ compileAttentionToStage(const AttentionConfig &config, Stage stopAfter) {
   start = std::chrono::steady_clock::now();
   llvm::LLVMContext llvmContext;
   auto llvmModule = translateToLLVMIR(*module, llvmContext, config.target);
-  if (!llvmModule)
-    return llvmModule.takeError();
+  if (!llvmModule) {
+    if (diags.message.empty())
+      return llvmModule.takeError();
+    llvm::consumeError(llvmModule.takeError());
+    return diags.error("");
+  }
   result.timings.translateMs = msSince(start);
   if (stopAfter == Stage::LLVM) {
     llvm::raw_string_ostream os(result.stageText);

@@ -10,6 +10,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
@@ -27,7 +28,8 @@ cl::opt<std::string> buildConfig(
 cl::opt<std::string> emitWhat(
     "fi-emit",
     cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
-             "(stages), config (canonical text), json, timing"),
+             "(stages), config (canonical text), json, launch (kernel name, "
+             "threads, shared memory), timing"),
     cl::init("builder"), cl::cat(category));
 cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                 cl::init("-"), cl::cat(category));
@@ -59,14 +61,23 @@ int runConfigMode(int argc, char **argv) {
     text = config->resolved().toString() + "\n";
   } else if (emitWhat == "json") {
     text = config->resolved().toJSON() + "\n";
+  } else if (emitWhat == "launch") {
+    AttentionConfig r = config->resolved();
+    llvm::json::Object launch{
+        {"kernel", kernelName(r)},
+        {"threads", r.tuning.numWarps * 32},
+        {"tile_q", r.tuning.tileQ},
+        {"shared_memory_bytes", r.sharedMemoryBytes()},
+        {"config", r.toString()}};
+    text = llvm::formatv("{0:2}\n", llvm::json::Value(std::move(launch)));
   } else {
     bool timing = emitWhat == "timing";
     std::optional<Stage> stage =
         timing ? std::optional<Stage>(Stage::PTX) : parseStage(emitWhat);
     if (!stage)
       return fail("unknown --fi-emit=" + emitWhat +
-                  "; expected builder, nvvm, llvm, ptx, config, json or "
-                  "timing");
+                  "; expected builder, nvvm, llvm, ptx, config, json, "
+                  "launch or timing");
     auto result = compileAttentionToStage(*config, *stage);
     if (!result)
       return fail(llvm::toString(result.takeError()));

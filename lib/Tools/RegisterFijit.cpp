@@ -52,6 +52,7 @@ void registerAllPasses() {
   mlir::registerCSEPass();
   mlir::registerConvertGpuOpsToNVVMOps();
   mlir::registerConvertNVGPUToNVVMPass();
+  mlir::registerConvertNVVMToLLVMPass();
   mlir::registerSCFToControlFlowPass();
   mlir::registerReconcileUnrealizedCastsPass();
   registerLowerToNVVMPipeline();

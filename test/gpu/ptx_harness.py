@@ -1,0 +1,225 @@
+"""Runs fijit PTX kernels on a GPU without the fijit runtime.
+
+Used where the GPU machine has no LLVM: PTX and launch metadata are produced
+by `fi-opt --fi-emit=ptx|launch` elsewhere, then loaded here through the CUDA
+Driver API (ctypes) and checked against a float32 reference on fresh random
+inputs, with outputs poisoned before each launch.
+
+    python ptx_harness.py check DIR        # every DIR/*.ptx with DIR/*.json
+    python ptx_harness.py bench DIR NAME   # time DIR/NAME.ptx vs SDPA
+"""
+import ctypes
+import glob
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+_cuda = ctypes.CDLL("libcuda.so.1")
+_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+
+
+def _check(rc, what):
+    if rc != 0:
+        name = ctypes.c_char_p()
+        _cuda.cuGetErrorString(rc, ctypes.byref(name))
+        raise RuntimeError(f"{what} failed: {rc} {name.value}")
+
+
+class PtxKernel:
+    def __init__(self, ptx_path, launch):
+        torch.cuda.init()
+        torch.empty(1, device="cuda")  # makes the primary context current
+        self.launch = launch
+        self.config = dict(kv.split("=") for kv in launch["config"].split(","))
+        module = ctypes.c_void_p()
+        data = open(ptx_path, "rb").read() + b"\0"
+        log = ctypes.create_string_buffer(1 << 16)
+        opts = (ctypes.c_int * 2)(5, 6)  # ERROR_LOG_BUFFER, its size
+        vals = (ctypes.c_void_p * 2)(ctypes.cast(log, ctypes.c_void_p),
+                                     ctypes.c_void_p(1 << 16))
+        rc = _cuda.cuModuleLoadDataEx(ctypes.byref(module), data, 2, opts, vals)
+        if rc:
+            raise RuntimeError(f"cuModuleLoadDataEx: {rc}: {log.value.decode()}")
+        self.func = ctypes.c_void_p()
+        _check(_cuda.cuModuleGetFunction(ctypes.byref(self.func), module,
+                                         launch["kernel"].encode()),
+               "cuModuleGetFunction")
+        _check(_cuda.cuFuncSetAttribute(
+            self.func, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            launch["shared_memory_bytes"]), "cuFuncSetAttribute")
+
+    def __call__(self, q, k, v, o, lse, sm_scale, kv_layout):
+        qo_len, hq, d = q.shape
+        if kv_layout == "NHD":
+            kv_len = k.shape[0]
+            ksn, ksh = k.stride(0), k.stride(1)
+            vsn, vsh = v.stride(0), v.stride(1)
+        else:
+            kv_len = k.shape[1]
+            ksn, ksh = k.stride(1), k.stride(0)
+            vsn, vsh = v.stride(1), v.stride(0)
+        keep = []
+
+        def memref(t):
+            for val in (ctypes.c_void_p(t.data_ptr()),
+                        ctypes.c_void_p(t.data_ptr()), ctypes.c_int64(0),
+                        ctypes.c_int64(t.numel()), ctypes.c_int64(1)):
+                keep.append(val)
+
+        for t in (q, k, v, o, lse):
+            memref(t)
+        for val in (qo_len, kv_len, q.stride(0), q.stride(1), ksn, ksh, vsn,
+                    vsh, o.stride(0), o.stride(1)):
+            keep.append(ctypes.c_int32(val))
+        keep.append(ctypes.c_float(sm_scale))
+        params = (ctypes.c_void_p * len(keep))(
+            *[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in keep])
+        tile_q = self.launch["tile_q"]
+        stream = torch.cuda.current_stream().cuda_stream
+        _check(_cuda.cuLaunchKernel(
+            self.func, (qo_len + tile_q - 1) // tile_q, hq, 1,
+            self.launch["threads"], 1, 1, self.launch["shared_memory_bytes"],
+            ctypes.c_void_p(stream), params, None), "cuLaunchKernel")
+
+
+def reference(q, k, v, causal, sm_scale, window_left, soft_cap, kv_layout):
+    qf, kf, vf = q.float(), k.float(), v.float()
+    if kv_layout == "HND":
+        kf, vf = kf.transpose(0, 1), vf.transpose(0, 1)
+    group = q.shape[1] // kf.shape[1]
+    kf = kf.repeat_interleave(group, dim=1)
+    vf = vf.repeat_interleave(group, dim=1)
+    s = torch.einsum("qhd,khd->hqk", qf, kf) * sm_scale
+    if soft_cap > 0:
+        s = soft_cap * torch.tanh(s / soft_cap)
+    qo_len, kv_len = q.shape[0], kf.shape[0]
+    qi = torch.arange(qo_len, device=q.device)[:, None]
+    ki = torch.arange(kv_len, device=q.device)[None, :]
+    visible = torch.ones(qo_len, kv_len, dtype=torch.bool, device=q.device)
+    if causal:
+        visible &= ki <= qi + (kv_len - qo_len)
+    if window_left >= 0:
+        visible &= ki >= qi + (kv_len - qo_len) - window_left
+    s = s.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)  # [h, q]
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    out = torch.einsum("hqk,khd->qhd", p, vf)
+    return out, (lse / math.log(2)).transpose(0, 1)
+
+
+def make_inputs(cfg, qo_len, kv_len, dtype):
+    hq, hk = int(cfg["num_qo_heads"]), int(cfg["num_kv_heads"])
+    d = int(cfg["head_dim_qk"])
+    q = torch.randn(qo_len, hq, d, device="cuda", dtype=dtype)
+    shape = (kv_len, hk, d) if cfg["kv_layout"] == "NHD" else (hk, kv_len, d)
+    k = torch.randn(*shape, device="cuda", dtype=dtype)
+    v = torch.randn(*shape, device="cuda", dtype=dtype)
+    return q, k, v
+
+
+def check_one(ptx, launch, lengths):
+    kern = PtxKernel(ptx, launch)
+    cfg = kern.config
+    dtype = {"f16": torch.float16, "bf16": torch.bfloat16}[cfg["dtype_q"]]
+    d = int(cfg["head_dim_qk"])
+    sm_scale = 1.0 / math.sqrt(d)
+    causal = cfg["mask"] == "causal"
+    window = int(cfg["window_left"])
+    cap = float(cfg["logits_soft_cap"])
+    worst = 0.0
+    for qo_len, kv_len in lengths:
+        q, k, v = make_inputs(cfg, qo_len, kv_len, dtype)
+        o = torch.full_like(q, float("nan"))
+        lse = torch.full((qo_len, q.shape[1]), float("nan"), device="cuda")
+        kern(q, k, v, o, lse, sm_scale, cfg["kv_layout"])
+        torch.cuda.synchronize()
+        ref, ref_lse = reference(q, k, v, causal, sm_scale, window, cap,
+                                 cfg["kv_layout"])
+        if torch.isnan(o).any():
+            return False, f"unwritten/NaN output at qo={qo_len} kv={kv_len}"
+        err = ((o.float() - ref).norm() / ref.norm().clamp_min(1e-6)).item()
+        worst = max(worst, err)
+        if err > 2e-2:
+            return False, f"rel err {err:.3e} at qo={qo_len} kv={kv_len}"
+        if cfg["return_lse"] == "true":
+            finite = torch.isfinite(ref_lse)
+            lerr = (lse[finite] - ref_lse[finite]).abs().max().item()
+            if lerr > 1e-2 or torch.isnan(lse).any():
+                return False, f"lse err {lerr:.3e} at qo={qo_len} kv={kv_len}"
+    return True, f"max rel err {worst:.2e}"
+
+
+LENGTHS = [(1, 1), (7, 33), (64, 64), (100, 227), (227, 100), (128, 1000),
+           (333, 333), (1000, 1537)]
+
+
+def cmd_check(directory):
+    failures = 0
+    rows = []
+    for ptx in sorted(glob.glob(os.path.join(directory, "*.ptx"))):
+        launch = json.load(open(ptx[:-4] + ".json"))
+        try:
+            ok, msg = check_one(ptx, launch, LENGTHS)
+        except Exception as e:  # a load or launch error is a failure too
+            ok, msg = False, repr(e)
+        failures += not ok
+        rows.append(f"{'PASS' if ok else 'FAIL'} {os.path.basename(ptx)}: {msg}")
+        print(rows[-1], flush=True)
+    print(f"{len(rows) - failures}/{len(rows)} kernels match the float32 "
+          f"reference on {torch.cuda.get_device_name()}")
+    return 1 if failures else 0
+
+
+def _time(fn, iters=20):
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(True), torch.cuda.Event(True)
+    times = []
+    for _ in range(iters):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def cmd_bench(directory, name, seq_len, heads):
+    launch = json.load(open(os.path.join(directory, name + ".json")))
+    kern = PtxKernel(os.path.join(directory, name + ".ptx"), launch)
+    cfg = kern.config
+    d = int(cfg["head_dim_qk"])
+    causal = cfg["mask"] == "causal"
+    q = torch.randn(seq_len, heads, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn_like(q)
+    v = torch.randn_like(q)
+    o = torch.empty_like(q)
+    lse = torch.empty(seq_len, heads, device="cuda")
+    scale = 1 / math.sqrt(d)
+    flops = 4 * heads * seq_len * seq_len * d / (2 if causal else 1)
+    res = {"fijit": _time(lambda: kern(q, k, v, o, lse, scale, "NHD"))}
+    qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    for label, backend in (("flash", SDPBackend.FLASH_ATTENTION),
+                           ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                res[label] = _time(lambda: F.scaled_dot_product_attention(
+                    qt, kt, vt, is_causal=causal))
+        except Exception as e:
+            print(f"{label}: unavailable ({e})")
+    line = " ".join(f"{k}={flops / t / 1e9:.0f}" for k, t in res.items())
+    print(f"bench {name} N={seq_len} H={heads} D={d} causal={causal}: "
+          f"TFLOP/s {line}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "check":
+        sys.exit(cmd_check(sys.argv[2]))
+    if sys.argv[1] == "bench":
+        cmd_bench(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
