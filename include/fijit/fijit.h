@@ -20,6 +20,8 @@
 
 #include "fijit/Export.h"
 
+#include <cstdint>
+#include <memory>
 #include <string>
 
 namespace fijit {
@@ -50,6 +52,69 @@ FIJIT_API bool compileAttention(const std::string &config, CompiledKernel &out,
 /// Text of one stage (builder, nvvm, llvm, ptx) of a config.
 FIJIT_API bool emitStage(const std::string &config, const std::string &stage,
                          std::string &text, std::string &error);
+
+/// Device pointers, lengths and element strides of one attention launch.
+/// Each tensor's last dimension must be contiguous.
+struct LaunchArgs {
+  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  void *lse = nullptr; ///< float32 [qo_len, num_qo_heads], or null
+  int64_t qoLen = 0, kvLen = 0;
+  int64_t qStrideN = 0, qStrideH = 0, kStrideN = 0, kStrideH = 0;
+  int64_t vStrideN = 0, vStrideH = 0, oStrideN = 0, oStrideH = 0;
+  float smScale = 0; ///< 0: the config's sm_scale
+  void *stream = nullptr; ///< CUstream; null is the legacy default stream
+};
+
+/// A compiled attention kernel: PTX plus, per CUDA context, the loaded
+/// function. Cheap to copy; copies share the loaded modules.
+class FIJIT_API AttentionKernel {
+public:
+  struct State;
+  AttentionKernel(std::shared_ptr<State> state, const char *tier,
+                  double compileMs);
+
+  const std::string &config() const;
+  const std::string &key() const; ///< cache key (hash of IR + options)
+  const std::string &ptx() const;
+  const std::string &kernelName() const;
+  /// Where this kernel came from: "memory", "disk" or "compiled".
+  const char *tier() const { return tierName; }
+  /// Wall time of the call that produced this object, in milliseconds.
+  double compileMs() const { return ms; }
+  int threadsPerBlock() const;
+  int tileQ() const;
+  int numQOHeads() const;
+  long sharedMemoryBytes() const;
+  bool returnsLSE() const;
+
+  /// Text of one stage (builder, nvvm, llvm, ptx), rebuilt on demand.
+  bool ir(const std::string &stage, std::string &text,
+          std::string &error) const;
+
+  /// Loads the kernel into the current CUDA context on first use (cubin
+  /// from the disk cache when present) and launches it on `args.stream`.
+  bool launch(const LaunchArgs &args, std::string &error) const;
+
+private:
+  std::shared_ptr<State> state;
+  const char *tierName;
+  double ms;
+};
+
+/// Memory tier, then disk tier, then compile. Null on error.
+FIJIT_API std::shared_ptr<AttentionKernel>
+getAttentionKernel(const std::string &config, std::string &error);
+
+struct CacheInfo {
+  std::string root, versionDir;
+  bool enabled = true;
+  uint64_t entries = 0, bytes = 0, maxBytes = 0;
+};
+FIJIT_API CacheInfo cacheInfo();
+/// Removes every disk entry (all versions) and the memory tier.
+FIJIT_API uint64_t cacheClear();
+/// Drops other versions' folders and evicts beyond the size bound.
+FIJIT_API uint64_t cachePrune();
 
 } // namespace fijit
 

@@ -209,8 +209,15 @@ std::string print(Operation *op) {
 }
 } // namespace
 
+std::string pipelineFingerprint(Target target) {
+  return "fijit " FIJIT_VERSION " llvm " FIJIT_LLVM_VERSION " target " +
+         targetChip(target) + " " + targetFeatures(target) +
+         " pipeline fi-lower-to-nvvm,O3";
+}
+
 llvm::Expected<CompileResult>
-compileAttentionToStage(const AttentionConfig &config, Stage stopAfter) {
+compileAttentionToStage(const AttentionConfig &config, Stage stopAfter,
+                        const BuilderIRHook &afterBuilder) {
   CompileResult result;
   if (llvm::Error err = config.validate())
     return std::move(err);
@@ -228,7 +235,8 @@ compileAttentionToStage(const AttentionConfig &config, Stage stopAfter) {
     return diags.error("kernel builder failed");
   result.builderIR = print(*module);
   result.timings.buildMs = msSince(start);
-  if (stopAfter == Stage::Builder) {
+  if (stopAfter == Stage::Builder ||
+      (afterBuilder && !afterBuilder(result.builderIR))) {
     result.stageText = result.builderIR;
     return std::move(result);
   }

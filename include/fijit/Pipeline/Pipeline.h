@@ -18,6 +18,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/IR/Module.h"
 
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -62,9 +63,19 @@ struct CompileResult {
   StageTimings timings;
 };
 
+/// Called with the builder IR before lowering; returning false stops the
+/// compilation there (the caller found the rest in a cache).
+using BuilderIRHook = std::function<bool(const std::string &builderIR)>;
+
 /// Builds `config` and runs the pipeline up to and including `stopAfter`.
-llvm::Expected<CompileResult> compileAttentionToStage(
-    const AttentionConfig &config, Stage stopAfter = Stage::PTX);
+llvm::Expected<CompileResult>
+compileAttentionToStage(const AttentionConfig &config,
+                        Stage stopAfter = Stage::PTX,
+                        const BuilderIRHook &afterBuilder = nullptr);
+
+/// Everything besides the builder IR that changes the PTX: fijit and LLVM
+/// versions, pipeline and target options. Part of every cache key.
+std::string pipelineFingerprint(Target target);
 
 } // namespace fijit
 

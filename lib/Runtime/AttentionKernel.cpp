@@ -1,0 +1,369 @@
+//===- AttentionKernel.cpp - Cached compile, load and launch --------------===//
+//
+// getAttentionKernel walks the tiers: the in-process front map (config text
+// -> kernel), the disk index (config -> key -> PTX), then a compile under a
+// per-key inter-process lock so N processes asking for one new config
+// compile it once. Loading prefers a cubin cached for the exact GPU arch and
+// driver, skipping the driver's PTX -> SASS step.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fijit/Cache/DiskCache.h"
+#include "fijit/Config/AttentionConfig.h"
+#include "fijit/Pipeline/Pipeline.h"
+#include "fijit/Runtime/CudaDriver.h"
+#include "fijit/fijit.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <chrono>
+#include <mutex>
+
+namespace fijit {
+
+struct AttentionKernel::State {
+  AttentionConfig config;
+  std::string configText, key, ptx, name;
+
+  struct Loaded {
+    CUmodule module = nullptr;
+    CUfunction function = nullptr;
+  };
+  std::mutex mutex;
+  llvm::DenseMap<CUcontext, Loaded> loaded;
+
+  llvm::Expected<CUfunction> function(const CudaDriver &driver);
+};
+
+namespace {
+double msSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// The memory tier: config text (as given and canonical) -> kernel state.
+struct FrontMap {
+  std::mutex mutex;
+  llvm::StringMap<std::shared_ptr<AttentionKernel::State>> map;
+
+  std::shared_ptr<AttentionKernel::State> find(llvm::StringRef config) {
+    std::lock_guard<std::mutex> guard(mutex);
+    auto it = map.find(config);
+    return it == map.end() ? nullptr : it->second;
+  }
+  void insert(llvm::StringRef config,
+              std::shared_ptr<AttentionKernel::State> state) {
+    std::lock_guard<std::mutex> guard(mutex);
+    map[config] = std::move(state);
+  }
+  void clear() {
+    std::lock_guard<std::mutex> guard(mutex);
+    map.clear();
+  }
+};
+
+FrontMap &frontMap() {
+  static FrontMap map;
+  return map;
+}
+
+/// Resolves `config` to a kernel state through the disk tier or a compile.
+llvm::Expected<std::shared_ptr<AttentionKernel::State>>
+resolveUncached(const AttentionConfig &config, const char *&tier) {
+  DiskCache &disk = DiskCache::global();
+  auto state = std::make_shared<AttentionKernel::State>();
+  state->config = config;
+  state->configText = config.toString();
+  state->name = ("fijit_" + stringify(config.kind)).str();
+
+  if (auto key = disk.lookupKey(state->configText))
+    if (auto ptx = disk.read(*key + ".ptx")) {
+      state->key = *key;
+      state->ptx = std::move(*ptx);
+      tier = "disk";
+      return state;
+    }
+
+  // Hash the builder IR; under the key's lock, another process may already
+  // have finished the same compile.
+  DiskCache::Lock lock;
+  bool foundWhileWaiting = false;
+  auto hook = [&](const std::string &builderIR) {
+    state->key = hashHex(builderIR + "\n" + pipelineFingerprint(config.target));
+    lock = disk.lock(state->key);
+    if (auto ptx = disk.read(state->key + ".ptx")) {
+      state->ptx = std::move(*ptx);
+      foundWhileWaiting = true;
+      return false;
+    }
+    return true;
+  };
+  auto result = compileAttentionToStage(config, Stage::PTX, hook);
+  if (!result)
+    return result.takeError();
+  if (foundWhileWaiting) {
+    tier = "disk";
+  } else {
+    state->ptx = std::move(result->stageText);
+    disk.write(state->key + ".ptx", state->ptx);
+    tier = "compiled";
+    const StageTimings &t = result->timings;
+    logMessage(llvm::formatv(
+        "compiled {0} [{1}] key {2}: build {3:f1} ms, lower {4:f1} ms, "
+        "llvm {5:f1} ms, ptx {6:f1} ms",
+        state->name, state->configText, llvm::StringRef(state->key).take_front(12),
+        t.buildMs, t.lowerMs, t.translateMs, t.ptxMs).str());
+  }
+  disk.storeKey(state->configText, state->key);
+  return state;
+}
+} // namespace
+
+llvm::Expected<CUfunction>
+AttentionKernel::State::function(const CudaDriver &driver) {
+  auto ctx = currentContext(driver);
+  if (!ctx)
+    return ctx.takeError();
+  std::lock_guard<std::mutex> guard(mutex);
+  if (auto it = loaded.find(*ctx); it != loaded.end())
+    return it->second.function;
+
+  auto cc = currentComputeCapability(driver);
+  if (!cc)
+    return cc.takeError();
+  int want = smVersion(config.target);
+  bool archSpecific = config.target == Target::SM90a;
+  if (*cc < want || (archSpecific && *cc != want))
+    return makeError(llvm::formatv(
+        "kernel built for target={0} cannot run on this GPU (compute "
+        "capability {1}.{2}); compile with target=sm_{1}{2}{3}",
+        stringify(config.target), *cc / 10, *cc % 10, *cc == 90 ? "a" : ""));
+
+  // A cubin for this exact arch and driver skips the driver's PTX -> SASS.
+  DiskCache &disk = DiskCache::global();
+  std::string cubinName =
+      llvm::formatv("{0}.sm{1}-drv{2}.cubin", key, *cc, driver.version).str();
+  Loaded l;
+  if (auto cubin = disk.read(cubinName)) {
+    if (driver.cuModuleLoadData(&l.module, cubin->data()) != 0)
+      l.module = nullptr; // unusable after all: link again below
+    else
+      logMessage("loaded cached cubin " + cubinName);
+  }
+  if (!l.module) {
+    auto start = std::chrono::steady_clock::now();
+    auto cubin = linkPTX(driver, ptx);
+    if (!cubin)
+      return cubin.takeError();
+    if (CUresult rc = driver.cuModuleLoadData(&l.module, cubin->data()))
+      return driver.error("cuModuleLoadData", rc);
+    disk.write(cubinName, *cubin);
+    logMessage(llvm::formatv("linked {0} for sm_{1} in {2:f1} ms", name, *cc,
+                             msSince(start))
+                   .str());
+  }
+  if (CUresult rc = driver.cuModuleGetFunction(&l.function, l.module,
+                                               name.c_str()))
+    return driver.error("cuModuleGetFunction", rc);
+  // Above 48 KB a kernel must opt in to its dynamic shared memory.
+  constexpr int kMaxDynamicShared = 8;
+  if (CUresult rc = driver.cuFuncSetAttribute(
+          l.function, kMaxDynamicShared,
+          static_cast<int>(config.sharedMemoryBytes())))
+    return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
+  loaded[*ctx] = l;
+  return l.function;
+}
+
+AttentionKernel::AttentionKernel(std::shared_ptr<State> state,
+                                 const char *tier, double compileMs)
+    : state(std::move(state)), tierName(tier), ms(compileMs) {}
+
+const std::string &AttentionKernel::config() const {
+  return state->configText;
+}
+const std::string &AttentionKernel::key() const { return state->key; }
+const std::string &AttentionKernel::ptx() const { return state->ptx; }
+const std::string &AttentionKernel::kernelName() const { return state->name; }
+int AttentionKernel::threadsPerBlock() const {
+  return static_cast<int>(state->config.tuning.numWarps * 32);
+}
+int AttentionKernel::tileQ() const {
+  return static_cast<int>(state->config.tuning.tileQ);
+}
+int AttentionKernel::numQOHeads() const {
+  return static_cast<int>(state->config.numQOHeads);
+}
+long AttentionKernel::sharedMemoryBytes() const {
+  return static_cast<long>(state->config.sharedMemoryBytes());
+}
+bool AttentionKernel::returnsLSE() const { return state->config.returnLSE; }
+
+bool AttentionKernel::ir(const std::string &stage, std::string &text,
+                         std::string &error) const {
+  std::optional<Stage> s = parseStage(stage);
+  if (!s) {
+    error = "unknown stage '" + stage +
+            "'; expected builder, nvvm, llvm or ptx";
+    return false;
+  }
+  if (*s == Stage::PTX) {
+    text = state->ptx;
+    return true;
+  }
+  auto result = compileAttentionToStage(state->config, *s);
+  if (!result) {
+    error = llvm::toString(result.takeError());
+    return false;
+  }
+  text = std::move(result->stageText);
+  return true;
+}
+
+bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
+  const AttentionConfig &cfg = state->config;
+  // cp.async moves 16 bytes: every row must start 16-byte aligned.
+  for (auto [name, ptr] : {std::pair{"q", a.q}, {"k", a.k}, {"v", a.v},
+                           {"o", a.o}}) {
+    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
+      error = std::string(name) + " must be a 16-byte aligned device pointer";
+      return false;
+    }
+  }
+  for (auto [name, stride] :
+       {std::pair{"q", a.qStrideN}, {"q", a.qStrideH}, {"k", a.kStrideN},
+        {"k", a.kStrideH}, {"v", a.vStrideN}, {"v", a.vStrideH}}) {
+    if (stride % 8) {
+      error = std::string(name) +
+              " strides must be multiples of 8 elements (16 bytes)";
+      return false;
+    }
+  }
+  if (cfg.returnLSE && !a.lse) {
+    error = "this kernel was compiled with return_lse=true: pass an lse "
+            "buffer";
+    return false;
+  }
+  if (a.qoLen < 0 || a.kvLen < 0 || a.qoLen > INT32_MAX ||
+      a.kvLen > INT32_MAX) {
+    error = "qo_len and kv_len must be in [0, 2^31)";
+    return false;
+  }
+  if (a.qoLen == 0)
+    return true;
+
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    error = llvm::toString(driver.takeError());
+    return false;
+  }
+  auto fn = state->function(*driver);
+  if (!fn) {
+    error = llvm::toString(fn.takeError());
+    return false;
+  }
+
+  // Memref descriptors (allocated, aligned, offset, size, stride), then the
+  // i32 lengths and strides, then sm_scale: see Builders.h.
+  struct Memref {
+    void *allocated, *aligned;
+    int64_t offset, size, stride;
+  };
+  Memref refs[5] = {{a.q, a.q, 0, 0, 1},
+                    {a.k, a.k, 0, 0, 1},
+                    {a.v, a.v, 0, 0, 1},
+                    {a.o, a.o, 0, 0, 1},
+                    {a.lse, a.lse, 0, 0, 1}};
+  int32_t ints[10] = {
+      static_cast<int32_t>(a.qoLen),    static_cast<int32_t>(a.kvLen),
+      static_cast<int32_t>(a.qStrideN), static_cast<int32_t>(a.qStrideH),
+      static_cast<int32_t>(a.kStrideN), static_cast<int32_t>(a.kStrideH),
+      static_cast<int32_t>(a.vStrideN), static_cast<int32_t>(a.vStrideH),
+      static_cast<int32_t>(a.oStrideN), static_cast<int32_t>(a.oStrideH)};
+  float scale = a.smScale > 0 ? a.smScale
+                              : static_cast<float>(cfg.effectiveSmScale());
+  void *params[5 * 5 + 10 + 1];
+  int p = 0;
+  for (Memref &m : refs) {
+    params[p++] = &m.allocated;
+    params[p++] = &m.aligned;
+    params[p++] = &m.offset;
+    params[p++] = &m.size;
+    params[p++] = &m.stride;
+  }
+  for (int32_t &i : ints)
+    params[p++] = &i;
+  params[p++] = &scale;
+
+  unsigned gridX =
+      static_cast<unsigned>((a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
+  if (CUresult rc = driver->cuLaunchKernel(
+          *fn, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
+          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
+          static_cast<unsigned>(cfg.sharedMemoryBytes()),
+          static_cast<CUstream>(a.stream), params, nullptr)) {
+    error = llvm::toString(driver->error("cuLaunchKernel", rc));
+    return false;
+  }
+  return true;
+}
+
+std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,
+                                                    std::string &error) {
+  auto start = std::chrono::steady_clock::now();
+  FrontMap &front = frontMap();
+  if (auto state = front.find(text))
+    return std::make_shared<AttentionKernel>(std::move(state), "memory",
+                                             msSince(start));
+  auto parsed = AttentionConfig::parse(text);
+  if (!parsed) {
+    error = llvm::toString(parsed.takeError());
+    return nullptr;
+  }
+  AttentionConfig config = parsed->resolved();
+  std::string canonical = config.toString();
+  if (auto state = front.find(canonical)) {
+    front.insert(text, state);
+    return std::make_shared<AttentionKernel>(std::move(state), "memory",
+                                             msSince(start));
+  }
+  const char *tier = "compiled";
+  auto state = resolveUncached(config, tier);
+  if (!state) {
+    error = llvm::toString(state.takeError());
+    return nullptr;
+  }
+  front.insert(canonical, *state);
+  front.insert(text, *state);
+  return std::make_shared<AttentionKernel>(std::move(*state), tier,
+                                           msSince(start));
+}
+
+CacheInfo cacheInfo() {
+  DiskCache &disk = DiskCache::global();
+  DiskCache::Stats stats = disk.stats();
+  CacheInfo info;
+  info.root = disk.root();
+  info.versionDir = disk.versionDir();
+  info.enabled = disk.enabled();
+  info.entries = stats.entries;
+  info.bytes = stats.bytes;
+  info.maxBytes = disk.maxBytes();
+  return info;
+}
+
+uint64_t cacheClear() {
+  frontMap().clear();
+  return DiskCache::global().clear();
+}
+
+uint64_t cachePrune() { return DiskCache::global().prune(); }
+
+} // namespace fijit

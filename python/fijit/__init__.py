@@ -1,0 +1,30 @@
+"""fijit: a just-in-time compiler for LLM attention kernels.
+
+    import fijit
+    out = fijit.single_prefill_with_kv_cache(q, k, v, causal=True)
+
+    cfg = fijit.AttentionConfig(head_dim_qk=128, head_dim_vo=128,
+                                num_qo_heads=32, num_kv_heads=8,
+                                mask="causal")
+    kernel = fijit.compile_attention(cfg)
+    kernel.ptx, kernel.ir("nvvm"), kernel.key, kernel.tier
+    kernel(q, k, v)
+
+Kernels are compiled in-process (no nvcc, no CUDA toolkit), cached in memory
+and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
+"""
+from ._fijit import __version__, llvm_version
+from .config import AttentionConfig
+from .kernel import AttentionKernel, compile_attention
+from .prefill import single_prefill_with_kv_cache
+from . import cache
+
+__all__ = [
+    "AttentionConfig",
+    "AttentionKernel",
+    "cache",
+    "compile_attention",
+    "single_prefill_with_kv_cache",
+    "__version__",
+    "llvm_version",
+]

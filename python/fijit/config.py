@@ -1,0 +1,91 @@
+"""AttentionConfig: one point of the attention configuration space.
+
+Validation lives in C++; an invalid value raises ValueError with the same
+message the C++ API and fi-opt print (naming the field, the value and what
+is allowed).
+"""
+from . import _fijit
+
+_INT_KEYS = {"head_dim_qk", "head_dim_vo", "num_qo_heads", "num_kv_heads",
+             "page_size", "window_left", "tile_q", "tile_kv", "num_warps",
+             "stages"}
+_FLOAT_KEYS = {"logits_soft_cap", "sm_scale"}
+_BOOL_KEYS = {"return_lse"}
+
+
+def _format(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _parse(key, text):
+    if key in _INT_KEYS:
+        return int(text)
+    if key in _FLOAT_KEYS:
+        return float(text)
+    if key in _BOOL_KEYS:
+        return text == "true"
+    return text
+
+
+class AttentionConfig:
+    """Immutable, validated attention configuration.
+
+    Keyword names are the canonical keys (``head_dim_qk``, ``mask``, ...);
+    fields left out keep their defaults and zero tuning knobs are resolved
+    to the target's defaults.
+    """
+
+    __slots__ = ("_text", "_fields")
+
+    def __init__(self, **fields):
+        text = ",".join(f"{k}={_format(v)}" for k, v in fields.items())
+        canonical = _fijit.canonicalize_config(text)
+        object.__setattr__(self, "_text", canonical)
+        object.__setattr__(self, "_fields", {
+            k: _parse(k, v)
+            for k, v in (item.split("=", 1) for item in canonical.split(","))
+        })
+
+    @classmethod
+    def from_string(cls, text):
+        """Parses the canonical ``key=value,...`` form (any subset of keys)."""
+        fields = {}
+        for item in filter(None, (s.strip() for s in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(
+                    f"malformed config item '{item}': expected key=value")
+            fields[key.strip()] = value.strip()
+        return cls(**fields)
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        return AttentionConfig(**{**self._fields, **changes})
+
+    def to_dict(self):
+        return dict(self._fields)
+
+    def __getattr__(self, name):
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("AttentionConfig is immutable; use replace()")
+
+    def __str__(self):
+        return self._text
+
+    def __repr__(self):
+        return f"AttentionConfig.from_string({self._text!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, AttentionConfig) and self._text == other._text
+
+    def __hash__(self):
+        return hash(self._text)

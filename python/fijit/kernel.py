@@ -1,0 +1,94 @@
+"""compile_attention and the kernel object it returns."""
+from . import _fijit
+from .config import AttentionConfig
+from .tensors import as_view, check, DTYPES
+
+
+class AttentionKernel:
+    """A compiled attention kernel.
+
+    Attributes: ``ptx``, ``key`` (cache key), ``tier`` ("memory", "disk" or
+    "compiled": where this call found it), ``compile_ms`` (wall time of the
+    call that produced it), ``config`` (AttentionConfig); ``ir(stage)``
+    returns the text of any stage: builder, nvvm, llvm, ptx.
+    """
+
+    def __init__(self, native, config):
+        self._native = native
+        self.config = config
+
+    ptx = property(lambda self: self._native.ptx)
+    key = property(lambda self: self._native.key)
+    tier = property(lambda self: self._native.tier)
+    compile_ms = property(lambda self: self._native.compile_ms)
+    name = property(lambda self: self._native.name)
+    shared_memory_bytes = property(
+        lambda self: self._native.shared_memory_bytes)
+
+    def ir(self, stage):
+        return self._native.ir(stage)
+
+    def __repr__(self):
+        return (f"<fijit.AttentionKernel {self.name} key={self.key[:12]} "
+                f"tier={self.tier}>")
+
+    def __call__(self, q, k, v, out=None, lse=None, stream=None,
+                 sm_scale=None):
+        """Runs attention on CUDA tensors; returns ``out`` (and ``lse`` when
+        the config has return_lse=true).
+
+        q: [qo_len, num_qo_heads, head_dim_qk]; k, v: [kv_len, num_kv_heads,
+        head_dim] for kv_layout=NHD or [num_kv_heads, kv_len, head_dim] for
+        HND; out: [qo_len, num_qo_heads, head_dim_vo]; lse: float32
+        [qo_len, num_qo_heads], base 2.
+        """
+        cfg = self.config
+        qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
+        qo_len = qv.shape[0] if qv.ndim == 3 else -1
+        nhd = cfg.kv_layout == "NHD"
+        kv_len = (kv.shape[0] if nhd else kv.shape[1]) if kv.ndim == 3 else -1
+        hq, hk = cfg.num_qo_heads, cfg.num_kv_heads
+        check(qv, "q", (qo_len, hq, cfg.head_dim_qk), cfg.dtype_q)
+        kv_shape = ((kv_len, hk, cfg.head_dim_qk) if nhd
+                    else (hk, kv_len, cfg.head_dim_qk))
+        check(kv, "k", kv_shape, cfg.dtype_kv, like=qv)
+        check(vv, "v", kv_shape[:2] + (cfg.head_dim_vo,), cfg.dtype_kv,
+              like=qv)
+        if out is None:
+            out = qv.new_empty((qo_len, hq, cfg.head_dim_vo), cfg.dtype_o)
+        ov = as_view(out, "out")
+        check(ov, "out", (qo_len, hq, cfg.head_dim_vo), cfg.dtype_o, like=qv)
+        lse_ptr = 0
+        if cfg.return_lse:
+            if lse is None:
+                lse = qv.new_empty((qo_len, hq), "f32")
+            lv = as_view(lse, "lse")
+            check(lv, "lse", (qo_len, hq), "f32", like=qv, contiguous=True)
+            lse_ptr = lv.ptr
+        if stream is None:
+            stream = qv.current_stream()
+        elif hasattr(stream, "cuda_stream"):
+            stream = stream.cuda_stream
+        n, h = (0, 1) if nhd else (1, 0)
+        strides = [qv.strides[0], qv.strides[1], kv.strides[n], kv.strides[h],
+                   vv.strides[n], vv.strides[h], ov.strides[0], ov.strides[1]]
+        self._native.launch(qv.ptr, kv.ptr, vv.ptr, ov.ptr, lse_ptr, qo_len,
+                            kv_len, strides, float(sm_scale or 0.0),
+                            int(stream or 0))
+        return (out, lse) if cfg.return_lse else out
+
+
+def compile_attention(config=None, **fields):
+    """Compiles (or fetches from the memory or disk cache) the kernel of a
+    config given as an AttentionConfig, a ``key=value,...`` string or
+    keywords. The GIL is released while compiling."""
+    if config is None:
+        config = AttentionConfig(**fields)
+    elif isinstance(config, str):
+        config = AttentionConfig.from_string(config)
+    elif fields:
+        config = config.replace(**fields)
+    if not isinstance(config, AttentionConfig):
+        raise TypeError("config must be an AttentionConfig, a key=value "
+                        f"string or keywords, not {type(config).__name__}")
+    return AttentionKernel(_fijit.compile_attention(str(config)), config)

@@ -1,0 +1,91 @@
+"""Uniform view of the tensors fijit launches on.
+
+torch tensors are used directly; other GPU arrays work through
+``__cuda_array_interface__`` or DLPack (torch stays an optional dependency).
+"""
+try:
+    import torch
+except ImportError:  # fijit compiles without torch
+    torch = None
+
+DTYPES = ("f16", "bf16", "f32")
+_TYPESTR = {"<f2": "f16", "<f4": "f32"}
+
+
+class View:
+    def __init__(self, ptr, shape, strides, dtype, device, tensor=None):
+        self.ptr, self.shape, self.strides = ptr, tuple(shape), tuple(strides)
+        self.dtype, self.device, self.tensor = dtype, device, tensor
+        self.ndim = len(self.shape)
+
+    def new_empty(self, shape, dtype):
+        if torch is None:
+            raise ValueError("pass `out`/`lse` explicitly when torch is not "
+                             "installed")
+        tdtype = {"f16": torch.float16, "bf16": torch.bfloat16,
+                  "f32": torch.float32}[dtype]
+        return torch.empty(shape, dtype=tdtype, device=f"cuda:{self.device}")
+
+    def current_stream(self):
+        if torch is None:
+            return 0
+        return torch.cuda.current_stream(self.device).cuda_stream
+
+
+def _torch_dtype_name(t):
+    return {torch.float16: "f16", torch.bfloat16: "bf16",
+            torch.float32: "f32"}.get(t.dtype, str(t.dtype).replace(
+                "torch.", ""))
+
+
+def as_view(x, name):
+    if torch is not None and not isinstance(x, torch.Tensor) and hasattr(
+            x, "__dlpack__") and not hasattr(x, "__cuda_array_interface__"):
+        x = torch.from_dlpack(x)
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.device.type != "cuda":
+            raise ValueError(f"{name} must be on a CUDA device, got "
+                             f"{x.device}")
+        return View(x.data_ptr(), x.shape, x.stride(), _torch_dtype_name(x),
+                    x.device.index, x)
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is None:
+        raise ValueError(f"{name} must be a CUDA tensor (torch, "
+                         f"__cuda_array_interface__ or DLPack), got "
+                         f"{type(x).__name__}")
+    dtype = _TYPESTR.get(cai["typestr"], cai["typestr"])
+    itemsize = 2 if dtype == "f16" else 4
+    shape = cai["shape"]
+    if cai.get("strides") is None:
+        strides, step = [], 1
+        for dim in reversed(shape):
+            strides.insert(0, step)
+            step *= dim
+    else:
+        strides = [s // itemsize for s in cai["strides"]]
+    device = 0
+    if torch is not None:
+        device = torch.cuda.current_device()
+    return View(cai["data"][0], shape, strides, dtype, device)
+
+
+def check(view, name, shape, dtype, like=None, contiguous=False):
+    if view.dtype != dtype:
+        raise ValueError(f"{name} has dtype {view.dtype}; this kernel takes "
+                         f"{dtype}")
+    if view.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {list(view.shape)}; expected "
+                         f"{list(shape)}")
+    if view.ndim and view.strides[-1] != 1 and view.shape[-1] > 1:
+        raise ValueError(f"{name}'s last dimension must be contiguous "
+                         f"(stride 1); got strides {list(view.strides)}")
+    if contiguous:
+        step = 1
+        for dim, stride in zip(reversed(view.shape), reversed(view.strides)):
+            if dim > 1 and stride != step:
+                raise ValueError(f"{name} must be contiguous; got strides "
+                                 f"{list(view.strides)}")
+            step *= dim
+    if like is not None and view.device != like.device:
+        raise ValueError(f"{name} is on cuda:{view.device} but q is on "
+                         f"cuda:{like.device}")

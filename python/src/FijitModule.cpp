@@ -1,0 +1,122 @@
+//===- FijitModule.cpp - The fijit Python extension -----------------------===//
+//
+// Deliberately thin: the logic lives in libfijit; this file converts
+// arguments, releases the GIL around compiles and launches, and turns the
+// C++ error messages into Python exceptions with the same text.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fijit/fijit.h"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+
+namespace {
+
+std::string stageText(const fijit::AttentionKernel &k,
+                      const std::string &stage) {
+  std::string text, error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = k.ir(stage, text, error);
+  }
+  if (!ok)
+    throw py::value_error(error);
+  return text;
+}
+
+void launch(const fijit::AttentionKernel &k, uintptr_t q, uintptr_t kk,
+            uintptr_t v, uintptr_t o, uintptr_t lse, int64_t qoLen,
+            int64_t kvLen, std::vector<int64_t> strides, float smScale,
+            uintptr_t stream) {
+  if (strides.size() != 8)
+    throw py::value_error("launch needs 8 strides: q, k, v, o (n, h)");
+  fijit::LaunchArgs a;
+  a.q = reinterpret_cast<void *>(q);
+  a.k = reinterpret_cast<void *>(kk);
+  a.v = reinterpret_cast<void *>(v);
+  a.o = reinterpret_cast<void *>(o);
+  a.lse = reinterpret_cast<void *>(lse);
+  a.qoLen = qoLen;
+  a.kvLen = kvLen;
+  a.qStrideN = strides[0], a.qStrideH = strides[1];
+  a.kStrideN = strides[2], a.kStrideH = strides[3];
+  a.vStrideN = strides[4], a.vStrideH = strides[5];
+  a.oStrideN = strides[6], a.oStrideH = strides[7];
+  a.smScale = smScale;
+  a.stream = reinterpret_cast<void *>(stream);
+  std::string error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = k.launch(a, error);
+  }
+  if (!ok)
+    throw std::runtime_error(error);
+}
+
+} // namespace
+
+PYBIND11_MODULE(_fijit, m) {
+  m.doc() = "fijit's C++ core";
+  m.attr("__version__") = fijit::version();
+  m.attr("llvm_version") = fijit::llvmVersion();
+
+  m.def("canonicalize_config", [](const std::string &text) {
+    std::string canonical, error;
+    if (!fijit::canonicalizeConfig(text, canonical, error))
+      throw py::value_error(error);
+    return canonical;
+  });
+
+  py::class_<fijit::AttentionKernel, std::shared_ptr<fijit::AttentionKernel>>(
+      m, "Kernel")
+      .def_property_readonly("config", &fijit::AttentionKernel::config)
+      .def_property_readonly("key", &fijit::AttentionKernel::key)
+      .def_property_readonly("ptx", &fijit::AttentionKernel::ptx)
+      .def_property_readonly("name", &fijit::AttentionKernel::kernelName)
+      .def_property_readonly("tier", &fijit::AttentionKernel::tier)
+      .def_property_readonly("compile_ms", &fijit::AttentionKernel::compileMs)
+      .def_property_readonly("threads_per_block",
+                             &fijit::AttentionKernel::threadsPerBlock)
+      .def_property_readonly("tile_q", &fijit::AttentionKernel::tileQ)
+      .def_property_readonly("shared_memory_bytes",
+                             &fijit::AttentionKernel::sharedMemoryBytes)
+      .def("ir", &stageText, py::arg("stage"))
+      .def("launch", &launch, py::arg("q"), py::arg("k"), py::arg("v"),
+           py::arg("o"), py::arg("lse"), py::arg("qo_len"),
+           py::arg("kv_len"), py::arg("strides"), py::arg("sm_scale"),
+           py::arg("stream"));
+
+  m.def(
+      "compile_attention",
+      [](const std::string &config) {
+        std::string error;
+        std::shared_ptr<fijit::AttentionKernel> kernel;
+        {
+          py::gil_scoped_release release;
+          kernel = fijit::getAttentionKernel(config, error);
+        }
+        if (!kernel)
+          throw py::value_error(error);
+        return kernel;
+      },
+      py::arg("config"));
+
+  m.def("cache_info", [] {
+    fijit::CacheInfo info = fijit::cacheInfo();
+    py::dict d;
+    d["root"] = info.root;
+    d["version_dir"] = info.versionDir;
+    d["enabled"] = info.enabled;
+    d["entries"] = info.entries;
+    d["bytes"] = info.bytes;
+    d["max_bytes"] = info.maxBytes;
+    return d;
+  });
+  m.def("cache_clear", &fijit::cacheClear);
+  m.def("cache_prune", &fijit::cachePrune);
+}
