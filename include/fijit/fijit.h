@@ -91,6 +91,9 @@ public:
   bool ir(const std::string &stage, std::string &text,
           std::string &error) const;
 
+  /// Loads the kernel into the current CUDA context (done by launch too).
+  bool load(std::string &error) const;
+
   /// Loads the kernel into the current CUDA context on first use (cubin
   /// from the disk cache when present) and launches it on `args.stream`.
   bool launch(const LaunchArgs &args, std::string &error) const;

@@ -227,6 +227,20 @@ bool AttentionKernel::ir(const std::string &stage, std::string &text,
   return true;
 }
 
+bool AttentionKernel::load(std::string &error) const {
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    error = llvm::toString(driver.takeError());
+    return false;
+  }
+  auto fn = state->function(*driver);
+  if (!fn) {
+    error = llvm::toString(fn.takeError());
+    return false;
+  }
+  return true;
+}
+
 bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   const AttentionConfig &cfg = state->config;
   // cp.async moves 16 bytes: every row must start 16-byte aligned.

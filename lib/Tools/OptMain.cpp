@@ -19,21 +19,6 @@ namespace cl = llvm::cl;
 namespace fijit {
 namespace {
 
-cl::OptionCategory category("fi-opt config mode");
-cl::opt<std::string> buildConfig(
-    "fi-build",
-    cl::desc("Build the kernel of this config (key=value,...) instead of "
-             "reading MLIR input"),
-    cl::value_desc("config"), cl::cat(category));
-cl::opt<std::string> emitWhat(
-    "fi-emit",
-    cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
-             "(stages), config (canonical text), json, launch (kernel name, "
-             "threads, shared memory), timing"),
-    cl::init("builder"), cl::cat(category));
-cl::opt<std::string> outputFile("o", cl::desc("Output file"),
-                                cl::init("-"), cl::cat(category));
-
 bool wantsConfigMode(int argc, char **argv) {
   for (int i = 1; i < argc; ++i) {
     llvm::StringRef arg(argv[i]);
@@ -50,6 +35,22 @@ int fail(const llvm::Twine &message) {
 }
 
 int runConfigMode(int argc, char **argv) {
+  // Registered here, not as globals, so they never clash with the options
+  // MlirOptMain registers (it has its own -o).
+  cl::OptionCategory category("fi-opt config mode");
+  cl::opt<std::string> buildConfig(
+    "fi-build",
+    cl::desc("Build the kernel of this config (key=value,...) instead of "
+             "reading MLIR input"),
+    cl::value_desc("config"), cl::cat(category));
+  cl::opt<std::string> emitWhat(
+    "fi-emit",
+    cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
+             "(stages), config (canonical text), json, launch (kernel name, "
+             "threads, shared memory), timing"),
+    cl::init("builder"), cl::cat(category));
+  cl::opt<std::string> outputFile("o", cl::desc("Output file"),
+                                cl::init("-"), cl::cat(category));
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv, "fijit kernel builder\n");
   auto config = AttentionConfig::parse(buildConfig);
@@ -113,7 +114,10 @@ int optMain(int argc, char **argv) {
   registerAllDialects(registry);
   registerAllPasses();
   return mlir::asMainReturnCode(mlir::MlirOptMain(
-      argc, argv, "fijit optimizer driver\n", registry));
+      argc, argv,
+      "fijit optimizer driver\n\nWith --fi-build=CONFIG it builds a kernel "
+      "instead of reading MLIR;\nsee `fi-opt --fi-build= --help`.\n",
+      registry));
 }
 
 } // namespace fijit

@@ -28,6 +28,12 @@ class AttentionKernel:
     def ir(self, stage):
         return self._native.ir(stage)
 
+    def load(self):
+        """Loads the kernel into the current CUDA context now (a launch
+        does it on first use): a cubin from the disk cache when one matches
+        this GPU and driver, else the driver links the PTX."""
+        self._native.load()
+
     def __repr__(self):
         return (f"<fijit.AttentionKernel {self.name} key={self.key[:12]} "
                 f"tier={self.tier}>")

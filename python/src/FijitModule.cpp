@@ -86,6 +86,17 @@ PYBIND11_MODULE(_fijit, m) {
       .def_property_readonly("shared_memory_bytes",
                              &fijit::AttentionKernel::sharedMemoryBytes)
       .def("ir", &stageText, py::arg("stage"))
+      .def("load",
+           [](const fijit::AttentionKernel &k) {
+             std::string error;
+             bool ok;
+             {
+               py::gil_scoped_release release;
+               ok = k.load(error);
+             }
+             if (!ok)
+               throw std::runtime_error(error);
+           })
       .def("launch", &launch, py::arg("q"), py::arg("k"), py::arg("v"),
            py::arg("o"), py::arg("lse"), py::arg("qo_len"),
            py::arg("kv_len"), py::arg("strides"), py::arg("sm_scale"),

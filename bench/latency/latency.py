@@ -1,0 +1,113 @@
+"""Compile latency: config -> loaded function, by cache tier.
+
+- cold: empty fijit cache, driver cache off (CUDA_CACHE_DISABLE=1), in a
+  process where CUDA is already set up (another kernel loaded first);
+- disk: a new process, the same cache: index -> PTX -> cached cubin;
+- memory: a repeat call in the process;
+- triton: the cold compile of a plain Triton attention kernel, same run.
+Each cold/disk figure is the median over fresh processes.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+CONFIG = dict(head_dim_qk=128, head_dim_vo=128, num_qo_heads=32,
+              num_kv_heads=8, mask="causal")
+
+CHILD = r"""
+import json, sys, time, torch, fijit
+torch.empty(1, device="cuda")
+# Set up the driver with an unrelated kernel so only our config is timed.
+fijit.compile_attention(head_dim_qk=64, head_dim_vo=64, num_qo_heads=4,
+                        num_kv_heads=4).load()
+cfg = fijit.AttentionConfig(**json.loads(sys.argv[1]))
+t0 = time.perf_counter()
+k = fijit.compile_attention(cfg)
+t1 = time.perf_counter()
+k.load()
+t2 = time.perf_counter()
+n = 20000
+t3 = time.perf_counter()
+for _ in range(n):
+    fijit.compile_attention(cfg)
+t4 = time.perf_counter()
+print(json.dumps({"tier": k.tier, "get_ms": (t1 - t0) * 1e3,
+                  "load_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3,
+                  "memory_us": (t4 - t3) / n * 1e6}))
+"""
+
+TRITON_CHILD = r"""
+import sys, time, torch
+sys.path.insert(0, sys.argv[1])
+from triton_attention import triton_attention
+q = torch.randn(1024, 32, 128, device="cuda", dtype=torch.bfloat16)
+torch.cuda.synchronize()
+t0 = time.perf_counter()
+triton_attention(q, q, q, True)
+torch.cuda.synchronize()
+t1 = time.perf_counter()
+triton_attention(q, q, q, True)
+torch.cuda.synchronize()
+t2 = time.perf_counter()
+print((t1 - t0 - (t2 - t1)) * 1e3)
+"""
+
+
+def child(cache_dir, extra_env=None):
+    env = dict(os.environ, FIJIT_CACHE_DIR=cache_dir, CUDA_CACHE_DISABLE="1")
+    env.update(extra_env or {})
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(CONFIG)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(reps=5):
+    cold, disk = [], []
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as d:
+            cold.append(child(d))
+            disk.append(child(d))
+    assert all(r["tier"] == "compiled" for r in cold), cold
+    assert all(r["tier"] == "disk" for r in disk), disk
+    common = os.path.join(os.path.dirname(__file__), "..", "common")
+    triton_ms = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as d:
+            env = dict(os.environ, TRITON_CACHE_DIR=d)
+            out = subprocess.run([sys.executable, "-c", TRITON_CHILD, common],
+                                 env=env, capture_output=True, text=True,
+                                 check=True)
+            triton_ms.append(float(out.stdout.strip().splitlines()[-1]))
+    med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa
+    result = {
+        "config": CONFIG,
+        "cold_total_ms": med(cold, "total_ms"),
+        "cold_compile_ms": med(cold, "get_ms"),
+        "cold_driver_link_load_ms": med(cold, "load_ms"),
+        "disk_total_ms": med(disk, "total_ms"),
+        "disk_get_ms": med(disk, "get_ms"),
+        "disk_load_ms": med(disk, "load_ms"),
+        "memory_hit_us": med(disk, "memory_us"),
+        "triton_cold_ms": statistics.median(triton_ms),
+        "reps": reps,
+    }
+    print("| tier | median |\n| --- | --- |")
+    print(f"| cold: config -> loaded function | "
+          f"{result['cold_total_ms']:.1f} ms (compile "
+          f"{result['cold_compile_ms']:.1f} + driver link/load "
+          f"{result['cold_driver_link_load_ms']:.1f}) |")
+    print(f"| disk hit, new process | {result['disk_total_ms']:.2f} ms "
+          f"(lookup {result['disk_get_ms']:.2f} + cubin load "
+          f"{result['disk_load_ms']:.2f}) |")
+    print(f"| memory hit | {result['memory_hit_us']:.2f} us |")
+    print(f"| Triton cold compile (same run) | "
+          f"{result['triton_cold_ms']:.0f} ms |")
+    if len(sys.argv) > 1:
+        json.dump(result, open(sys.argv[1], "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
