@@ -2,7 +2,7 @@
 # One call on the GPU machine: unpack the carried core, build the Python
 # extension against it, run `pytest -m gpu` and the benchmarks. Results go
 # under $OUT (the device tool brings that folder back).
-#   bench/run-on-gpu.sh [all|test|bench|latency|prefill]
+#   bench/run-on-gpu.sh [all|test|bench|latency|prefill|decode]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -38,5 +38,10 @@ if [[ $what == all || $what == bench || $what == prefill ]]; then
   step "prefill speed vs SDPA and Triton"
   python3 bench/prefill/prefill.py --json "$OUT/prefill.json" 2>&1 |
     tee "$OUT/prefill.md" || rc=1
+fi
+if [[ $what == all || $what == bench || $what == decode ]]; then
+  step "decode bandwidth vs SDPA and the copy ceiling"
+  python3 bench/decode/decode.py --json "$OUT/decode.json" 2>&1 |
+    tee "$OUT/decode.md" || rc=1
 fi
 exit $rc

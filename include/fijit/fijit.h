@@ -40,6 +40,8 @@ struct CompiledKernel {
 /// Version of fijit and of the LLVM it carries.
 FIJIT_API const char *version();
 FIJIT_API const char *llvmVersion();
+/// Hash of the sources this library was built from; part of cache folders.
+FIJIT_API const char *buildId();
 
 /// Parses and validates a config; on success stores its canonical text form.
 FIJIT_API bool canonicalizeConfig(const std::string &config,
@@ -63,6 +65,26 @@ struct LaunchArgs {
   int64_t vStrideN = 0, vStrideH = 0, oStrideN = 0, oStrideH = 0;
   float smScale = 0; ///< 0: the config's sm_scale
   void *stream = nullptr; ///< CUstream; null is the legacy default stream
+};
+
+/// One decode launch (single_decode: batch 1 and dense strides;
+/// batch_decode_paged: FlashInfer's page table). Element strides.
+struct DecodeLaunchArgs {
+  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  void *lse = nullptr; ///< float32 [batch, num_qo_heads], or null
+  void *kvIndptr = nullptr, *kvIndices = nullptr, *kvLastPageLen = nullptr;
+  int64_t batch = 1;
+  int64_t kvLen = 0;    ///< dense: keys; paged: the longest request
+  int64_t qStrideB = 0, qStrideH = 0;
+  int64_t kStrideP = 0, kStrideN = 0, kStrideH = 0;
+  int64_t vStrideP = 0, vStrideN = 0, vStrideH = 0;
+  int64_t oStrideB = 0, oStrideH = 0;
+  /// Keys per split-KV chunk; 0 picks one that fills the GPU.
+  int64_t kvChunk = 0;
+  void *workspace = nullptr; ///< float32 scratch for split partials
+  int64_t workspaceBytes = 0;
+  float smScale = 0;
+  void *stream = nullptr;
 };
 
 /// A compiled attention kernel: PTX plus, per CUDA context, the loaded
@@ -90,6 +112,15 @@ public:
   /// Text of one stage (builder, nvvm, llvm, ptx), rebuilt on demand.
   bool ir(const std::string &stage, std::string &text,
           std::string &error) const;
+
+  /// Decode kinds: launches the split-KV kernel and, with more than one
+  /// split, the merge.
+  bool launchDecode(const DecodeLaunchArgs &args, std::string &error) const;
+
+  /// Keys per split and number of splits launchDecode would use, and the
+  /// workspace bytes it then needs.
+  void planDecode(int64_t batch, int64_t maxKvLen, int64_t &kvChunk,
+                  int64_t &numSplits, int64_t &workspaceBytes) const;
 
   /// Loads the kernel into the current CUDA context (done by launch too).
   bool load(std::string &error) const;

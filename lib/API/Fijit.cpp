@@ -7,12 +7,14 @@
 
 #include "fijit/fijit.h"
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/FijitBuildId.h"
 #include "fijit/Pipeline/Pipeline.h"
 
 namespace fijit {
 
 const char *version() { return FIJIT_VERSION; }
 const char *llvmVersion() { return FIJIT_LLVM_VERSION; }
+const char *buildId() { return FIJIT_BUILD_ID; }
 
 bool canonicalizeConfig(const std::string &config, std::string &canonical,
                         std::string &error) {

@@ -155,10 +155,8 @@ void emitTileCopy(ImplicitLocOpBuilder &b, const TileCopy &copy,
       Value valid = arith::CmpIOp::create(ib, arith::CmpIPredicate::ult, r,
                                           copy.rowLimit);
       Value rSafe = arith::SelectOp::create(ib, valid, r, cIdx(ib, 0));
-      Value src = arith::AddIOp::create(
-          ib, copy.globalBase,
-          arith::AddIOp::create(
-              ib, arith::MulIOp::create(ib, rSafe, copy.rowStride), col));
+      Value src =
+          arith::AddIOp::create(ib, copy.rowOffset(ib, rSafe), col);
       Value srcElems =
           arith::SelectOp::create(ib, valid, cIdx(ib, kVec), cIdx(ib, 0));
       SmallVector<Value> dstIdx(copy.smemPrefix.begin(),

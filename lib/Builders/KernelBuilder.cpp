@@ -23,8 +23,12 @@ FailureOr<gpu::GPUModuleOp> buildAttentionModule(ModuleOp module,
   b.setInsertionPointToEnd(module.getBody());
   auto gpuModule = gpu::GPUModuleOp::create(b, kKernelModuleName);
   // The canonical config travels with the IR: it documents the kernel and
-  // feeds the cache key, which hashes this stage.
-  gpuModule->setAttr("fijit.config", b.getStringAttr(resolved.toString()));
+  // feeds the cache key, which hashes this stage. sm_scale is a launch
+  // argument, so it stays out: every scale shares one kernel.
+  AttentionConfig documented = resolved;
+  documented.smScale = 0;
+  gpuModule->setAttr("fijit.config",
+                     b.getStringAttr(documented.toString()));
   b.setInsertionPointToStart(gpuModule.getBody());
 
   LogicalResult built = failure();
@@ -32,9 +36,14 @@ FailureOr<gpu::GPUModuleOp> buildAttentionModule(ModuleOp module,
   case KernelKind::SinglePrefill:
     built = buildSinglePrefill(b, resolved);
     break;
+  case KernelKind::SingleDecode:
+  case KernelKind::BatchDecodePaged:
+    built = buildDecode(b, resolved);
+    break;
   default:
     built = module.emitError("no builder for kind=")
-            << stringify(resolved.kind) << " yet; available: single_prefill";
+            << stringify(resolved.kind) << " yet; available: single_prefill, single_decode, "
+                   "batch_decode_paged";
   }
   if (failed(built)) {
     gpuModule.erase();

@@ -1,6 +1,7 @@
 //===- DiskCache.cpp - Crash- and race-safe on-disk artifact cache --------===//
 
 #include "fijit/Cache/DiskCache.h"
+#include "fijit/FijitBuildId.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringExtras.h"
@@ -73,7 +74,8 @@ DiskCache &DiskCache::global() {
 DiskCache::DiskCache(std::string root, uint64_t maxBytes)
     : rootDir(std::move(root)), limit(maxBytes) {
   llvm::SmallString<256> d(rootDir);
-  path::append(d, "v" FIJIT_VERSION "-llvm" FIJIT_LLVM_VERSION);
+  path::append(d, "v" FIJIT_VERSION "-" FIJIT_BUILD_ID
+                  "-llvm" FIJIT_LLVM_VERSION);
   dir = std::string(d);
 }
 

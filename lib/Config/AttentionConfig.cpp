@@ -436,7 +436,14 @@ AttentionConfig AttentionConfig::resolved() const {
   if (t.numWarps == 0) {
     bool tileQNamesWarps = t.tileQ % 16 == 0 &&
                            llvm::is_contained({1, 2, 4, 8}, t.tileQ / 16);
-    t.numWarps = tileQNamesWarps ? t.tileQ / 16 : 4;
+    // Decode rows are the query heads of one GQA group: as few warps as
+    // hold the group (memory-bound, so more CTAs per SM beat more warps).
+    int64_t decodeWarps = 1;
+    while (decodeWarps < 8 && 16 * decodeWarps < groupSize())
+      decodeWarps *= 2;
+    t.numWarps = tileQNamesWarps ? t.tileQ / 16
+                 : isPrefill(kind) ? 4
+                                   : decodeWarps;
   }
   if (t.tileQ == 0)
     t.tileQ = 16 * t.numWarps;
@@ -533,9 +540,6 @@ llvm::Error AttentionConfig::validate() const {
     return invalidField("stages", tuning.stages,
                         "must be 0 (default) or in [2, 4]");
 
-  if (!isPrefill(kind))
-    return llvm::Error::success();
-
   AttentionConfig r = resolved();
   const TuningKnobs &t = r.tuning;
   if (t.tileQ != 16 * t.numWarps)
@@ -543,6 +547,12 @@ llvm::Error AttentionConfig::validate() const {
                         "must be 16 * num_warps = " +
                             llvm::Twine(16 * t.numWarps) +
                             " (one 16-row MMA tile per warp)");
+  if (!isPrefill(kind) && t.tileQ < groupSize())
+    return invalidField("num_warps", t.numWarps,
+                        "decode packs the " + llvm::Twine(groupSize()) +
+                            " query heads of a group into 16 * num_warps "
+                            "rows; use num_warps >= " +
+                            llvm::Twine((groupSize() + 15) / 16));
 
   int64_t needed = r.sharedMemoryBytes();
   int64_t allowed = maxSharedMemoryBytes(target);

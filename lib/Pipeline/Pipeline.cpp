@@ -1,6 +1,7 @@
 //===- Pipeline.cpp - builder -> nvvm -> llvm -> ptx ----------------------===//
 
 #include "fijit/Pipeline/Pipeline.h"
+#include "fijit/FijitBuildId.h"
 #include "fijit/Builders/Builders.h"
 #include "fijit/Tools/RegisterFijit.h"
 #include "fijit/Transforms/Passes.h"
@@ -210,7 +211,8 @@ std::string print(Operation *op) {
 } // namespace
 
 std::string pipelineFingerprint(Target target) {
-  return "fijit " FIJIT_VERSION " llvm " FIJIT_LLVM_VERSION " target " +
+  return "fijit " FIJIT_VERSION " build " FIJIT_BUILD_ID
+         " llvm " FIJIT_LLVM_VERSION " target " +
          targetChip(target) + " " + targetFeatures(target) +
          " pipeline fi-lower-to-nvvm,O3";
 }

@@ -18,6 +18,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
@@ -30,11 +31,13 @@ struct AttentionKernel::State {
   struct Loaded {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
+    CUfunction merge = nullptr; ///< decode kinds: fijit_merge_states
+    int numSMs = 0;
   };
   std::mutex mutex;
   llvm::DenseMap<CUcontext, Loaded> loaded;
 
-  llvm::Expected<CUfunction> function(const CudaDriver &driver);
+  llvm::Expected<Loaded> function(const CudaDriver &driver);
 };
 
 namespace {
@@ -126,14 +129,14 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
 }
 } // namespace
 
-llvm::Expected<CUfunction>
+llvm::Expected<AttentionKernel::State::Loaded>
 AttentionKernel::State::function(const CudaDriver &driver) {
   auto ctx = currentContext(driver);
   if (!ctx)
     return ctx.takeError();
   std::lock_guard<std::mutex> guard(mutex);
   if (auto it = loaded.find(*ctx); it != loaded.end())
-    return it->second.function;
+    return it->second;
 
   auto cc = currentComputeCapability(driver);
   if (!cc)
@@ -178,8 +181,18 @@ AttentionKernel::State::function(const CudaDriver &driver) {
           l.function, kMaxDynamicShared,
           static_cast<int>(config.sharedMemoryBytes())))
     return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
+  if (config.kind == KernelKind::SingleDecode ||
+      config.kind == KernelKind::BatchDecodePaged)
+    if (CUresult rc = driver.cuModuleGetFunction(&l.merge, l.module,
+                                                 "fijit_merge_states"))
+      return driver.error("cuModuleGetFunction(fijit_merge_states)", rc);
+  CUdevice dev = 0;
+  constexpr int kMultiprocessorCount = 16;
+  if (driver.cuCtxGetDevice(&dev) ||
+      driver.cuDeviceGetAttribute(&l.numSMs, kMultiprocessorCount, dev))
+    l.numSMs = 132;
   loaded[*ctx] = l;
-  return l.function;
+  return l;
 }
 
 AttentionKernel::AttentionKernel(std::shared_ptr<State> state,
@@ -241,8 +254,189 @@ bool AttentionKernel::load(std::string &error) const {
   return true;
 }
 
+void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
+                                 int64_t &kvChunk, int64_t &numSplits,
+                                 int64_t &workspaceBytes) const {
+  const AttentionConfig &cfg = state->config;
+  int64_t tile = cfg.tuning.tileKV;
+  int64_t ctas = std::max<int64_t>(1, batch * cfg.numKVHeads);
+  int64_t tiles = std::max<int64_t>(1, (maxKvLen + tile - 1) / tile);
+  // Enough CTAs for a few waves over 132 SMs, but chunks of at least two
+  // tiles so the cp.async pipeline has something to overlap.
+  constexpr int64_t kTargetCTAs = 132 * 4;
+  int64_t splits = std::clamp<int64_t>((kTargetCTAs + ctas - 1) / ctas, 1,
+                                       std::max<int64_t>(1, tiles / 2));
+  int64_t chunkTiles = (tiles + splits - 1) / splits;
+  kvChunk = chunkTiles * tile;
+  numSplits = (tiles + chunkTiles - 1) / chunkTiles;
+  workspaceBytes = numSplits > 1 ? numSplits * batch * cfg.numQOHeads *
+                                       (cfg.headDimVO + 1) * 4
+                                 : 0;
+}
+
+bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
+                                   std::string &error) const {
+  const AttentionConfig &cfg = state->config;
+  bool paged = cfg.kind == KernelKind::BatchDecodePaged;
+  if (cfg.kind != KernelKind::SingleDecode && !paged) {
+    error = "launchDecode needs a decode kind, not kind=" +
+            stringify(cfg.kind).str();
+    return false;
+  }
+  for (auto [name, ptr] : {std::pair{"q", a.q}, {"k", a.k}, {"v", a.v},
+                           {"o", a.o}}) {
+    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
+      error = std::string(name) + " must be a 16-byte aligned device pointer";
+      return false;
+    }
+  }
+  for (auto [name, stride] :
+       {std::pair{"q", a.qStrideB}, {"q", a.qStrideH}, {"k", a.kStrideP},
+        {"k", a.kStrideN}, {"k", a.kStrideH}, {"v", a.vStrideP},
+        {"v", a.vStrideN}, {"v", a.vStrideH}}) {
+    if (stride % 8) {
+      error = std::string(name) +
+              " strides must be multiples of 8 elements (16 bytes)";
+      return false;
+    }
+  }
+  if (paged && (!a.kvIndptr || !a.kvIndices || !a.kvLastPageLen)) {
+    error = "batch_decode_paged needs kv_indptr, kv_indices and "
+            "kv_last_page_len";
+    return false;
+  }
+  if (cfg.returnLSE && !a.lse) {
+    error = "this kernel was compiled with return_lse=true: pass an lse "
+            "buffer";
+    return false;
+  }
+  if (a.batch <= 0)
+    return true;
+  int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
+  {
+    int64_t autoChunk = 0;
+    planDecode(a.batch, a.kvLen, autoChunk, numSplits, needed);
+    if (kvChunk <= 0)
+      kvChunk = autoChunk;
+    int64_t tile = cfg.tuning.tileKV;
+    kvChunk = (kvChunk + tile - 1) / tile * tile;
+    numSplits = std::max<int64_t>(1, (a.kvLen + kvChunk - 1) / kvChunk);
+    needed = numSplits > 1 ? numSplits * a.batch * cfg.numQOHeads *
+                                 (cfg.headDimVO + 1) * 4
+                           : 0;
+  }
+  if (needed > a.workspaceBytes) {
+    error = "workspace too small: split-KV over " + std::to_string(numSplits) +
+            " chunks needs " + std::to_string(needed) + " bytes, got " +
+            std::to_string(a.workspaceBytes);
+    return false;
+  }
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    error = llvm::toString(driver.takeError());
+    return false;
+  }
+  auto fn = state->function(*driver);
+  if (!fn) {
+    error = llvm::toString(fn.takeError());
+    return false;
+  }
+
+  char *ws = static_cast<char *>(a.workspace);
+  void *partialO = ws;
+  void *partialLse =
+      ws ? ws + numSplits * a.batch * cfg.numQOHeads * cfg.headDimVO * 4
+         : nullptr;
+  struct Memref {
+    void *allocated, *aligned;
+    int64_t offset, size, stride;
+  };
+  Memref refs[10] = {{a.q, a.q, 0, 0, 1},
+                     {a.k, a.k, 0, 0, 1},
+                     {a.v, a.v, 0, 0, 1},
+                     {a.o, a.o, 0, 0, 1},
+                     {a.lse, a.lse, 0, 0, 1},
+                     {partialO, partialO, 0, 0, 1},
+                     {partialLse, partialLse, 0, 0, 1},
+                     {a.kvIndptr, a.kvIndptr, 0, 0, 1},
+                     {a.kvIndices, a.kvIndices, 0, 0, 1},
+                     {a.kvLastPageLen, a.kvLastPageLen, 0, 0, 1}};
+  int32_t ints[13] = {static_cast<int32_t>(a.kvLen),
+                      static_cast<int32_t>(a.qStrideB),
+                      static_cast<int32_t>(a.qStrideH),
+                      static_cast<int32_t>(a.kStrideP),
+                      static_cast<int32_t>(a.kStrideN),
+                      static_cast<int32_t>(a.kStrideH),
+                      static_cast<int32_t>(a.vStrideP),
+                      static_cast<int32_t>(a.vStrideN),
+                      static_cast<int32_t>(a.vStrideH),
+                      static_cast<int32_t>(a.oStrideB),
+                      static_cast<int32_t>(a.oStrideH),
+                      static_cast<int32_t>(kvChunk),
+                      static_cast<int32_t>(numSplits)};
+  float scale = a.smScale > 0 ? a.smScale
+                              : static_cast<float>(cfg.effectiveSmScale());
+  void *params[10 * 5 + 13 + 1];
+  int p = 0;
+  for (Memref &m : refs) {
+    params[p++] = &m.allocated;
+    params[p++] = &m.aligned;
+    params[p++] = &m.offset;
+    params[p++] = &m.size;
+    params[p++] = &m.stride;
+  }
+  for (int32_t &i : ints)
+    params[p++] = &i;
+  params[p++] = &scale;
+  CUstream stream = static_cast<CUstream>(a.stream);
+  if (CUresult rc = driver->cuLaunchKernel(
+          fn->function, static_cast<unsigned>(numSplits),
+          static_cast<unsigned>(cfg.numKVHeads),
+          static_cast<unsigned>(a.batch),
+          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
+          static_cast<unsigned>(cfg.sharedMemoryBytes()), stream, params,
+          nullptr)) {
+    error = llvm::toString(driver->error("cuLaunchKernel", rc));
+    return false;
+  }
+  if (numSplits == 1)
+    return true;
+  Memref mergeRefs[4] = {{partialO, partialO, 0, 0, 1},
+                         {partialLse, partialLse, 0, 0, 1},
+                         {a.o, a.o, 0, 0, 1},
+                         {a.lse, a.lse, 0, 0, 1}};
+  int32_t mergeInts[4] = {static_cast<int32_t>(numSplits),
+                          static_cast<int32_t>(a.batch * cfg.numQOHeads),
+                          static_cast<int32_t>(a.oStrideB),
+                          static_cast<int32_t>(a.oStrideH)};
+  void *mergeParams[4 * 5 + 4];
+  p = 0;
+  for (Memref &m : mergeRefs) {
+    mergeParams[p++] = &m.allocated;
+    mergeParams[p++] = &m.aligned;
+    mergeParams[p++] = &m.offset;
+    mergeParams[p++] = &m.size;
+    mergeParams[p++] = &m.stride;
+  }
+  for (int32_t &i : mergeInts)
+    mergeParams[p++] = &i;
+  if (CUresult rc = driver->cuLaunchKernel(
+          fn->merge, static_cast<unsigned>(a.batch * cfg.numQOHeads), 1, 1,
+          static_cast<unsigned>(cfg.headDimVO), 1, 1, 0, stream, mergeParams,
+          nullptr)) {
+    error = llvm::toString(driver->error("cuLaunchKernel(merge)", rc));
+    return false;
+  }
+  return true;
+}
+
 bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   const AttentionConfig &cfg = state->config;
+  if (cfg.kind != KernelKind::SinglePrefill) {
+    error = "launch runs single_prefill kernels; kind=" +
+            stringify(cfg.kind).str() + " launches through launchDecode";
+    return false;
+  }
   // cp.async moves 16 bytes: every row must start 16-byte aligned.
   for (auto [name, ptr] : {std::pair{"q", a.q}, {"k", a.k}, {"v", a.v},
                            {"o", a.o}}) {
@@ -319,7 +513,7 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   unsigned gridX =
       static_cast<unsigned>((a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
   if (CUresult rc = driver->cuLaunchKernel(
-          *fn, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
+          fn->function, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
           static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
           static_cast<unsigned>(cfg.sharedMemoryBytes()),
           static_cast<CUstream>(a.stream), params, nullptr)) {

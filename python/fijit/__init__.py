@@ -13,18 +13,25 @@
 Kernels are compiled in-process (no nvcc, no CUDA toolkit), cached in memory
 and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
 """
-from ._fijit import __version__, llvm_version
+from ._fijit import __version__, build_id, llvm_version
 from .config import AttentionConfig
 from .kernel import AttentionKernel, compile_attention
 from .prefill import single_prefill_with_kv_cache
+from .decode import (BatchDecodeWithPagedKVCacheWrapper, merge_state,
+                     merge_states, single_decode_with_kv_cache)
 from . import cache
 
 __all__ = [
     "AttentionConfig",
+    "BatchDecodeWithPagedKVCacheWrapper",
+    "merge_state",
+    "merge_states",
+    "single_decode_with_kv_cache",
     "AttentionKernel",
     "cache",
     "compile_attention",
     "single_prefill_with_kv_cache",
     "__version__",
+    "build_id",
     "llvm_version",
 ]

@@ -39,12 +39,14 @@ class AttentionConfig:
     to the target's defaults.
     """
 
-    __slots__ = ("_text", "_fields")
+    __slots__ = ("_text", "_fields", "_given")
 
     def __init__(self, **fields):
         text = ",".join(f"{k}={_format(v)}" for k, v in fields.items())
         canonical = _fijit.canonicalize_config(text)
         object.__setattr__(self, "_text", canonical)
+        # What the caller chose; replace() re-resolves the defaults.
+        object.__setattr__(self, "_given", dict(fields))
         object.__setattr__(self, "_fields", {
             k: _parse(k, v)
             for k, v in (item.split("=", 1) for item in canonical.split(","))
@@ -59,17 +61,22 @@ class AttentionConfig:
             if not sep:
                 raise ValueError(
                     f"malformed config item '{item}': expected key=value")
-            fields[key.strip()] = value.strip()
+            key = key.strip()
+            if key in fields:
+                raise ValueError(f"config key '{key}' given twice")
+            fields[key] = value.strip()
         return cls(**fields)
 
     def replace(self, **changes):
         """A copy with some fields changed."""
-        return AttentionConfig(**{**self._fields, **changes})
+        return AttentionConfig(**{**self._given, **changes})
 
     def to_dict(self):
         return dict(self._fields)
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # an unset slot (copy, unpickle) or dunder
+            raise AttributeError(name)
         try:
             return self._fields[name]
         except KeyError:
@@ -77,6 +84,9 @@ class AttentionConfig:
 
     def __setattr__(self, name, value):
         raise AttributeError("AttentionConfig is immutable; use replace()")
+
+    def __reduce__(self):
+        return (AttentionConfig.from_string, (self._text,))
 
     def __str__(self):
         return self._text

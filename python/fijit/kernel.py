@@ -90,11 +90,13 @@ def compile_attention(config=None, **fields):
     keywords. The GIL is released while compiling."""
     if config is None:
         config = AttentionConfig(**fields)
-    elif isinstance(config, str):
-        config = AttentionConfig.from_string(config)
-    elif fields:
-        config = config.replace(**fields)
-    if not isinstance(config, AttentionConfig):
-        raise TypeError("config must be an AttentionConfig, a key=value "
-                        f"string or keywords, not {type(config).__name__}")
+    else:
+        if isinstance(config, str):
+            config = AttentionConfig.from_string(config)
+        if not isinstance(config, AttentionConfig):
+            raise TypeError("config must be an AttentionConfig, a key=value "
+                            "string or keywords, not "
+                            f"{type(config).__name__}")
+        if fields:
+            config = config.replace(**fields)
     return AttentionKernel(_fijit.compile_attention(str(config)), config)

@@ -58,12 +58,48 @@ void launch(const fijit::AttentionKernel &k, uintptr_t q, uintptr_t kk,
     throw std::runtime_error(error);
 }
 
+void launchDecode(const fijit::AttentionKernel &k,
+                  std::vector<uintptr_t> ptrs, int64_t batch, int64_t kvLen,
+                  std::vector<int64_t> strides, int64_t kvChunk,
+                  uintptr_t workspace, int64_t workspaceBytes, float smScale,
+                  uintptr_t stream) {
+  if (ptrs.size() != 8 || strides.size() != 10)
+    throw py::value_error("launch_decode needs 8 pointers (q, k, v, o, lse, "
+                          "indptr, indices, last_page_len) and 10 strides");
+  fijit::DecodeLaunchArgs a;
+  void **slots[] = {&a.q,   &a.k,        &a.v,         &a.o,
+                    &a.lse, &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen};
+  for (size_t i = 0; i < 8; ++i)
+    *slots[i] = reinterpret_cast<void *>(ptrs[i]);
+  int64_t *fields[] = {&a.qStrideB, &a.qStrideH, &a.kStrideP, &a.kStrideN,
+                       &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
+                       &a.oStrideB, &a.oStrideH};
+  for (size_t i = 0; i < 10; ++i)
+    *fields[i] = strides[i];
+  a.batch = batch;
+  a.kvLen = kvLen;
+  a.kvChunk = kvChunk;
+  a.workspace = reinterpret_cast<void *>(workspace);
+  a.workspaceBytes = workspaceBytes;
+  a.smScale = smScale;
+  a.stream = reinterpret_cast<void *>(stream);
+  std::string error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = k.launchDecode(a, error);
+  }
+  if (!ok)
+    throw std::runtime_error(error);
+}
+
 } // namespace
 
 PYBIND11_MODULE(_fijit, m) {
   m.doc() = "fijit's C++ core";
   m.attr("__version__") = fijit::version();
   m.attr("llvm_version") = fijit::llvmVersion();
+  m.attr("build_id") = fijit::buildId();
 
   m.def("canonicalize_config", [](const std::string &text) {
     std::string canonical, error;
@@ -96,6 +132,17 @@ PYBIND11_MODULE(_fijit, m) {
              }
              if (!ok)
                throw std::runtime_error(error);
+           })
+      .def("launch_decode", &launchDecode, py::arg("ptrs"),
+           py::arg("batch"), py::arg("kv_len"), py::arg("strides"),
+           py::arg("kv_chunk"), py::arg("workspace"),
+           py::arg("workspace_bytes"), py::arg("sm_scale"), py::arg("stream"))
+      .def("plan_decode",
+           [](const fijit::AttentionKernel &k, int64_t batch,
+              int64_t maxKvLen) {
+             int64_t chunk = 0, splits = 0, bytes = 0;
+             k.planDecode(batch, maxKvLen, chunk, splits, bytes);
+             return py::make_tuple(chunk, splits, bytes);
            })
       .def("launch", &launch, py::arg("q"), py::arg("k"), py::arg("v"),
            py::arg("o"), py::arg("lse"), py::arg("qo_len"),

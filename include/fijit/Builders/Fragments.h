@@ -20,6 +20,7 @@
 #include "llvm/ADT/SmallVector.h"
 
 #include <array>
+#include <functional>
 
 namespace fijit {
 
@@ -79,12 +80,13 @@ private:
 /// Emits cp.async copies of a [rows x cols] tile from a flat global memref
 /// into a padded shared-memory tile, 16 bytes per copy, spread over
 /// `numThreads` threads. Rows at or past `rowLimit` are zero-filled (their
-/// source address is clamped to row 0, which is never read).
+/// source address is that of row 0, which is never read).
 struct TileCopy {
-  mlir::Value global;     ///< memref<?xT, global>
-  mlir::Value globalBase; ///< index of element (row 0, col 0)
-  mlir::Value rowStride;  ///< elements between rows (index)
-  mlir::Value rowLimit;   ///< first invalid row (index)
+  mlir::Value global; ///< memref<?xT, global>
+  /// Element offset of tile row `r` (index) in `global`.
+  std::function<mlir::Value(mlir::ImplicitLocOpBuilder &, mlir::Value)>
+      rowOffset;
+  mlir::Value rowLimit; ///< first invalid row (index)
   mlir::Value smem;       ///< shared memref [prefix..., rows, cols + pad]
   llvm::SmallVector<mlir::Value, 1> smemPrefix;
   int64_t rows = 0;

@@ -3,7 +3,8 @@
 // Layout under the root ($FIJIT_CACHE_DIR, else $XDG_CACHE_HOME/fijit, else
 // ~/.cache/fijit):
 //
-//   v<fijit>-llvm<llvm>/           one folder per version: never stale
+//   v<fijit>-<build>-llvm<llvm>/   one folder per version and source
+//                                  hash: never stale
 //     index/<config hash>          config -> key, so a new process skips
 //                                  building IR on a hit
 //     entries/<key>.ptx            PTX

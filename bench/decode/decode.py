@@ -1,0 +1,103 @@
+"""Decode speed in GB/s (K+V bytes read once / time) at the ANCHORS.md
+shapes: fijit dense and paged (page sizes 1 and 16) beside SDPA's flash and
+cuDNN backends and the device copy ceiling, all in one run. Each fijit
+result is first checked against SDPA."""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "common"))
+from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+
+import fijit  # noqa: E402
+
+SHAPES = [(64, 4096, 32, 8), (16, 16384, 32, 8), (128, 2048, 32, 32),
+          (256, 1024, 64, 8)]
+D = 128
+
+
+def paged_cache(k, v, page_size):
+    """[B, Hk, N, D] -> NHD pages in shuffled order and the page table."""
+    b, hk, n, d = k.shape
+    pages = n // page_size
+    order = torch.randperm(b * pages, device="cuda")
+    kc = torch.empty(b * pages, page_size, hk, d, device="cuda",
+                     dtype=k.dtype)
+    vc = torch.empty_like(kc)
+    kc[order] = k.permute(0, 2, 1, 3).reshape(b * pages, page_size, hk, d)
+    vc[order] = v.permute(0, 2, 1, 3).reshape(b * pages, page_size, hk, d)
+    indptr = torch.arange(0, b * pages + 1, pages, dtype=torch.int32,
+                          device="cuda")
+    last = torch.full((b,), page_size, dtype=torch.int32, device="cuda")
+    return (kc, vc), indptr, order.to(torch.int32), last
+
+
+def run(batch, n, hq, hk, tuning):
+    q = torch.randn(batch, hq, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(batch, hk, n, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    nbytes = 2 * k.numel() * k.element_size()
+    row = {"batch": batch, "kv_len": n, "qo_heads": hq, "kv_heads": hk}
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        ref = F.scaled_dot_product_attention(
+            q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
+    ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    for label, page_size in (("dense", n), ("paged16", 16), ("paged1", 1)):
+        cache, indptr, indices, last = paged_cache(k, v, page_size)
+        w = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+        w.plan(indptr, indices, last, hq, hk, D, page_size,
+               q_data_type=torch.bfloat16, **tuning)
+        out = torch.empty_like(q)
+        w.run(q, cache, out=out)
+        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+        if err > 2e-2:
+            raise SystemExit(f"fijit {label} disagrees with SDPA: {err}")
+        row[label] = nbytes / median_ms(lambda: w.run(q, cache, out=out)) / 1e6
+        del cache
+    qs = q.unsqueeze(2)
+    for label, backend in (("flash", SDPBackend.FLASH_ATTENTION),
+                           ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                row[label] = nbytes / median_ms(
+                    lambda: F.scaled_dot_product_attention(
+                        qs, k, v, enable_gqa=True)) / 1e6
+        except RuntimeError:
+            row[label] = None
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--tuning", default="")
+    args = ap.parse_args()
+    tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
+                  for kv in args.tuning.split(",") if kv)
+    ceiling = copy_bandwidth_gbs()
+    print(f"# {torch.cuda.get_device_name()}, copy ceiling {ceiling:.0f} "
+          f"GB/s, tuning {tuning or 'default'}")
+    print("| batch | kv_len | qo:kv heads | fijit dense | paged 16 | paged 1 "
+          "| flash | cudnn | dense / copy |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
+    fmt = lambda x: "–" if x is None else f"{x:.0f}"  # noqa: E731
+    for shape in SHAPES:
+        r = run(*shape, tuning)
+        r["copy"] = ceiling
+        rows.append(r)
+        print(f"| {r['batch']} | {r['kv_len']} | {r['qo_heads']}:"
+              f"{r['kv_heads']} | {fmt(r['dense'])} | {fmt(r['paged16'])} | "
+              f"{fmt(r['paged1'])} | {fmt(r['flash'])} | {fmt(r['cudnn'])} "
+              f"| {r['dense'] / ceiling:.0%} |", flush=True)
+    if args.json:
+        json.dump(rows, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

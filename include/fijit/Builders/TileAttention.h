@@ -1,0 +1,86 @@
+//===- TileAttention.h - The FlashAttention-2 tile engine -------*- C++ -*-===//
+//
+// The part every attention family shares: a CTA owns tile_q rows of queries
+// (16 per warp) and streams a key range through a `stages`-deep ring of
+// shared-memory slots filled by cp.async, one commit group per tile, so the
+// copy of tile t + stages - 1 overlaps the math of tile t. Per tile:
+// S = Q K^T (mma.sync), variant hooks (scale, soft-cap, masks), online
+// softmax in exp2 form, then O += P V with P kept in registers.
+//
+// Families differ only in what a "row" is and where rows live:
+//  - prefill: rows are query positions of one head;
+//  - decode: rows are the query heads of one GQA group (one token), so each
+//    kv head is read once for all of them.
+// They describe that with a TileProblem and store the result themselves.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_BUILDERS_TILEATTENTION_H
+#define FIJIT_BUILDERS_TILEATTENTION_H
+
+#include "fijit/Builders/Fragments.h"
+#include "fijit/Builders/Softmax.h"
+#include "fijit/Builders/Variant.h"
+
+#include <functional>
+
+namespace fijit {
+
+/// Element offset of a row, emitted with the builder it is given (copies may
+/// sit inside a guard).
+using RowOffsetFn =
+    std::function<mlir::Value(mlir::ImplicitLocOpBuilder &, mlir::Value)>;
+
+/// Where one CTA's rows and keys live. Index-typed values.
+struct TileProblem {
+  mlir::Value q;           ///< flat global memref of Q
+  mlir::Value qBase;       ///< element offset of row 0
+  mlir::Value qRowStride;  ///< elements between rows
+  mlir::Value qRowLimit;   ///< rows at or past this are padding
+  mlir::Value k, v;        ///< flat global memrefs of K and V
+  mlir::Value kvBegin;     ///< first key of this CTA's range
+  mlir::Value kvEnd;       ///< one past its last key
+  mlir::Value kvLen;       ///< keys in the sequence (for bounds masks)
+  /// Element offset of key `pos` (index) in K resp. V: dense strides or a
+  /// page-table lookup.
+  RowOffsetFn kRowOffset, vRowOffset;
+  /// Query position of accumulator row `r` (0/1 = g, g + 8) of this lane,
+  /// for causal and window masks.
+  std::function<mlir::Value(int64_t r)> maskRow;
+};
+
+/// Per-lane results: output accumulators (normalised) and the base-2 LSE of
+/// the two rows the lane owns (row offsets `rowInTile`).
+struct TileResult {
+  llvm::SmallVector<AccFragment> out;
+  std::array<mlir::Value, 2> lse;
+  std::array<mlir::Value, 2> rowInTile; ///< warp * 16 + g (+ 8)
+  mlir::Value quadCol;                  ///< 2 * (lane % 4)
+};
+
+/// Emits the tile loop of one CTA. `config` is validated and resolved; the
+/// variant is already bound to this launch's scale and lengths.
+TileResult emitTileAttention(mlir::ImplicitLocOpBuilder &b,
+                             const AttentionConfig &config,
+                             AttentionVariant &variant,
+                             const TileProblem &problem);
+
+/// Stores per-lane f32 pairs `frag[2r], frag[2r+1]` of every accumulator as
+/// `type` at `base + n * 8` (n = accumulator index).
+void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
+                   llvm::ArrayRef<AccFragment> out, int64_t r,
+                   mlir::Value memref, mlir::Value base, mlir::Type type);
+
+/// `if (cond) body()`.
+void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
+            llvm::function_ref<void()> body);
+
+/// f16/bf16 element type of a dtype.
+mlir::Type elementType(mlir::Builder &b, DType t);
+
+/// Index value of an i32 kernel argument.
+mlir::Value toIndex(mlir::ImplicitLocOpBuilder &b, mlir::Value i32);
+
+} // namespace fijit
+
+#endif // FIJIT_BUILDERS_TILEATTENTION_H

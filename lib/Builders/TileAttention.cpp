@@ -1,0 +1,299 @@
+//===- TileAttention.cpp - The FlashAttention-2 tile engine ---------------===//
+
+#include "fijit/Builders/TileAttention.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+using namespace mlir;
+
+namespace fijit {
+
+/// Rows in shared memory are padded by this many elements so that the eight
+/// 16-byte rows an ldmatrix phase reads fall into distinct banks. The same
+/// padding is assumed by AttentionConfig::sharedMemoryBytes.
+static constexpr int64_t kRowPad = 8;
+
+Type elementType(Builder &b, DType t) {
+  switch (t) {
+  case DType::F16:
+    return b.getF16Type();
+  case DType::BF16:
+    return b.getBF16Type();
+  default:
+    return {};
+  }
+}
+
+void emitIf(ImplicitLocOpBuilder &b, Value cond,
+            llvm::function_ref<void()> body) {
+  auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+  body();
+}
+
+Value toIndex(ImplicitLocOpBuilder &b, Value i32) {
+  return arith::IndexCastOp::create(b, b.getIndexType(), i32);
+}
+
+void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
+                   int64_t r, Value memref, Value base, Type type) {
+  auto pairTy = VectorType::get({2}, b.getF32Type());
+  auto outPairTy = VectorType::get({2}, type);
+  for (auto [n, frag] : llvm::enumerate(out)) {
+    Value pair = vector::FromElementsOp::create(
+        b, pairTy, ValueRange{frag[2 * r], frag[2 * r + 1]});
+    if (type != b.getF32Type())
+      pair = arith::TruncFOp::create(b, outPairTy, pair);
+    Value idx =
+        arith::AddIOp::create(b, base, cIdx(b, static_cast<int64_t>(n) * 8));
+    vector::StoreOp::create(b, pair, memref, ValueRange{idx});
+  }
+}
+
+namespace {
+
+/// The tile loop of one CTA.
+class TileEngine {
+public:
+  TileEngine(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+             AttentionVariant &variant, const TileProblem &p)
+      : b(b), cfg(cfg), variant(variant), p(p),
+        mmaQK(b, elementType(b, cfg.dtypeQ)),
+        mmaPV(b, elementType(b, cfg.dtypeKV)) {}
+
+  TileResult emit();
+
+private:
+  void allocateSharedMemory();
+  void loadKVTile(Value tile, Value slot);
+  SmallVector<AccFragment> computeScores(ArrayRef<AFragment> q, Value slot);
+  void applyVariant(MutableArrayRef<AccFragment> scores, Value kvStart);
+  void accumulatePV(ArrayRef<AccFragment> probs, Value slot,
+                    MutableArrayRef<AccFragment> out);
+
+  ImplicitLocOpBuilder &b;
+  const AttentionConfig &cfg;
+  AttentionVariant &variant;
+  const TileProblem &p;
+  MmaEmitter mmaQK, mmaPV;
+
+  Value tid, lane, warp;
+  std::array<Value, 2> maskRows;
+  Value sQ, sK, sV;
+};
+
+void TileEngine::allocateSharedMemory() {
+  // Q tile, then `stages` K slots, then `stages` V slots.
+  const TuningKnobs &t = cfg.tuning;
+  int64_t dQK = cfg.headDimQK, dVO = cfg.headDimVO;
+  auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
+                                       gpu::AddressSpace::Workgroup);
+  auto layout = MemRefLayoutAttrInterface{};
+  Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
+  Value dyn = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), layout, wg));
+  int64_t qBytes = t.tileQ * (dQK + kRowPad) * byteWidth(cfg.dtypeQ);
+  int64_t kBytes =
+      t.stages * t.tileKV * (dQK + kRowPad) * byteWidth(cfg.dtypeKV);
+  sQ = memref::ViewOp::create(
+      b, MemRefType::get({t.tileQ, dQK + kRowPad}, qTy, layout, wg), dyn,
+      cIdx(b, 0), ValueRange{});
+  sK = memref::ViewOp::create(
+      b,
+      MemRefType::get({t.stages, t.tileKV, dQK + kRowPad}, kvTy, layout, wg),
+      dyn, cIdx(b, qBytes), ValueRange{});
+  sV = memref::ViewOp::create(
+      b,
+      MemRefType::get({t.stages, t.tileKV, dVO + kRowPad}, kvTy, layout, wg),
+      dyn, cIdx(b, qBytes + kBytes), ValueRange{});
+}
+
+void TileEngine::loadKVTile(Value tile, Value slot) {
+  int64_t tileKV = cfg.tuning.tileKV;
+  Value kvStart = arith::AddIOp::create(
+      b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, tileKV)));
+  Value rowsLeft = arith::SubIOp::create(b, p.kvEnd, kvStart);
+  auto copyOf = [&](Value global, const RowOffsetFn &rowOffset, Value smem,
+                    int64_t dim) {
+    TileCopy c;
+    c.global = global;
+    c.rowOffset = [&](ImplicitLocOpBuilder &ib, Value row) {
+      return rowOffset(ib, arith::AddIOp::create(ib, kvStart, row));
+    };
+    c.rowLimit = rowsLeft;
+    c.smem = smem;
+    c.smemPrefix = {slot};
+    c.rows = tileKV;
+    c.cols = dim;
+    emitTileCopy(b, c, tid, cfg.tuning.numWarps * 32);
+  };
+  copyOf(p.k, p.kRowOffset, sK, cfg.headDimQK);
+  copyOf(p.v, p.vRowOffset, sV, cfg.headDimVO);
+}
+
+SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
+                                                   Value slot) {
+  int64_t tileKV = cfg.tuning.tileKV;
+  SmallVector<AccFragment> s(tileKV / 8, mmaQK.zeroAcc());
+  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
+    for (int64_t np = 0; np < tileKV / 16; ++np) {
+      auto bPair = mmaQK.loadBPairNK(sK, slot, lane, cIdx(b, np * 16),
+                                     cIdx(b, kk * 16));
+      s[2 * np] = mmaQK.mma(qA[kk], bPair[0], s[2 * np]);
+      s[2 * np + 1] = mmaQK.mma(qA[kk], bPair[1], s[2 * np + 1]);
+    }
+  return s;
+}
+
+void TileEngine::applyVariant(MutableArrayRef<AccFragment> scores,
+                              Value kvStart) {
+  Value ninf = negInf(b);
+  Value colBase = arith::AddIOp::create(
+      b, kvStart,
+      arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
+                            cIdx(b, 2)));
+  for (auto [j, frag] : llvm::enumerate(scores))
+    for (int64_t reg = 0; reg < 4; ++reg) {
+      Value kvPos = arith::AddIOp::create(
+          b, colBase, cIdx(b, static_cast<int64_t>(j) * 8 + reg % 2));
+      Value x = variant.transformLogit(b, frag[reg]);
+      Value visible = variant.isVisible(b, maskRows[reg / 2], kvPos);
+      frag[reg] = arith::SelectOp::create(b, visible, x, ninf);
+    }
+}
+
+void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
+                              MutableArrayRef<AccFragment> out) {
+  for (int64_t kk = 0; kk < cfg.tuning.tileKV / 16; ++kk) {
+    AFragment pA = mmaPV.accToA(probs[2 * kk], probs[2 * kk + 1]);
+    for (int64_t np = 0; np < cfg.headDimVO / 16; ++np) {
+      auto bPair = mmaPV.loadBPairKN(sV, slot, lane, cIdx(b, kk * 16),
+                                     cIdx(b, np * 16));
+      out[2 * np] = mmaPV.mma(pA, bPair[0], out[2 * np]);
+      out[2 * np + 1] = mmaPV.mma(pA, bPair[1], out[2 * np + 1]);
+    }
+  }
+}
+
+TileResult TileEngine::emit() {
+  const TuningKnobs &t = cfg.tuning;
+  int64_t numThreads = t.numWarps * 32;
+  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
+  warp = arith::DivUIOp::create(b, tid, cIdx(b, 32));
+  maskRows = {p.maskRow(0), p.maskRow(1)};
+  allocateSharedMemory();
+
+  // Q tile -> shared memory (its own commit group).
+  TileCopy qCopy;
+  qCopy.global = p.q;
+  qCopy.rowOffset = [&](ImplicitLocOpBuilder &ib, Value row) {
+    return arith::AddIOp::create(
+        ib, p.qBase, arith::MulIOp::create(ib, row, p.qRowStride));
+  };
+  qCopy.rowLimit = p.qRowLimit;
+  qCopy.smem = sQ;
+  qCopy.rows = t.tileQ;
+  qCopy.cols = cfg.headDimQK;
+  emitTileCopy(b, qCopy, tid, numThreads);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+
+  Value numTiles = arith::DivUIOp::create(
+      b,
+      arith::AddIOp::create(b, arith::SubIOp::create(b, p.kvEnd, p.kvBegin),
+                            cIdx(b, t.tileKV - 1)),
+      cIdx(b, t.tileKV));
+
+  // Prologue: fill stages - 1 slots. Every stage commits a group, empty or
+  // not, so the wait counts below hold for any number of tiles.
+  for (int64_t s = 0; s + 1 < t.stages; ++s) {
+    Value tile = cIdx(b, s);
+    emitIf(b,
+           arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tile, numTiles),
+           [&] { loadKVTile(tile, tile); });
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
+  gpu::BarrierOp::create(b);
+  SmallVector<AFragment> qA;
+  Value warpRow0 = arith::MulIOp::create(b, warp, cIdx(b, 16));
+  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
+    qA.push_back(mmaQK.loadA(sQ, {}, lane, warpRow0, cIdx(b, kk * 16)));
+
+  // Loop state: output accumulators, then row max and row sum of both rows.
+  int64_t numOut = cfg.headDimVO / 8;
+  SmallVector<Value> init(numOut * 4, cF32(b, 0.0));
+  init.append({negInf(b), negInf(b), cF32(b, 0.0), cF32(b, 0.0)});
+  auto unpackState = [&](ValueRange vals, SmallVector<AccFragment> &out) {
+    out.resize(numOut);
+    for (int64_t n = 0; n < numOut; ++n)
+      for (int64_t r = 0; r < 4; ++r)
+        out[n][r] = vals[n * 4 + r];
+    return SoftmaxState{{vals[numOut * 4], vals[numOut * 4 + 1]},
+                        {vals[numOut * 4 + 2], vals[numOut * 4 + 3]}};
+  };
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1), init);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value tile = loop.getInductionVar();
+    SmallVector<AccFragment> out;
+    SoftmaxState state = unpackState(loop.getRegionIterArgs(), out);
+
+    // Tile `tile` has landed once at most stages - 2 newer groups are
+    // pending; the barrier also retires every read of the slot refilled next.
+    NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 2);
+    gpu::BarrierOp::create(b);
+    Value next = arith::AddIOp::create(b, tile, cIdx(b, t.stages - 1));
+    emitIf(b,
+           arith::CmpIOp::create(b, arith::CmpIPredicate::ult, next, numTiles),
+           [&] {
+             loadKVTile(next,
+                        arith::RemUIOp::create(b, next, cIdx(b, t.stages)));
+           });
+    NVVM::CpAsyncCommitGroupOp::create(b);
+
+    Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
+    Value kvStart = arith::AddIOp::create(
+        b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
+    SmallVector<AccFragment> scores = computeScores(qA, slot);
+    applyVariant(scores, kvStart);
+    state = updateOnlineSoftmax(b, state, scores, out);
+    accumulatePV(scores, slot, out);
+
+    SmallVector<Value> yields;
+    for (AccFragment &f : out)
+      yields.append(f.begin(), f.end());
+    yields.append({state.rowMax[0], state.rowMax[1], state.rowSum[0],
+                   state.rowSum[1]});
+    scf::YieldOp::create(b, yields);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+
+  TileResult result;
+  SoftmaxState state = unpackState(loop.getResults(), result.out);
+  result.lse = finalizeOnlineSoftmax(b, state, result.out);
+  Value rowInWarp = arith::DivUIOp::create(b, lane, cIdx(b, 4));
+  Value row0 = arith::AddIOp::create(b, warpRow0, rowInWarp);
+  result.rowInTile = {row0, arith::AddIOp::create(b, row0, cIdx(b, 8))};
+  result.quadCol = arith::MulIOp::create(
+      b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
+  return result;
+}
+
+} // namespace
+
+TileResult emitTileAttention(ImplicitLocOpBuilder &b,
+                             const AttentionConfig &config,
+                             AttentionVariant &variant,
+                             const TileProblem &problem) {
+  return TileEngine(b, config, variant, problem).emit();
+}
+
+} // namespace fijit

@@ -1,0 +1,241 @@
+"""Decode: single request over dense KV, and batches over a paged KV cache
+with FlashInfer-style plan/run wrappers; merge_state(s) for split or
+cascade attention."""
+import math
+
+from .config import AttentionConfig
+from .kernel import compile_attention
+from .prefill import _target
+from .tensors import as_view, check, torch
+
+_DTYPE_NAMES = {"float16": "f16", "half": "f16", "bfloat16": "bf16",
+                "f16": "f16", "bf16": "bf16"}
+
+
+def _dtype_name(dtype):
+    if isinstance(dtype, str):
+        name = _DTYPE_NAMES.get(dtype.replace("torch.", ""))
+    else:
+        name = _DTYPE_NAMES.get(str(dtype).replace("torch.", ""))
+    if name is None:
+        raise ValueError(f"invalid dtype {dtype}: allowed values are "
+                         "float16, bfloat16")
+    return name
+
+
+def _workspace(nbytes, device):
+    return torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device)
+
+
+def _launch_decode(kernel, q, k, v, o, lse, batch, kv_len, strides, kv_chunk,
+                   workspace, sm_scale, indptr=None, indices=None,
+                   last_page_len=None):
+    ptrs = [q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
+            lse.data_ptr() if lse is not None else 0]
+    ptrs += [t.data_ptr() if t is not None else 0
+             for t in (indptr, indices, last_page_len)]
+    kernel._native.launch_decode(
+        ptrs, batch, kv_len, strides, kv_chunk, workspace.data_ptr(),
+        workspace.numel() * workspace.element_size(), float(sm_scale or 0.0),
+        torch.cuda.current_stream(q.device).cuda_stream)
+
+
+def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
+                                window_left=-1, logits_soft_cap=0.0,
+                                return_lse=False, out=None, **tuning):
+    """One query token per head over one request's keys and values.
+
+    q: [num_qo_heads, head_dim]; k, v: [kv_len, num_kv_heads, head_dim]
+    (NHD) or [num_kv_heads, kv_len, head_dim] (HND). The query heads of each
+    GQA group share one pass over their kv head; long contexts are split
+    across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
+    base 2, [num_qo_heads] with return_lse=True).
+    """
+    qv, kv = as_view(q, "q"), as_view(k, "k")
+    if qv.ndim != 2 or kv.ndim != 3:
+        raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
+                         "[kv_len, num_kv_heads, head_dim] (NHD) or "
+                         "[num_kv_heads, kv_len, head_dim] (HND)")
+    if kv_layout not in ("NHD", "HND"):
+        raise ValueError(f"invalid kv_layout={kv_layout}: allowed values are "
+                         "NHD, HND")
+    nhd = kv_layout == "NHD"
+    kv_len, hk = (kv.shape[0], kv.shape[1]) if nhd else (kv.shape[1],
+                                                         kv.shape[0])
+    cfg = AttentionConfig(
+        kind="single_decode", head_dim_qk=qv.shape[1],
+        head_dim_vo=as_view(v, "v").shape[2], num_qo_heads=qv.shape[0],
+        num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
+        dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
+        logits_soft_cap=float(logits_soft_cap or 0.0),
+        return_lse=bool(return_lse), target=_target(qv.device), **tuning)
+    kernel = compile_attention(cfg)
+    check(qv, "q", (cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
+    shape = ((kv_len, hk, cfg.head_dim_qk) if nhd
+             else (hk, kv_len, cfg.head_dim_qk))
+    check(kv, "k", shape, cfg.dtype_kv, like=qv)
+    check(as_view(v, "v"), "v", shape, cfg.dtype_kv, like=qv)
+    if out is None:
+        out = torch.empty_like(q)
+    lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
+                       device=q.device) if return_lse else None)
+    kv_chunk, _, nbytes = kernel._native.plan_decode(1, kv_len)
+    n, h = (0, 1) if nhd else (1, 0)
+    strides = [0, q.stride(0), 0, k.stride(n), k.stride(h), 0, v.stride(n),
+               v.stride(h), 0, out.stride(0)]
+    _launch_decode(kernel, q, k, v, out, lse, 1, kv_len, strides, kv_chunk,
+                   _workspace(nbytes, q.device), sm_scale)
+    return (out, lse) if return_lse else out
+
+
+def _split_cache(paged_kv_cache, kv_layout):
+    if isinstance(paged_kv_cache, (tuple, list)):
+        if len(paged_kv_cache) != 2:
+            raise ValueError("paged_kv_cache must be (k_cache, v_cache) or "
+                             "one tensor with a k/v dimension of size 2")
+        return paged_kv_cache
+    # One tensor: [num_pages, 2, ...] holds k then v per page.
+    if paged_kv_cache.dim() != 5 or paged_kv_cache.shape[1] != 2:
+        raise ValueError("a combined paged_kv_cache must be [num_pages, 2, "
+                         "page_size, num_kv_heads, head_dim] (NHD) or "
+                         "[num_pages, 2, num_kv_heads, page_size, head_dim] "
+                         f"(HND); got {list(paged_kv_cache.shape)}")
+    return paged_kv_cache[:, 0], paged_kv_cache[:, 1]
+
+
+class BatchDecodeWithPagedKVCacheWrapper:
+    """Decode for a batch of requests over FlashInfer's paged KV cache.
+
+    ``plan`` does the host-side work once per batch shape (validates the page
+    table, compiles or fetches the kernel, picks the split-KV chunk);
+    ``run`` only launches, so it can be captured in a CUDA graph.
+    """
+
+    def __init__(self, float_workspace_buffer, kv_layout="NHD"):
+        if kv_layout not in ("NHD", "HND"):
+            raise ValueError(f"invalid kv_layout={kv_layout}: allowed values "
+                             "are NHD, HND")
+        self._workspace = float_workspace_buffer
+        self._kv_layout = kv_layout
+        self._plan = None
+
+    def plan(self, indptr, indices, last_page_len, num_qo_heads,
+             num_kv_heads, head_dim, page_size, window_left=-1,
+             logits_soft_cap=None, q_data_type="float16", kv_data_type=None,
+             sm_scale=None, return_lse=False, **tuning):
+        for name, t in (("indptr", indptr), ("indices", indices),
+                        ("last_page_len", last_page_len)):
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
+                raise ValueError(f"{name} must be an int32 tensor")
+            if t.dim() != 1:
+                raise ValueError(f"{name} must be 1-D")
+        batch = indptr.numel() - 1
+        if batch < 0 or last_page_len.numel() != batch:
+            raise ValueError(f"last_page_len has {last_page_len.numel()} "
+                             f"entries; indptr describes {max(batch, 0)} "
+                             "requests (len(indptr) - 1)")
+        ip, lp = indptr.tolist(), last_page_len.tolist()
+        if ip[0] != 0 or any(b < a for a, b in zip(ip, ip[1:])):
+            raise ValueError("indptr must start at 0 and never decrease")
+        if ip[-1] > indices.numel():
+            raise ValueError(f"indptr[-1] = {ip[-1]} but indices has only "
+                             f"{indices.numel()} entries")
+        for b in range(batch):
+            pages = ip[b + 1] - ip[b]
+            if pages and not 1 <= lp[b] <= page_size:
+                raise ValueError(f"last_page_len[{b}] = {lp[b]} must be in "
+                                 f"[1, page_size={page_size}]")
+        lens = [max(ip[b + 1] - ip[b] - 1, 0) * page_size +
+                (lp[b] if ip[b + 1] > ip[b] else 0) for b in range(batch)]
+        used = indices[:ip[-1]]
+        max_page = int(used.max().item()) if used.numel() else -1
+        if used.numel() and int(used.min().item()) < 0:
+            raise ValueError("indices holds a negative page id")
+        q_dtype = _dtype_name(q_data_type)
+        kv_dtype = _dtype_name(kv_data_type or q_data_type)
+        device = indptr.device
+        cfg = AttentionConfig(
+            kind="batch_decode_paged", head_dim_qk=head_dim,
+            head_dim_vo=head_dim, num_qo_heads=num_qo_heads,
+            num_kv_heads=num_kv_heads, dtype_q=q_dtype, dtype_kv=kv_dtype,
+            dtype_o=q_dtype, kv_layout=self._kv_layout, page_size=page_size,
+            window_left=window_left,
+            logits_soft_cap=float(logits_soft_cap or 0.0),
+            return_lse=bool(return_lse), target=_target(device), **tuning)
+        kernel = compile_attention(cfg)
+        max_len = max(lens, default=0)
+        kv_chunk, splits, nbytes = kernel._native.plan_decode(batch, max_len)
+        have = self._workspace.numel() * self._workspace.element_size()
+        if nbytes > have:
+            raise ValueError(f"float_workspace_buffer holds {have} bytes; "
+                             f"this batch needs {nbytes}")
+        self._plan = dict(kernel=kernel, batch=batch, max_len=max_len,
+                          kv_chunk=kv_chunk, splits=splits, cfg=cfg,
+                          indptr=indptr, indices=indices,
+                          last_page_len=last_page_len, max_page=max_page,
+                          sm_scale=sm_scale)
+
+    def run(self, q, paged_kv_cache, out=None, lse=None, return_lse=False):
+        if self._plan is None:
+            raise RuntimeError("call plan() before run()")
+        p, cfg = self._plan, self._plan["cfg"]
+        if return_lse and not cfg.return_lse:
+            raise ValueError("plan() was called with return_lse=False")
+        k_cache, v_cache = _split_cache(paged_kv_cache, self._kv_layout)
+        qv = as_view(q, "q")
+        check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
+              cfg.dtype_q)
+        nhd = self._kv_layout == "NHD"
+        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+            view = as_view(t, name)
+            shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
+                      cfg.head_dim_qk) if nhd else
+                     (view.shape[0], cfg.num_kv_heads, cfg.page_size,
+                      cfg.head_dim_qk))
+            check(view, name, shape, cfg.dtype_kv, like=qv)
+            if p["max_page"] >= view.shape[0]:
+                raise ValueError(f"indices refers to page {p['max_page']} "
+                                 f"but {name} has {view.shape[0]} pages")
+        if out is None:
+            out = torch.empty_like(q)
+        check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o,
+              like=qv)
+        if cfg.return_lse and lse is None:
+            lse = torch.empty(q.shape[:2], dtype=torch.float32,
+                              device=q.device)
+        n, h = (1, 2) if nhd else (2, 1)
+        strides = [q.stride(0), q.stride(1), k_cache.stride(0),
+                   k_cache.stride(n), k_cache.stride(h), v_cache.stride(0),
+                   v_cache.stride(n), v_cache.stride(h), out.stride(0),
+                   out.stride(1)]
+        _launch_decode(p["kernel"], q, k_cache, v_cache, out, lse,
+                       p["batch"], p["max_len"], strides, p["kv_chunk"],
+                       self._workspace, p["sm_scale"], p["indptr"],
+                       p["indices"], p["last_page_len"])
+        return (out, lse) if return_lse else out
+
+
+def merge_state(v_a, s_a, v_b, s_b):
+    """Merges two attention states over disjoint key sets: v [seq, heads,
+    dim], s (base-2 LSE, float32) [seq, heads]. Returns (v, s)."""
+    return merge_states(torch.stack([v_a, v_b], 1), torch.stack([s_a, s_b],
+                                                                1))
+
+
+def merge_states(v, s):
+    """Merges states v [seq, num_states, heads, dim] with base-2 LSEs s
+    [seq, num_states, heads] into (v [seq, heads, dim], s [seq, heads])."""
+    if v.dim() != 4 or s.dim() != 3 or v.shape[:3] != s.shape:
+        raise ValueError("merge_states takes v [seq, num_states, heads, dim] "
+                         f"and s [seq, num_states, heads]; got "
+                         f"{list(v.shape)} and {list(s.shape)}")
+    s = s.float()
+    m = s.max(dim=1, keepdim=True).values
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    w = torch.exp2(s - m)
+    total = w.sum(dim=1)
+    merged = (w.unsqueeze(-1) * v.float()).sum(dim=1) / total.clamp_min(
+        1e-30).unsqueeze(-1)
+    lse = torch.where(total > 0, m.squeeze(1) + torch.log2(total),
+                      torch.full_like(total, -math.inf))
+    return merged.to(v.dtype), lse

@@ -1,0 +1,145 @@
+"""python -m fijit cache info|clear|prune."""
+import re
+
+import fijit
+from conftest import SMALL, cache_files, run_cli, run_fijit
+
+VERSION_DIR = f"v{fijit.__version__}-{fijit.build_id}-llvm{fijit.llvm_version}"
+
+
+def info_fields(stdout):
+    fields = dict(re.findall(r"^([a-z ]+):\s+(.*)$", stdout, re.M))
+    assert set(fields) == {"root", "version dir", "enabled", "entries",
+                           "size"}, stdout
+    return fields
+
+
+def fill(n=2):
+    run_fijit("""
+        for h in %r:
+            fijit.compile_attention(**dict(%r, num_qo_heads=h))
+    """ % ([4 * 2 ** i for i in range(n)], SMALL))
+
+
+def test_info_empty(cache_dir):
+    r = run_cli("cache", "info")
+    assert r.returncode == 0, r.stderr
+    f = info_fields(r.stdout)
+    assert f["root"] == str(cache_dir)
+    assert f["version dir"] == str(cache_dir / VERSION_DIR)
+    assert f["enabled"] == "yes"
+    assert f["entries"] == "0"
+    assert f["size"] == f"0 bytes (limit {4 << 30})"
+
+
+def test_info_counts_entries(cache_dir):
+    fill(2)
+    r = run_cli("cache", "info", FIJIT_CACHE_MAX_BYTES=10 ** 9)
+    assert r.returncode == 0, r.stderr
+    f = info_fields(r.stdout)
+    assert f["root"] == str(cache_dir)
+    assert f["entries"] == "2"
+    size = sum(p.stat().st_size for p in cache_files(cache_dir))
+    assert f["size"] == f"{size} bytes (limit {10 ** 9})"
+
+
+def test_info_reports_unusable_cache(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fill_root = blocker / "cache"
+    # info alone never writes; a compile in the same process disables it
+    r = run_fijit("""
+        import fijit.__main__ as cli
+        fijit.compile_attention(**%r)
+        cli.main(["cache", "info"])
+    """ % (SMALL,), FIJIT_CACHE_DIR=fill_root)
+    assert "enabled:     no (memory only)" in r.stdout
+    assert "not usable" in r.stderr
+
+
+def test_clear(cache_dir):
+    fill(2)
+    assert len(cache_files(cache_dir)) == 2
+    r = run_cli("cache", "clear")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "removed 2 cached files"
+    assert not cache_files(cache_dir, "*")
+    assert not list(cache_dir.glob("v*"))
+    assert info_fields(run_cli("cache", "info").stdout)["entries"] == "0"
+    # and the next process compiles again
+    r = run_fijit("report(tier=fijit.compile_attention(**%r).tier)" % (SMALL,))
+    assert r.result["tier"] == "compiled"
+
+
+def test_clear_removes_other_versions(cache_dir):
+    old = cache_dir / "v0.0.1-llvm21.1.0" / "entries"
+    old.mkdir(parents=True)
+    (old / ("0" * 64 + ".ptx")).write_text("old")
+    unrelated = cache_dir / "notes.txt"
+    unrelated.write_text("keep me")
+    r = run_cli("cache", "clear")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "removed 1 cached files"
+    assert not (cache_dir / "v0.0.1-llvm21.1.0").exists()
+    assert unrelated.read_text() == "keep me"
+
+
+def test_clear_in_process_forgets_memory_tier(cache_dir):
+    r = run_fijit("""
+        a = fijit.compile_attention(**%r)
+        removed = fijit.cache.clear()
+        b = fijit.compile_attention(**%r)
+        report(tiers=[a.tier, b.tier], removed=removed)
+    """ % (SMALL, SMALL))
+    assert r.result == {"tiers": ["compiled", "compiled"], "removed": 1}
+    assert len(cache_files(cache_dir)) == 1
+
+
+def test_prune(cache_dir):
+    fill(1)
+    (current,) = cache_files(cache_dir)
+    old = cache_dir / "v0.0.1-llvm21.1.0" / "entries"
+    old.mkdir(parents=True)
+    for i in range(2):
+        (old / (str(i) * 64 + ".ptx")).write_text("old")
+    r = run_cli("cache", "prune")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "removed 2 cached files"
+    assert not (cache_dir / "v0.0.1-llvm21.1.0").exists()
+    assert cache_files(cache_dir) == [current]
+    # nothing left to prune
+    r = run_cli("cache", "prune")
+    assert r.returncode == 0 and r.stdout.strip() == "removed 0 cached files"
+
+
+def test_prune_evicts_beyond_bound(cache_dir):
+    fill(3)
+    files = cache_files(cache_dir)
+    assert len(files) == 3
+    bound = files[0].stat().st_size * 3 // 2
+    r = run_cli("cache", "prune", FIJIT_CACHE_MAX_BYTES=bound)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "removed 2 cached files"
+    left = cache_files(cache_dir)
+    assert len(left) == 1
+    assert sum(p.stat().st_size for p in left) <= bound
+
+
+def test_bad_action():
+    r = run_cli("cache", "explode")
+    assert r.returncode != 0
+    assert "usage:" in r.stderr
+    assert "invalid choice: 'explode'" in r.stderr
+    assert r.stdout == ""
+
+
+def test_missing_command():
+    r = run_cli()
+    assert r.returncode != 0
+    assert "usage:" in r.stderr
+
+
+def test_help_names_versions():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    assert f"fijit {fijit.__version__} (LLVM {fijit.llvm_version})" in r.stdout

@@ -1,0 +1,190 @@
+"""compile_attention: inputs, stage texts, keys, tiers."""
+import re
+
+import pytest
+
+import fijit
+from fijit import AttentionConfig, compile_attention
+from conftest import SMALL, run_fijit, cache_files
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return compile_attention(**SMALL)
+
+
+def test_returns_kernel_with_ptx(kernel):
+    assert isinstance(kernel, fijit.AttentionKernel)
+    assert ".entry fijit_single_prefill" in kernel.ptx
+    assert "mma.sync.aligned.m16n8k16" in kernel.ptx
+    assert kernel.name == "fijit_single_prefill"
+    assert kernel.config == AttentionConfig(**SMALL)
+    assert kernel._native.config == str(kernel.config)
+    assert kernel.ir("ptx") == kernel.ptx
+    assert kernel.key[:12] in repr(kernel)
+
+
+def test_launch_geometry(kernel):
+    native = kernel._native
+    assert native.threads_per_block == 4 * 32
+    assert native.tile_q == 64
+    # tile_q * (64 + 8) * 2 + stages(3) * tile_kv(64) * (72 + 72) * 2
+    assert kernel.shared_memory_bytes == 64 * 72 * 2 + 3 * 64 * 144 * 2
+
+
+@pytest.mark.parametrize("form", ["config", "string", "kwargs",
+                                  "config+kwargs"])
+def test_input_forms_agree(form, kernel):
+    cfg = AttentionConfig(**SMALL)
+    if form == "config":
+        k = compile_attention(cfg)
+    elif form == "string":
+        k = compile_attention(",".join(f"{a}={b}" for a, b in SMALL.items()))
+    elif form == "kwargs":
+        k = compile_attention(**SMALL)
+    else:
+        k = compile_attention(cfg.replace(num_qo_heads=8), num_qo_heads=4)
+    assert k.config == cfg
+    assert k.key == kernel.key
+    assert k.ptx == kernel.ptx
+
+
+def test_string_plus_kwargs(kernel):
+    k = compile_attention("head_dim_qk=64,head_dim_vo=64", num_qo_heads=4,
+                          num_kv_heads=4)
+    assert k.config == AttentionConfig(**SMALL)
+
+
+def test_bad_config_type():
+    with pytest.raises(TypeError, match="not int"):
+        compile_attention(42)
+
+
+@pytest.mark.parametrize("stage, needle", [
+    ("builder", "gpu.module @fijit_kernels"),
+    ("nvvm", "nvvm.mma.sync"),
+    ("llvm", "ptx_kernel"),
+])
+def test_stage_texts(kernel, stage, needle):
+    text = kernel.ir(stage)
+    assert needle in text
+    # each stage is a different text, not the PTX again
+    assert ".entry" not in text
+
+
+def test_bad_stage(kernel):
+    with pytest.raises(ValueError) as e:
+        kernel.ir("sass")
+    assert str(e.value) == ("unknown stage 'sass'; expected builder, nvvm, "
+                            "llvm or ptx")
+
+
+def test_key(kernel):
+    assert re.fullmatch(r"[0-9a-f]{64}", kernel.key)
+    again = compile_attention(AttentionConfig(**SMALL))
+    assert again.key == kernel.key
+
+
+@pytest.mark.parametrize("change", [
+    dict(mask="causal"), dict(num_kv_heads=2),
+    dict(dtype_q="f16", dtype_kv="f16", dtype_o="f16"), dict(stages=2),
+    dict(return_lse=True), dict(window_left=128)],
+    ids=lambda c: ",".join(c))
+def test_key_changes_with_field(kernel, change):
+    k = compile_attention(**{**SMALL, **change})
+    assert re.fullmatch(r"[0-9a-f]{64}", k.key)
+    assert k.key != kernel.key
+    assert k.ptx != kernel.ptx
+
+
+def test_sm_scale_shares_the_kernel(kernel):
+    # sm_scale is a launch argument: a new default scale reuses the kernel
+    # (same key, same PTX) while the config remembers the default.
+    k = compile_attention(**SMALL, sm_scale=0.1)
+    assert k.key == kernel.key
+    assert k.ptx == kernel.ptx
+    assert k.config.sm_scale == 0.1
+
+
+def test_compile_ms_and_memory_tier(kernel):
+    again = compile_attention(**SMALL)
+    # the module fixture compiled (or loaded) it: this process remembers it
+    assert again.tier == "memory"
+    for k in (kernel, again):
+        assert isinstance(k.compile_ms, float) and k.compile_ms > 0
+
+
+@pytest.mark.parametrize("kind", ["batch_prefill_paged",
+                                  "batch_prefill_ragged"])
+def test_unsupported_kind(kind):
+    fields = dict(kind=kind)
+    if kind == "batch_prefill_paged":
+        fields["page_size"] = 16
+    with pytest.raises(ValueError) as e:
+        compile_attention(**fields)
+    assert str(e.value) == (f"no builder for kind={kind} yet; available: "
+                            "single_prefill, single_decode, "
+                            "batch_decode_paged")
+
+
+def test_unsupported_head_dim_pair():
+    with pytest.raises(ValueError) as e:
+        compile_attention(head_dim_qk=64, head_dim_vo=128)
+    assert "head_dim_qk=64 != head_dim_vo=128 is not supported" in str(e.value)
+
+
+def test_invalid_config_value_error():
+    with pytest.raises(ValueError) as e:
+        compile_attention(**SMALL, stages=7)
+    assert str(e.value) == "invalid stages=7: must be 0 (default) or in [2, 4]"
+
+
+def test_tiers_across_processes(cache_dir):
+    """compiled -> memory in one process; disk in the next, same key/PTX."""
+    code = """
+        a = fijit.compile_attention(**{fields})
+        b = fijit.compile_attention(**{fields})
+        c = fijit.compile_attention(str(a.config))
+        report(first=summary(a), second=summary(b), third=summary(c))
+    """.replace("{fields}", repr(SMALL))
+    first = run_fijit(code).result
+    assert [first[n]["tier"] for n in ("first", "second", "third")] == \
+        ["compiled", "memory", "memory"]
+    assert first["first"]["key"] == first["second"]["key"]
+    assert first["first"]["ptx_sha"] == first["second"]["ptx_sha"]
+    assert first["first"]["compile_ms"] > first["second"]["compile_ms"] > 0
+    (entry,) = cache_files(cache_dir)
+    assert entry.name == first["first"]["key"] + ".ptx"
+
+    second = run_fijit(code).result
+    assert [second[n]["tier"] for n in ("first", "second", "third")] == \
+        ["disk", "memory", "memory"]
+    assert second["first"]["key"] == first["first"]["key"]
+    assert second["first"]["ptx_sha"] == first["first"]["ptx_sha"]
+    assert second["first"]["compile_ms"] > 0
+
+
+def test_disk_hit_ptx_identical_text(cache_dir):
+    code = """
+        k = fijit.compile_attention(**%r)
+        report(tier=k.tier, ptx=k.ptx, key=k.key)
+    """ % (SMALL,)
+    a = run_fijit(code).result
+    b = run_fijit(code).result
+    assert (a["tier"], b["tier"]) == ("compiled", "disk")
+    assert a["key"] == b["key"]
+    assert a["ptx"] == b["ptx"]
+    assert ".entry fijit_single_prefill" in b["ptx"]
+
+
+def test_new_config_text_same_ir_hits_disk(cache_dir):
+    """A config spelled differently (defaults written out) has the same
+    canonical text and so the same index entry: disk, not a compile."""
+    run_fijit("fijit.compile_attention(**%r)" % (SMALL,))
+    spelled = dict(SMALL, tile_kv=64, stages=3, mask="none")
+    r = run_fijit("""
+        k = fijit.compile_attention(**%r)
+        report(**summary(k))
+    """ % (spelled,)).result
+    assert r["tier"] == "disk"
+    assert len(cache_files(cache_dir)) == 1

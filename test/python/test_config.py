@@ -1,0 +1,271 @@
+"""AttentionConfig: canonical text, typed fields, defaults, validation."""
+import copy
+import pickle
+import subprocess
+
+import pytest
+
+import fijit
+from fijit import AttentionConfig
+from conftest import PACKAGE_DIR
+
+KNOWN_KEYS = ("kind, head_dim_qk, head_dim_vo, num_qo_heads, num_kv_heads, "
+              "dtype_q, dtype_kv, dtype_o, kv_layout, page_size, mask, "
+              "window_left, logits_soft_cap, pos_encoding, sm_scale, "
+              "return_lse, target, tile_q, tile_kv, num_warps, stages")
+
+GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
+              "num_qo_heads=32,num_kv_heads=8,dtype_q=bf16,dtype_kv=bf16,"
+              "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
+              "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
+              "sm_scale=0,return_lse=false,target=sm_90a,tile_q=64,"
+              "tile_kv=64,num_warps=4,stages=2")
+
+
+def gqa():
+    return AttentionConfig(head_dim_qk=128, head_dim_vo=128, num_qo_heads=32,
+                           num_kv_heads=8, mask="causal")
+
+
+def test_canonical_text():
+    cfg = gqa()
+    assert str(cfg) == GQA_CAUSAL
+    assert repr(cfg) == f"AttentionConfig.from_string({GQA_CAUSAL!r})"
+
+
+def test_keyword_order_does_not_matter():
+    a = AttentionConfig(mask="causal", num_kv_heads=8, head_dim_vo=128,
+                        num_qo_heads=32, head_dim_qk=128)
+    assert str(a) == GQA_CAUSAL
+
+
+def test_attribute_types():
+    cfg = AttentionConfig(head_dim_qk=64, head_dim_vo=64, sm_scale=0.125,
+                          logits_soft_cap=30, return_lse=True,
+                          dtype_q="f16", dtype_kv="f16", dtype_o="f16")
+    expected = {
+        "kind": "single_prefill", "head_dim_qk": 64, "head_dim_vo": 64,
+        "num_qo_heads": 32, "num_kv_heads": 32, "dtype_q": "f16",
+        "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
+        "page_size": 1, "mask": "none", "window_left": -1,
+        "logits_soft_cap": 30.0, "pos_encoding": "none", "sm_scale": 0.125,
+        "return_lse": True, "target": "sm_90a", "tile_q": 64, "tile_kv": 64,
+        "num_warps": 4, "stages": 3,
+    }
+    assert cfg.to_dict() == expected
+    for key, value in expected.items():
+        got = getattr(cfg, key)
+        assert got == value, key
+        # exact types: bool is not an int here, ints are not floats
+        assert type(got) is type(value), (key, type(got))
+    assert cfg.return_lse is True
+    assert AttentionConfig(return_lse=False).return_lse is False
+
+
+def test_unknown_attribute_raises_attribute_error():
+    cfg = gqa()
+    with pytest.raises(AttributeError):
+        cfg.no_such_field
+    assert not hasattr(cfg, "head_dim")
+
+
+def test_float_fields_round_trip_exactly():
+    third = 1 / 3
+    cfg = AttentionConfig(sm_scale=third, logits_soft_cap=50.5)
+    assert cfg.sm_scale == third
+    assert cfg.logits_soft_cap == 50.5
+    assert AttentionConfig.from_string(str(cfg)).sm_scale == third
+
+
+@pytest.mark.parametrize("dims, tile_kv, stages", [
+    (64, 64, 3), (96, 64, 2), (128, 64, 2), (192, 32, 2), (256, 32, 2)])
+def test_tuning_defaults_resolved(dims, tile_kv, stages):
+    cfg = AttentionConfig(head_dim_qk=dims, head_dim_vo=dims)
+    assert (cfg.tile_q, cfg.num_warps) == (64, 4)
+    assert cfg.tile_kv == tile_kv
+    assert cfg.stages == stages
+
+
+def test_tile_q_and_num_warps_derive_each_other():
+    assert AttentionConfig(num_warps=2).tile_q == 32
+    assert AttentionConfig(tile_q=128).num_warps == 8
+    assert AttentionConfig(num_warps=1).tile_q == 16
+
+
+def test_explicit_knobs_are_kept():
+    cfg = AttentionConfig(head_dim_qk=64, head_dim_vo=64, tile_kv=16,
+                          stages=4)
+    assert (cfg.tile_kv, cfg.stages) == (16, 4)
+    assert "tile_kv=16" in str(cfg) and "stages=4" in str(cfg)
+
+
+def test_zero_knobs_mean_default():
+    assert AttentionConfig(tile_kv=0, stages=0, num_warps=0, tile_q=0) == \
+        AttentionConfig()
+
+
+def test_from_string_round_trip():
+    cfg = gqa()
+    again = AttentionConfig.from_string(str(cfg))
+    assert again == cfg and str(again) == str(cfg)
+    assert again.to_dict() == cfg.to_dict()
+    assert eval(repr(cfg), {"AttentionConfig": AttentionConfig}) == cfg
+
+
+def test_from_string_subset_with_spaces():
+    cfg = AttentionConfig.from_string(
+        " head_dim_qk = 128, head_dim_vo=128 ,num_kv_heads=8, mask=causal,")
+    assert str(cfg) == GQA_CAUSAL
+
+
+def test_from_string_empty_is_default():
+    assert AttentionConfig.from_string("") == AttentionConfig()
+
+
+def test_from_string_malformed_item():
+    with pytest.raises(ValueError) as e:
+        AttentionConfig.from_string("head_dim_qk=128,causal")
+    assert str(e.value) == "malformed config item 'causal': expected key=value"
+
+
+def test_replace():
+    cfg = gqa()
+    other = cfg.replace(mask="none", num_kv_heads=32)
+    assert other is not cfg
+    assert (other.mask, other.num_kv_heads) == ("none", 32)
+    assert other.head_dim_qk == 128 and other.num_qo_heads == 32
+    assert str(other) == GQA_CAUSAL.replace("num_kv_heads=8", "num_kv_heads=32"
+                                            ).replace("mask=causal",
+                                                      "mask=none")
+    # the original is untouched
+    assert str(cfg) == GQA_CAUSAL
+
+
+def test_replace_validates():
+    with pytest.raises(ValueError) as e:
+        gqa().replace(num_kv_heads=5)
+    assert str(e.value) == "invalid num_kv_heads=5: must divide num_qo_heads=32"
+
+
+def test_replace_re_resolves_default_knobs():
+    small = AttentionConfig(head_dim_qk=64, head_dim_vo=64)
+    big = small.replace(head_dim_qk=256, head_dim_vo=256)
+    assert big == AttentionConfig(head_dim_qk=256, head_dim_vo=256)
+    assert (big.tile_kv, big.stages) == (32, 2)
+
+
+def test_immutable():
+    cfg = gqa()
+    with pytest.raises(AttributeError, match="immutable"):
+        cfg.mask = "none"
+    with pytest.raises(AttributeError, match="immutable"):
+        cfg.new_field = 1
+    d = cfg.to_dict()
+    d["mask"] = "none"
+    assert cfg.mask == "causal" and str(cfg) == GQA_CAUSAL
+
+
+def test_equality_and_hash():
+    a = gqa()
+    # Spelling out defaults gives the same config.
+    b = AttentionConfig(kind="single_prefill", head_dim_qk=128,
+                        head_dim_vo=128, num_qo_heads=32, num_kv_heads=8,
+                        mask="causal", tile_kv=64, stages=2, tile_q=64,
+                        num_warps=4, dtype_q="bf16", return_lse=False)
+    assert a == b and not (a != b)
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert {a: 1}[b] == 1
+    c = a.replace(num_kv_heads=4)
+    assert a != c
+    assert len({a, b, c}) == 2
+    assert a != str(a)
+    assert a != a.to_dict()
+
+
+# Exact messages of the C++ validation (the same text fi-opt prints).
+BAD = [
+    (dict(head_dim_qk=100),
+     "invalid head_dim_qk=100: allowed values are 64, 96, 128, 192, 256"),
+    (dict(head_dim_vo=512),
+     "invalid head_dim_vo=512: allowed values are 64, 96, 128, 192, 256"),
+    (dict(num_qo_heads=6, num_kv_heads=4),
+     "invalid num_kv_heads=4: must divide num_qo_heads=6"),
+    (dict(num_kv_heads=0), "invalid num_kv_heads=0: must be at least 1"),
+    (dict(foo=1), f"unknown config key 'foo'; known keys: {KNOWN_KEYS}"),
+    (dict(stages=5), "invalid stages=5: must be 0 (default) or in [2, 4]"),
+    (dict(num_warps=3),
+     "invalid num_warps=3: allowed values are 0 (default), 1, 2, 4, 8"),
+    (dict(tile_kv=20), "invalid tile_kv=20: must be 0 (default) or a "
+     "multiple of 16 in [16, 256]"),
+    (dict(tile_q=48), "invalid tile_q=48: must be 16 * num_warps = 64 (one "
+     "16-row MMA tile per warp)"),
+    (dict(mask="sliding"),
+     "invalid mask 'sliding': expected one of none, causal, custom"),
+    (dict(dtype_q="f32"),
+     "invalid dtype_q 'f32': expected one of f16, bf16, e4m3, e5m2"),
+    (dict(dtype_q="f16"),
+     "invalid dtype_kv=bf16: must match dtype_q=f16 (or be e4m3/e5m2)"),
+    (dict(target="sm_75"),
+     "invalid target 'sm_75': expected one of sm_80, sm_86, sm_89, sm_90a"),
+    (dict(head_dim_qk="abc"), "invalid head_dim_qk 'abc': expected an integer"),
+    (dict(return_lse="maybe"),
+     "invalid return_lse 'maybe': expected true or false"),
+    (dict(sm_scale=-1.0), "invalid sm_scale=-1: must be finite and at least "
+     "0 (0 means 1/sqrt(head_dim_qk))"),
+    (dict(logits_soft_cap=float("inf")), "invalid logits_soft_cap=inf: must "
+     "be finite and at least 0 (0 disables it)"),
+    (dict(window_left=-2),
+     "invalid window_left=-2: must be at least -1 (-1 disables the window)"),
+    (dict(page_size=16), "invalid page_size=16: only paged kinds "
+     "(batch_prefill_paged, batch_decode_paged) take a page size"),
+    (dict(kind="single_decode", mask="causal"),
+     "invalid mask=causal: decode kinds take mask=none"),
+    (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
+     "invalid tiling tile_q=64,tile_kv=64,stages=4: needs 304128 bytes of "
+     "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD,
+                         ids=[",".join(f) for f, _ in BAD])
+def test_invalid_values_raise_exact_message(fields, message):
+    with pytest.raises(ValueError) as e:
+        AttentionConfig(**fields)
+    assert str(e.value) == message
+    # from_string and the native canonicalizer report the same text
+    text = ",".join(f"{k}={v}" for k, v in fields.items())
+    with pytest.raises(ValueError) as e2:
+        AttentionConfig.from_string(text)
+    assert str(e2.value) == message
+    with pytest.raises(ValueError) as e3:
+        fijit.compile_attention(text)
+    assert str(e3.value) == message
+
+
+FI_OPT = PACKAGE_DIR.parent / "bin" / "fi-opt"
+
+
+@pytest.mark.skipif(not FI_OPT.exists(), reason=f"{FI_OPT} not built")
+@pytest.mark.parametrize("fields, message", [BAD[0], BAD[2], BAD[4], BAD[9]],
+                         ids=["head_dim", "gqa", "unknown", "enum"])
+def test_same_message_as_fi_opt(fields, message):
+    text = ",".join(f"{k}={v}" for k, v in fields.items())
+    r = subprocess.run([str(FI_OPT), f"--fi-build={text}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.strip() == f"fi-opt: error: {message}"
+
+
+def test_from_string_repeated_key():
+    with pytest.raises(ValueError) as e:
+        AttentionConfig.from_string("head_dim_qk=64,head_dim_qk=128")
+    assert str(e.value) == "config key 'head_dim_qk' given twice"
+
+
+@pytest.mark.parametrize("clone", [
+    copy.copy, copy.deepcopy, lambda c: pickle.loads(pickle.dumps(c))],
+    ids=["copy", "deepcopy", "pickle"])
+def test_copy_and_pickle(clone):
+    cfg = gqa()
+    assert clone(cfg) == cfg

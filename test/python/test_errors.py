@@ -1,0 +1,277 @@
+"""Launch-path errors and argument handling, without a GPU.
+
+The native checks (alignment, strides, lengths) run before the CUDA driver
+is loaded, so they are testable anywhere. Arrays are faked through
+``__cuda_array_interface__`` at made-up addresses: nothing is ever launched
+(tests that would reach a real driver skip where one is installed).
+"""
+import ctypes
+
+import pytest
+
+import fijit
+import fijit.tensors
+from fijit import AttentionConfig, AttentionKernel, compile_attention
+from conftest import SMALL
+
+
+def _driver_present():
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+needs_no_driver = pytest.mark.skipif(
+    _driver_present(), reason="a CUDA driver is installed: this test would "
+    "launch on fake pointers (the gpu tests cover launches)")
+
+F16 = dict(SMALL, num_kv_heads=2, dtype_q="f16", dtype_kv="f16",
+           dtype_o="f16")
+QO, KV, HQ, HK, D = 5, 7, 4, 2, 64
+STRIDES = [HQ * D, D, HK * D, D, HK * D, D, HQ * D, D]
+
+
+class FakeArray:
+    """Just enough of __cuda_array_interface__ (strides in bytes)."""
+
+    def __init__(self, shape, typestr="<f2", ptr=4096, strides=None):
+        self.__cuda_array_interface__ = {
+            "shape": tuple(shape), "typestr": typestr, "data": (ptr, False),
+            "strides": strides, "version": 3}
+
+
+class Recorder:
+    """Stands in for the native kernel: records launch arguments."""
+
+    def __init__(self):
+        self.calls = []
+
+    def launch(self, *args):
+        self.calls.append(args)
+
+
+@pytest.fixture(autouse=True)
+def no_torch(monkeypatch):
+    # tensors.py asks torch for the device and stream when it is installed;
+    # these tests are about the torch-free path.
+    monkeypatch.setattr(fijit.tensors, "torch", None)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return compile_attention(**F16)
+
+
+@pytest.fixture(scope="module")
+def lse_kernel():
+    return compile_attention(**F16, return_lse=True)
+
+
+def arrays(q_ptr=4096, k_ptr=8192, v_ptr=12288, o_ptr=16384):
+    return (FakeArray((QO, HQ, D), ptr=q_ptr),
+            FakeArray((KV, HK, D), ptr=k_ptr),
+            FakeArray((KV, HK, D), ptr=v_ptr),
+            FakeArray((QO, HQ, D), ptr=o_ptr))
+
+
+def native_launch(kernel, q=4096, k=8192, v=12288, o=16384, lse=0, qo=QO,
+                  kv=KV, strides=STRIDES, sm_scale=0.0, stream=0):
+    return kernel._native.launch(q, k, v, o, lse, qo, kv, list(strides),
+                                 sm_scale, stream)
+
+
+# --- the native launch checks ---------------------------------------------
+
+@needs_no_driver
+def test_native_launch_without_driver(kernel):
+    with pytest.raises(RuntimeError) as e:
+        native_launch(kernel)
+    msg = str(e.value)
+    assert msg.startswith("no CUDA driver found (libcuda.so.1: ")
+    assert "needs the NVIDIA driver to load and launch kernels" in msg
+
+
+@pytest.mark.parametrize("which", ["q", "k", "v", "o"])
+@pytest.mark.parametrize("ptr", [4098, 4104, 0])
+def test_native_launch_misaligned(kernel, which, ptr):
+    with pytest.raises(RuntimeError) as e:
+        native_launch(kernel, **{which: ptr})
+    assert str(e.value) == f"{which} must be a 16-byte aligned device pointer"
+
+
+@pytest.mark.parametrize("index, name", [(0, "q"), (1, "q"), (2, "k"),
+                                         (3, "k"), (4, "v"), (5, "v")])
+def test_native_launch_bad_stride(kernel, index, name):
+    strides = list(STRIDES)
+    strides[index] += 4
+    with pytest.raises(RuntimeError) as e:
+        native_launch(kernel, strides=strides)
+    assert str(e.value) == (f"{name} strides must be multiples of 8 elements "
+                            "(16 bytes)")
+
+
+def test_native_launch_stride_count(kernel):
+    with pytest.raises(ValueError) as e:
+        native_launch(kernel, strides=STRIDES[:6])
+    assert str(e.value) == "launch needs 8 strides: q, k, v, o (n, h)"
+
+
+@pytest.mark.parametrize("qo, kv", [(-1, 7), (5, -1), (2 ** 31, 7),
+                                    (5, 2 ** 31)])
+def test_native_launch_bad_lengths(kernel, qo, kv):
+    with pytest.raises(RuntimeError) as e:
+        native_launch(kernel, qo=qo, kv=kv)
+    assert str(e.value) == "qo_len and kv_len must be in [0, 2^31)"
+
+
+def test_native_launch_lse_required(lse_kernel):
+    with pytest.raises(RuntimeError) as e:
+        native_launch(lse_kernel, lse=0)
+    assert "compiled with return_lse=true: pass an lse buffer" in str(e.value)
+
+
+def test_native_launch_empty_is_a_no_op(kernel):
+    # nothing to do: succeeds without touching the (absent) driver
+    assert native_launch(kernel, qo=0) is None
+
+
+# --- kernel(q, k, v, ...) through the real native kernel -------------------
+
+@needs_no_driver
+def test_call_without_driver(kernel):
+    q, k, v, o = arrays()
+    with pytest.raises(RuntimeError, match="no CUDA driver found"):
+        kernel(q, k, v, out=o)
+
+
+def test_call_misaligned(kernel):
+    q, k, v, o = arrays(v_ptr=12290)
+    with pytest.raises(RuntimeError) as e:
+        kernel(q, k, v, out=o)
+    assert str(e.value) == "v must be a 16-byte aligned device pointer"
+
+
+NON_TENSORS = {"object": object(), "list": [1.0, 2.0], "int": 3,
+               "None": None}
+
+
+@pytest.mark.parametrize("position, bad", [
+    pytest.param(p, b, id=f"{p}-{n}") for p in ("q", "k", "v", "out")
+    for n, b in NON_TENSORS.items()
+    if not (p == "out" and b is None)])  # out=None means allocate
+def test_call_rejects_non_tensors(kernel, position, bad):
+    q, k, v, o = arrays()
+    args = {"q": q, "k": k, "v": v, "out": o}
+    args[position] = bad
+    with pytest.raises(ValueError) as e:
+        kernel(**args)
+    assert str(e.value) == (
+        f"{position} must be a CUDA tensor (torch, __cuda_array_interface__ "
+        f"or DLPack), got {type(bad).__name__}")
+
+
+def test_call_without_torch_needs_out(kernel):
+    q, k, v, _ = arrays()
+    with pytest.raises(ValueError, match="pass `out`/`lse` explicitly"):
+        kernel(q, k, v)
+
+
+def test_call_shape_and_dtype_checks(kernel):
+    q, k, v, o = arrays()
+    with pytest.raises(ValueError) as e:
+        kernel(q, FakeArray((KV, 3, D)), v, out=o)
+    assert str(e.value) == "k has shape [7, 3, 64]; expected [7, 2, 64]"
+    with pytest.raises(ValueError) as e:
+        kernel(q, k, FakeArray((KV, HK, 128)), out=o)
+    assert str(e.value) == "v has shape [7, 2, 128]; expected [7, 2, 64]"
+    with pytest.raises(ValueError) as e:
+        kernel(q, k, FakeArray((KV, HK, D), typestr="<f4"), out=o)
+    assert str(e.value) == "v has dtype f32; this kernel takes f16"
+    with pytest.raises(ValueError) as e:
+        kernel(FakeArray((QO, 8, D)), k, v, out=o)
+    assert str(e.value) == "q has shape [5, 8, 64]; expected [5, 4, 64]"
+    with pytest.raises(ValueError) as e:
+        kernel(q, k, v, out=FakeArray((QO + 1, HQ, D)))
+    assert str(e.value) == "out has shape [6, 4, 64]; expected [5, 4, 64]"
+    with pytest.raises(ValueError) as e:
+        # strides in bytes: every other element along head_dim
+        kernel(FakeArray((QO, HQ, D), strides=(HQ * D * 4, D * 4, 4)), k, v,
+               out=o)
+    assert str(e.value) == ("q's last dimension must be contiguous (stride "
+                            "1); got strides [512, 128, 2]")
+
+
+def test_call_lse_checks(lse_kernel):
+    q, k, v, o = arrays()
+    with pytest.raises(ValueError, match="pass `out`/`lse` explicitly"):
+        lse_kernel(q, k, v, out=o)
+    with pytest.raises(ValueError) as e:
+        lse_kernel(q, k, v, out=o, lse=FakeArray((QO, HQ), typestr="<f2"))
+    assert str(e.value) == "lse has dtype f16; this kernel takes f32"
+    with pytest.raises(ValueError) as e:
+        lse_kernel(q, k, v, out=o,
+                   lse=FakeArray((QO, HQ), "<f4", strides=(4, QO * 4)))
+    assert str(e.value) == ("lse's last dimension must be contiguous (stride "
+                            "1); got strides [1, 5]")
+    with pytest.raises(ValueError) as e:
+        # rows padded to 8 floats: the native side assumes [qo_len, heads]
+        lse_kernel(q, k, v, out=o,
+                   lse=FakeArray((QO, HQ), "<f4", strides=(8 * 4, 4)))
+    assert str(e.value) == "lse must be contiguous; got strides [8, 1]"
+
+
+# --- what the wrapper hands to the native launch ---------------------------
+
+def recording(**fields):
+    cfg = AttentionConfig(**{**F16, **fields})
+    rec = Recorder()
+    return AttentionKernel(rec, cfg), rec
+
+
+def test_launch_arguments_nhd():
+    k_obj, rec = recording()
+    q, k, v, o = arrays()
+    assert k_obj(q, k, v, out=o) is o
+    (args,) = rec.calls
+    assert args == (4096, 8192, 12288, 16384, 0, QO, KV, STRIDES, 0.0, 0)
+
+
+def test_launch_arguments_hnd_and_padding():
+    k_obj, rec = recording(kv_layout="HND")
+    # q rows padded to 96 elements per head (strides are in bytes)
+    q = FakeArray((QO, HQ, D), strides=(HQ * 96 * 2, 96 * 2, 2))
+    k = FakeArray((HK, KV, D), ptr=8192)
+    v = FakeArray((HK, KV, D), ptr=12288)
+    o = FakeArray((QO, HQ, D), ptr=16384)
+
+    class Stream:
+        cuda_stream = 1234
+
+    k_obj(q, k, v, out=o, sm_scale=0.5, stream=Stream())
+    (args,) = rec.calls
+    q_ptr, k_ptr, v_ptr, o_ptr, lse, qo, kv, strides, scale, stream = args
+    assert (qo, kv) == (QO, KV)
+    # HND: the sequence stride of k/v is D, the head stride KV * D
+    assert strides == [HQ * 96, 96, D, KV * D, D, KV * D, HQ * D, D]
+    assert (scale, stream) == (0.5, 1234)
+
+
+def test_launch_hnd_shape_check():
+    k_obj, _ = recording(kv_layout="HND")
+    q, k, v, o = arrays()  # NHD-shaped k/v
+    with pytest.raises(ValueError) as e:
+        k_obj(q, k, v, out=o)
+    # HND reads kv_len from dim 1 and num_kv_heads must be dim 0
+    assert str(e.value) == "k has shape [7, 2, 64]; expected [2, 2, 64]"
+
+
+def test_launch_arguments_lse():
+    k_obj, rec = recording(return_lse=True)
+    q, k, v, o = arrays()
+    lse = FakeArray((QO, HQ), "<f4", ptr=20480)
+    result = k_obj(q, k, v, out=o, lse=lse, stream=77)
+    assert result == (o, lse)
+    (args,) = rec.calls
+    assert args[4] == 20480 and args[-1] == 77
