@@ -37,7 +37,8 @@ def paged_cache(k, v, page_size):
     return (kc, vc), indptr, order.to(torch.int32), last
 
 
-def run(batch, n, hq, hk, tuning):
+def run(batch, n, hq, hk, tuning, variants=("dense", "paged16", "paged1"),
+        baselines=True, split=None):
     q = torch.randn(batch, hq, D, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(batch, hk, n, D, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
@@ -48,10 +49,12 @@ def run(batch, n, hq, hk, tuning):
             q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
     ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     for label, page_size in (("dense", n), ("paged16", 16), ("paged1", 1)):
+        if label not in variants:
+            continue
         cache, indptr, indices, last = paged_cache(k, v, page_size)
         w = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
         w.plan(indptr, indices, last, hq, hk, D, page_size,
-               q_data_type=torch.bfloat16, **tuning)
+               q_data_type=torch.bfloat16, fixed_split_size=split, **tuning)
         out = torch.empty_like(q)
         w.run(q, cache, out=out)
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -60,8 +63,9 @@ def run(batch, n, hq, hk, tuning):
         row[label] = nbytes / median_ms(lambda: w.run(q, cache, out=out)) / 1e6
         del cache
     qs = q.unsqueeze(2)
-    for label, backend in (("flash", SDPBackend.FLASH_ATTENTION),
-                           ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+    backends = (("flash", SDPBackend.FLASH_ATTENTION),
+                ("cudnn", SDPBackend.CUDNN_ATTENTION)) if baselines else ()
+    for label, backend in backends:
         try:
             with sdpa_kernel(backend):
                 row[label] = nbytes / median_ms(
@@ -76,10 +80,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--tuning", default="")
+    ap.add_argument("--sweep", action="store_true",
+                    help="dense fijit only, over tuning knobs")
     args = ap.parse_args()
     tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
     ceiling = copy_bandwidth_gbs()
+    if args.sweep:
+        for split in (None, 1024):
+            for warps, stages, tile_kv in (
+                    (1, 2, 64), (1, 3, 32), (2, 2, 64), (2, 3, 32),
+                    (4, 2, 64), (4, 3, 32), (4, 4, 32), (2, 4, 32),
+                    (4, 2, 32), (4, 3, 64)):
+                t = dict(num_warps=warps, stages=stages, tile_kv=tile_kv)
+                try:
+                    res = [run(*s, t, ("dense",), False, split)["dense"]
+                           for s in SHAPES]
+                except Exception as e:  # e.g. over the shared memory limit
+                    print(f"{t} split={split}: {e}")
+                    continue
+                print(f"{t} split={split}: " +
+                      " ".join(f"{r:.0f}" for r in res), flush=True)
+        return
     print(f"# {torch.cuda.get_device_name()}, copy ceiling {ceiling:.0f} "
           f"GB/s, tuning {tuning or 'default'}")
     print("| batch | kv_len | qo:kv heads | fijit dense | paged 16 | paged 1 "

@@ -322,8 +322,7 @@ LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
   argTypes.push_back(f32);
   auto func = createKernel(b, kernelName(cfg), argTypes,
                            cfg.tuning.numWarps * 32);
-  func->setAttr("fijit.shared_memory_bytes",
-                b.getI64IntegerAttr(cfg.sharedMemoryBytes()));
+  annotateTileKernel(b, func, cfg);
   {
     OpBuilder::InsertionGuard guard(b);
     emitDecodeBody(b, cfg, func);

@@ -138,8 +138,7 @@ LogicalResult buildSinglePrefill(ImplicitLocOpBuilder &b,
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
   func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
-  func->setAttr("fijit.shared_memory_bytes",
-                b.getI64IntegerAttr(cfg.sharedMemoryBytes()));
+  annotateTileKernel(b, func, cfg);
 
   OpBuilder::InsertionGuard guard(b);
   emitPrefillBody(b, cfg, func);

@@ -56,6 +56,22 @@ void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
   }
 }
 
+void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
+                        const AttentionConfig &cfg) {
+  int64_t smem = cfg.sharedMemoryBytes();
+  // Shared memory per SM (CTA reservations included) bounds the CTAs that
+  // can be resident; 64K registers are split among them.
+  int64_t smemPerSM = cfg.target == Target::SM90a  ? 233472
+                      : cfg.target == Target::SM80 ? 167936
+                                                   : 102400;
+  int64_t ctas = std::max<int64_t>(1, smemPerSM / (smem + 1024));
+  int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
+  func->setAttr("fijit.shared_memory_bytes", b.getI64IntegerAttr(smem));
+  func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
+                b.getI32IntegerAttr(
+                    static_cast<int32_t>(std::min<int64_t>(regs, 255))));
+}
+
 namespace {
 
 /// The tile loop of one CTA.

@@ -436,9 +436,10 @@ AttentionConfig AttentionConfig::resolved() const {
   if (t.numWarps == 0) {
     bool tileQNamesWarps = t.tileQ % 16 == 0 &&
                            llvm::is_contained({1, 2, 4, 8}, t.tileQ / 16);
-    // Decode rows are the query heads of one GQA group: as few warps as
-    // hold the group (memory-bound, so more CTAs per SM beat more warps).
-    int64_t decodeWarps = 1;
+    // Decode rows are the query heads of one GQA group; rows past the group
+    // are padding, but four warps share the cp.async work of each tile,
+    // which measured faster on H100 than one or two (bench/RESULTS.md).
+    int64_t decodeWarps = 4;
     while (decodeWarps < 8 && 16 * decodeWarps < groupSize())
       decodeWarps *= 2;
     t.numWarps = tileQNamesWarps ? t.tileQ / 16

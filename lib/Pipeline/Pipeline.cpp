@@ -11,6 +11,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/Passes.h"
 
 #include "llvm/ADT/StringSwitch.h"
@@ -52,8 +53,12 @@ std::optional<Stage> parseStage(StringRef name) {
 }
 
 void buildLowerToNVVMPipeline(OpPassManager &pm) {
-  // Fold the builders' index arithmetic while it is still readable.
-  pm.addPass(createCanonicalizerPass());
+  // Fold the builders' index arithmetic while it is still readable. On
+  // unrolled builder IR the default top-down worklist costs ~8x more than
+  // bottom-up for the same result (half of all MLIR time otherwise).
+  GreedyRewriteConfig bottomUp;
+  bottomUp.setUseTopDownTraversal(false);
+  pm.addPass(createCanonicalizerPass(bottomUp));
   pm.addPass(createCSEPass());
   OpPassManager &gpuPm = pm.nest<gpu::GPUModuleOp>();
   gpuPm.addPass(createLowerMathToNVVM());

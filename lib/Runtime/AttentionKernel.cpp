@@ -261,12 +261,16 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
   int64_t tile = cfg.tuning.tileKV;
   int64_t ctas = std::max<int64_t>(1, batch * cfg.numKVHeads);
   int64_t tiles = std::max<int64_t>(1, (maxKvLen + tile - 1) / tile);
-  // Enough CTAs for a few waves over 132 SMs, but chunks of at least two
-  // tiles so the cp.async pipeline has something to overlap.
-  constexpr int64_t kTargetCTAs = 132 * 4;
-  int64_t splits = std::clamp<int64_t>((kTargetCTAs + ctas - 1) / ctas, 1,
-                                       std::max<int64_t>(1, tiles / 2));
-  int64_t chunkTiles = (tiles + splits - 1) / splits;
+  // Chunks of ~1024 keys keep many CTAs in flight (the tail of the last
+  // wave stays small) while the partials stay tiny next to the KV bytes;
+  // shorter chunks (at least two tiles) when that still leaves the GPU
+  // under two waves.
+  constexpr int64_t kChunkKeys = 1024, kMinCTAs = 2 * 132 * 3;
+  int64_t chunkTiles = std::max<int64_t>(1, kChunkKeys / tile);
+  while (chunkTiles > 2 &&
+         ctas * ((tiles + chunkTiles - 1) / chunkTiles) < kMinCTAs)
+    chunkTiles /= 2;
+  chunkTiles = std::min(chunkTiles, tiles);
   kvChunk = chunkTiles * tile;
   numSplits = (tiles + chunkTiles - 1) / chunkTiles;
   workspaceBytes = numSplits > 1 ? numSplits * batch * cfg.numQOHeads *

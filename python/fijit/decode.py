@@ -122,7 +122,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
     def plan(self, indptr, indices, last_page_len, num_qo_heads,
              num_kv_heads, head_dim, page_size, window_left=-1,
              logits_soft_cap=None, q_data_type="float16", kv_data_type=None,
-             sm_scale=None, return_lse=False, **tuning):
+             sm_scale=None, return_lse=False, fixed_split_size=None,
+             **tuning):
         for name, t in (("indptr", indptr), ("indices", indices),
                         ("last_page_len", last_page_len)):
             if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
@@ -165,6 +166,13 @@ class BatchDecodeWithPagedKVCacheWrapper:
         kernel = compile_attention(cfg)
         max_len = max(lens, default=0)
         kv_chunk, splits, nbytes = kernel._native.plan_decode(batch, max_len)
+        if fixed_split_size:
+            # Keys per split-KV chunk, rounded up to whole tiles.
+            tile = cfg.tile_kv
+            kv_chunk = -(-int(fixed_split_size) // tile) * tile
+            splits = max(1, -(-max_len // kv_chunk))
+            nbytes = (splits * batch * num_qo_heads * (head_dim + 1) * 4
+                      if splits > 1 else 0)
         have = self._workspace.numel() * self._workspace.element_size()
         if nbytes > have:
             raise ValueError(f"float_workspace_buffer holds {have} bytes; "

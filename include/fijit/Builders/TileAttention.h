@@ -75,6 +75,13 @@ void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
 void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
 
+/// Marks a tile-engine kernel with its dynamic shared memory and the
+/// register budget that shared-memory occupancy leaves per thread (given only
+/// .maxntid, ptxas aims at more CTAs per SM than shared memory admits and
+/// spills to get there).
+void annotateTileKernel(mlir::ImplicitLocOpBuilder &b, mlir::Operation *func,
+                        const AttentionConfig &config);
+
 /// f16/bf16 element type of a dtype.
 mlir::Type elementType(mlir::Builder &b, DType t);
 

@@ -1,0 +1,29 @@
+// RUN: fi-opt %s --pass-pipeline='builtin.module(fi-build-attention{config="head_dim_qk=64,head_dim_vo=64,mask=causal,num_kv_heads=8"})' | FileCheck %s
+// RUN: fi-opt %s --pass-pipeline='builtin.module(fi-build-attention)' | FileCheck %s --check-prefix=DEFAULT
+
+// The pass form of the builders: fi-build-attention appends the kernel
+// module of its `config` option (canonical key=value text; fields left out
+// keep their defaults) to the module it runs on, so a lit test can start a
+// pipeline from a config. What was in the module stays.
+
+// CHECK-LABEL: module {
+// CHECK-NEXT: gpu.module @existing {
+// CHECK-NEXT: gpu.func @helper()
+// CHECK: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=64,head_dim_vo=64,num_qo_heads=32,num_kv_heads=8,{{.*}},mask=causal,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=3"}
+// CHECK-NEXT: gpu.func @fijit_single_prefill({{.*}}) kernel attributes {fijit.shared_memory_bytes = 64512 : i64, known_block_size = array<i32: 128, 1, 1>{{.*}}}
+// CHECK: arith.divui %block_id_y, %{{.*}} : index
+// CHECK: arith.cmpi sle
+// CHECK: gpu.return
+
+// No option: the default config (head_dim 128, 2 stages of 64-key tiles).
+// DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=2"}
+// DEFAULT: memref<64x136xbf16, #gpu.address_space<workgroup>>
+// DEFAULT-NOT: arith.cmpi sle
+
+module {
+  gpu.module @existing {
+    gpu.func @helper() {
+      gpu.return
+    }
+  }
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Assemble the PTX of a matrix of prefill configs with ptxas.
+
+For every point of head_dim {64, 128, 256} x dtype {f16, bf16} x causal
+{no, yes} x GQA group {1, 4, 8} (num_qo_heads=32) x target {sm_80, sm_90a},
+this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
+`ptxas -arch=<target> -v` and prints registers, spill stores/loads and the
+kernel's dynamic shared memory (from `fi-opt --fi-emit=launch`; ptxas only
+sees the `.extern .shared` declaration and reports 0 for it).
+
+It fails (exit status 1) if fi-opt or ptxas reports an error, or if any
+kernel with head_dim <= 128 spills to local memory. head_dim 256 sits at the
+255-register limit with 4 warps, so its spills are reported but allowed.
+
+Without ptxas (it ships with the CUDA toolkit only) it prints
+"skipped: ptxas not found" and exits 0; lit runs it through
+ptxas-matrix.test, which REQUIRES ptxas and so reports UNSUPPORTED instead.
+
+usage: ptxas_matrix.py [--fi-opt PATH] [--ptxas PATH] [--jobs N]
+                       [--workdir DIR]
+"""
+
+import argparse
+import concurrent.futures
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HEAD_DIMS = (64, 128, 256)
+DTYPES = ("f16", "bf16")
+CAUSAL = (False, True)
+GROUPS = (1, 4, 8)
+TARGETS = ("sm_80", "sm_90a")
+NUM_QO_HEADS = 32
+# Kernels up to this head dim must not spill.
+NO_SPILL_MAX_HEAD_DIM = 128
+
+
+def find_ptxas(explicit):
+    """Returns (path or None, the places searched)."""
+    if explicit:
+        return (explicit if os.access(explicit, os.X_OK) else None), [explicit]
+    candidates = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "ptxas"))
+    candidates.append("/usr/local/cuda/bin/ptxas")
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path, candidates + ["PATH"]
+    return shutil.which("ptxas"), candidates + ["PATH"]
+
+
+def find_fi_opt(explicit):
+    if explicit:
+        return explicit
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = os.path.join(here, "..", "..", "build", "bin", "fi-opt")
+    if os.access(built, os.X_OK):
+        return os.path.normpath(built)
+    return shutil.which("fi-opt")
+
+
+def matrix():
+    for head_dim, dtype, causal, group, target in itertools.product(
+            HEAD_DIMS, DTYPES, CAUSAL, GROUPS, TARGETS):
+        yield {
+            "head_dim": head_dim,
+            "dtype": dtype,
+            "causal": causal,
+            "group": group,
+            "target": target,
+        }
+
+
+def config_text(point):
+    d, t = point["head_dim"], point["dtype"]
+    return ",".join([
+        "kind=single_prefill",
+        f"head_dim_qk={d}", f"head_dim_vo={d}",
+        f"num_qo_heads={NUM_QO_HEADS}",
+        f"num_kv_heads={NUM_QO_HEADS // point['group']}",
+        f"dtype_q={t}", f"dtype_kv={t}", f"dtype_o={t}",
+        "mask=" + ("causal" if point["causal"] else "none"),
+        "target=" + point["target"],
+    ])
+
+
+def point_name(point):
+    return "d{head_dim}_{dtype}_{mask}_g{group}_{target}".format(
+        mask="causal" if point["causal"] else "none", **point)
+
+
+def last_lines(text, n=5):
+    return " | ".join(text.strip().splitlines()[-n:])
+
+
+def run_point(point, fi_opt, ptxas, workdir):
+    """Builds and assembles one config; returns a result dict."""
+    result = dict(point, regs=None, spill_stores=None, spill_loads=None,
+                  smem=None, error=None)
+    name = point_name(point)
+    config = "--fi-build=" + config_text(point)
+    ptx = os.path.join(workdir, name + ".ptx")
+    cubin = os.path.join(workdir, name + ".cubin")
+
+    launch = subprocess.run([fi_opt, config, "--fi-emit=launch"],
+                            capture_output=True, text=True)
+    if launch.returncode != 0:
+        result["error"] = "fi-opt launch: " + last_lines(launch.stderr)
+        return result
+    result["smem"] = json.loads(launch.stdout)["shared_memory_bytes"]
+
+    built = subprocess.run([fi_opt, config, "--fi-emit=ptx", "-o", ptx],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        result["error"] = "fi-opt ptx: " + last_lines(built.stderr)
+        return result
+
+    asm = subprocess.run(
+        [ptxas, "-arch=" + point["target"], "-v", ptx, "-o", cubin],
+        capture_output=True, text=True)
+    log = asm.stdout + asm.stderr
+    if asm.returncode != 0 or re.search(r"\berror\b", log, re.IGNORECASE):
+        result["error"] = "ptxas: " + last_lines(log)
+        return result
+
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads",
+                       log)
+    if not regs or not spills:
+        result["error"] = "cannot parse ptxas -v output: " + last_lines(log)
+        return result
+    result["regs"] = int(regs.group(1))
+    result["spill_stores"] = int(spills.group(1))
+    result["spill_loads"] = int(spills.group(2))
+    return result
+
+
+def verdict(result):
+    """(ok, status text) of one result."""
+    if result["error"]:
+        return False, "FAIL " + result["error"]
+    spilled = result["spill_stores"] or result["spill_loads"]
+    if spilled and result["head_dim"] <= NO_SPILL_MAX_HEAD_DIM:
+        return False, "FAIL spills at head_dim <= %d" % NO_SPILL_MAX_HEAD_DIM
+    if spilled:
+        return True, "ok (spills allowed at head_dim > %d)" % (
+            NO_SPILL_MAX_HEAD_DIM)
+    return True, "ok"
+
+
+def print_table(results):
+    header = ("head_dim", "dtype", "causal", "group", "target", "regs",
+              "spill_st", "spill_ld", "smem_bytes", "status")
+    rows = []
+    failures = 0
+    for r in results:
+        ok, status = verdict(r)
+        failures += not ok
+
+        def show(v):
+            return "-" if v is None else str(v)
+
+        rows.append((str(r["head_dim"]), r["dtype"],
+                     "yes" if r["causal"] else "no", str(r["group"]),
+                     r["target"], show(r["regs"]), show(r["spill_stores"]),
+                     show(r["spill_loads"]), show(r["smem"]), status))
+    widths = [max(len(h), *(len(row[i]) for row in rows))
+              for i, h in enumerate(header)]
+    # The status column is last and not padded.
+    fmt = "  ".join("{:>%d}" % w for w in widths[:-1]) + "  {}"
+    print(fmt.format(*header))
+    for row in rows:
+        print(fmt.format(*row))
+    return failures
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fi-opt", help="fi-opt binary (default: "
+                        "build/bin/fi-opt next to this checkout, then PATH)")
+    parser.add_argument("--ptxas", help="ptxas binary (default: "
+                        "$CUDA_HOME/bin, /usr/local/cuda/bin, then PATH)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="configs compiled in parallel (default 2)")
+    parser.add_argument("--workdir", help="where PTX and cubins are kept "
+                        "(default: a temporary folder, removed at exit)")
+    args = parser.parse_args()
+
+    ptxas, searched = find_ptxas(args.ptxas)
+    if not ptxas:
+        print("skipped: ptxas not found (searched %s); install the CUDA "
+              "toolkit or pass --ptxas" % ", ".join(searched))
+        return 0
+    fi_opt = find_fi_opt(args.fi_opt)
+    if not fi_opt:
+        print("error: fi-opt not found; build it or pass --fi-opt",
+              file=sys.stderr)
+        return 1
+
+    version = subprocess.run([ptxas, "--version"], capture_output=True,
+                             text=True).stdout.strip().splitlines()
+    print("ptxas: %s (%s)" % (ptxas, version[-1] if version else "?"))
+    print("fi-opt: %s" % fi_opt)
+
+    points = list(matrix())
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or tmp
+        os.makedirs(workdir, exist_ok=True)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(
+                lambda p: run_point(p, fi_opt, ptxas, workdir), points))
+
+    failures = print_table(results)
+    print("%d configs, %d failed" % (len(results), failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
