@@ -30,6 +30,11 @@ if [[ $what == all || $what == test ]]; then
   [[ ${PIPESTATUS[0]} == 0 ]] || rc=1
 fi
 if [[ $what == all || $what == bench || $what == latency ]]; then
+  step "fi-opt stage timings on this machine's CPU (head_dim 128, causal)"
+  for i in 1 2 3 4 5; do
+    /tmp/fijit-prefix/bin/fi-opt --fi-emit=timing \
+      --fi-build=head_dim_qk=128,head_dim_vo=128,mask=causal
+  done 2>&1 | tee "$OUT/fi-opt-timing.txt"
   step "compile latency by tier"
   python3 bench/latency/latency.py "$OUT/latency.json" 2>&1 |
     tee "$OUT/latency.md" || rc=1

@@ -1,0 +1,44 @@
+// Embeds fijit through its public header only: compiles one config to PTX,
+// then checks that an invalid config is refused with a message naming the
+// field, the value and what is allowed.
+#include "fijit/fijit.h"
+
+#include <cstdio>
+#include <string>
+
+static int fail(const std::string &what) {
+  std::fprintf(stderr, "fijit-embed: FAIL: %s\n", what.c_str());
+  return 1;
+}
+
+int main() {
+  std::printf("fijit %s (LLVM %s)\n", fijit::version(), fijit::llvmVersion());
+
+  fijit::CompiledKernel kernel;
+  std::string error;
+  if (!fijit::compileAttention(
+          "head_dim_qk=128,head_dim_vo=128,mask=causal,target=sm_90a", kernel,
+          error))
+    return fail("compileAttention: " + error);
+  std::printf("kernel %s: %zu bytes of PTX, %d threads, tile_q %d, %ld bytes "
+              "of shared memory\n",
+              kernel.kernelName.c_str(), kernel.ptx.size(),
+              kernel.threadsPerBlock, kernel.tileQ, kernel.sharedMemoryBytes);
+  if (kernel.kernelName.empty() || kernel.threadsPerBlock <= 0)
+    return fail("empty kernel name or thread count");
+  if (kernel.ptx.find(".entry " + kernel.kernelName) == std::string::npos)
+    return fail("PTX has no .entry " + kernel.kernelName);
+  if (kernel.ptx.find(".target sm_90a") == std::string::npos)
+    return fail("PTX is not for sm_90a");
+
+  fijit::CompiledKernel bad;
+  error.clear();
+  if (fijit::compileAttention("head_dim_qk=100", bad, error))
+    return fail("head_dim_qk=100 was accepted");
+  if (error.rfind("invalid head_dim_qk=100: ", 0) != 0)
+    return fail("unexpected error text: " + error);
+  std::printf("invalid config refused: %s\n", error.c_str());
+
+  std::printf("embed OK\n");
+  return 0;
+}
