@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 #include <mutex>
 
 namespace fijit {
@@ -76,6 +77,60 @@ FrontMap &frontMap() {
   static FrontMap map;
   return map;
 }
+
+/// Kernel parameters in the order of the kernel ABI (Builders.h): memref
+/// descriptors of flat buffers (allocated, aligned, offset, size, stride),
+/// then i32 and f32 scalars. Values live here until the launch.
+class KernelParams {
+public:
+  void memref(void *ptr) { memrefs.push_back({ptr, ptr, 0, 0, 1}); }
+  void i32(int64_t v) { ints.push_back(static_cast<int32_t>(v)); }
+  void f32(float v) { floats.push_back(v); }
+
+  /// Pointers to every value, memrefs first; valid while this lives.
+  void **pointers() {
+    slots.clear();
+    for (Memref &m : memrefs)
+      slots.insert(slots.end(), {&m.allocated, &m.aligned, &m.offset,
+                                 &m.size, &m.stride});
+    for (int32_t &i : ints)
+      slots.push_back(&i);
+    for (float &f : floats)
+      slots.push_back(&f);
+    return slots.data();
+  }
+
+private:
+  struct Memref {
+    void *allocated, *aligned;
+    int64_t offset, size, stride;
+  };
+  std::vector<Memref> memrefs;
+  std::vector<int32_t> ints;
+  std::vector<float> floats;
+  std::vector<void *> slots;
+};
+
+/// cp.async moves 16 bytes: every row must start 16-byte aligned, so base
+/// pointers and row/head strides must be too.
+bool checkTileOperands(
+    std::initializer_list<std::pair<const char *, void *>> pointers,
+    std::initializer_list<std::pair<const char *, int64_t>> strides,
+    std::string &error) {
+  for (auto [name, ptr] : pointers)
+    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
+      error = std::string(name) + " must be a 16-byte aligned device pointer";
+      return false;
+    }
+  for (auto [name, stride] : strides)
+    if (stride % 8) {
+      error = std::string(name) +
+              " strides must be multiples of 8 elements (16 bytes)";
+      return false;
+    }
+  return true;
+}
+
 
 /// Resolves `config` to a kernel state through the disk tier or a compile.
 llvm::Expected<std::shared_ptr<AttentionKernel::State>>
@@ -287,23 +342,17 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
             stringify(cfg.kind).str();
     return false;
   }
-  for (auto [name, ptr] : {std::pair{"q", a.q}, {"k", a.k}, {"v", a.v},
-                           {"o", a.o}}) {
-    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
-      error = std::string(name) + " must be a 16-byte aligned device pointer";
-      return false;
-    }
-  }
-  for (auto [name, stride] :
-       {std::pair{"q", a.qStrideB}, {"q", a.qStrideH}, {"k", a.kStrideP},
-        {"k", a.kStrideN}, {"k", a.kStrideH}, {"v", a.vStrideP},
-        {"v", a.vStrideN}, {"v", a.vStrideH}}) {
-    if (stride % 8) {
-      error = std::string(name) +
-              " strides must be multiples of 8 elements (16 bytes)";
-      return false;
-    }
-  }
+  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                         {{"q", a.qStrideB},
+                          {"q", a.qStrideH},
+                          {"k", a.kStrideP},
+                          {"k", a.kStrideN},
+                          {"k", a.kStrideH},
+                          {"v", a.vStrideP},
+                          {"v", a.vStrideN},
+                          {"v", a.vStrideH}},
+                         error))
+    return false;
   if (paged && (!a.kvIndptr || !a.kvIndices || !a.kvLastPageLen)) {
     error = "batch_decode_paged needs kv_indptr, kv_indices and "
             "kv_last_page_len";
@@ -351,83 +400,39 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
   void *partialLse =
       ws ? ws + numSplits * a.batch * cfg.numQOHeads * cfg.headDimVO * 4
          : nullptr;
-  struct Memref {
-    void *allocated, *aligned;
-    int64_t offset, size, stride;
-  };
-  Memref refs[10] = {{a.q, a.q, 0, 0, 1},
-                     {a.k, a.k, 0, 0, 1},
-                     {a.v, a.v, 0, 0, 1},
-                     {a.o, a.o, 0, 0, 1},
-                     {a.lse, a.lse, 0, 0, 1},
-                     {partialO, partialO, 0, 0, 1},
-                     {partialLse, partialLse, 0, 0, 1},
-                     {a.kvIndptr, a.kvIndptr, 0, 0, 1},
-                     {a.kvIndices, a.kvIndices, 0, 0, 1},
-                     {a.kvLastPageLen, a.kvLastPageLen, 0, 0, 1}};
-  int32_t ints[13] = {static_cast<int32_t>(a.kvLen),
-                      static_cast<int32_t>(a.qStrideB),
-                      static_cast<int32_t>(a.qStrideH),
-                      static_cast<int32_t>(a.kStrideP),
-                      static_cast<int32_t>(a.kStrideN),
-                      static_cast<int32_t>(a.kStrideH),
-                      static_cast<int32_t>(a.vStrideP),
-                      static_cast<int32_t>(a.vStrideN),
-                      static_cast<int32_t>(a.vStrideH),
-                      static_cast<int32_t>(a.oStrideB),
-                      static_cast<int32_t>(a.oStrideH),
-                      static_cast<int32_t>(kvChunk),
-                      static_cast<int32_t>(numSplits)};
-  float scale = a.smScale > 0 ? a.smScale
-                              : static_cast<float>(cfg.effectiveSmScale());
-  void *params[10 * 5 + 13 + 1];
-  int p = 0;
-  for (Memref &m : refs) {
-    params[p++] = &m.allocated;
-    params[p++] = &m.aligned;
-    params[p++] = &m.offset;
-    params[p++] = &m.size;
-    params[p++] = &m.stride;
-  }
-  for (int32_t &i : ints)
-    params[p++] = &i;
-  params[p++] = &scale;
+  KernelParams params;
+  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, partialO, partialLse,
+                    a.kvIndptr, a.kvIndices, a.kvLastPageLen})
+    params.memref(ptr);
+  for (int64_t v : {a.kvLen, a.qStrideB, a.qStrideH, a.kStrideP, a.kStrideN,
+                    a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
+                    a.oStrideB, a.oStrideH, kvChunk, numSplits})
+    params.i32(v);
+  params.f32(a.smScale > 0 ? a.smScale
+                           : static_cast<float>(cfg.effectiveSmScale()));
   CUstream stream = static_cast<CUstream>(a.stream);
   if (CUresult rc = driver->cuLaunchKernel(
           fn->function, static_cast<unsigned>(numSplits),
           static_cast<unsigned>(cfg.numKVHeads),
           static_cast<unsigned>(a.batch),
           static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
-          static_cast<unsigned>(cfg.sharedMemoryBytes()), stream, params,
-          nullptr)) {
+          static_cast<unsigned>(cfg.sharedMemoryBytes()), stream,
+          params.pointers(), nullptr)) {
     error = llvm::toString(driver->error("cuLaunchKernel", rc));
     return false;
   }
   if (numSplits == 1)
     return true;
-  Memref mergeRefs[4] = {{partialO, partialO, 0, 0, 1},
-                         {partialLse, partialLse, 0, 0, 1},
-                         {a.o, a.o, 0, 0, 1},
-                         {a.lse, a.lse, 0, 0, 1}};
-  int32_t mergeInts[4] = {static_cast<int32_t>(numSplits),
-                          static_cast<int32_t>(a.batch * cfg.numQOHeads),
-                          static_cast<int32_t>(a.oStrideB),
-                          static_cast<int32_t>(a.oStrideH)};
-  void *mergeParams[4 * 5 + 4];
-  p = 0;
-  for (Memref &m : mergeRefs) {
-    mergeParams[p++] = &m.allocated;
-    mergeParams[p++] = &m.aligned;
-    mergeParams[p++] = &m.offset;
-    mergeParams[p++] = &m.size;
-    mergeParams[p++] = &m.stride;
-  }
-  for (int32_t &i : mergeInts)
-    mergeParams[p++] = &i;
+  KernelParams merge;
+  for (void *ptr : {partialO, partialLse, a.o, a.lse})
+    merge.memref(ptr);
+  for (int64_t v : {numSplits, a.batch * cfg.numQOHeads, a.oStrideB,
+                    a.oStrideH})
+    merge.i32(v);
   if (CUresult rc = driver->cuLaunchKernel(
           fn->merge, static_cast<unsigned>(a.batch * cfg.numQOHeads), 1, 1,
-          static_cast<unsigned>(cfg.headDimVO), 1, 1, 0, stream, mergeParams,
-          nullptr)) {
+          static_cast<unsigned>(cfg.headDimVO), 1, 1, 0, stream,
+          merge.pointers(), nullptr)) {
     error = llvm::toString(driver->error("cuLaunchKernel(merge)", rc));
     return false;
   }
@@ -441,23 +446,15 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
             stringify(cfg.kind).str() + " launches through launchDecode";
     return false;
   }
-  // cp.async moves 16 bytes: every row must start 16-byte aligned.
-  for (auto [name, ptr] : {std::pair{"q", a.q}, {"k", a.k}, {"v", a.v},
-                           {"o", a.o}}) {
-    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
-      error = std::string(name) + " must be a 16-byte aligned device pointer";
-      return false;
-    }
-  }
-  for (auto [name, stride] :
-       {std::pair{"q", a.qStrideN}, {"q", a.qStrideH}, {"k", a.kStrideN},
-        {"k", a.kStrideH}, {"v", a.vStrideN}, {"v", a.vStrideH}}) {
-    if (stride % 8) {
-      error = std::string(name) +
-              " strides must be multiples of 8 elements (16 bytes)";
-      return false;
-    }
-  }
+  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                         {{"q", a.qStrideN},
+                          {"q", a.qStrideH},
+                          {"k", a.kStrideN},
+                          {"k", a.kStrideH},
+                          {"v", a.vStrideN},
+                          {"v", a.vStrideH}},
+                         error))
+    return false;
   if (cfg.returnLSE && !a.lse) {
     error = "this kernel was compiled with return_lse=true: pass an lse "
             "buffer";
@@ -482,45 +479,22 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
     return false;
   }
 
-  // Memref descriptors (allocated, aligned, offset, size, stride), then the
-  // i32 lengths and strides, then sm_scale: see Builders.h.
-  struct Memref {
-    void *allocated, *aligned;
-    int64_t offset, size, stride;
-  };
-  Memref refs[5] = {{a.q, a.q, 0, 0, 1},
-                    {a.k, a.k, 0, 0, 1},
-                    {a.v, a.v, 0, 0, 1},
-                    {a.o, a.o, 0, 0, 1},
-                    {a.lse, a.lse, 0, 0, 1}};
-  int32_t ints[10] = {
-      static_cast<int32_t>(a.qoLen),    static_cast<int32_t>(a.kvLen),
-      static_cast<int32_t>(a.qStrideN), static_cast<int32_t>(a.qStrideH),
-      static_cast<int32_t>(a.kStrideN), static_cast<int32_t>(a.kStrideH),
-      static_cast<int32_t>(a.vStrideN), static_cast<int32_t>(a.vStrideH),
-      static_cast<int32_t>(a.oStrideN), static_cast<int32_t>(a.oStrideH)};
-  float scale = a.smScale > 0 ? a.smScale
-                              : static_cast<float>(cfg.effectiveSmScale());
-  void *params[5 * 5 + 10 + 1];
-  int p = 0;
-  for (Memref &m : refs) {
-    params[p++] = &m.allocated;
-    params[p++] = &m.aligned;
-    params[p++] = &m.offset;
-    params[p++] = &m.size;
-    params[p++] = &m.stride;
-  }
-  for (int32_t &i : ints)
-    params[p++] = &i;
-  params[p++] = &scale;
-
+  KernelParams params;
+  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse})
+    params.memref(ptr);
+  for (int64_t v : {a.qoLen, a.kvLen, a.qStrideN, a.qStrideH, a.kStrideN,
+                    a.kStrideH, a.vStrideN, a.vStrideH, a.oStrideN,
+                    a.oStrideH})
+    params.i32(v);
+  params.f32(a.smScale > 0 ? a.smScale
+                           : static_cast<float>(cfg.effectiveSmScale()));
   unsigned gridX =
       static_cast<unsigned>((a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
   if (CUresult rc = driver->cuLaunchKernel(
           fn->function, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
           static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
           static_cast<unsigned>(cfg.sharedMemoryBytes()),
-          static_cast<CUstream>(a.stream), params, nullptr)) {
+          static_cast<CUstream>(a.stream), params.pointers(), nullptr)) {
     error = llvm::toString(driver->error("cuLaunchKernel", rc));
     return false;
   }
