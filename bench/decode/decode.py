@@ -87,11 +87,10 @@ def main():
                   for kv in args.tuning.split(",") if kv)
     ceiling = copy_bandwidth_gbs()
     if args.sweep:
-        for split in (None, 1024):
+        for split in (None,):
             for warps, stages, tile_kv in (
-                    (1, 2, 64), (1, 3, 32), (2, 2, 64), (2, 3, 32),
-                    (4, 2, 64), (4, 3, 32), (4, 4, 32), (2, 4, 32),
-                    (4, 2, 32), (4, 3, 64)):
+                    (4, 2, 64), (4, 3, 64), (4, 4, 32), (4, 3, 32),
+                    (8, 2, 64), (8, 3, 64), (2, 2, 64), (4, 2, 32)):
                 t = dict(num_warps=warps, stages=stages, tile_kv=tile_kv)
                 try:
                     res = [run(*s, t, ("dense",), False, split)["dense"]

@@ -14,7 +14,7 @@
 //    kv_len, q_stride_b, q_stride_h, k_stride_page, k_stride_n, k_stride_h,
 //    v_stride_page, v_stride_n, v_stride_h, o_stride_b, o_stride_h,
 //    kv_chunk, num_splits: i32, sm_scale: f32)
-// grid (num_splits, num_kv_heads, batch). single_decode reads kv_len and
+// grid (num_kv_heads, num_splits, batch). single_decode reads kv_len and
 // dense strides (the page arguments are unused); batch_decode_paged reads
 // each request's pages kv_indices[kv_indptr[b] .. kv_indptr[b+1]) with
 // kv_last_page_len[b] valid slots in the last one (FlashInfer's format).
@@ -79,8 +79,10 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value kvChunk = toIndex(b, args[21]), numSplits = toIndex(b, args[22]);
   Value smScale = args[23];
 
-  Value split = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  // kv heads vary fastest across the grid: the CTAs of one request and
+  // chunk then read neighbouring bytes of the same NHD rows together.
+  Value kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value split = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   Value req = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   Value batch = gpu::GridDimOp::create(b, gpu::Dimension::z);
   int64_t group = cfg.groupSize();

@@ -237,10 +237,24 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
-  SmallVector<AFragment> qA;
+  // Warps past tile_q / 16 only help with the copies (decode's few rows):
+  // they read a valid Q tile but skip the math.
+  int64_t computeWarps = t.tileQ / 16;
+  bool allCompute = computeWarps == t.numWarps;
+  Value active;
+  if (!allCompute)
+    active = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, warp,
+                                   cIdx(b, computeWarps));
   Value warpRow0 = arith::MulIOp::create(b, warp, cIdx(b, 16));
+  Value qRow0 = allCompute ? warpRow0
+                           : arith::MulIOp::create(
+                                 b,
+                                 arith::MinUIOp::create(
+                                     b, warp, cIdx(b, computeWarps - 1)),
+                                 cIdx(b, 16));
+  SmallVector<AFragment> qA;
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
-    qA.push_back(mmaQK.loadA(sQ, {}, lane, warpRow0, cIdx(b, kk * 16)));
+    qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, cIdx(b, kk * 16)));
 
   // Loop state: output accumulators, then row max and row sum of both rows.
   int64_t numOut = cfg.headDimVO / 8;
@@ -275,20 +289,38 @@ TileResult TileEngine::emit() {
            });
     NVVM::CpAsyncCommitGroupOp::create(b);
 
-    Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
-    Value kvStart = arith::AddIOp::create(
-        b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
-    SmallVector<AccFragment> scores = computeScores(qA, slot);
-    applyVariant(scores, kvStart);
-    state = updateOnlineSoftmax(b, state, scores, out);
-    accumulatePV(scores, slot, out);
-
-    SmallVector<Value> yields;
-    for (AccFragment &f : out)
-      yields.append(f.begin(), f.end());
-    yields.append({state.rowMax[0], state.rowMax[1], state.rowSum[0],
-                   state.rowSum[1]});
-    scf::YieldOp::create(b, yields);
+    auto flatten = [&](ArrayRef<AccFragment> o, const SoftmaxState &st) {
+      SmallVector<Value> vals;
+      for (const AccFragment &f : o)
+        vals.append(f.begin(), f.end());
+      vals.append({st.rowMax[0], st.rowMax[1], st.rowSum[0], st.rowSum[1]});
+      return vals;
+    };
+    auto compute = [&] {
+      Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
+      Value kvStart = arith::AddIOp::create(
+          b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
+      SmallVector<AccFragment> scores = computeScores(qA, slot);
+      applyVariant(scores, kvStart);
+      SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
+      accumulatePV(scores, slot, out);
+      return flatten(out, next);
+    };
+    if (allCompute) {
+      scf::YieldOp::create(b, compute());
+    } else {
+      SmallVector<Value> unchanged = flatten(out, state);
+      auto ifOp = scf::IfOp::create(b, ValueRange(unchanged).getTypes(),
+                                    active, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(ifOp.thenBlock());
+        scf::YieldOp::create(b, compute());
+        b.setInsertionPointToStart(ifOp.elseBlock());
+        scf::YieldOp::create(b, unchanged);
+      }
+      scf::YieldOp::create(b, ifOp.getResults());
+    }
   }
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
 

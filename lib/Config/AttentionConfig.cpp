@@ -431,23 +431,29 @@ double AttentionConfig::effectiveSmScale() const {
 AttentionConfig AttentionConfig::resolved() const {
   AttentionConfig result = *this;
   TuningKnobs &t = result.tuning;
-  // One 16-row MMA tile per warp ties tile_q to num_warps: derive whichever
-  // of the two is missing from the other.
-  if (t.numWarps == 0) {
-    bool tileQNamesWarps = t.tileQ % 16 == 0 &&
-                           llvm::is_contained({1, 2, 4, 8}, t.tileQ / 16);
-    // Decode rows are the query heads of one GQA group; rows past the group
-    // are padding, but four warps share the cp.async work of each tile,
-    // which measured faster on H100 than one or two (bench/RESULTS.md).
-    int64_t decodeWarps = 4;
-    while (decodeWarps < 8 && 16 * decodeWarps < groupSize())
-      decodeWarps *= 2;
-    t.numWarps = tileQNamesWarps ? t.tileQ / 16
-                 : isPrefill(kind) ? 4
-                                   : decodeWarps;
+  if (isPrefill(kind)) {
+    // One 16-row MMA tile per warp ties tile_q to num_warps: derive
+    // whichever of the two is missing from the other.
+    if (t.numWarps == 0) {
+      bool tileQNamesWarps = t.tileQ % 16 == 0 &&
+                             llvm::is_contained({1, 2, 4, 8}, t.tileQ / 16);
+      t.numWarps = tileQNamesWarps ? t.tileQ / 16 : 4;
+    }
+    if (t.tileQ == 0)
+      t.tileQ = 16 * t.numWarps;
+  } else {
+    // Decode rows are the query heads of one GQA group: tile_q holds the
+    // group (16-row MMA tiles, one compute warp each), and every warp shares
+    // the cp.async work of each KV tile; four warps measured fastest on H100
+    // (bench/RESULTS.md).
+    if (t.tileQ == 0)
+      t.tileQ = std::max<int64_t>(16, (groupSize() + 15) / 16 * 16);
+    if (t.numWarps == 0) {
+      t.numWarps = 4;
+      while (t.numWarps < 8 && 16 * t.numWarps < t.tileQ)
+        t.numWarps *= 2;
+    }
   }
-  if (t.tileQ == 0)
-    t.tileQ = 16 * t.numWarps;
   // These defaults fit the smallest shared-memory budget (sm_86/sm_89) for
   // every allowed head dim (256/256 needs exactly 101376 bytes), so they hold
   // on every target.
@@ -543,17 +549,22 @@ llvm::Error AttentionConfig::validate() const {
 
   AttentionConfig r = resolved();
   const TuningKnobs &t = r.tuning;
-  if (t.tileQ != 16 * t.numWarps)
+  if (isPrefill(kind) && t.tileQ != 16 * t.numWarps)
     return invalidField("tile_q", t.tileQ,
                         "must be 16 * num_warps = " +
                             llvm::Twine(16 * t.numWarps) +
                             " (one 16-row MMA tile per warp)");
+  if (!isPrefill(kind) && t.tileQ > 16 * t.numWarps)
+    return invalidField("tile_q", t.tileQ,
+                        "must be at most 16 * num_warps = " +
+                            llvm::Twine(16 * t.numWarps) +
+                            " (one 16-row MMA tile per compute warp)");
   if (!isPrefill(kind) && t.tileQ < groupSize())
-    return invalidField("num_warps", t.numWarps,
+    return invalidField("tile_q", t.tileQ,
                         "decode packs the " + llvm::Twine(groupSize()) +
-                            " query heads of a group into 16 * num_warps "
-                            "rows; use num_warps >= " +
-                            llvm::Twine((groupSize() + 15) / 16));
+                            " query heads of a group into tile_q rows; use "
+                            "tile_q >= " +
+                            llvm::Twine((groupSize() + 15) / 16 * 16));
 
   int64_t needed = r.sharedMemoryBytes();
   int64_t allowed = maxSharedMemoryBytes(target);

@@ -412,8 +412,8 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
                            : static_cast<float>(cfg.effectiveSmScale()));
   CUstream stream = static_cast<CUstream>(a.stream);
   if (CUresult rc = driver->cuLaunchKernel(
-          fn->function, static_cast<unsigned>(numSplits),
-          static_cast<unsigned>(cfg.numKVHeads),
+          fn->function, static_cast<unsigned>(cfg.numKVHeads),
+          static_cast<unsigned>(numSplits),
           static_cast<unsigned>(a.batch),
           static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
           static_cast<unsigned>(cfg.sharedMemoryBytes()), stream,
