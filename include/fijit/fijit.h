@@ -87,6 +87,23 @@ struct DecodeLaunchArgs {
   void *stream = nullptr;
 };
 
+/// One batch prefill launch: q/o packed [sum(qo_len), heads, dim] with
+/// request b at rows qoIndptr[b] .. qoIndptr[b+1]; K/V ragged (kvIndptr in
+/// tokens) or paged (kvIndptr in pages, kvIndices, kvLastPageLen).
+struct BatchPrefillLaunchArgs {
+  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  void *lse = nullptr; ///< float32 [sum(qo_len), num_qo_heads], or null
+  void *qoIndptr = nullptr, *kvIndptr = nullptr, *kvIndices = nullptr;
+  void *kvLastPageLen = nullptr;
+  int64_t batch = 0, maxQoLen = 0;
+  int64_t qStrideN = 0, qStrideH = 0;
+  int64_t kStrideP = 0, kStrideN = 0, kStrideH = 0;
+  int64_t vStrideP = 0, vStrideN = 0, vStrideH = 0;
+  int64_t oStrideN = 0, oStrideH = 0;
+  float smScale = 0;
+  void *stream = nullptr;
+};
+
 /// A compiled attention kernel: PTX plus, per CUDA context, the loaded
 /// function. Cheap to copy; copies share the loaded modules.
 class FIJIT_API AttentionKernel {
@@ -116,6 +133,10 @@ public:
   /// Decode kinds: launches the split-KV kernel and, with more than one
   /// split, the merge.
   bool launchDecode(const DecodeLaunchArgs &args, std::string &error) const;
+
+  /// Batch prefill kinds (paged or ragged KV).
+  bool launchBatchPrefill(const BatchPrefillLaunchArgs &args,
+                          std::string &error) const;
 
   /// Keys per split and number of splits launchDecode would use, and the
   /// workspace bytes it then needs.

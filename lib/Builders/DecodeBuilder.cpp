@@ -26,7 +26,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/Builders.h"
-#include "fijit/Builders/TileAttention.h"
+#include "fijit/Builders/KVCache.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -44,10 +44,6 @@ MemRefType flatGlobal(Builder &b, Type t) {
                                            gpu::AddressSpace::Global);
   return MemRefType::get({ShapedType::kDynamic}, t,
                          MemRefLayoutAttrInterface{}, global);
-}
-
-Value loadIndex(ImplicitLocOpBuilder &b, Value memref, Value idx) {
-  return toIndex(b, memref::LoadOp::create(b, memref, ValueRange{idx}));
 }
 
 gpu::GPUFuncOp createKernel(ImplicitLocOpBuilder &b, StringRef name,
@@ -87,24 +83,12 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value batch = gpu::GridDimOp::create(b, gpu::Dimension::z);
   int64_t group = cfg.groupSize();
 
-  // Keys of this request: dense kv_len, or full pages plus the last one.
-  Value kvLen = denseKvLen, pageBegin;
-  if (paged) {
-    pageBegin = loadIndex(b, indptr, req);
-    Value pageEnd =
-        loadIndex(b, indptr, arith::AddIOp::create(b, req, cIdx(b, 1)));
-    Value numPages = arith::SubIOp::create(b, pageEnd, pageBegin);
-    Value full = arith::MulIOp::create(
-        b, arith::MaxSIOp::create(
-               b, arith::SubIOp::create(b, numPages, cIdx(b, 1)),
-               cIdx(b, 0)),
-        cIdx(b, cfg.pageSize));
-    Value tail = loadIndex(b, lastPageLen, req);
-    Value hasPages = arith::CmpIOp::create(b, arith::CmpIPredicate::sgt,
-                                           numPages, cIdx(b, 0));
-    kvLen = arith::SelectOp::create(
-        b, hasPages, arith::AddIOp::create(b, full, tail), cIdx(b, 0));
-  }
+  KVStrides kStrides{kStrideP, kStrideN, kStrideH};
+  KVStrides vStrides{vStrideP, vStrideN, vStrideH};
+  KVSource kv = paged ? pagedKV(b, cfg.pageSize, indptr, indices, lastPageLen,
+                                req, kvHead, kStrides, vStrides)
+                      : denseKV(denseKvLen, kvHead, kStrides, vStrides);
+  Value kvLen = kv.kvLen;
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, /*qoLen=*/cIdx(b, 1), kvLen);
 
@@ -124,27 +108,8 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.kvEnd = arith::MinSIOp::create(
       b, arith::AddIOp::create(b, p.kvBegin, kvChunk), kvLen);
   p.kvLen = kvLen;
-  auto rowOffset = [=](Value strideP, Value strideN,
-                       Value strideH) -> RowOffsetFn {
-    return [=](ImplicitLocOpBuilder &ib, Value pos) -> Value {
-      Value head = arith::MulIOp::create(ib, kvHead, strideH);
-      if (!paged)
-        return arith::AddIOp::create(
-            ib, head, arith::MulIOp::create(ib, pos, strideN));
-      Value pageSize = cIdx(ib, cfg.pageSize);
-      Value page = loadIndex(
-          ib, indices,
-          arith::AddIOp::create(ib, pageBegin,
-                                arith::DivUIOp::create(ib, pos, pageSize)));
-      Value slot = arith::RemUIOp::create(ib, pos, pageSize);
-      return arith::AddIOp::create(
-          ib, head,
-          arith::AddIOp::create(ib, arith::MulIOp::create(ib, page, strideP),
-                                arith::MulIOp::create(ib, slot, strideN)));
-    };
-  };
-  p.kRowOffset = rowOffset(kStrideP, kStrideN, kStrideH);
-  p.vRowOffset = rowOffset(vStrideP, vStrideN, vStrideH);
+  p.kRowOffset = kv.kRow;
+  p.vRowOffset = kv.vRow;
   // The single query is the last position: causal masking is a no-op.
   Value lastPos = arith::SubIOp::create(b, kvLen, cIdx(b, 1));
   p.maskRow = [=](int64_t) { return lastPos; };

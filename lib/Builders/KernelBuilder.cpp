@@ -36,14 +36,14 @@ FailureOr<gpu::GPUModuleOp> buildAttentionModule(ModuleOp module,
   case KernelKind::SinglePrefill:
     built = buildSinglePrefill(b, resolved);
     break;
+  case KernelKind::BatchPrefillPaged:
+  case KernelKind::BatchPrefillRagged:
+    built = buildBatchPrefill(b, resolved);
+    break;
   case KernelKind::SingleDecode:
   case KernelKind::BatchDecodePaged:
     built = buildDecode(b, resolved);
     break;
-  default:
-    built = module.emitError("no builder for kind=")
-            << stringify(resolved.kind) << " yet; available: single_prefill, single_decode, "
-                   "batch_decode_paged";
   }
   if (failed(built)) {
     gpuModule.erase();

@@ -333,6 +333,74 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  : 0;
 }
 
+bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
+                                         std::string &error) const {
+  const AttentionConfig &cfg = state->config;
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  if (!paged && cfg.kind != KernelKind::BatchPrefillRagged) {
+    error = "launchBatchPrefill needs a batch prefill kind, not kind=" +
+            stringify(cfg.kind).str();
+    return false;
+  }
+  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                         {{"q", a.qStrideN},
+                          {"q", a.qStrideH},
+                          {"k", a.kStrideP},
+                          {"k", a.kStrideN},
+                          {"k", a.kStrideH},
+                          {"v", a.vStrideP},
+                          {"v", a.vStrideN},
+                          {"v", a.vStrideH}},
+                         error))
+    return false;
+  if (!a.qoIndptr || !a.kvIndptr ||
+      (paged && (!a.kvIndices || !a.kvLastPageLen))) {
+    error = paged ? "batch_prefill_paged needs qo_indptr, kv_indptr, "
+                    "kv_indices and kv_last_page_len"
+                  : "batch_prefill_ragged needs qo_indptr and kv_indptr";
+    return false;
+  }
+  if (cfg.returnLSE && !a.lse) {
+    error = "this kernel was compiled with return_lse=true: pass an lse "
+            "buffer";
+    return false;
+  }
+  if (a.batch <= 0 || a.maxQoLen <= 0)
+    return true;
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    error = llvm::toString(driver.takeError());
+    return false;
+  }
+  auto fn = state->function(*driver);
+  if (!fn) {
+    error = llvm::toString(fn.takeError());
+    return false;
+  }
+  KernelParams params;
+  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, a.qoIndptr, a.kvIndptr,
+                    a.kvIndices, a.kvLastPageLen})
+    params.memref(ptr);
+  for (int64_t v : {a.qStrideN, a.qStrideH, a.kStrideP, a.kStrideN,
+                    a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
+                    a.oStrideN, a.oStrideH})
+    params.i32(v);
+  params.f32(a.smScale > 0 ? a.smScale
+                           : static_cast<float>(cfg.effectiveSmScale()));
+  int64_t tiles = (a.maxQoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
+  if (CUresult rc = driver->cuLaunchKernel(
+          fn->function, static_cast<unsigned>(tiles),
+          static_cast<unsigned>(cfg.numQOHeads),
+          static_cast<unsigned>(a.batch),
+          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
+          static_cast<unsigned>(cfg.sharedMemoryBytes()),
+          static_cast<CUstream>(a.stream), params.pointers(), nullptr)) {
+    error = llvm::toString(driver->error("cuLaunchKernel", rc));
+    return false;
+  }
+  return true;
+}
+
 bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
                                    std::string &error) const {
   const AttentionConfig &cfg = state->config;

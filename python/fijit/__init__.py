@@ -16,7 +16,9 @@ and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
 from ._fijit import __version__, build_id, llvm_version
 from .config import AttentionConfig
 from .kernel import AttentionKernel, compile_attention
-from .prefill import single_prefill_with_kv_cache
+from .prefill import (BatchPrefillWithPagedKVCacheWrapper,
+                      BatchPrefillWithRaggedKVCacheWrapper,
+                      single_prefill_with_kv_cache)
 from .decode import (BatchDecodeWithPagedKVCacheWrapper, merge_state,
                      merge_states, single_decode_with_kv_cache)
 from . import cache
@@ -24,6 +26,8 @@ from . import cache
 __all__ = [
     "AttentionConfig",
     "BatchDecodeWithPagedKVCacheWrapper",
+    "BatchPrefillWithPagedKVCacheWrapper",
+    "BatchPrefillWithRaggedKVCacheWrapper",
     "merge_state",
     "merge_states",
     "single_decode_with_kv_cache",

@@ -5,23 +5,9 @@ import math
 
 from .config import AttentionConfig
 from .kernel import compile_attention
-from .prefill import _target
+from ._common import (check_layout, dtype_name, page_table, split_cache,
+                      target_of)
 from .tensors import as_view, check, torch
-
-_DTYPE_NAMES = {"float16": "f16", "half": "f16", "bfloat16": "bf16",
-                "f16": "f16", "bf16": "bf16"}
-
-
-def _dtype_name(dtype):
-    if isinstance(dtype, str):
-        name = _DTYPE_NAMES.get(dtype.replace("torch.", ""))
-    else:
-        name = _DTYPE_NAMES.get(str(dtype).replace("torch.", ""))
-    if name is None:
-        raise ValueError(f"invalid dtype {dtype}: allowed values are "
-                         "float16, bfloat16")
-    return name
-
 
 def _workspace(nbytes, device):
     return torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device)
@@ -56,9 +42,7 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
                          "[kv_len, num_kv_heads, head_dim] (NHD) or "
                          "[num_kv_heads, kv_len, head_dim] (HND)")
-    if kv_layout not in ("NHD", "HND"):
-        raise ValueError(f"invalid kv_layout={kv_layout}: allowed values are "
-                         "NHD, HND")
+    check_layout(kv_layout)
     nhd = kv_layout == "NHD"
     kv_len, hk = (kv.shape[0], kv.shape[1]) if nhd else (kv.shape[1],
                                                          kv.shape[0])
@@ -68,7 +52,7 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
         num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
         dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
         logits_soft_cap=float(logits_soft_cap or 0.0),
-        return_lse=bool(return_lse), target=_target(qv.device), **tuning)
+        return_lse=bool(return_lse), target=target_of(qv.device), **tuning)
     kernel = compile_attention(cfg)
     check(qv, "q", (cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
     shape = ((kv_len, hk, cfg.head_dim_qk) if nhd
@@ -88,21 +72,6 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
     return (out, lse) if return_lse else out
 
 
-def _split_cache(paged_kv_cache, kv_layout):
-    if isinstance(paged_kv_cache, (tuple, list)):
-        if len(paged_kv_cache) != 2:
-            raise ValueError("paged_kv_cache must be (k_cache, v_cache) or "
-                             "one tensor with a k/v dimension of size 2")
-        return paged_kv_cache
-    # One tensor: [num_pages, 2, ...] holds k then v per page.
-    if paged_kv_cache.dim() != 5 or paged_kv_cache.shape[1] != 2:
-        raise ValueError("a combined paged_kv_cache must be [num_pages, 2, "
-                         "page_size, num_kv_heads, head_dim] (NHD) or "
-                         "[num_pages, 2, num_kv_heads, page_size, head_dim] "
-                         f"(HND); got {list(paged_kv_cache.shape)}")
-    return paged_kv_cache[:, 0], paged_kv_cache[:, 1]
-
-
 class BatchDecodeWithPagedKVCacheWrapper:
     """Decode for a batch of requests over FlashInfer's paged KV cache.
 
@@ -112,9 +81,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
     """
 
     def __init__(self, float_workspace_buffer, kv_layout="NHD"):
-        if kv_layout not in ("NHD", "HND"):
-            raise ValueError(f"invalid kv_layout={kv_layout}: allowed values "
-                             "are NHD, HND")
+        check_layout(kv_layout)
         self._workspace = float_workspace_buffer
         self._kv_layout = kv_layout
         self._plan = None
@@ -124,36 +91,10 @@ class BatchDecodeWithPagedKVCacheWrapper:
              logits_soft_cap=None, q_data_type="float16", kv_data_type=None,
              sm_scale=None, return_lse=False, fixed_split_size=None,
              **tuning):
-        for name, t in (("indptr", indptr), ("indices", indices),
-                        ("last_page_len", last_page_len)):
-            if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
-                raise ValueError(f"{name} must be an int32 tensor")
-            if t.dim() != 1:
-                raise ValueError(f"{name} must be 1-D")
-        batch = indptr.numel() - 1
-        if batch < 0 or last_page_len.numel() != batch:
-            raise ValueError(f"last_page_len has {last_page_len.numel()} "
-                             f"entries; indptr describes {max(batch, 0)} "
-                             "requests (len(indptr) - 1)")
-        ip, lp = indptr.tolist(), last_page_len.tolist()
-        if ip[0] != 0 or any(b < a for a, b in zip(ip, ip[1:])):
-            raise ValueError("indptr must start at 0 and never decrease")
-        if ip[-1] > indices.numel():
-            raise ValueError(f"indptr[-1] = {ip[-1]} but indices has only "
-                             f"{indices.numel()} entries")
-        for b in range(batch):
-            pages = ip[b + 1] - ip[b]
-            if pages and not 1 <= lp[b] <= page_size:
-                raise ValueError(f"last_page_len[{b}] = {lp[b]} must be in "
-                                 f"[1, page_size={page_size}]")
-        lens = [max(ip[b + 1] - ip[b] - 1, 0) * page_size +
-                (lp[b] if ip[b + 1] > ip[b] else 0) for b in range(batch)]
-        used = indices[:ip[-1]]
-        max_page = int(used.max().item()) if used.numel() else -1
-        if used.numel() and int(used.min().item()) < 0:
-            raise ValueError("indices holds a negative page id")
-        q_dtype = _dtype_name(q_data_type)
-        kv_dtype = _dtype_name(kv_data_type or q_data_type)
+        batch, lens, max_page = page_table(indptr, indices, last_page_len,
+                                           page_size)
+        q_dtype = dtype_name(q_data_type)
+        kv_dtype = dtype_name(kv_data_type or q_data_type)
         device = indptr.device
         cfg = AttentionConfig(
             kind="batch_decode_paged", head_dim_qk=head_dim,
@@ -162,7 +103,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
             dtype_o=q_dtype, kv_layout=self._kv_layout, page_size=page_size,
             window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0),
-            return_lse=bool(return_lse), target=_target(device), **tuning)
+            return_lse=bool(return_lse), target=target_of(device), **tuning)
         kernel = compile_attention(cfg)
         max_len = max(lens, default=0)
         kv_chunk, splits, nbytes = kernel._native.plan_decode(batch, max_len)
@@ -189,7 +130,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         p, cfg = self._plan, self._plan["cfg"]
         if return_lse and not cfg.return_lse:
             raise ValueError("plan() was called with return_lse=False")
-        k_cache, v_cache = _split_cache(paged_kv_cache, self._kv_layout)
+        k_cache, v_cache = split_cache(paged_kv_cache)
         qv = as_view(q, "q")
         check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)

@@ -1,23 +1,11 @@
 """FlashInfer-style single-request prefill."""
 from .config import AttentionConfig
 from .kernel import compile_attention
-from .tensors import as_view
+from ._common import (check_indptr, check_layout, dtype_name, page_table,
+                      split_cache, target_of)
+from .tensors import as_view, check, torch
 
-_TARGETS = {(8, 0): "sm_80", (8, 6): "sm_86", (8, 7): "sm_86",
-            (8, 9): "sm_89", (9, 0): "sm_90a"}
 _configs = {}
-
-
-def _target(device):
-    import torch
-    cc = torch.cuda.get_device_capability(device)
-    if cc not in _TARGETS:
-        if cc < (8, 0):
-            raise ValueError(f"fijit needs compute capability 8.0 or newer; "
-                             f"this GPU is {cc[0]}.{cc[1]}")
-        return "sm_89" if cc < (9, 0) else "sm_90a" if cc == (9, 0) else \
-            "sm_89"
-    return _TARGETS[cc]
 
 
 def single_prefill_with_kv_cache(q, k, v, causal=False, sm_scale=None,
@@ -39,9 +27,7 @@ def single_prefill_with_kv_cache(q, k, v, causal=False, sm_scale=None,
         raise ValueError("q, k and v must be 3-D: q [qo_len, num_qo_heads, "
                          "head_dim], k/v [kv_len, num_kv_heads, head_dim] "
                          "(NHD) or [num_kv_heads, kv_len, head_dim] (HND)")
-    if kv_layout not in ("NHD", "HND"):
-        raise ValueError(f"invalid kv_layout={kv_layout}: allowed values are "
-                         "NHD, HND")
+    check_layout(kv_layout)
     num_kv_heads = kv.shape[1] if kv_layout == "NHD" else kv.shape[0]
     key = (qv.shape[1:], qv.dtype, num_kv_heads, kv.shape[2], vv.shape[2],
            kv.dtype, bool(causal), int(window_left),
@@ -56,8 +42,162 @@ def single_prefill_with_kv_cache(q, k, v, causal=False, sm_scale=None,
             dtype_o=qv.dtype, kv_layout=kv_layout,
             mask="causal" if causal else "none", window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0),
-            return_lse=bool(return_lse), target=_target(qv.device),
+            return_lse=bool(return_lse), target=target_of(qv.device),
             **tuning)
         _configs[key] = cfg
     kernel = compile_attention(cfg)
     return kernel(q, k, v, out=out, sm_scale=sm_scale)
+
+
+class _BatchPrefillWrapper:
+    """plan/run shared by the ragged and paged batch prefill wrappers: plan
+    validates the index tensors on the host and compiles (or fetches) the
+    kernel once per batch shape; run only launches, so it can be captured
+    in a CUDA graph."""
+
+    _kind = None
+
+    def __init__(self, float_workspace_buffer=None, kv_layout="NHD"):
+        check_layout(kv_layout)
+        self._kv_layout = kv_layout
+        self._plan = None
+
+    def _compile(self, qo_indptr, num_qo_heads, num_kv_heads, head_dim_qk,
+                 head_dim_vo, page_size, causal, sm_scale, window_left,
+                 logits_soft_cap, q_data_type, kv_data_type, return_lse,
+                 tuning):
+        qo = check_indptr("qo_indptr", qo_indptr)
+        q_dtype = dtype_name(q_data_type)
+        cfg = AttentionConfig(
+            kind=self._kind, head_dim_qk=head_dim_qk,
+            head_dim_vo=head_dim_vo or head_dim_qk,
+            num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
+            dtype_q=q_dtype, dtype_kv=dtype_name(kv_data_type or q_data_type),
+            dtype_o=q_dtype, kv_layout=self._kv_layout, page_size=page_size,
+            mask="causal" if causal else "none", window_left=window_left,
+            logits_soft_cap=float(logits_soft_cap or 0.0),
+            return_lse=bool(return_lse), target=target_of(qo_indptr.device),
+            **tuning)
+        lens = [b - a for a, b in zip(qo, qo[1:])]
+        return dict(kernel=compile_attention(cfg), cfg=cfg, qo_indptr=qo_indptr,
+                    batch=len(lens), max_qo_len=max(lens, default=0),
+                    total_qo=qo[-1], sm_scale=sm_scale)
+
+    def _launch(self, q, k, v, kv_strides, kv_ptrs, out, lse, return_lse):
+        if self._plan is None:
+            raise RuntimeError("call plan() before run()")
+        p, cfg = self._plan, self._plan["cfg"]
+        if return_lse and not cfg.return_lse:
+            raise ValueError("plan() was called with return_lse=False")
+        qv = as_view(q, "q")
+        check(qv, "q", (p["total_qo"], cfg.num_qo_heads, cfg.head_dim_qk),
+              cfg.dtype_q)
+        if out is None:
+            out = q.new_empty((p["total_qo"], cfg.num_qo_heads,
+                               cfg.head_dim_vo))
+        check(as_view(out, "out"), "out",
+              (p["total_qo"], cfg.num_qo_heads, cfg.head_dim_vo),
+              cfg.dtype_o, like=qv)
+        if cfg.return_lse and lse is None:
+            lse = torch.empty(p["total_qo"], cfg.num_qo_heads,
+                              dtype=torch.float32, device=q.device)
+        ptrs = [q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
+                lse.data_ptr() if lse is not None else 0,
+                p["qo_indptr"].data_ptr()] + kv_ptrs
+        strides = [q.stride(0), q.stride(1)] + kv_strides + [out.stride(0),
+                                                             out.stride(1)]
+        p["kernel"]._native.launch_batch_prefill(
+            ptrs, p["batch"], p["max_qo_len"], strides,
+            float(p["sm_scale"] or 0.0),
+            torch.cuda.current_stream(q.device).cuda_stream)
+        return (out, lse) if return_lse else out
+
+
+class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
+    """Prefill of a batch whose keys and values are packed along the token
+    axis: k, v [sum(kv_len), num_kv_heads, head_dim] (NHD) or
+    [num_kv_heads, sum(kv_len), head_dim] (HND), request b at tokens
+    kv_indptr[b] .. kv_indptr[b+1]; q and out likewise by qo_indptr."""
+
+    _kind = "batch_prefill_ragged"
+
+    def plan(self, qo_indptr, kv_indptr, num_qo_heads, num_kv_heads,
+             head_dim_qk, head_dim_vo=None, causal=False, sm_scale=None,
+             window_left=-1, logits_soft_cap=None, q_data_type="float16",
+             kv_data_type=None, return_lse=False, **tuning):
+        kv = check_indptr("kv_indptr", kv_indptr,
+                          batch=qo_indptr.numel() - 1)
+        self._plan = self._compile(
+            qo_indptr, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
+            1, causal, sm_scale, window_left, logits_soft_cap, q_data_type,
+            kv_data_type, return_lse, tuning)
+        self._plan.update(kv_indptr=kv_indptr, total_kv=kv[-1])
+
+    def run(self, q, k, v, out=None, lse=None, return_lse=False):
+        if self._plan is None:
+            raise RuntimeError("call plan() before run()")
+        p, cfg = self._plan, self._plan["cfg"]
+        nhd = self._kv_layout == "NHD"
+        for name, t, dim in (("k", k, cfg.head_dim_qk),
+                             ("v", v, cfg.head_dim_vo)):
+            shape = ((p["total_kv"], cfg.num_kv_heads, dim) if nhd else
+                     (cfg.num_kv_heads, p["total_kv"], dim))
+            check(as_view(t, name), name, shape, cfg.dtype_kv,
+                  like=as_view(q, "q"))
+        n, h = (0, 1) if nhd else (1, 0)
+        strides = [0, k.stride(n), k.stride(h), 0, v.stride(n), v.stride(h)]
+        return self._launch(q, k, v, strides,
+                            [p["kv_indptr"].data_ptr(), 0, 0], out, lse,
+                            return_lse)
+
+
+class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
+    """Prefill of a batch over FlashInfer's paged KV cache (same page table
+    as BatchDecodeWithPagedKVCacheWrapper); queries packed by qo_indptr.
+    Causal masking aligns each request's last query with its last key."""
+
+    _kind = "batch_prefill_paged"
+
+    def plan(self, qo_indptr, paged_kv_indptr, paged_kv_indices,
+             paged_kv_last_page_len, num_qo_heads, num_kv_heads,
+             head_dim_qk, page_size, head_dim_vo=None, causal=False,
+             sm_scale=None, window_left=-1, logits_soft_cap=None,
+             q_data_type="float16", kv_data_type=None, return_lse=False,
+             **tuning):
+        batch, _, max_page = page_table(paged_kv_indptr, paged_kv_indices,
+                                        paged_kv_last_page_len, page_size)
+        if batch != qo_indptr.numel() - 1:
+            raise ValueError(f"qo_indptr describes {qo_indptr.numel() - 1} "
+                             f"requests but paged_kv_indptr {batch}")
+        self._plan = self._compile(
+            qo_indptr, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
+            page_size, causal, sm_scale, window_left, logits_soft_cap,
+            q_data_type, kv_data_type, return_lse, tuning)
+        self._plan.update(kv_indptr=paged_kv_indptr,
+                          kv_indices=paged_kv_indices,
+                          kv_last_page_len=paged_kv_last_page_len,
+                          max_page=max_page)
+
+    def run(self, q, paged_kv_cache, out=None, lse=None, return_lse=False):
+        if self._plan is None:
+            raise RuntimeError("call plan() before run()")
+        p, cfg = self._plan, self._plan["cfg"]
+        k_cache, v_cache = split_cache(paged_kv_cache)
+        nhd = self._kv_layout == "NHD"
+        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+            view = as_view(t, name)
+            shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
+                      cfg.head_dim_qk) if nhd else
+                     (view.shape[0], cfg.num_kv_heads, cfg.page_size,
+                      cfg.head_dim_qk))
+            check(view, name, shape, cfg.dtype_kv, like=as_view(q, "q"))
+            if p["max_page"] >= view.shape[0]:
+                raise ValueError(f"indices refers to page {p['max_page']} "
+                                 f"but {name} has {view.shape[0]} pages")
+        n, h = (1, 2) if nhd else (2, 1)
+        strides = [k_cache.stride(0), k_cache.stride(n), k_cache.stride(h),
+                   v_cache.stride(0), v_cache.stride(n), v_cache.stride(h)]
+        return self._launch(
+            q, k_cache, v_cache, strides,
+            [p["kv_indptr"].data_ptr(), p["kv_indices"].data_ptr(),
+             p["kv_last_page_len"].data_ptr()], out, lse, return_lse)

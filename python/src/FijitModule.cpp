@@ -93,6 +93,39 @@ void launchDecode(const fijit::AttentionKernel &k,
     throw std::runtime_error(error);
 }
 
+void launchBatchPrefill(const fijit::AttentionKernel &k,
+                        std::vector<uintptr_t> ptrs, int64_t batch,
+                        int64_t maxQoLen, std::vector<int64_t> strides,
+                        float smScale, uintptr_t stream) {
+  if (ptrs.size() != 9 || strides.size() != 10)
+    throw py::value_error("launch_batch_prefill needs 9 pointers (q, k, v, "
+                          "o, lse, qo_indptr, kv_indptr, kv_indices, "
+                          "kv_last_page_len) and 10 strides");
+  fijit::BatchPrefillLaunchArgs a;
+  void **slots[] = {&a.q,        &a.k,        &a.v,
+                    &a.o,        &a.lse,      &a.qoIndptr,
+                    &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen};
+  for (size_t i = 0; i < 9; ++i)
+    *slots[i] = reinterpret_cast<void *>(ptrs[i]);
+  int64_t *fields[] = {&a.qStrideN, &a.qStrideH, &a.kStrideP, &a.kStrideN,
+                       &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
+                       &a.oStrideN, &a.oStrideH};
+  for (size_t i = 0; i < 10; ++i)
+    *fields[i] = strides[i];
+  a.batch = batch;
+  a.maxQoLen = maxQoLen;
+  a.smScale = smScale;
+  a.stream = reinterpret_cast<void *>(stream);
+  std::string error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = k.launchBatchPrefill(a, error);
+  }
+  if (!ok)
+    throw std::runtime_error(error);
+}
+
 } // namespace
 
 PYBIND11_MODULE(_fijit, m) {
@@ -133,6 +166,9 @@ PYBIND11_MODULE(_fijit, m) {
              if (!ok)
                throw std::runtime_error(error);
            })
+      .def("launch_batch_prefill", &launchBatchPrefill, py::arg("ptrs"),
+           py::arg("batch"), py::arg("max_qo_len"), py::arg("strides"),
+           py::arg("sm_scale"), py::arg("stream"))
       .def("launch_decode", &launchDecode, py::arg("ptrs"),
            py::arg("batch"), py::arg("kv_len"), py::arg("strides"),
            py::arg("kv_chunk"), py::arg("workspace"),

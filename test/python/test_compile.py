@@ -114,17 +114,36 @@ def test_compile_ms_and_memory_tier(kernel):
         assert isinstance(k.compile_ms, float) and k.compile_ms > 0
 
 
-@pytest.mark.parametrize("kind", ["batch_prefill_paged",
-                                  "batch_prefill_ragged"])
-def test_unsupported_kind(kind):
-    fields = dict(kind=kind)
-    if kind == "batch_prefill_paged":
-        fields["page_size"] = 16
+@pytest.mark.parametrize("fields,message", [
+    (dict(kind="batch_prefill_ragged", mask="custom"),
+     "batch_prefill_ragged: mask=custom has no kernel yet"),
+    (dict(kind="batch_prefill_paged", page_size=16, dtype_kv="e4m3"),
+     "batch_prefill_paged: dtype_kv=e4m3 has no kernel yet; use "
+     "dtype_kv=dtype_q"),
+    (dict(kind="single_decode", pos_encoding="rope"),
+     "single_decode: pos_encoding=rope has no kernel yet; use "
+     "pos_encoding=none"),
+])
+def test_unsupported_feature_of_a_kind(fields, message):
     with pytest.raises(ValueError) as e:
         compile_attention(**fields)
-    assert str(e.value) == (f"no builder for kind={kind} yet; available: "
-                            "single_prefill, single_decode, "
-                            "batch_decode_paged")
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kind,ptx_entry", [
+    ("single_decode", "fijit_single_decode"),
+    ("batch_decode_paged", "fijit_batch_decode_paged"),
+    ("batch_prefill_paged", "fijit_batch_prefill_paged"),
+    ("batch_prefill_ragged", "fijit_batch_prefill_ragged"),
+])
+def test_every_kind_compiles(kind, ptx_entry):
+    fields = dict(kind=kind, num_qo_heads=8, num_kv_heads=2)
+    if "paged" in kind:
+        fields["page_size"] = 16
+    k = compile_attention(**fields)
+    assert f".entry {ptx_entry}(" in k.ptx
+    # Decode kinds carry the split-KV merge in the same module.
+    assert ("fijit_merge_states" in k.ptx) == ("decode" in kind)
 
 
 def test_unsupported_head_dim_pair():

@@ -41,6 +41,9 @@ buildAttentionModule(mlir::ModuleOp module, const AttentionConfig &config);
 /// Family builders; `config` is validated and resolved.
 mlir::LogicalResult buildSinglePrefill(mlir::ImplicitLocOpBuilder &b,
                                        const AttentionConfig &config);
+/// batch_prefill_paged and batch_prefill_ragged (BatchPrefillBuilder.cpp).
+mlir::LogicalResult buildBatchPrefill(mlir::ImplicitLocOpBuilder &b,
+                                      const AttentionConfig &config);
 /// single_decode and batch_decode_paged (see DecodeBuilder.cpp for the ABI).
 mlir::LogicalResult buildDecode(mlir::ImplicitLocOpBuilder &b,
                                 const AttentionConfig &config);

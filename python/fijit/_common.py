@@ -1,0 +1,95 @@
+"""Helpers the FlashInfer-style wrappers share: target selection, dtype
+names, index-tensor validation and the split of a paged KV cache."""
+from .tensors import torch
+
+_TARGETS = {(8, 0): "sm_80", (8, 6): "sm_86", (8, 7): "sm_86",
+            (8, 9): "sm_89", (9, 0): "sm_90a"}
+_DTYPE_NAMES = {"float16": "f16", "half": "f16", "bfloat16": "bf16",
+                "f16": "f16", "bf16": "bf16"}
+
+
+def target_of(device):
+    """The fijit target for a CUDA device."""
+    cc = torch.cuda.get_device_capability(device)
+    if cc < (8, 0):
+        raise ValueError(f"fijit needs compute capability 8.0 or newer; "
+                         f"this GPU is {cc[0]}.{cc[1]}")
+    # Newer chips run the sm_89 PTX (sm_90a code is Hopper-only).
+    return _TARGETS.get(cc, "sm_89")
+
+
+def dtype_name(dtype):
+    name = _DTYPE_NAMES.get(str(dtype).replace("torch.", ""))
+    if name is None:
+        raise ValueError(f"invalid dtype {dtype}: allowed values are "
+                         "float16, bfloat16")
+    return name
+
+
+def check_index_tensor(name, t):
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
+        raise ValueError(f"{name} must be an int32 tensor")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D")
+
+
+def check_indptr(name, indptr, batch=None):
+    """Host copy of a validated indptr: starts at 0, never decreases."""
+    check_index_tensor(name, indptr)
+    values = indptr.tolist()
+    if not values or values[0] != 0 or any(
+            b < a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name} must start at 0 and never decrease")
+    if batch is not None and len(values) - 1 != batch:
+        raise ValueError(f"{name} describes {len(values) - 1} requests; "
+                         f"expected {batch}")
+    return values
+
+
+def page_table(indptr, indices, last_page_len, page_size):
+    """Validates FlashInfer's page table; returns (batch, kv lengths,
+    largest page id)."""
+    ip = check_indptr("indptr", indptr)
+    check_index_tensor("indices", indices)
+    check_index_tensor("last_page_len", last_page_len)
+    batch = len(ip) - 1
+    if last_page_len.numel() != batch:
+        raise ValueError(f"last_page_len has {last_page_len.numel()} "
+                         f"entries; indptr describes {batch} requests "
+                         "(len(indptr) - 1)")
+    if ip[-1] > indices.numel():
+        raise ValueError(f"indptr[-1] = {ip[-1]} but indices has only "
+                         f"{indices.numel()} entries")
+    lp = last_page_len.tolist()
+    for b in range(batch):
+        if ip[b + 1] > ip[b] and not 1 <= lp[b] <= page_size:
+            raise ValueError(f"last_page_len[{b}] = {lp[b]} must be in "
+                             f"[1, page_size={page_size}]")
+    lens = [max(ip[b + 1] - ip[b] - 1, 0) * page_size +
+            (lp[b] if ip[b + 1] > ip[b] else 0) for b in range(batch)]
+    used = indices[:ip[-1]]
+    if used.numel() and int(used.min().item()) < 0:
+        raise ValueError("indices holds a negative page id")
+    max_page = int(used.max().item()) if used.numel() else -1
+    return batch, lens, max_page
+
+
+def split_cache(paged_kv_cache):
+    """(k_cache, v_cache) from a pair or one [num_pages, 2, ...] tensor."""
+    if isinstance(paged_kv_cache, (tuple, list)):
+        if len(paged_kv_cache) != 2:
+            raise ValueError("paged_kv_cache must be (k_cache, v_cache) or "
+                             "one tensor with a k/v dimension of size 2")
+        return paged_kv_cache
+    if paged_kv_cache.dim() != 5 or paged_kv_cache.shape[1] != 2:
+        raise ValueError("a combined paged_kv_cache must be [num_pages, 2, "
+                         "page_size, num_kv_heads, head_dim] (NHD) or "
+                         "[num_pages, 2, num_kv_heads, page_size, head_dim] "
+                         f"(HND); got {list(paged_kv_cache.shape)}")
+    return paged_kv_cache[:, 0], paged_kv_cache[:, 1]
+
+
+def check_layout(kv_layout):
+    if kv_layout not in ("NHD", "HND"):
+        raise ValueError(f"invalid kv_layout={kv_layout}: allowed values are "
+                         "NHD, HND")
