@@ -32,7 +32,7 @@ struct CompiledKernel {
   std::string kernelName; ///< entry point in `ptx`
   std::string ptx;
   int threadsPerBlock = 0;
-  int tileQ = 0; ///< query rows per CTA: grid.x = ceil(qo_len / tileQ)
+  int tileQ = 0; ///< rows per CTA (prefill: grid.x = ceil(qo_len / tileQ))
   long sharedMemoryBytes = 0;
   double buildMs = 0, lowerMs = 0, translateMs = 0, ptxMs = 0;
 };

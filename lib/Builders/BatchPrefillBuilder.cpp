@@ -77,7 +77,9 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                             qStrideN),
       arith::MulIOp::create(b, head, qStrideH));
   p.qRowStride = qStrideN;
-  p.qRowLimit = arith::SubIOp::create(b, qoLen, qStart);
+  // Clamped: tiles past this request's queries copy no Q rows at all.
+  p.qRowLimit = arith::MaxSIOp::create(
+      b, arith::SubIOp::create(b, qoLen, qStart), cIdx(b, 0));
   p.k = k;
   p.v = v;
   auto [begin, end] = variant.visibleKeyRange(b, qStart, qEnd, t.tileKV);

@@ -3,7 +3,7 @@
 // Decode is memory-bound: the goal is to read each kv head's keys and values
 // once. Rows of the tile engine are therefore the query heads of one GQA
 // group (one token per request), so one CTA serves the whole group from one
-// pass over its kv head. Long contexts are split across CTAs (grid.x) in
+// pass over its kv head. Long contexts are split across CTAs (grid.y) in
 // chunks of `kv_chunk` keys (flash-decoding); with more than one split each
 // CTA writes a normalised f32 partial output and its base-2 LSE, and
 // fijit_merge_states combines them.

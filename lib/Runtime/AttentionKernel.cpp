@@ -33,7 +33,6 @@ struct AttentionKernel::State {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
     CUfunction merge = nullptr; ///< decode kinds: fijit_merge_states
-    int numSMs = 0;
   };
   std::mutex mutex;
   llvm::DenseMap<CUcontext, Loaded> loaded;
@@ -241,11 +240,6 @@ AttentionKernel::State::function(const CudaDriver &driver) {
     if (CUresult rc = driver.cuModuleGetFunction(&l.merge, l.module,
                                                  "fijit_merge_states"))
       return driver.error("cuModuleGetFunction(fijit_merge_states)", rc);
-  CUdevice dev = 0;
-  constexpr int kMultiprocessorCount = 16;
-  if (driver.cuCtxGetDevice(&dev) ||
-      driver.cuDeviceGetAttribute(&l.numSMs, kMultiprocessorCount, dev))
-    l.numSMs = 132;
   loaded[*ctx] = l;
   return l;
 }
@@ -309,6 +303,28 @@ bool AttentionKernel::load(std::string &error) const {
   return true;
 }
 
+/// SMs of the current device, or an H100's 132 where none is usable (plans
+/// made on a machine without a GPU).
+static int64_t multiprocessorCount() {
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    llvm::consumeError(driver.takeError());
+    return 132;
+  }
+  auto ctx = currentContext(*driver);
+  if (!ctx) {
+    llvm::consumeError(ctx.takeError());
+    return 132;
+  }
+  CUdevice dev = 0;
+  int sms = 0;
+  constexpr int kMultiprocessorCount = 16;
+  if (driver->cuCtxGetDevice(&dev) ||
+      driver->cuDeviceGetAttribute(&sms, kMultiprocessorCount, dev) || !sms)
+    return 132;
+  return sms;
+}
+
 void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  int64_t &kvChunk, int64_t &numSplits,
                                  int64_t &workspaceBytes) const {
@@ -319,8 +335,9 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
   // Chunks of ~1024 keys keep many CTAs in flight (the tail of the last
   // wave stays small) while the partials stay tiny next to the KV bytes;
   // shorter chunks (at least two tiles) when that still leaves the GPU
-  // under two waves.
-  constexpr int64_t kChunkKeys = 1024, kMinCTAs = 2 * 132 * 3;
+  // under two waves of ~3 CTAs per SM.
+  constexpr int64_t kChunkKeys = 1024;
+  const int64_t kMinCTAs = 2 * 3 * multiprocessorCount();
   int64_t chunkTiles = std::max<int64_t>(1, kChunkKeys / tile);
   while (chunkTiles > 2 &&
          ctas * ((tiles + chunkTiles - 1) / chunkTiles) < kMinCTAs)
@@ -510,8 +527,11 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
 bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   const AttentionConfig &cfg = state->config;
   if (cfg.kind != KernelKind::SinglePrefill) {
+    bool decode = cfg.kind == KernelKind::SingleDecode ||
+                  cfg.kind == KernelKind::BatchDecodePaged;
     error = "launch runs single_prefill kernels; kind=" +
-            stringify(cfg.kind).str() + " launches through launchDecode";
+            stringify(cfg.kind).str() + " launches through " +
+            (decode ? "launchDecode" : "launchBatchPrefill");
     return false;
   }
   if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},

@@ -1,4 +1,5 @@
-"""Command line: python -m fijit cache info|clear|prune (also `fijit`)."""
+"""Command line: python -m fijit cache info|clear|prune (the build also
+writes a `fijit` launcher into build/bin)."""
 import argparse
 import sys
 

@@ -9,6 +9,9 @@ from ._common import (check_layout, dtype_name, page_table, split_cache,
                       target_of)
 from .tensors import as_view, check, torch
 
+_decode_configs = {}
+
+
 def _workspace(nbytes, device):
     return torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device)
 
@@ -37,8 +40,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
     base 2, [num_qo_heads] with return_lse=True).
     """
-    qv, kv = as_view(q, "q"), as_view(k, "k")
-    if qv.ndim != 2 or kv.ndim != 3:
+    qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
+    if qv.ndim != 2 or kv.ndim != 3 or vv.ndim != 3:
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
                          "[kv_len, num_kv_heads, head_dim] (NHD) or "
                          "[num_kv_heads, kv_len, head_dim] (HND)")
@@ -46,21 +49,30 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
     nhd = kv_layout == "NHD"
     kv_len, hk = (kv.shape[0], kv.shape[1]) if nhd else (kv.shape[1],
                                                          kv.shape[0])
-    cfg = AttentionConfig(
-        kind="single_decode", head_dim_qk=qv.shape[1],
-        head_dim_vo=as_view(v, "v").shape[2], num_qo_heads=qv.shape[0],
-        num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
-        dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
-        logits_soft_cap=float(logits_soft_cap or 0.0),
-        return_lse=bool(return_lse), target=target_of(qv.device), **tuning)
+    key = (qv.shape, qv.dtype, hk, kv.shape[2], vv.shape[2], kv.dtype,
+           int(window_left), float(logits_soft_cap or 0.0), bool(return_lse),
+           kv_layout, qv.device, tuple(sorted(tuning.items())))
+    cfg = _decode_configs.get(key)
+    if cfg is None:
+        cfg = AttentionConfig(
+            kind="single_decode", head_dim_qk=qv.shape[1],
+            head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[0],
+            num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
+            dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
+            logits_soft_cap=float(logits_soft_cap or 0.0),
+            return_lse=bool(return_lse), target=target_of(qv.device),
+            **tuning)
+        _decode_configs[key] = cfg
     kernel = compile_attention(cfg)
     check(qv, "q", (cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
     shape = ((kv_len, hk, cfg.head_dim_qk) if nhd
              else (hk, kv_len, cfg.head_dim_qk))
     check(kv, "k", shape, cfg.dtype_kv, like=qv)
-    check(as_view(v, "v"), "v", shape, cfg.dtype_kv, like=qv)
+    check(vv, "v", shape[:2] + (cfg.head_dim_vo,), cfg.dtype_kv, like=qv)
     if out is None:
-        out = torch.empty_like(q)
+        out = q.new_empty((cfg.num_qo_heads, cfg.head_dim_vo))
+    check(as_view(out, "out"), "out", (cfg.num_qo_heads, cfg.head_dim_vo),
+          cfg.dtype_o, like=qv)
     lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
                        device=q.device) if return_lse else None)
     kv_chunk, _, nbytes = kernel._native.plan_decode(1, kv_len)

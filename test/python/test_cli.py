@@ -143,3 +143,19 @@ def test_help_names_versions():
     r = run_cli("--help")
     assert r.returncode == 0
     assert f"fijit {fijit.__version__} (LLVM {fijit.llvm_version})" in r.stdout
+
+
+def test_build_tree_launcher(cache_dir):
+    """build/bin/fijit runs the same command line without `python -m`."""
+    import os
+    import subprocess
+    from pathlib import Path
+    launcher = Path(fijit.__file__).parents[2] / "bin" / "fijit"
+    if not launcher.exists():
+        pytest.skip(f"no launcher at {launcher} (package not from a build "
+                    "tree)")
+    r = subprocess.run([str(launcher), "cache", "info"], capture_output=True,
+                       text=True, env=dict(os.environ,
+                                           FIJIT_CACHE_DIR=str(cache_dir)))
+    assert r.returncode == 0, r.stderr
+    assert f"root:        {cache_dir}" in r.stdout

@@ -90,3 +90,28 @@ def test_plan_checks_index_tensors():
         w.plan(as_i32([1, 4]), as_i32([0, 3]), 8, 8, 128)
     with pytest.raises(RuntimeError, match="call plan"):
         fijit.BatchPrefillWithPagedKVCacheWrapper(None).run(None, None)
+
+
+def test_ragged_run_under_graph_capture():
+    hq, hk, d = 8, 2, 64
+    qo, kv = [3, 50, 17], [3, 90, 200]
+    q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.float16)
+    k = torch.randn(sum(kv), hk, d, device="cuda", dtype=torch.float16)
+    v = torch.randn_like(k)
+    w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None)
+    w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
+           causal=True, q_data_type=torch.float16)
+    out = torch.empty_like(q)
+    w.run(q, k, v, out=out)
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        w.run(q, k, v, out=out)
+    q.copy_(torch.randn_like(q))
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    qi, ki = indptr_of(qo), indptr_of(kv)
+    for b in range(len(qo)):
+        ref, _ = reference(q[qi[b]:qi[b + 1]], k[ki[b]:ki[b + 1]],
+                           v[ki[b]:ki[b + 1]], causal=True)
+        assert rel_err(out[qi[b]:qi[b + 1]], ref) < 5e-3, b

@@ -36,12 +36,14 @@ enum class PosEncoding { None, ALiBi, RoPE };
 
 enum class Target { SM80, SM86, SM89, SM90a };
 
-/// Tuning knobs. Zero means "use the per-target default"; `resolved()` on the
-/// owning config fills them in.
+/// Tuning knobs. Zero means "use the default"; `resolved()` on the owning
+/// config fills them in (see docs/config.md for the defaults).
 struct TuningKnobs {
-  int64_t tileQ = 0;    ///< query rows per CTA (multiple of 16 * warps)
+  /// Rows per CTA, 16 per computing warp: query positions for prefill
+  /// (tile_q = 16 * num_warps), the query heads of a GQA group for decode.
+  int64_t tileQ = 0;
   int64_t tileKV = 0;   ///< keys per pipeline stage (multiple of 16)
-  int64_t numWarps = 0; ///< warps per CTA
+  int64_t numWarps = 0; ///< warps per CTA (all of them share the copies)
   int64_t stages = 0;   ///< cp.async pipeline depth (>= 2)
 };
 
@@ -89,8 +91,8 @@ struct AttentionConfig {
   std::string toJSON() const;
   static llvm::Expected<AttentionConfig> fromJSON(llvm::StringRef json);
 
-  /// Bytes of dynamic shared memory the prefill kernel of a resolved config
-  /// needs.
+  /// Bytes of dynamic shared memory the kernel of this config needs (its
+  /// knobs resolved first).
   int64_t sharedMemoryBytes() const;
 
   bool operator==(const AttentionConfig &other) const {
