@@ -87,10 +87,9 @@ def main():
                   for kv in args.tuning.split(",") if kv)
     ceiling = copy_bandwidth_gbs()
     if args.sweep:
-        for split in (None,):
-            for warps, stages, tile_kv in (
-                    (4, 2, 64), (4, 3, 64), (4, 4, 32), (4, 3, 32),
-                    (8, 2, 64), (8, 3, 64), (2, 2, 64), (4, 2, 32)):
+        for split in (None, 512, 2048):
+            for warps, stages, tile_kv in ((4, 2, 64), (4, 3, 64), (4, 4, 32),
+                                           (8, 2, 64)):
                 t = dict(num_warps=warps, stages=stages, tile_kv=tile_kv)
                 try:
                     res = [run(*s, t, ("dense",), False, split)["dense"]
