@@ -110,9 +110,11 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.kvLen = kvLen;
   p.kRowOffset = kv.kRow;
   p.vRowOffset = kv.vRow;
-  // The single query is the last position: causal masking is a no-op.
-  Value lastPos = arith::SubIOp::create(b, kvLen, cIdx(b, 1));
-  p.maskRow = [=](int64_t) { return lastPos; };
+  // Query 0 of a qo_len of 1: the variant's diagonal offset (kv_len - 1)
+  // already puts it at the last key, so causal masking is a no-op and a
+  // sliding window ends there.
+  Value queryPos = cIdx(b, 0);
+  p.maskRow = [=](int64_t) { return queryPos; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
 

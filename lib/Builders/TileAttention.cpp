@@ -66,6 +66,12 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
                                                    : 102400;
   int64_t ctas = std::max<int64_t>(1, smemPerSM / (smem + 1024));
   int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
+  // Never below what stays live across the KV loop (O accumulators, Q
+  // fragments, S and P of one tile, addresses and softmax state): spilling
+  // those costs more than the occupancy it buys.
+  int64_t live = cfg.headDimVO / 2 + cfg.headDimQK / 4 +
+                 3 * cfg.tuning.tileKV / 4 + 72;
+  regs = std::max(regs, (live + 7) / 8 * 8);
   func->setAttr("fijit.shared_memory_bytes", b.getI64IntegerAttr(smem));
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
                 b.getI32IntegerAttr(

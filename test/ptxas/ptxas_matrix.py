@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Assemble the PTX of a matrix of prefill configs with ptxas.
+"""Assemble the PTX of a matrix of kernel configs with ptxas.
 
-For every point of head_dim {64, 128, 256} x dtype {f16, bf16} x causal
-{no, yes} x GQA group {1, 4, 8} (num_qo_heads=32) x target {sm_80, sm_90a},
-this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
-`ptxas -arch=<target> -v` and prints registers, spill stores/loads and the
-kernel's dynamic shared memory (from `fi-opt --fi-emit=launch`; ptxas only
-sees the `.extern .shared` declaration and reports 0 for it).
+The points, all with num_qo_heads=32 and GQA group {1, 4, 8}, target
+{sm_80, sm_90a} and head_dim {64, 128, 256}:
+  single_prefill       dtype {f16, bf16} x causal {no, yes}
+  batch_prefill_ragged bf16 x causal {no, yes}
+  batch_prefill_paged  bf16 x causal {no, yes}, page_size 16
+  single_decode        bf16, mask=none (decode takes no mask)
+  batch_decode_paged   bf16, mask=none, page_size 16
+For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
+`ptxas -arch=<target> -v` and prints the kind's kernel's registers, the spill
+stores/loads of every kernel in the module (decode kinds also hold
+fijit_merge_states, whose registers get their own column) and the kernel's
+dynamic shared memory (from `fi-opt --fi-emit=launch`; ptxas only sees the
+`.extern .shared` declaration and reports 0 for it).
 
-It fails (exit status 1) if fi-opt or ptxas reports an error, or if any
-kernel with head_dim <= 128 spills to local memory. head_dim 256 sits at the
-255-register limit with 4 warps, so its spills are reported but allowed.
+It fails (exit status 1) if fi-opt or ptxas reports an error, if a kernel the
+kind must have is missing, or if any kernel with head_dim <= 128 spills to
+local memory. head_dim 256 sits at the 255-register limit with 4 warps, so
+its spills are reported but allowed.
 
 Without ptxas (it ships with the CUDA toolkit only) it prints
 "skipped: ptxas not found" and exits 0; lit runs it through
@@ -37,8 +45,25 @@ CAUSAL = (False, True)
 GROUPS = (1, 4, 8)
 TARGETS = ("sm_80", "sm_90a")
 NUM_QO_HEADS = 32
+PAGE_SIZE = 16
+# Kind -> (dtypes, causal values). The newer kinds run bf16 only, which keeps
+# the matrix's run time down; decode kinds take mask=none only.
+KINDS = (
+    ("single_prefill", DTYPES, CAUSAL),
+    ("batch_prefill_ragged", ("bf16",), CAUSAL),
+    ("batch_prefill_paged", ("bf16",), CAUSAL),
+    ("single_decode", ("bf16",), (False,)),
+    ("batch_decode_paged", ("bf16",), (False,)),
+)
+PAGED_KINDS = ("batch_prefill_paged", "batch_decode_paged")
+DECODE_KINDS = ("single_decode", "batch_decode_paged")
+MERGE_KERNEL = "fijit_merge_states"
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
+# Points known to break the no-spill rule: (kind, head_dim, group, target) ->
+# why. They are reported as XFAIL; one that no longer spills is reported as
+# XPASS and fails the run, so that its entry goes away with the fix.
+KNOWN_SPILLS = {}
 
 
 def find_ptxas(explicit):
@@ -67,33 +92,55 @@ def find_fi_opt(explicit):
 
 
 def matrix():
-    for head_dim, dtype, causal, group, target in itertools.product(
-            HEAD_DIMS, DTYPES, CAUSAL, GROUPS, TARGETS):
-        yield {
-            "head_dim": head_dim,
-            "dtype": dtype,
-            "causal": causal,
-            "group": group,
-            "target": target,
-        }
+    for kind, dtypes, causals in KINDS:
+        for head_dim, dtype, causal, group, target in itertools.product(
+                HEAD_DIMS, dtypes, causals, GROUPS, TARGETS):
+            yield {
+                "kind": kind,
+                "head_dim": head_dim,
+                "dtype": dtype,
+                "causal": causal,
+                "group": group,
+                "target": target,
+            }
 
 
 def config_text(point):
     d, t = point["head_dim"], point["dtype"]
-    return ",".join([
-        "kind=single_prefill",
+    fields = [
+        "kind=" + point["kind"],
         f"head_dim_qk={d}", f"head_dim_vo={d}",
         f"num_qo_heads={NUM_QO_HEADS}",
         f"num_kv_heads={NUM_QO_HEADS // point['group']}",
         f"dtype_q={t}", f"dtype_kv={t}", f"dtype_o={t}",
         "mask=" + ("causal" if point["causal"] else "none"),
         "target=" + point["target"],
-    ])
+    ]
+    if point["kind"] in PAGED_KINDS:
+        fields.append(f"page_size={PAGE_SIZE}")
+    return ",".join(fields)
 
 
 def point_name(point):
-    return "d{head_dim}_{dtype}_{mask}_g{group}_{target}".format(
+    return "{kind}_d{head_dim}_{dtype}_{mask}_g{group}_{target}".format(
         mask="causal" if point["causal"] else "none", **point)
+
+
+def parse_ptxas_log(log):
+    """{entry name: (registers, spill stores, spill loads)} from `ptxas -v`,
+    or None if an entry's numbers are missing."""
+    entries = {}
+    sections = re.split(r"Compiling entry function '([^']+)'", log)
+    # sections = [preamble, name0, body0, name1, body1, ...]
+    for name, body in zip(sections[1::2], sections[2::2]):
+        regs = re.search(r"Used (\d+) registers", body)
+        spills = re.search(
+            r"(\d+) bytes spill stores, (\d+) bytes spill loads", body)
+        if not regs or not spills:
+            return None
+        entries[name] = (int(regs.group(1)), int(spills.group(1)),
+                         int(spills.group(2)))
+    return entries
 
 
 def last_lines(text, n=5):
@@ -102,8 +149,8 @@ def last_lines(text, n=5):
 
 def run_point(point, fi_opt, ptxas, workdir):
     """Builds and assembles one config; returns a result dict."""
-    result = dict(point, regs=None, spill_stores=None, spill_loads=None,
-                  smem=None, error=None)
+    result = dict(point, regs=None, merge_regs=None, spill_stores=None,
+                  spill_loads=None, smem=None, error=None)
     name = point_name(point)
     config = "--fi-build=" + config_text(point)
     ptx = os.path.join(workdir, name + ".ptx")
@@ -114,7 +161,9 @@ def run_point(point, fi_opt, ptxas, workdir):
     if launch.returncode != 0:
         result["error"] = "fi-opt launch: " + last_lines(launch.stderr)
         return result
-    result["smem"] = json.loads(launch.stdout)["shared_memory_bytes"]
+    launch_info = json.loads(launch.stdout)
+    result["smem"] = launch_info["shared_memory_bytes"]
+    kernel = launch_info["kernel"]
 
     built = subprocess.run([fi_opt, config, "--fi-emit=ptx", "-o", ptx],
                            capture_output=True, text=True)
@@ -130,15 +179,23 @@ def run_point(point, fi_opt, ptxas, workdir):
         result["error"] = "ptxas: " + last_lines(log)
         return result
 
-    regs = re.search(r"Used (\d+) registers", log)
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads",
-                       log)
-    if not regs or not spills:
+    entries = parse_ptxas_log(log)
+    if not entries:
         result["error"] = "cannot parse ptxas -v output: " + last_lines(log)
         return result
-    result["regs"] = int(regs.group(1))
-    result["spill_stores"] = int(spills.group(1))
-    result["spill_loads"] = int(spills.group(2))
+    expected = {kernel}
+    if point["kind"] in DECODE_KINDS:
+        expected.add(MERGE_KERNEL)
+    if set(entries) != expected:
+        result["error"] = "ptxas compiled %s, expected %s" % (
+            ", ".join(sorted(entries)), ", ".join(sorted(expected)))
+        return result
+    # Registers of the kind's kernel; spills of every kernel in the module.
+    result["regs"] = entries[kernel][0]
+    if MERGE_KERNEL in entries:
+        result["merge_regs"] = entries[MERGE_KERNEL][0]
+    result["spill_stores"] = sum(e[1] for e in entries.values())
+    result["spill_loads"] = sum(e[2] for e in entries.values())
     return result
 
 
@@ -147,8 +204,15 @@ def verdict(result):
     if result["error"]:
         return False, "FAIL " + result["error"]
     spilled = result["spill_stores"] or result["spill_loads"]
+    known = KNOWN_SPILLS.get((result["kind"], result["head_dim"],
+                              result["group"], result["target"]))
     if spilled and result["head_dim"] <= NO_SPILL_MAX_HEAD_DIM:
+        if known:
+            return True, "XFAIL spills at head_dim <= %d (known: %s)" % (
+                NO_SPILL_MAX_HEAD_DIM, known)
         return False, "FAIL spills at head_dim <= %d" % NO_SPILL_MAX_HEAD_DIM
+    if known:
+        return False, "XPASS no spills any more: remove it from KNOWN_SPILLS"
     if spilled:
         return True, "ok (spills allowed at head_dim > %d)" % (
             NO_SPILL_MAX_HEAD_DIM)
@@ -156,29 +220,34 @@ def verdict(result):
 
 
 def print_table(results):
-    header = ("head_dim", "dtype", "causal", "group", "target", "regs",
-              "spill_st", "spill_ld", "smem_bytes", "status")
+    header = ("kind", "head_dim", "dtype", "causal", "group", "target",
+              "regs", "merge_regs", "spill_st", "spill_ld", "smem_bytes",
+              "status")
     rows = []
-    failures = 0
+    failures = xfails = 0
     for r in results:
         ok, status = verdict(r)
         failures += not ok
+        xfails += status.startswith("XFAIL")
 
         def show(v):
             return "-" if v is None else str(v)
 
-        rows.append((str(r["head_dim"]), r["dtype"],
+        rows.append((r["kind"], str(r["head_dim"]), r["dtype"],
                      "yes" if r["causal"] else "no", str(r["group"]),
-                     r["target"], show(r["regs"]), show(r["spill_stores"]),
-                     show(r["spill_loads"]), show(r["smem"]), status))
+                     r["target"], show(r["regs"]), show(r["merge_regs"]),
+                     show(r["spill_stores"]), show(r["spill_loads"]),
+                     show(r["smem"]), status))
     widths = [max(len(h), *(len(row[i]) for row in rows))
               for i, h in enumerate(header)]
-    # The status column is last and not padded.
-    fmt = "  ".join("{:>%d}" % w for w in widths[:-1]) + "  {}"
+    # The kind column is left-aligned, the status column is last and not
+    # padded.
+    fmt = "  ".join(["{:<%d}" % widths[0]] +
+                    ["{:>%d}" % w for w in widths[1:-1]]) + "  {}"
     print(fmt.format(*header))
     for row in rows:
         print(fmt.format(*row))
-    return failures
+    return failures, xfails
 
 
 def main():
@@ -219,8 +288,9 @@ def main():
             results = list(pool.map(
                 lambda p: run_point(p, fi_opt, ptxas, workdir), points))
 
-    failures = print_table(results)
-    print("%d configs, %d failed" % (len(results), failures))
+    failures, xfails = print_table(results)
+    print("%d configs, %d failed, %d known to spill (XFAIL)" % (
+        len(results), failures, xfails))
     return 1 if failures else 0
 
 

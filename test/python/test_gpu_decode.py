@@ -168,3 +168,18 @@ def test_merge_states_matches_full_attention():
                               parts[2][0].unsqueeze(0),
                               parts[2][1].unsqueeze(0))
     assert m2.shape == (1, hq, d)
+
+
+@pytest.mark.parametrize("window_left", [0, 37, 100, 5000])
+def test_single_decode_sliding_window(window_left):
+    hq, hk, d, kv_len = 32, 8, 128, 3000
+    q = torch.randn(hq, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(kv_len, hk, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    out, lse = fijit.single_decode_with_kv_cache(
+        q, k, v, window_left=window_left, return_lse=True)
+    # The window ends at the last key and reaches window_left keys back.
+    first = max(0, kv_len - 1 - window_left)
+    ref, ref_lse = reference(q, k[first:], v[first:])
+    assert rel_err(out, ref) < 2e-2
+    assert (lse - ref_lse).abs().max().item() < 1e-2
