@@ -88,44 +88,12 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.kvLen = kv.kvLen;
   p.kRowOffset = kv.kRow;
   p.vRowOffset = kv.vRow;
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
-  Value warpRow = arith::AddIOp::create(
-      b,
-      arith::MulIOp::create(b, arith::DivUIOp::create(b, tid, cIdx(b, 32)),
-                            cIdx(b, 16)),
-      arith::DivUIOp::create(b, lane, cIdx(b, 4)));
-  Value firstRow = arith::AddIOp::create(b, qStart, warpRow);
-  std::array<Value, 2> rowPos = {
-      firstRow, arith::AddIOp::create(b, firstRow, cIdx(b, 8))};
+  std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
-
-  Value oBase = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, head, oStrideH), res.quadCol);
-  for (int64_t r = 0; r < 2; ++r) {
-    Value inRange = arith::CmpIOp::create(b, arith::CmpIPredicate::slt,
-                                          rowPos[r], qoLen);
-    emitIf(b, inRange, [&] {
-      Value token = arith::AddIOp::create(b, qoBegin, rowPos[r]);
-      Value rowBase = arith::AddIOp::create(
-          b, oBase, arith::MulIOp::create(b, token, oStrideN));
-      storeRowPairs(b, res.out, r, o, rowBase, elementType(b, cfg.dtypeO));
-      if (!cfg.returnLSE)
-        return;
-      emitIf(b,
-             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, res.quadCol,
-                                   cIdx(b, 0)),
-             [&] {
-               Value idx = arith::AddIOp::create(
-                   b,
-                   arith::MulIOp::create(b, token, cIdx(b, cfg.numQOHeads)),
-                   head);
-               memref::StoreOp::create(b, res.lse[r], lse, ValueRange{idx});
-             });
-    });
-  }
+  storeQueryRows(b, cfg, res, rowPos, qoLen, qoBegin, head, o, lse, oStrideN,
+                 oStrideH);
   gpu::ReturnOp::create(b);
 }
 
@@ -133,42 +101,20 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
                                 const AttentionConfig &cfg) {
-  if (cfg.headDimQK != cfg.headDimVO)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": head_dim_qk=" << cfg.headDimQK
-           << " != head_dim_vo=" << cfg.headDimVO << " is not supported yet";
-  if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": dtype_kv=" << stringify(cfg.dtypeKV)
-           << " has no kernel yet; use dtype_kv=dtype_q";
-  if (cfg.posEncoding != PosEncoding::None)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": pos_encoding="
-           << stringify(cfg.posEncoding)
-           << " has no kernel yet; use pos_encoding=none";
-  if (cfg.mask == MaskMode::Custom)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": mask=custom has no kernel yet";
-
-  MLIRContext *ctx = b.getContext();
-  auto global = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
-  auto flat = [&](Type type) {
-    return MemRefType::get({ShapedType::kDynamic}, type,
-                           MemRefLayoutAttrInterface{}, global);
-  };
+  if (failed(checkTileSupport(b, cfg)))
+    return failure();
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
   Type i32 = b.getI32Type();
   SmallVector<Type> argTypes = {
-      flat(qTy), flat(kvTy), flat(kvTy), flat(elementType(b, cfg.dtypeO)),
-      flat(b.getF32Type()), flat(i32), flat(i32), flat(i32), flat(i32)};
+      flatGlobalMemref(b, qTy), flatGlobalMemref(b, kvTy),
+      flatGlobalMemref(b, kvTy),
+      flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
+      flatGlobalMemref(b, b.getF32Type()), flatGlobalMemref(b, i32),
+      flatGlobalMemref(b, i32), flatGlobalMemref(b, i32),
+      flatGlobalMemref(b, i32)};
   argTypes.append(10, i32);
   argTypes.push_back(b.getF32Type());
-  auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),
-                                     FunctionType::get(ctx, argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
-  annotateTileKernel(b, func, cfg);
+  auto func = createTileKernel(b, cfg, argTypes);
   OpBuilder::InsertionGuard guard(b);
   emitBatchPrefillBody(b, cfg, func);
   return success();

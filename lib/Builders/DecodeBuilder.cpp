@@ -39,13 +39,6 @@ using namespace mlir;
 namespace fijit {
 namespace {
 
-MemRefType flatGlobal(Builder &b, Type t) {
-  auto global = gpu::AddressSpaceAttr::get(b.getContext(),
-                                           gpu::AddressSpace::Global);
-  return MemRefType::get({ShapedType::kDynamic}, t,
-                         MemRefLayoutAttrInterface{}, global);
-}
-
 gpu::GPUFuncOp createKernel(ImplicitLocOpBuilder &b, StringRef name,
                             ArrayRef<Type> argTypes, int64_t threads) {
   auto func = gpu::GPUFuncOp::create(
@@ -172,9 +165,9 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 /// no key carry lse = -inf and weigh nothing.
 void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
-  SmallVector<Type> argTypes = {flatGlobal(b, f32), flatGlobal(b, f32),
-                                flatGlobal(b, elementType(b, cfg.dtypeO)),
-                                flatGlobal(b, f32), i32, i32, i32, i32};
+  SmallVector<Type> argTypes = {flatGlobalMemref(b, f32), flatGlobalMemref(b, f32),
+                                flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
+                                flatGlobalMemref(b, f32), i32, i32, i32, i32};
   auto func = createKernel(b, "fijit_merge_states", argTypes,
                            cfg.headDimVO);
   OpBuilder::InsertionGuard guard(b);
@@ -265,33 +258,17 @@ void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
 } // namespace
 
 LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
-  if (cfg.headDimQK != cfg.headDimVO)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": head_dim_qk=" << cfg.headDimQK
-           << " != head_dim_vo=" << cfg.headDimVO << " is not supported yet";
-  if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": dtype_kv=" << stringify(cfg.dtypeKV)
-           << " has no kernel yet; use dtype_kv=dtype_q";
-  if (cfg.posEncoding != PosEncoding::None)
-    return emitError(b.getLoc())
-           << stringify(cfg.kind) << ": pos_encoding="
-           << stringify(cfg.posEncoding)
-           << " has no kernel yet; use pos_encoding=none";
-
+  if (failed(checkTileSupport(b, cfg)))
+    return failure();
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
   Type oTy = elementType(b, cfg.dtypeO), f32 = b.getF32Type();
   Type i32 = b.getI32Type();
-  SmallVector<Type> argTypes = {
-      flatGlobal(b, qTy), flatGlobal(b, kvTy), flatGlobal(b, kvTy),
-      flatGlobal(b, oTy), flatGlobal(b, f32),  flatGlobal(b, f32),
-      flatGlobal(b, f32), flatGlobal(b, i32),  flatGlobal(b, i32),
-      flatGlobal(b, i32)};
+  SmallVector<Type> argTypes;
+  for (Type t : {qTy, kvTy, kvTy, oTy, f32, f32, f32, i32, i32, i32})
+    argTypes.push_back(flatGlobalMemref(b, t));
   argTypes.append(13, i32);
   argTypes.push_back(f32);
-  auto func = createKernel(b, kernelName(cfg), argTypes,
-                           cfg.tuning.numWarps * 32);
-  annotateTileKernel(b, func, cfg);
+  auto func = createTileKernel(b, cfg, argTypes);
   {
     OpBuilder::InsertionGuard guard(b);
     emitDecodeBody(b, cfg, func);

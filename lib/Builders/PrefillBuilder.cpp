@@ -62,42 +62,12 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     return arith::AddIOp::create(ib, vBase,
                                  arith::MulIOp::create(ib, pos, vStrideN));
   };
-  // Accumulator rows g and g + 8 of this lane's warp.
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
-  Value warpRow = arith::AddIOp::create(
-      b,
-      arith::MulIOp::create(b, arith::DivUIOp::create(b, tid, cIdx(b, 32)),
-                            cIdx(b, 16)),
-      arith::DivUIOp::create(b, lane, cIdx(b, 4)));
-  Value firstRow = arith::AddIOp::create(b, qStart, warpRow);
-  std::array<Value, 2> rowPos = {
-      firstRow, arith::AddIOp::create(b, firstRow, cIdx(b, 8))};
+  std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
-
-  Value oBase = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, head, oStrideH), res.quadCol);
-  for (int64_t r = 0; r < 2; ++r) {
-    Value inRange = arith::CmpIOp::create(b, arith::CmpIPredicate::slt,
-                                          rowPos[r], qoLen);
-    emitIf(b, inRange, [&] {
-      Value rowBase = arith::AddIOp::create(
-          b, oBase, arith::MulIOp::create(b, rowPos[r], oStrideN));
-      storeRowPairs(b, res.out, r, o, rowBase, elementType(b, cfg.dtypeO));
-      if (!cfg.returnLSE)
-        return;
-      Value leader = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
-                                           res.quadCol, cIdx(b, 0));
-      emitIf(b, leader, [&] {
-        Value idx = arith::AddIOp::create(
-            b, arith::MulIOp::create(b, rowPos[r], cIdx(b, cfg.numQOHeads)),
-            head);
-        memref::StoreOp::create(b, res.lse[r], lse, ValueRange{idx});
-      });
-    });
-  }
+  storeQueryRows(b, cfg, res, rowPos, qoLen, /*tokenBase=*/Value(), head, o,
+                 lse, oStrideN, oStrideH);
   gpu::ReturnOp::create(b);
 }
 
@@ -105,41 +75,17 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 LogicalResult buildSinglePrefill(ImplicitLocOpBuilder &b,
                                  const AttentionConfig &cfg) {
-  if (cfg.headDimQK != cfg.headDimVO)
-    return emitError(b.getLoc())
-           << "single_prefill: head_dim_qk=" << cfg.headDimQK
-           << " != head_dim_vo=" << cfg.headDimVO << " is not supported yet";
-  if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
-    return emitError(b.getLoc())
-           << "single_prefill: dtype_kv=" << stringify(cfg.dtypeKV)
-           << " has no kernel yet; use dtype_kv=dtype_q";
-  if (cfg.posEncoding != PosEncoding::None)
-    return emitError(b.getLoc())
-           << "single_prefill: pos_encoding=" << stringify(cfg.posEncoding)
-           << " has no kernel yet; use pos_encoding=none";
-  if (cfg.mask == MaskMode::Custom)
-    return emitError(b.getLoc())
-           << "single_prefill: mask=custom has no kernel yet";
-
-  MLIRContext *ctx = b.getContext();
-  auto global = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
-  auto flat = [&](Type t) {
-    return MemRefType::get({ShapedType::kDynamic}, t, MemRefLayoutAttrInterface{}, global);
-  };
+  if (failed(checkTileSupport(b, cfg)))
+    return failure();
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
-  Type oTy = elementType(b, cfg.dtypeO);
-  SmallVector<Type> argTypes = {flat(qTy), flat(kvTy), flat(kvTy), flat(oTy),
-                                flat(b.getF32Type())};
+  SmallVector<Type> argTypes = {
+      flatGlobalMemref(b, qTy), flatGlobalMemref(b, kvTy),
+      flatGlobalMemref(b, kvTy),
+      flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
+      flatGlobalMemref(b, b.getF32Type())};
   argTypes.append(10, b.getI32Type());
   argTypes.push_back(b.getF32Type());
-
-  auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),
-                                     FunctionType::get(ctx, argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
-  annotateTileKernel(b, func, cfg);
-
+  auto func = createTileKernel(b, cfg, argTypes);
   OpBuilder::InsertionGuard guard(b);
   emitPrefillBody(b, cfg, func);
   return success();

@@ -1,6 +1,7 @@
 //===- TileAttention.cpp - The FlashAttention-2 tile engine ---------------===//
 
 #include "fijit/Builders/TileAttention.h"
+#include "fijit/Builders/Builders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -53,6 +54,87 @@ void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
     Value idx =
         arith::AddIOp::create(b, base, cIdx(b, static_cast<int64_t>(n) * 8));
     vector::StoreOp::create(b, pair, memref, ValueRange{idx});
+  }
+}
+
+LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
+                               const AttentionConfig &cfg) {
+  StringRef kind = stringify(cfg.kind);
+  if (cfg.headDimQK != cfg.headDimVO)
+    return emitError(b.getLoc())
+           << kind << ": head_dim_qk=" << cfg.headDimQK
+           << " != head_dim_vo=" << cfg.headDimVO << " is not supported yet";
+  if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
+    return emitError(b.getLoc())
+           << kind << ": dtype_kv=" << stringify(cfg.dtypeKV)
+           << " has no kernel yet; use dtype_kv=dtype_q";
+  if (cfg.posEncoding != PosEncoding::None)
+    return emitError(b.getLoc())
+           << kind << ": pos_encoding=" << stringify(cfg.posEncoding)
+           << " has no kernel yet; use pos_encoding=none";
+  if (cfg.mask == MaskMode::Custom)
+    return emitError(b.getLoc()) << kind << ": mask=custom has no kernel yet";
+  return success();
+}
+
+MemRefType flatGlobalMemref(Builder &b, Type element) {
+  auto global = gpu::AddressSpaceAttr::get(b.getContext(),
+                                           gpu::AddressSpace::Global);
+  return MemRefType::get({ShapedType::kDynamic}, element,
+                         MemRefLayoutAttrInterface{}, global);
+}
+
+gpu::GPUFuncOp createTileKernel(ImplicitLocOpBuilder &b,
+                                const AttentionConfig &cfg,
+                                ArrayRef<Type> argTypes) {
+  auto func = gpu::GPUFuncOp::create(
+      b, kernelName(cfg),
+      FunctionType::get(b.getContext(), argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+  annotateTileKernel(b, func, cfg);
+  return func;
+}
+
+std::array<Value, 2> laneQueryRows(ImplicitLocOpBuilder &b, Value rowStart) {
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
+  Value warpRow = arith::AddIOp::create(
+      b,
+      arith::MulIOp::create(b, arith::DivUIOp::create(b, tid, cIdx(b, 32)),
+                            cIdx(b, 16)),
+      arith::DivUIOp::create(b, lane, cIdx(b, 4)));
+  Value first = arith::AddIOp::create(b, rowStart, warpRow);
+  return {first, arith::AddIOp::create(b, first, cIdx(b, 8))};
+}
+
+void storeQueryRows(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                    const TileResult &res, std::array<Value, 2> rows,
+                    Value qoLen, Value tokenBase, Value head, Value o,
+                    Value lse, Value oStrideN, Value oStrideH) {
+  Value oBase = arith::AddIOp::create(
+      b, arith::MulIOp::create(b, head, oStrideH), res.quadCol);
+  for (int64_t r = 0; r < 2; ++r) {
+    Value inRange = arith::CmpIOp::create(b, arith::CmpIPredicate::slt,
+                                          rows[r], qoLen);
+    emitIf(b, inRange, [&] {
+      Value token =
+          tokenBase ? arith::AddIOp::create(b, tokenBase, rows[r]) : rows[r];
+      Value rowBase = arith::AddIOp::create(
+          b, oBase, arith::MulIOp::create(b, token, oStrideN));
+      storeRowPairs(b, res.out, r, o, rowBase, elementType(b, cfg.dtypeO));
+      if (!cfg.returnLSE)
+        return;
+      Value leader = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
+                                           res.quadCol, cIdx(b, 0));
+      emitIf(b, leader, [&] {
+        Value idx = arith::AddIOp::create(
+            b, arith::MulIOp::create(b, token, cIdx(b, cfg.numQOHeads)),
+            head);
+        memref::StoreOp::create(b, res.lse[r], lse, ValueRange{idx});
+      });
+    });
   }
 }
 

@@ -22,6 +22,8 @@
 #include "fijit/Builders/Softmax.h"
 #include "fijit/Builders/Variant.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+
 #include <functional>
 
 namespace fijit {
@@ -74,6 +76,36 @@ void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
 /// `if (cond) body()`.
 void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
+
+/// Refuses what the tile engine cannot emit yet (unequal head dims, fp8 KV,
+/// position encodings, custom masks) with a message naming the kind and the
+/// field.
+mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
+                                     const AttentionConfig &config);
+
+/// A tile-engine kernel: gpu.func of `argTypes` with its block size,
+/// shared memory and register budget, its entry block ready for the body.
+mlir::gpu::GPUFuncOp createTileKernel(mlir::ImplicitLocOpBuilder &b,
+                                      const AttentionConfig &config,
+                                      llvm::ArrayRef<mlir::Type> argTypes);
+
+/// Flat global memref<?xT> (a kernel's tensor argument).
+mlir::MemRefType flatGlobalMemref(mlir::Builder &b, mlir::Type element);
+
+/// Absolute query rows g and g + 8 of this lane's warp in a tile of query
+/// positions starting at `rowStart` (prefill families).
+std::array<mlir::Value, 2> laneQueryRows(mlir::ImplicitLocOpBuilder &b,
+                                         mlir::Value rowStart);
+
+/// Stores the rows of a prefill tile that are below `qoLen`: o at token
+/// (tokenBase + row) and query head `head`, and with return_lse the LSE at
+/// [token, head].
+void storeQueryRows(mlir::ImplicitLocOpBuilder &b,
+                    const AttentionConfig &config, const TileResult &res,
+                    std::array<mlir::Value, 2> rows, mlir::Value qoLen,
+                    mlir::Value tokenBase, mlir::Value head, mlir::Value o,
+                    mlir::Value lse, mlir::Value oStrideN,
+                    mlir::Value oStrideH);
 
 /// Marks a tile-engine kernel with its dynamic shared memory and the
 /// register budget that shared-memory occupancy leaves per thread (given only
