@@ -60,7 +60,8 @@ def run(batch, n, hq, hk, tuning, variants=("dense", "paged16", "paged1"),
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
         if err > 2e-2:
             raise SystemExit(f"fijit {label} disagrees with SDPA: {err}")
-        row[label] = nbytes / median_ms(lambda: w.run(q, cache, out=out)) / 1e6
+        row[label] = nbytes / median_ms(
+            lambda c=cache: w.run(q, c, out=out)) / 1e6
         del cache
     qs = q.unsqueeze(2)
     backends = (("flash", SDPBackend.FLASH_ATTENTION),

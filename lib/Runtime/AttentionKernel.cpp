@@ -38,6 +38,22 @@ struct AttentionKernel::State {
   llvm::DenseMap<CUcontext, Loaded> loaded;
 
   llvm::Expected<Loaded> function(const CudaDriver &driver);
+
+  /// The driver and this kernel loaded in the current context: what every
+  /// launch needs first.
+  struct Ready {
+    const CudaDriver *driver;
+    Loaded loaded;
+  };
+  llvm::Expected<Ready> prepare() {
+    auto driver = CudaDriver::get();
+    if (!driver)
+      return driver.takeError();
+    auto fn = function(*driver);
+    if (!fn)
+      return fn.takeError();
+    return Ready{&*driver, *fn};
+  }
 };
 
 namespace {
@@ -290,14 +306,9 @@ bool AttentionKernel::ir(const std::string &stage, std::string &text,
 }
 
 bool AttentionKernel::load(std::string &error) const {
-  auto driver = CudaDriver::get();
-  if (!driver) {
-    error = llvm::toString(driver.takeError());
-    return false;
-  }
-  auto fn = state->function(*driver);
-  if (!fn) {
-    error = llvm::toString(fn.takeError());
+  auto ready = state->prepare();
+  if (!ready) {
+    error = llvm::toString(ready.takeError());
     return false;
   }
   return true;
@@ -384,16 +395,13 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
   }
   if (a.batch <= 0 || a.maxQoLen <= 0)
     return true;
-  auto driver = CudaDriver::get();
-  if (!driver) {
-    error = llvm::toString(driver.takeError());
+  auto ready = state->prepare();
+  if (!ready) {
+    error = llvm::toString(ready.takeError());
     return false;
   }
-  auto fn = state->function(*driver);
-  if (!fn) {
-    error = llvm::toString(fn.takeError());
-    return false;
-  }
+  const CudaDriver *driver = ready->driver;
+  const State::Loaded *fn = &ready->loaded;
   KernelParams params;
   for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, a.qoIndptr, a.kvIndptr,
                     a.kvIndices, a.kvLastPageLen})
@@ -469,16 +477,13 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
             std::to_string(a.workspaceBytes);
     return false;
   }
-  auto driver = CudaDriver::get();
-  if (!driver) {
-    error = llvm::toString(driver.takeError());
+  auto ready = state->prepare();
+  if (!ready) {
+    error = llvm::toString(ready.takeError());
     return false;
   }
-  auto fn = state->function(*driver);
-  if (!fn) {
-    error = llvm::toString(fn.takeError());
-    return false;
-  }
+  const CudaDriver *driver = ready->driver;
+  const State::Loaded *fn = &ready->loaded;
 
   char *ws = static_cast<char *>(a.workspace);
   void *partialO = ws;
@@ -556,16 +561,13 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   if (a.qoLen == 0)
     return true;
 
-  auto driver = CudaDriver::get();
-  if (!driver) {
-    error = llvm::toString(driver.takeError());
+  auto ready = state->prepare();
+  if (!ready) {
+    error = llvm::toString(ready.takeError());
     return false;
   }
-  auto fn = state->function(*driver);
-  if (!fn) {
-    error = llvm::toString(fn.takeError());
-    return false;
-  }
+  const CudaDriver *driver = ready->driver;
+  const State::Loaded *fn = &ready->loaded;
 
   KernelParams params;
   for (void *ptr : {a.q, a.k, a.v, a.o, a.lse})

@@ -1,6 +1,6 @@
 """Helpers the FlashInfer-style wrappers share: target selection, dtype
 names, index-tensor validation and the split of a paged KV cache."""
-from .tensors import torch
+from .tensors import as_view, check, torch
 
 _TARGETS = {(8, 0): "sm_80", (8, 6): "sm_86", (8, 7): "sm_86",
             (8, 9): "sm_89", (9, 0): "sm_90a"}
@@ -93,3 +93,25 @@ def check_layout(kv_layout):
     if kv_layout not in ("NHD", "HND"):
         raise ValueError(f"invalid kv_layout={kv_layout}: allowed values are "
                          "NHD, HND")
+
+
+def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
+    """Checks both halves of a paged cache against the planned config and
+    page table; returns their [page, token, head] element strides."""
+    k_cache, v_cache = split_cache(paged_kv_cache)
+    nhd = kv_layout == "NHD"
+    qv = as_view(q, "q")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        view = as_view(t, name)
+        shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
+                  cfg.head_dim_qk) if nhd else
+                 (view.shape[0], cfg.num_kv_heads, cfg.page_size,
+                  cfg.head_dim_qk))
+        check(view, name, shape, cfg.dtype_kv, like=qv)
+        if max_page >= view.shape[0]:
+            raise ValueError(f"indices refers to page {max_page} but {name} "
+                             f"has {view.shape[0]} pages")
+    n, h = (1, 2) if nhd else (2, 1)
+    return k_cache, v_cache, [k_cache.stride(0), k_cache.stride(n),
+                              k_cache.stride(h), v_cache.stride(0),
+                              v_cache.stride(n), v_cache.stride(h)]

@@ -5,8 +5,8 @@ import math
 
 from .config import AttentionConfig
 from .kernel import compile_attention
-from ._common import (check_layout, dtype_name, page_table, split_cache,
-                      target_of)
+from ._common import (check_layout, dtype_name, page_table,
+                      paged_cache_strides, target_of)
 from .tensors import as_view, check, torch
 
 _decode_configs = {}
@@ -142,21 +142,11 @@ class BatchDecodeWithPagedKVCacheWrapper:
         p, cfg = self._plan, self._plan["cfg"]
         if return_lse and not cfg.return_lse:
             raise ValueError("plan() was called with return_lse=False")
-        k_cache, v_cache = split_cache(paged_kv_cache)
         qv = as_view(q, "q")
         check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)
-        nhd = self._kv_layout == "NHD"
-        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-            view = as_view(t, name)
-            shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
-                      cfg.head_dim_qk) if nhd else
-                     (view.shape[0], cfg.num_kv_heads, cfg.page_size,
-                      cfg.head_dim_qk))
-            check(view, name, shape, cfg.dtype_kv, like=qv)
-            if p["max_page"] >= view.shape[0]:
-                raise ValueError(f"indices refers to page {p['max_page']} "
-                                 f"but {name} has {view.shape[0]} pages")
+        k_cache, v_cache, kv_strides = paged_cache_strides(
+            paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
         if out is None:
             out = torch.empty_like(q)
         check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o,
@@ -164,11 +154,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if cfg.return_lse and lse is None:
             lse = torch.empty(q.shape[:2], dtype=torch.float32,
                               device=q.device)
-        n, h = (1, 2) if nhd else (2, 1)
-        strides = [q.stride(0), q.stride(1), k_cache.stride(0),
-                   k_cache.stride(n), k_cache.stride(h), v_cache.stride(0),
-                   v_cache.stride(n), v_cache.stride(h), out.stride(0),
-                   out.stride(1)]
+        strides = ([q.stride(0), q.stride(1)] + kv_strides +
+                   [out.stride(0), out.stride(1)])
         _launch_decode(p["kernel"], q, k_cache, v_cache, out, lse,
                        p["batch"], p["max_len"], strides, p["kv_chunk"],
                        self._workspace, p["sm_scale"], p["indptr"],

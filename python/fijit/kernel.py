@@ -1,7 +1,7 @@
 """compile_attention and the kernel object it returns."""
 from . import _fijit
 from .config import AttentionConfig
-from .tensors import as_view, check, DTYPES
+from .tensors import as_view, check
 
 
 class AttentionKernel:

@@ -2,7 +2,7 @@
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_indptr, check_layout, dtype_name, page_table,
-                      split_cache, target_of)
+                      paged_cache_strides, target_of)
 from .tensors import as_view, check, torch
 
 _configs = {}
@@ -182,21 +182,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         if self._plan is None:
             raise RuntimeError("call plan() before run()")
         p, cfg = self._plan, self._plan["cfg"]
-        k_cache, v_cache = split_cache(paged_kv_cache)
-        nhd = self._kv_layout == "NHD"
-        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-            view = as_view(t, name)
-            shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
-                      cfg.head_dim_qk) if nhd else
-                     (view.shape[0], cfg.num_kv_heads, cfg.page_size,
-                      cfg.head_dim_qk))
-            check(view, name, shape, cfg.dtype_kv, like=as_view(q, "q"))
-            if p["max_page"] >= view.shape[0]:
-                raise ValueError(f"indices refers to page {p['max_page']} "
-                                 f"but {name} has {view.shape[0]} pages")
-        n, h = (1, 2) if nhd else (2, 1)
-        strides = [k_cache.stride(0), k_cache.stride(n), k_cache.stride(h),
-                   v_cache.stride(0), v_cache.stride(n), v_cache.stride(h)]
+        k_cache, v_cache, strides = paged_cache_strides(
+            paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
         return self._launch(
             q, k_cache, v_cache, strides,
             [p["kv_indptr"].data_ptr(), p["kv_indices"].data_ptr(),

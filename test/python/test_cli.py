@@ -1,6 +1,8 @@
 """python -m fijit cache info|clear|prune."""
 import re
 
+import pytest
+
 import fijit
 from conftest import SMALL, cache_files, run_cli, run_fijit
 
