@@ -49,6 +49,15 @@ class AttentionKernel:
         [qo_len, num_qo_heads], base 2.
         """
         cfg = self.config
+        if cfg.kind != "single_prefill":
+            raise ValueError(
+                f"kernel(q, k, v) runs single_prefill kernels; for "
+                f"kind={cfg.kind} use "
+                + ("single_decode_with_kv_cache or "
+                   "BatchDecodeWithPagedKVCacheWrapper"
+                   if "decode" in cfg.kind else
+                   "BatchPrefillWithPagedKVCacheWrapper or "
+                   "BatchPrefillWithRaggedKVCacheWrapper"))
         qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
         qo_len = qv.shape[0] if qv.ndim == 3 else -1
         nhd = cfg.kv_layout == "NHD"

@@ -275,3 +275,14 @@ def test_launch_arguments_lse():
     assert result == (o, lse)
     (args,) = rec.calls
     assert args[4] == 20480 and args[-1] == 77
+
+
+@pytest.mark.parametrize("kind,hint", [
+    ("single_decode", "single_decode_with_kv_cache"),
+    ("batch_prefill_ragged", "BatchPrefillWithRaggedKVCacheWrapper"),
+])
+def test_calling_a_non_prefill_kernel_names_the_right_entry_point(kind, hint):
+    k = compile_attention(kind=kind, num_qo_heads=4, num_kv_heads=4,
+                          head_dim_qk=64, head_dim_vo=64)
+    with pytest.raises(ValueError, match=f"kind={kind} use .*{hint}"):
+        k(object(), object(), object())
