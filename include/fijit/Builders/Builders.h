@@ -1,10 +1,10 @@
 //===- Builders.h - Kernel builders entry points ----------------*- C++ -*-===//
 //
 // Parametric builders: each emits one specialised kernel for one config into
-// a `gpu.module`. One file per kernel family; they share Fragments, Softmax
-// and Variant.
-//
-// Kernel ABI of the prefill family (all lengths and strides in elements):
+// a `gpu.module`. One file per kernel family (PrefillBuilder,
+// BatchPrefillBuilder, DecodeBuilder), all on the tile engine of
+// TileAttention.h with Fragments, Softmax, Variant and KVCache helpers.
+// Each family's file documents its kernel ABI; single_prefill's is:
 //   (q, k, v, o: memref<?xT, global>, lse: memref<?xf32, global>,
 //    qo_len, kv_len, q_stride_n, q_stride_h, k_stride_n, k_stride_h,
 //    v_stride_n, v_stride_h, o_stride_n, o_stride_h: i32, sm_scale: f32)
