@@ -116,7 +116,8 @@ public:
   const std::string &key() const; ///< cache key (hash of IR + options)
   const std::string &ptx() const;
   const std::string &kernelName() const;
-  /// Where this kernel came from: "memory", "disk" or "compiled".
+  /// Where this kernel came from: "memory", "disk", "bundle" (the
+  /// read-only $FIJIT_BUNDLE_DIR that fi-compile writes) or "compiled".
   const char *tier() const { return tierName; }
   /// Wall time of the call that produced this object, in milliseconds.
   double compileMs() const { return ms; }
@@ -156,7 +157,8 @@ private:
   double ms;
 };
 
-/// Memory tier, then disk tier, then compile. Null on error.
+/// Memory tier, then disk tier, then the bundle, then compile. Null on
+/// error.
 FIJIT_API std::shared_ptr<AttentionKernel>
 getAttentionKernel(const std::string &config, std::string &error);
 

@@ -71,8 +71,18 @@ DiskCache &DiskCache::global() {
   return cache;
 }
 
-DiskCache::DiskCache(std::string root, uint64_t maxBytes)
-    : rootDir(std::move(root)), limit(maxBytes) {
+DiskCache *DiskCache::bundle() {
+  static DiskCache *cache = []() -> DiskCache * {
+    const char *dir = std::getenv("FIJIT_BUNDLE_DIR");
+    if (!dir || !*dir)
+      return nullptr;
+    return new DiskCache(dir, /*maxBytes=*/0, /*readOnly=*/true);
+  }();
+  return cache;
+}
+
+DiskCache::DiskCache(std::string root, uint64_t maxBytes, bool readOnly)
+    : rootDir(std::move(root)), limit(maxBytes), readOnly(readOnly) {
   llvm::SmallString<256> d(rootDir);
   path::append(d, "v" FIJIT_VERSION "-" FIJIT_BUILD_ID
                   "-llvm" FIJIT_LLVM_VERSION);
@@ -147,19 +157,22 @@ std::optional<std::string> DiskCache::read(llvm::StringRef name) {
        !sumText.getAsInteger(16, sum) && payload.size() == size &&
        llvm::xxh3_64bits(llvm::arrayRefFromStringRef(payload)) == sum;
   if (!ok) {
-    logMessage("cache entry " + p + " is corrupted; removing it and "
-               "compiling again",
+    logMessage("cache entry " + p + " is corrupted; " +
+                   (readOnly ? "ignoring it" : "removing it and compiling "
+                                               "again"),
                /*warning=*/true);
-    fs::remove(p);
+    if (!readOnly)
+      fs::remove(p);
     return std::nullopt;
   }
-  ::utime(p.c_str(), nullptr); // last use, for LRU eviction
+  if (!readOnly)
+    ::utime(p.c_str(), nullptr); // last use, for LRU eviction
   return payload.str();
 }
 
 void DiskCache::write(llvm::StringRef name, llvm::StringRef payload) {
   std::lock_guard<std::mutex> guard(mutex);
-  if (!ensureDirs())
+  if (readOnly || !ensureDirs())
     return;
   std::string final = entryPath(name);
   int fd = -1;
@@ -203,7 +216,7 @@ DiskCache::Lock DiskCache::lock(llvm::StringRef key) {
   Lock l;
   {
     std::lock_guard<std::mutex> guard(mutex);
-    if (!ensureDirs())
+    if (readOnly || !ensureDirs())
       return l;
   }
   std::string p = entryPath(("locks/" + key + ".lock").str());

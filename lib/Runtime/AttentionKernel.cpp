@@ -156,13 +156,19 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
   state->configText = config.toString();
   state->name = ("fijit_" + stringify(config.kind)).str();
 
-  if (auto key = disk.lookupKey(state->configText))
-    if (auto ptx = disk.read(*key + ".ptx")) {
-      state->key = *key;
-      state->ptx = std::move(*ptx);
-      tier = "disk";
-      return state;
-    }
+  // Disk tier, then the read-only bundle an application may ship.
+  for (auto [cache, name] : {std::pair{&disk, "disk"},
+                             std::pair{DiskCache::bundle(), "bundle"}}) {
+    if (!cache)
+      continue;
+    if (auto key = cache->lookupKey(state->configText))
+      if (auto ptx = cache->read(*key + ".ptx")) {
+        state->key = *key;
+        state->ptx = std::move(*ptx);
+        tier = name;
+        return state;
+      }
+  }
 
   // Hash the builder IR; under the key's lock, another process may already
   // have finished the same compile.
@@ -224,7 +230,10 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   std::string cubinName =
       llvm::formatv("{0}.sm{1}-drv{2}.cubin", key, *cc, driver.version).str();
   Loaded l;
-  if (auto cubin = disk.read(cubinName)) {
+  std::optional<std::string> cubin = disk.read(cubinName);
+  if (!cubin && DiskCache::bundle())
+    cubin = DiskCache::bundle()->read(cubinName);
+  if (cubin) {
     if (driver.cuModuleLoadData(&l.module, cubin->data()) != 0)
       l.module = nullptr; // unusable after all: link again below
     else
@@ -232,12 +241,12 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   }
   if (!l.module) {
     auto start = std::chrono::steady_clock::now();
-    auto cubin = linkPTX(driver, ptx);
-    if (!cubin)
-      return cubin.takeError();
-    if (CUresult rc = driver.cuModuleLoadData(&l.module, cubin->data()))
+    auto linked = linkPTX(driver, ptx);
+    if (!linked)
+      return linked.takeError();
+    if (CUresult rc = driver.cuModuleLoadData(&l.module, linked->data()))
       return driver.error("cuModuleLoadData", rc);
-    disk.write(cubinName, *cubin);
+    disk.write(cubinName, *linked);
     logMessage(llvm::formatv("linked {0} for sm_{1} in {2:f1} ms", name, *cc,
                              msSince(start))
                    .str());

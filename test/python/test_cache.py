@@ -244,3 +244,41 @@ def test_version_folder(cache_dir):
     assert {p.name for p in (cache_dir / name).iterdir()} == \
         {"entries", "index", "locks"}
     assert info["entries"] == 1 and info["bytes"] > 0
+
+
+def test_bundle_tier_is_read_only(cache_dir, tmp_path):
+    """A bundle written by fi-compile serves a fresh process (tier
+    'bundle', same key and PTX) and is never written to."""
+    import subprocess
+    from pathlib import Path
+    tool = Path(fijit.__file__).parents[2] / "bin" / "fi-compile"
+    if not tool.exists():
+        pytest.skip(f"no fi-compile at {tool} (package not from a build tree)")
+    bundle = tmp_path / "bundle"
+    config = ",".join(f"{k}={v}" for k, v in SMALL.items())
+    made = subprocess.run([str(tool), "-o", str(bundle), config],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    key_prefix = made.stdout.split()[1]
+    before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*")}
+
+    r = run_fijit("""
+        k = fijit.compile_attention(**%r)
+        report(tier=k.tier, key=k.key, ptx_len=len(k.ptx))
+    """ % (SMALL,), FIJIT_BUNDLE_DIR=str(bundle))
+    assert r.result["tier"] == "bundle"
+    assert r.result["key"].startswith(key_prefix)
+    # Nothing was written: not to the bundle, not through to the disk cache.
+    assert {p: p.stat().st_mtime_ns for p in bundle.rglob("*")} == before
+    assert not cache_files(cache_dir)
+
+    # A corrupted bundle entry is ignored (with a warning), never deleted.
+    (entry,) = bundle.glob("v*/entries/*.ptx")
+    entry.write_bytes(entry.read_bytes()[:-10])
+    r = run_fijit("""
+        k = fijit.compile_attention(**%r)
+        report(tier=k.tier)
+    """ % (SMALL,), FIJIT_BUNDLE_DIR=str(bundle))
+    assert r.result["tier"] == "compiled"
+    assert "is corrupted; ignoring it" in r.stderr
+    assert entry.exists()

@@ -16,7 +16,8 @@
 // before use (a bad entry is deleted with a warning and rebuilt). Reads
 // refresh an entry's mtime; writes evict the least recently used entries
 // beyond $FIJIT_CACHE_MAX_BYTES. A folder that cannot be written turns the
-// disk tier off with one warning; the memory tier keeps working.
+// disk tier off with one warning; the memory tier keeps working. A bundle
+// ($FIJIT_BUNDLE_DIR, same layout) is only ever read.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,8 +45,12 @@ class DiskCache {
 public:
   /// The process-wide cache configured from the environment.
   static DiskCache &global();
+  /// The read-only bundle at $FIJIT_BUNDLE_DIR (a cache folder written by
+  /// fi-compile and shipped with an application), or null.
+  static DiskCache *bundle();
 
-  explicit DiskCache(std::string root, uint64_t maxBytes);
+  explicit DiskCache(std::string root, uint64_t maxBytes,
+                     bool readOnly = false);
 
   bool enabled() const { return !disabled; }
   const std::string &root() const { return rootDir; }
@@ -95,6 +100,7 @@ private:
 
   std::string rootDir, dir;
   uint64_t limit;
+  bool readOnly;
   bool disabled = false;
   bool dirsReady = false;
   std::mutex mutex;
