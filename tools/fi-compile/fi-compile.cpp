@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -85,6 +86,10 @@ int main(int argc, char **argv) {
                 kernel->compileMs(), kernel->config().c_str());
   }
   fijit::CacheInfo info = fijit::cacheInfo();
+  // Per-key lock files only matter while compiling; a shipped bundle is
+  // read-only.
+  std::error_code ec;
+  std::filesystem::remove_all(info.versionDir + "/locks", ec);
   std::printf("bundle %s: %llu entries, %llu bytes; ship it and set "
               "FIJIT_BUNDLE_DIR=%s\n",
               info.versionDir.c_str(),
