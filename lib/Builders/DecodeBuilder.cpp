@@ -165,9 +165,10 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 /// no key carry lse = -inf and weigh nothing.
 void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
-  SmallVector<Type> argTypes = {flatGlobalMemref(b, f32), flatGlobalMemref(b, f32),
-                                flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
-                                flatGlobalMemref(b, f32), i32, i32, i32, i32};
+  SmallVector<Type> argTypes;
+  for (Type t : {f32, f32, elementType(b, cfg.dtypeO), f32})
+    argTypes.push_back(flatGlobalMemref(b, t));
+  argTypes.append(4, i32);
   auto func = createKernel(b, "fijit_merge_states", argTypes,
                            cfg.headDimVO);
   OpBuilder::InsertionGuard guard(b);

@@ -1,4 +1,4 @@
-//===- KernelBuilder.cpp - Config -> gpu.module dispatch -------------------===//
+//===- KernelBuilder.cpp - Config -> gpu.module dispatch ------------------===//
 
 #include "fijit/Builders/Builders.h"
 
@@ -13,8 +13,8 @@ std::string kernelName(const AttentionConfig &config) {
   return ("fijit_" + stringify(config.kind)).str();
 }
 
-FailureOr<gpu::GPUModuleOp> buildAttentionModule(ModuleOp module,
-                                                 const AttentionConfig &config) {
+FailureOr<gpu::GPUModuleOp>
+buildAttentionModule(ModuleOp module, const AttentionConfig &config) {
   if (llvm::Error err = config.validate())
     return module.emitError(llvm::toString(std::move(err)));
   AttentionConfig resolved = config.resolved();

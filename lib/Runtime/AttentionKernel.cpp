@@ -126,12 +126,19 @@ private:
   std::vector<void *> slots;
 };
 
-/// cp.async moves 16 bytes: every row must start 16-byte aligned, so base
-/// pointers and row/head strides must be too.
-bool checkTileOperands(
+/// What every launch checks first. cp.async moves 16 bytes: every row must
+/// start 16-byte aligned, so base pointers and row/head strides must be too;
+/// a kernel built with return_lse=true writes through `lse`.
+bool checkLaunchOperands(
+    const AttentionConfig &cfg, void *lse,
     std::initializer_list<std::pair<const char *, void *>> pointers,
     std::initializer_list<std::pair<const char *, int64_t>> strides,
     std::string &error) {
+  if (cfg.returnLSE && !lse) {
+    error = "this kernel was compiled with return_lse=true: pass an lse "
+            "buffer";
+    return false;
+  }
   for (auto [name, ptr] : pointers)
     if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
       error = std::string(name) + " must be a 16-byte aligned device pointer";
@@ -197,8 +204,9 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
     logMessage(llvm::formatv(
         "compiled {0} [{1}] key {2}: build {3:f1} ms, lower {4:f1} ms, "
         "llvm {5:f1} ms, ptx {6:f1} ms",
-        state->name, state->configText, llvm::StringRef(state->key).take_front(12),
-        t.buildMs, t.lowerMs, t.translateMs, t.ptxMs).str());
+        state->name, state->configText,
+        llvm::StringRef(state->key).take_front(12), t.buildMs, t.lowerMs,
+        t.translateMs, t.ptxMs).str());
   }
   disk.storeKey(state->configText, state->key);
   return state;
@@ -379,27 +387,23 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
             stringify(cfg.kind).str();
     return false;
   }
-  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                         {{"q", a.qStrideN},
-                          {"q", a.qStrideH},
-                          {"k", a.kStrideP},
-                          {"k", a.kStrideN},
-                          {"k", a.kStrideH},
-                          {"v", a.vStrideP},
-                          {"v", a.vStrideN},
-                          {"v", a.vStrideH}},
-                         error))
+  if (!checkLaunchOperands(cfg, a.lse,
+                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                           {{"q", a.qStrideN},
+                            {"q", a.qStrideH},
+                            {"k", a.kStrideP},
+                            {"k", a.kStrideN},
+                            {"k", a.kStrideH},
+                            {"v", a.vStrideP},
+                            {"v", a.vStrideN},
+                            {"v", a.vStrideH}},
+                           error))
     return false;
   if (!a.qoIndptr || !a.kvIndptr ||
       (paged && (!a.kvIndices || !a.kvLastPageLen))) {
     error = paged ? "batch_prefill_paged needs qo_indptr, kv_indptr, "
                     "kv_indices and kv_last_page_len"
                   : "batch_prefill_ragged needs qo_indptr and kv_indptr";
-    return false;
-  }
-  if (cfg.returnLSE && !a.lse) {
-    error = "this kernel was compiled with return_lse=true: pass an lse "
-            "buffer";
     return false;
   }
   if (a.batch <= 0 || a.maxQoLen <= 0)
@@ -444,25 +448,21 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
             stringify(cfg.kind).str();
     return false;
   }
-  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                         {{"q", a.qStrideB},
-                          {"q", a.qStrideH},
-                          {"k", a.kStrideP},
-                          {"k", a.kStrideN},
-                          {"k", a.kStrideH},
-                          {"v", a.vStrideP},
-                          {"v", a.vStrideN},
-                          {"v", a.vStrideH}},
-                         error))
+  if (!checkLaunchOperands(cfg, a.lse,
+                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                           {{"q", a.qStrideB},
+                            {"q", a.qStrideH},
+                            {"k", a.kStrideP},
+                            {"k", a.kStrideN},
+                            {"k", a.kStrideH},
+                            {"v", a.vStrideP},
+                            {"v", a.vStrideN},
+                            {"v", a.vStrideH}},
+                           error))
     return false;
   if (paged && (!a.kvIndptr || !a.kvIndices || !a.kvLastPageLen)) {
     error = "batch_decode_paged needs kv_indptr, kv_indices and "
             "kv_last_page_len";
-    return false;
-  }
-  if (cfg.returnLSE && !a.lse) {
-    error = "this kernel was compiled with return_lse=true: pass an lse "
-            "buffer";
     return false;
   }
   if (a.batch <= 0)
@@ -548,20 +548,16 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
             (decode ? "launchDecode" : "launchBatchPrefill");
     return false;
   }
-  if (!checkTileOperands({{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                         {{"q", a.qStrideN},
-                          {"q", a.qStrideH},
-                          {"k", a.kStrideN},
-                          {"k", a.kStrideH},
-                          {"v", a.vStrideN},
-                          {"v", a.vStrideH}},
-                         error))
+  if (!checkLaunchOperands(cfg, a.lse,
+                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
+                           {{"q", a.qStrideN},
+                            {"q", a.qStrideH},
+                            {"k", a.kStrideN},
+                            {"k", a.kStrideH},
+                            {"v", a.vStrideN},
+                            {"v", a.vStrideH}},
+                           error))
     return false;
-  if (cfg.returnLSE && !a.lse) {
-    error = "this kernel was compiled with return_lse=true: pass an lse "
-            "buffer";
-    return false;
-  }
   if (a.qoLen < 0 || a.kvLen < 0 || a.qoLen > INT32_MAX ||
       a.kvLen > INT32_MAX) {
     error = "qo_len and kv_len must be in [0, 2^31)";
@@ -587,8 +583,8 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
     params.i32(v);
   params.f32(a.smScale > 0 ? a.smScale
                            : static_cast<float>(cfg.effectiveSmScale()));
-  unsigned gridX =
-      static_cast<unsigned>((a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
+  unsigned gridX = static_cast<unsigned>(
+      (a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
   if (CUresult rc = driver->cuLaunchKernel(
           fn->function, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
           static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,

@@ -115,3 +115,13 @@ def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
     return k_cache, v_cache, [k_cache.stride(0), k_cache.stride(n),
                               k_cache.stride(h), v_cache.stride(0),
                               v_cache.stride(n), v_cache.stride(h)]
+
+
+def planned(plan, return_lse):
+    """The plan run() launches with, and its config; errors when plan() was
+    not called or did not ask for the LSE run() wants."""
+    if plan is None:
+        raise RuntimeError("call plan() before run()")
+    if return_lse and not plan["cfg"].return_lse:
+        raise ValueError("plan() was called with return_lse=False")
+    return plan, plan["cfg"]

@@ -6,7 +6,7 @@ import math
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_layout, dtype_name, page_table,
-                      paged_cache_strides, target_of)
+                      paged_cache_strides, planned, target_of)
 from .tensors import as_view, check, torch
 
 _decode_configs = {}
@@ -137,11 +137,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
                           sm_scale=sm_scale)
 
     def run(self, q, paged_kv_cache, out=None, lse=None, return_lse=False):
-        if self._plan is None:
-            raise RuntimeError("call plan() before run()")
-        p, cfg = self._plan, self._plan["cfg"]
-        if return_lse and not cfg.return_lse:
-            raise ValueError("plan() was called with return_lse=False")
+        p, cfg = planned(self._plan, return_lse)
         qv = as_view(q, "q")
         check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)

@@ -2,7 +2,7 @@
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_indptr, check_layout, dtype_name, page_table,
-                      paged_cache_strides, target_of)
+                      paged_cache_strides, planned, target_of)
 from .tensors import as_view, check, torch
 
 _configs = {}
@@ -83,12 +83,8 @@ class _BatchPrefillWrapper:
                     batch=len(lens), max_qo_len=max(lens, default=0),
                     total_qo=qo[-1], sm_scale=sm_scale)
 
-    def _launch(self, q, k, v, kv_strides, kv_ptrs, out, lse, return_lse):
-        if self._plan is None:
-            raise RuntimeError("call plan() before run()")
-        p, cfg = self._plan, self._plan["cfg"]
-        if return_lse and not cfg.return_lse:
-            raise ValueError("plan() was called with return_lse=False")
+    def _launch(self, p, cfg, q, k, v, kv_strides, kv_ptrs, out, lse,
+                return_lse):
         qv = as_view(q, "q")
         check(qv, "q", (p["total_qo"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)
@@ -134,9 +130,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         self._plan.update(kv_indptr=kv_indptr, total_kv=kv[-1])
 
     def run(self, q, k, v, out=None, lse=None, return_lse=False):
-        if self._plan is None:
-            raise RuntimeError("call plan() before run()")
-        p, cfg = self._plan, self._plan["cfg"]
+        p, cfg = planned(self._plan, return_lse)
         nhd = self._kv_layout == "NHD"
         for name, t, dim in (("k", k, cfg.head_dim_qk),
                              ("v", v, cfg.head_dim_vo)):
@@ -146,7 +140,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
                   like=as_view(q, "q"))
         n, h = (0, 1) if nhd else (1, 0)
         strides = [0, k.stride(n), k.stride(h), 0, v.stride(n), v.stride(h)]
-        return self._launch(q, k, v, strides,
+        return self._launch(p, cfg, q, k, v, strides,
                             [p["kv_indptr"].data_ptr(), 0, 0], out, lse,
                             return_lse)
 
@@ -179,12 +173,10 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                           max_page=max_page)
 
     def run(self, q, paged_kv_cache, out=None, lse=None, return_lse=False):
-        if self._plan is None:
-            raise RuntimeError("call plan() before run()")
-        p, cfg = self._plan, self._plan["cfg"]
+        p, cfg = planned(self._plan, return_lse)
         k_cache, v_cache, strides = paged_cache_strides(
             paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
         return self._launch(
-            q, k_cache, v_cache, strides,
+            p, cfg, q, k_cache, v_cache, strides,
             [p["kv_indptr"].data_ptr(), p["kv_indices"].data_ptr(),
              p["kv_last_page_len"].data_ptr()], out, lse, return_lse)

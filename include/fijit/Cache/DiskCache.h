@@ -1,4 +1,4 @@
-//===- DiskCache.h - Crash- and race-safe on-disk artifact cache -*- C++ -*-===//
+//===- DiskCache.h - Crash- and race-safe on-disk cache ---------*- C++ -*-===//
 //
 // Layout under the root ($FIJIT_CACHE_DIR, else $XDG_CACHE_HOME/fijit, else
 // ~/.cache/fijit):
