@@ -83,10 +83,28 @@ def main():
     ap.add_argument("--tuning", default="")
     ap.add_argument("--sweep", action="store_true",
                     help="dense fijit only, over tuning knobs")
+    ap.add_argument("--splits", default="",
+                    help="dense fijit only: comma-separated split counts "
+                    "per shape (chunk = ceil(tiles / splits) tiles), "
+                    "interleaved with cuDNN over three rounds")
     args = ap.parse_args()
     tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
     ceiling = copy_bandwidth_gbs()
+    if args.splits:
+        counts = [int(x) for x in args.splits.split(",")]
+        for b, n, hq, hk in SHAPES:
+            tiles = n // 64
+            for rnd in range(3):
+                cells = []
+                for s in counts:
+                    chunk = -(-tiles // s) * 64
+                    r = run(b, n, hq, hk, tuning, ("dense",), False, chunk)
+                    cells.append(f"s{s}={r['dense']:.0f}")
+                cudnn = run(b, n, hq, hk, tuning, (), True)["cudnn"]
+                print(f"{b}x{n} {hq}:{hk} round {rnd}: " + " ".join(cells) +
+                      f" cudnn={cudnn:.0f} copy={ceiling:.0f}", flush=True)
+        return
     if args.sweep:
         for split in (None, 512, 2048):
             for warps, stages, tile_kv in ((4, 2, 64), (4, 3, 64), (4, 4, 32),

@@ -86,4 +86,34 @@ std::array<Value, 2> finalizeOnlineSoftmax(ImplicitLocOpBuilder &b,
   return lse;
 }
 
+PartialRow mergePartialRows(ImplicitLocOpBuilder &b,
+                            ArrayRef<PartialRow> parts) {
+  Value maxLse = parts.front().lse;
+  for (const PartialRow &p : parts.drop_front())
+    maxLse = arith::MaxNumFOp::create(b, maxLse, p.lse);
+  Value empty =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, maxLse, negInf(b));
+  Value base = arith::SelectOp::create(b, empty, cF32(b, 0.0), maxLse);
+  PartialRow merged;
+  merged.values.assign(parts.front().values.size(), cF32(b, 0.0));
+  Value total = cF32(b, 0.0);
+  for (const PartialRow &p : parts) {
+    Value w = math::Exp2Op::create(b, arith::SubFOp::create(b, p.lse, base));
+    total = arith::AddFOp::create(b, total, w);
+    for (auto [acc, x] : llvm::zip(merged.values, p.values))
+      acc = arith::AddFOp::create(b, acc, arith::MulFOp::create(b, w, x));
+  }
+  Value seen =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, total, cF32(b, 0));
+  Value inv = arith::SelectOp::create(
+      b, seen, arith::DivFOp::create(b, cF32(b, 1.0), total), cF32(b, 0.0));
+  for (Value &acc : merged.values)
+    acc = arith::MulFOp::create(b, acc, inv);
+  merged.lse = arith::SelectOp::create(
+      b, seen,
+      arith::AddFOp::create(b, base, math::Log2Op::create(b, total)),
+      negInf(b));
+  return merged;
+}
+
 } // namespace fijit

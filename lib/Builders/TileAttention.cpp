@@ -151,9 +151,8 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
   // Prefill is compute-bound: never go below what stays live across the KV
   // loop (O accumulators, Q fragments, S and P of one tile, addresses and
   // softmax state). Decode is memory-bound and keeps the occupancy (a third
-  // CTA per SM: 168 registers at head_dim 128, a few bytes of spill at GQA
-  // group 8); on H100 the two budgets measured within their run-to-run
-  // spread (bench/RESULTS.md), so the cheaper-to-schedule one stays.
+  // CTA per SM: 168 registers at head_dim 128, no spill now that each warp
+  // holds the scores of a quarter of the tile).
   bool decode = cfg.kind == KernelKind::SingleDecode ||
                 cfg.kind == KernelKind::BatchDecodePaged;
   int64_t live = cfg.headDimVO / 2 + cfg.headDimQK / 4 +
@@ -186,6 +185,9 @@ private:
   void applyVariant(MutableArrayRef<AccFragment> scores, Value kvStart);
   void accumulatePV(ArrayRef<AccFragment> probs, Value slot,
                     MutableArrayRef<AccFragment> out);
+  void mergeKeyWarps(TileResult &result);
+  /// `keyOffset + c`, or the constant alone when warps do not split keys.
+  Value atKey(int64_t c);
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -196,7 +198,23 @@ private:
   Value tid, lane, warp;
   std::array<Value, 2> maskRows;
   Value sQ, sK, sV;
+  Value dynSmem;
+  int64_t ringOffset = 0; ///< bytes of the Q tile before the K/V ring
+
+  // Warp roles. Rows of the tile are split over `rowWarps` warps (16 rows
+  // each); when that leaves warps over (decode's few rows), `keyWarps` of
+  // them share every KV tile, `keysPerWarp` keys each, with their own
+  // softmax state, merged through shared memory at the end. That keeps all
+  // warps on the math instead of one, so each CTA pulls more bytes per
+  // second. Warps past rowWarps * keyWarps only help with the copies.
+  int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0;
+  Value rowWarp, keyWarp, keyOffset;
 };
+
+Value TileEngine::atKey(int64_t c) {
+  return keyOffset ? arith::AddIOp::create(b, keyOffset, cIdx(b, c))
+                   : cIdx(b, c);
+}
 
 void TileEngine::allocateSharedMemory() {
   // Q tile, then `stages` K slots, then `stages` V slots.
@@ -209,6 +227,8 @@ void TileEngine::allocateSharedMemory() {
   Value dyn = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), layout, wg));
   int64_t qBytes = t.tileQ * (dQK + kRowPad) * byteWidth(cfg.dtypeQ);
+  dynSmem = dyn;
+  ringOffset = qBytes;
   int64_t kBytes =
       t.stages * t.tileKV * (dQK + kRowPad) * byteWidth(cfg.dtypeKV);
   sQ = memref::ViewOp::create(
@@ -249,11 +269,10 @@ void TileEngine::loadKVTile(Value tile, Value slot) {
 
 SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
                                                    Value slot) {
-  int64_t tileKV = cfg.tuning.tileKV;
-  SmallVector<AccFragment> s(tileKV / 8, mmaQK.zeroAcc());
+  SmallVector<AccFragment> s(keysPerWarp / 8, mmaQK.zeroAcc());
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
-    for (int64_t np = 0; np < tileKV / 16; ++np) {
-      auto bPair = mmaQK.loadBPairNK(sK, slot, lane, cIdx(b, np * 16),
+    for (int64_t np = 0; np < keysPerWarp / 16; ++np) {
+      auto bPair = mmaQK.loadBPairNK(sK, slot, lane, atKey(np * 16),
                                      cIdx(b, kk * 16));
       s[2 * np] = mmaQK.mma(qA[kk], bPair[0], s[2 * np]);
       s[2 * np + 1] = mmaQK.mma(qA[kk], bPair[1], s[2 * np + 1]);
@@ -280,10 +299,10 @@ void TileEngine::applyVariant(MutableArrayRef<AccFragment> scores,
 
 void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
                               MutableArrayRef<AccFragment> out) {
-  for (int64_t kk = 0; kk < cfg.tuning.tileKV / 16; ++kk) {
+  for (int64_t kk = 0; kk < keysPerWarp / 16; ++kk) {
     AFragment pA = mmaPV.accToA(probs[2 * kk], probs[2 * kk + 1]);
     for (int64_t np = 0; np < cfg.headDimVO / 16; ++np) {
-      auto bPair = mmaPV.loadBPairKN(sV, slot, lane, cIdx(b, kk * 16),
+      auto bPair = mmaPV.loadBPairKN(sV, slot, lane, atKey(kk * 16),
                                      cIdx(b, np * 16));
       out[2 * np] = mmaPV.mma(pA, bPair[0], out[2 * np]);
       out[2 * np + 1] = mmaPV.mma(pA, bPair[1], out[2 * np + 1]);
@@ -331,21 +350,30 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
-  // Warps past tile_q / 16 only help with the copies (decode's few rows):
-  // they read a valid Q tile but skip the math.
-  int64_t computeWarps = t.tileQ / 16;
-  bool allCompute = computeWarps == t.numWarps;
+  rowWarps = t.tileQ / 16;
+  keyWarps = std::min(t.numWarps / rowWarps, t.tileKV / 16);
+  keysPerWarp = t.tileKV / keyWarps;
+  bool allCompute = rowWarps * keyWarps == t.numWarps;
   Value active;
   if (!allCompute)
     active = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, warp,
-                                   cIdx(b, computeWarps));
+                                   cIdx(b, rowWarps * keyWarps));
+  rowWarp = rowWarps == t.numWarps ? warp
+            : rowWarps == 1
+                ? cIdx(b, 0)
+                : arith::RemUIOp::create(b, warp, cIdx(b, rowWarps));
+  if (keyWarps > 1) {
+    keyWarp = rowWarps == 1
+                  ? warp
+                  : arith::DivUIOp::create(b, warp, cIdx(b, rowWarps));
+    keyOffset = arith::MulIOp::create(b, keyWarp, cIdx(b, keysPerWarp));
+  }
+  // Results are read from warps 0 .. rowWarps - 1 (rows below tile_q); the
+  // rows other warps report lie past tile_q, which every family skips.
   Value warpRow0 = arith::MulIOp::create(b, warp, cIdx(b, 16));
-  Value qRow0 = allCompute ? warpRow0
-                           : arith::MulIOp::create(
-                                 b,
-                                 arith::MinUIOp::create(
-                                     b, warp, cIdx(b, computeWarps - 1)),
-                                 cIdx(b, 16));
+  Value qRow0 = rowWarps == t.numWarps
+                    ? warpRow0
+                    : arith::MulIOp::create(b, rowWarp, cIdx(b, 16));
   SmallVector<AFragment> qA;
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
     qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, cIdx(b, kk * 16)));
@@ -394,6 +422,8 @@ TileResult TileEngine::emit() {
       Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
       Value kvStart = arith::AddIOp::create(
           b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
+      if (keyOffset)
+        kvStart = arith::AddIOp::create(b, kvStart, keyOffset);
       SmallVector<AccFragment> scores = computeScores(qA, slot);
       applyVariant(scores, kvStart);
       SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
@@ -421,12 +451,95 @@ TileResult TileEngine::emit() {
   TileResult result;
   SoftmaxState state = unpackState(loop.getResults(), result.out);
   result.lse = finalizeOnlineSoftmax(b, state, result.out);
+  if (keyWarps > 1)
+    mergeKeyWarps(result);
   Value rowInWarp = arith::DivUIOp::create(b, lane, cIdx(b, 4));
   Value row0 = arith::AddIOp::create(b, warpRow0, rowInWarp);
   result.rowInTile = {row0, arith::AddIOp::create(b, row0, cIdx(b, 8))};
   result.quadCol = arith::MulIOp::create(
       b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
   return result;
+}
+
+void TileEngine::mergeKeyWarps(TileResult &result) {
+  // Each lane's fragments sit at the same (row, column) positions in every
+  // warp of a row group, so warps exchange them lane for lane: value i of
+  // lane l of warp slot w at [w][i][l] (consecutive lanes, distinct banks).
+  // The K/V ring is free once every warp is past its last tile.
+  int64_t numOut = static_cast<int64_t>(result.out.size());
+  int64_t numVals = numOut * 4 + 2;
+  int64_t slots = (keyWarps - 1) * rowWarps;
+  auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
+                                       gpu::AddressSpace::Workgroup);
+  Value buf = memref::ViewOp::create(
+      b,
+      MemRefType::get({slots * numVals * 32}, b.getF32Type(),
+                      MemRefLayoutAttrInterface{}, wg),
+      dynSmem, cIdx(b, ringOffset), ValueRange{});
+  auto at = [&](Value slot, int64_t i) {
+    return arith::AddIOp::create(
+        b,
+        arith::MulIOp::create(
+            b,
+            arith::AddIOp::create(b,
+                                  arith::MulIOp::create(b, slot,
+                                                        cIdx(b, numVals)),
+                                  cIdx(b, i)),
+            cIdx(b, 32)),
+        lane);
+  };
+  auto valueOf = [&](const TileResult &r, int64_t i) {
+    return i < numOut * 4 ? r.out[i / 4][i % 4] : r.lse[i - numOut * 4];
+  };
+
+  gpu::BarrierOp::create(b);
+  Value writer = arith::AndIOp::create(
+      b,
+      arith::CmpIOp::create(b, arith::CmpIPredicate::uge, keyWarp,
+                            cIdx(b, 1)),
+      arith::CmpIOp::create(b, arith::CmpIPredicate::ult, keyWarp,
+                            cIdx(b, keyWarps)));
+  emitIf(b, writer, [&] {
+    Value slot = arith::AddIOp::create(
+        b,
+        arith::MulIOp::create(
+            b, arith::SubIOp::create(b, keyWarp, cIdx(b, 1)),
+            cIdx(b, rowWarps)),
+        rowWarp);
+    for (int64_t i = 0; i < numVals; ++i)
+      memref::StoreOp::create(b, valueOf(result, i), buf,
+                              ValueRange{at(slot, i)});
+  });
+  gpu::BarrierOp::create(b);
+
+  // Every warp combines (only key warp 0's rows are stored).
+  SmallVector<Value> others;
+  for (int64_t w = 1; w < keyWarps; ++w)
+    others.push_back(arith::AddIOp::create(b, cIdx(b, (w - 1) * rowWarps),
+                                           rowWarp));
+  for (int64_t r = 0; r < 2; ++r) {
+    SmallVector<PartialRow> parts;
+    PartialRow own;
+    own.lse = result.lse[r];
+    for (AccFragment &f : result.out)
+      own.values.append({f[2 * r], f[2 * r + 1]});
+    parts.push_back(own);
+    for (Value slot : others) {
+      PartialRow part;
+      part.lse = memref::LoadOp::create(b, buf,
+                                        ValueRange{at(slot, numOut * 4 + r)});
+      for (int64_t n = 0; n < numOut; ++n)
+        for (int64_t c = 0; c < 2; ++c)
+          part.values.push_back(memref::LoadOp::create(
+              b, buf, ValueRange{at(slot, n * 4 + 2 * r + c)}));
+      parts.push_back(part);
+    }
+    PartialRow merged = mergePartialRows(b, parts);
+    result.lse[r] = merged.lse;
+    for (int64_t n = 0; n < numOut; ++n)
+      for (int64_t c = 0; c < 2; ++c)
+        result.out[n][2 * r + c] = merged.values[2 * n + c];
+  }
 }
 
 } // namespace

@@ -63,12 +63,7 @@ NO_SPILL_MAX_HEAD_DIM = 128
 # Points known to break the no-spill rule: (kind, head_dim, group, target) ->
 # why. They are reported as XFAIL; one that no longer spills is reported as
 # XPASS and fails the run, so that its entry goes away with the fix.
-KNOWN_SPILLS = {
-    # Decode keeps 3 CTAs per SM (a 168-register cap at head_dim 128 on
-    # sm_90a) over a spill-free 2; see annotateTileKernel.
-    ("single_decode", 128, 8, "sm_90a"): "decode keeps occupancy",
-    ("batch_decode_paged", 128, 8, "sm_90a"): "decode keeps occupancy",
-}
+KNOWN_SPILLS = {}
 
 
 def find_ptxas(explicit):

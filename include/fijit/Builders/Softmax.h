@@ -41,6 +41,18 @@ std::array<mlir::Value, 2>
 finalizeOnlineSoftmax(mlir::ImplicitLocOpBuilder &b, const SoftmaxState &state,
                       llvm::MutableArrayRef<AccFragment> out);
 
+/// One row's normalised output values and base-2 LSE over some of its keys.
+struct PartialRow {
+  llvm::SmallVector<mlir::Value> values;
+  mlir::Value lse;
+};
+
+/// The row over the union of the parts' keys: weights 2^(lse_i - max lse),
+/// output the weighted mean, LSE max + log2(sum of weights); parts with
+/// lse = -inf weigh nothing and an all-empty row gives zeros and -inf.
+PartialRow mergePartialRows(mlir::ImplicitLocOpBuilder &b,
+                            llvm::ArrayRef<PartialRow> parts);
+
 } // namespace fijit
 
 #endif // FIJIT_BUILDERS_SOFTMAX_H
