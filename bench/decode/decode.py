@@ -48,11 +48,21 @@ def run(batch, n, hq, hk, tuning, variants=("dense", "paged16", "paged1"),
         ref = F.scaled_dot_product_attention(
             q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
     ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    for label, page_size in (("dense", n), ("paged16", 16), ("paged1", 1)):
+    for label, page_size in (("dense", n), ("paged16", 16), ("paged1", 1),
+                             ("dense_hnd", n)):
         if label not in variants:
             continue
-        cache, indptr, indices, last = paged_cache(k, v, page_size)
-        w = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+        layout = "NHD"
+        if label == "dense_hnd":
+            # One page per request in HND: [B, Hk, N, D], SDPA's own layout.
+            layout = "HND"
+            cache = (k, v)
+            indptr = torch.arange(batch + 1, dtype=torch.int32, device="cuda")
+            indices = torch.arange(batch, dtype=torch.int32, device="cuda")
+            last = torch.full((batch,), n, dtype=torch.int32, device="cuda")
+        else:
+            cache, indptr, indices, last = paged_cache(k, v, page_size)
+        w = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, layout)
         w.plan(indptr, indices, last, hq, hk, D, page_size,
                q_data_type=torch.bfloat16, fixed_split_size=split, **tuning)
         out = torch.empty_like(q)
@@ -83,6 +93,10 @@ def main():
     ap.add_argument("--tuning", default="")
     ap.add_argument("--sweep", action="store_true",
                     help="dense fijit only, over tuning knobs")
+    ap.add_argument("--tunings", default="",
+                    help="dense fijit only (NHD and HND): ';'-separated "
+                    "num_warps,stages,tile_kv points, interleaved with "
+                    "cuDNN over two rounds")
     ap.add_argument("--splits", default="",
                     help="dense fijit only: comma-separated split counts "
                     "per shape (chunk = ceil(tiles / splits) tiles), "
@@ -91,6 +105,26 @@ def main():
     tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
     ceiling = copy_bandwidth_gbs()
+    if args.tunings:
+        points = [tuple(int(x) for x in p.split(","))
+                  for p in args.tunings.split(";")]
+        for b, n, hq, hk in SHAPES:
+            for rnd in range(2):
+                cells = []
+                for warps, stages, tile_kv in points:
+                    t = dict(num_warps=warps, stages=stages, tile_kv=tile_kv)
+                    try:
+                        r = run(b, n, hq, hk, t, ("dense", "dense_hnd"),
+                                False)
+                        cells.append(f"{warps},{stages},{tile_kv}="
+                                     f"{r['dense']:.0f}/{r['dense_hnd']:.0f}")
+                    except Exception as e:  # e.g. over the smem limit
+                        cells.append(f"{warps},{stages},{tile_kv}=({e})")
+                cudnn = run(b, n, hq, hk, tuning, (), True)["cudnn"]
+                print(f"{b}x{n} {hq}:{hk} round {rnd} (NHD/HND): " +
+                      " ".join(cells) + f" cudnn={cudnn:.0f} "
+                      f"copy={ceiling:.0f}", flush=True)
+        return
     if args.splits:
         counts = [int(x) for x in args.splits.split(",")]
         for b, n, hq, hk in SHAPES:

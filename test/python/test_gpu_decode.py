@@ -80,7 +80,12 @@ def random_paged(batch_lens, page_size, hk, d, kv_layout, dtype):
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
 @pytest.mark.parametrize("heads", [(32, 8), (32, 32)])
-def test_batch_decode_paged_matches_dense(page_size, kv_layout, heads):
+# Keys per split-KV chunk: the plan's, one tile (every request cut into
+# one-tile splits, so the merge sees up to 141 of them), and a size that is
+# not a whole number of tiles.
+@pytest.mark.parametrize("chunk", [None, 64, 1000])
+def test_batch_decode_paged_matches_dense(page_size, kv_layout, heads,
+                                          chunk):
     hq, hk = heads
     d = 128
     lens = [1, 17, 300, 4099, 0, 64, 9000, 5]
@@ -89,7 +94,8 @@ def test_batch_decode_paged_matches_dense(page_size, kv_layout, heads):
     ws = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
     wrapper = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, kv_layout)
     wrapper.plan(indptr, indices, last, hq, hk, d, page_size,
-                 q_data_type=torch.bfloat16, return_lse=True)
+                 q_data_type=torch.bfloat16, return_lse=True,
+                 fixed_split_size=chunk)
     for _ in range(2):  # one plan, several runs
         q = torch.randn(len(lens), hq, d, device="cuda",
                         dtype=torch.bfloat16)
