@@ -283,16 +283,26 @@ SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
 void TileEngine::applyVariant(MutableArrayRef<AccFragment> scores,
                               Value kvStart) {
   Value ninf = negInf(b);
+  // This lane's columns are colBase + 8 j + (0, 1).
   Value colBase = arith::AddIOp::create(
       b, kvStart,
       arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
                             cIdx(b, 2)));
+  std::array<std::pair<Value, Value>, 2> bounds = {
+      variant.visibleColumns(b, maskRows[0], colBase),
+      variant.visibleColumns(b, maskRows[1], colBase)};
   for (auto [j, frag] : llvm::enumerate(scores))
     for (int64_t reg = 0; reg < 4; ++reg) {
-      Value kvPos = arith::AddIOp::create(
-          b, colBase, cIdx(b, static_cast<int64_t>(j) * 8 + reg % 2));
+      auto [lo, hi] = bounds[reg / 2];
+      Value col = arith::ConstantIntOp::create(
+          b, b.getI32Type(), static_cast<int64_t>(j) * 8 + reg % 2);
+      Value visible =
+          arith::CmpIOp::create(b, arith::CmpIPredicate::slt, col, hi);
+      if (lo)
+        visible = arith::AndIOp::create(
+            b, visible,
+            arith::CmpIOp::create(b, arith::CmpIPredicate::sge, col, lo));
       Value x = variant.transformLogit(b, frag[reg]);
-      Value visible = variant.isVisible(b, maskRows[reg / 2], kvPos);
       frag[reg] = arith::SelectOp::create(b, visible, x, ninf);
     }
 }

@@ -38,24 +38,27 @@ Value AttentionVariant::transformLogit(ImplicitLocOpBuilder &b, Value qk) {
   return arith::MulFOp::create(b, capped, cF32(b, softCap * kLog2E));
 }
 
-Value AttentionVariant::isVisible(ImplicitLocOpBuilder &b, Value qoPos,
-                                  Value kvPos) {
-  // Keys past kv_len were zero-filled on load and must not count.
-  Value visible =
-      arith::CmpIOp::create(b, arith::CmpIPredicate::slt, kvPos, kvLen);
-  // Causal attention aligns the last query with the last key.
-  Value diag = arith::AddIOp::create(b, qoPos, diagOffset);
+std::pair<Value, Value> AttentionVariant::visibleColumns(ImplicitLocOpBuilder &b,
+                                                        Value qoPos,
+                                                        Value start) {
+  // The same bounds as isVisible: keys below kv_len and, causal, at most
+  // the diagonal; with a window, at least diagonal - window_left.
+  Value diag;
+  if (causal || windowLeft >= 0)
+    diag = arith::AddIOp::create(b, qoPos, diagOffset);
+  Value end = kvLen;
   if (causal)
-    visible = arith::AndIOp::create(
-        b, visible,
-        arith::CmpIOp::create(b, arith::CmpIPredicate::sle, kvPos, diag));
-  if (windowLeft >= 0) {
-    Value lowest = arith::SubIOp::create(b, diag, cIdx(b, windowLeft));
-    visible = arith::AndIOp::create(
-        b, visible,
-        arith::CmpIOp::create(b, arith::CmpIPredicate::sge, kvPos, lowest));
-  }
-  return visible;
+    end = arith::MinSIOp::create(
+        b, end, arith::AddIOp::create(b, diag, cIdx(b, 1)));
+  auto relative = [&](Value pos) {
+    // Positions and lengths are below 2^31, so the difference fits i32.
+    return arith::IndexCastOp::create(b, b.getI32Type(),
+                                      arith::SubIOp::create(b, pos, start));
+  };
+  Value lo;
+  if (windowLeft >= 0)
+    lo = relative(arith::SubIOp::create(b, diag, cIdx(b, windowLeft)));
+  return {lo, relative(end)};
 }
 
 std::pair<Value, Value>

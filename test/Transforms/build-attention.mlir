@@ -12,13 +12,16 @@
 // CHECK: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=64,head_dim_vo=64,num_qo_heads=32,num_kv_heads=8,{{.*}},mask=causal,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=3"}
 // CHECK-NEXT: gpu.func @fijit_single_prefill({{.*}}) kernel attributes {fijit.shared_memory_bytes = 64512 : i64, known_block_size = array<i32: 128, 1, 1>{{.*}}}
 // CHECK: arith.divui %block_id_y, %{{.*}} : index
-// CHECK: arith.cmpi sle
+// Causal: a row's visible columns end at min(kv_len, its diagonal + 1).
+// CHECK: scf.for
+// CHECK: arith.minsi
 // CHECK: gpu.return
 
 // No option: the default config (head_dim 128, 2 stages of 64-key tiles).
 // DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=2"}
 // DEFAULT: memref<64x136xbf16, #gpu.address_space<workgroup>>
-// DEFAULT-NOT: arith.cmpi sle
+// DEFAULT: scf.for
+// DEFAULT-NOT: arith.minsi
 
 module {
   gpu.module @existing {

@@ -26,10 +26,13 @@ public:
   /// Raw q.k -> score in the log2 domain (softmax then uses exp2).
   mlir::Value transformLogit(mlir::ImplicitLocOpBuilder &b, mlir::Value qk);
 
-  /// i1 that is true where key `kvPos` is visible to query `qoPos` (index
-  /// values); null when every in-bounds position is visible.
-  mlir::Value isVisible(mlir::ImplicitLocOpBuilder &b, mlir::Value qoPos,
-                        mlir::Value kvPos);
+  /// Columns of a tile of keys starting at `start` (index) that query
+  /// `qoPos` sees, as i32 bounds relative to `start`: column c is visible iff
+  /// lo <= c < hi. `lo` is null without a lower bound. Computed once per row
+  /// and tile, so each score costs one or two 32-bit compares.
+  std::pair<mlir::Value, mlir::Value>
+  visibleColumns(mlir::ImplicitLocOpBuilder &b, mlir::Value qoPos,
+                 mlir::Value start);
 
   /// Key range [begin, end) a tile of queries [qoBegin, qoEnd) can see; keys
   /// outside it are never loaded (causal and window tile skipping).
