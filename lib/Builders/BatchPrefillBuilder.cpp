@@ -57,8 +57,9 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
       b, loadIndex(b, qoIndptr, arith::AddIOp::create(b, req, cIdx(b, 1))),
       qoBegin);
   KVSource kv = cfg.kind == KernelKind::BatchPrefillPaged
-                    ? pagedKV(b, cfg.pageSize, kvIndptr, kvIndices,
-                              kvLastPageLen, req, kvHead, kStrides, vStrides)
+                    ? pagedKV(b, cfg.pageSize, cfg.tuning.tileKV, kvIndptr,
+                              kvIndices, kvLastPageLen, req, kvHead, kStrides,
+                              vStrides)
                     : raggedKV(b, kvIndptr, req, kvHead, kStrides, vStrides);
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, qoLen, kv.kvLen);
@@ -86,8 +87,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.kvBegin = begin;
   p.kvEnd = arith::SelectOp::create(b, hasRows, end, begin);
   p.kvLen = kv.kvLen;
-  p.kRowOffset = kv.kRow;
-  p.vRowOffset = kv.vRow;
+  kv.describe(p);
   std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
 

@@ -78,8 +78,9 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
   KVStrides kStrides{kStrideP, kStrideN, kStrideH};
   KVStrides vStrides{vStrideP, vStrideN, vStrideH};
-  KVSource kv = paged ? pagedKV(b, cfg.pageSize, indptr, indices, lastPageLen,
-                                req, kvHead, kStrides, vStrides)
+  KVSource kv = paged ? pagedKV(b, cfg.pageSize, cfg.tuning.tileKV, indptr,
+                                indices, lastPageLen, req, kvHead, kStrides,
+                                vStrides)
                       : denseKV(denseKvLen, kvHead, kStrides, vStrides);
   Value kvLen = kv.kvLen;
   AttentionVariant variant(cfg);
@@ -101,8 +102,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.kvEnd = arith::MinSIOp::create(
       b, arith::AddIOp::create(b, p.kvBegin, kvChunk), kvLen);
   p.kvLen = kvLen;
-  p.kRowOffset = kv.kRow;
-  p.vRowOffset = kv.vRow;
+  kv.describe(p);
   // Query 0 of a qo_len of 1: the variant's diagonal offset (kv_len - 1)
   // already puts it at the last key, so causal masking is a no-op and a
   // sliding window ends there.

@@ -13,6 +13,15 @@ Value loadIndex(ImplicitLocOpBuilder &b, Value memref, Value idx) {
   return toIndex(b, memref::LoadOp::create(b, memref, ValueRange{idx}));
 }
 
+void KVSource::describe(TileProblem &p) const {
+  p.kRowOffset = kRow;
+  p.vRowOffset = vRow;
+  p.kTileBase = kTile;
+  p.vTileBase = vTile;
+  p.kTileRowStride = kTileRowStride;
+  p.vTileRowStride = vTileRowStride;
+}
+
 static RowOffsetFn tokenRows(Value tokenBase, Value kvHead, KVStrides s) {
   return [=](ImplicitLocOpBuilder &b, Value pos) -> Value {
     Value token = tokenBase ? arith::AddIOp::create(b, tokenBase, pos) : pos;
@@ -21,8 +30,17 @@ static RowOffsetFn tokenRows(Value tokenBase, Value kvHead, KVStrides s) {
   };
 }
 
+/// Token rows are evenly spaced, so a tile's first row is found like any
+/// other row.
+static KVSource tokenSource(Value kvLen, Value tokenBase, Value kvHead,
+                            KVStrides k, KVStrides v) {
+  RowOffsetFn kRows = tokenRows(tokenBase, kvHead, k);
+  RowOffsetFn vRows = tokenRows(tokenBase, kvHead, v);
+  return {kvLen, kRows, vRows, kRows, vRows, k.token, v.token};
+}
+
 KVSource denseKV(Value kvLen, Value kvHead, KVStrides k, KVStrides v) {
-  return {kvLen, tokenRows(Value(), kvHead, k), tokenRows(Value(), kvHead, v)};
+  return tokenSource(kvLen, Value(), kvHead, k, v);
 }
 
 KVSource raggedKV(ImplicitLocOpBuilder &b, Value kvIndptr, Value req,
@@ -30,13 +48,13 @@ KVSource raggedKV(ImplicitLocOpBuilder &b, Value kvIndptr, Value req,
   Value begin = loadIndex(b, kvIndptr, req);
   Value end =
       loadIndex(b, kvIndptr, arith::AddIOp::create(b, req, cIdx(b, 1)));
-  return {arith::SubIOp::create(b, end, begin), tokenRows(begin, kvHead, k),
-          tokenRows(begin, kvHead, v)};
+  return tokenSource(arith::SubIOp::create(b, end, begin), begin, kvHead, k,
+                     v);
 }
 
-KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, Value kvIndptr,
-                 Value kvIndices, Value kvLastPageLen, Value req,
-                 Value kvHead, KVStrides k, KVStrides v) {
+KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, int64_t tileKV,
+                 Value kvIndptr, Value kvIndices, Value kvLastPageLen,
+                 Value req, Value kvHead, KVStrides k, KVStrides v) {
   Value pageBegin = loadIndex(b, kvIndptr, req);
   Value pageEnd =
       loadIndex(b, kvIndptr, arith::AddIOp::create(b, req, cIdx(b, 1)));
@@ -66,7 +84,15 @@ KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, Value kvIndptr,
                                 arith::MulIOp::create(ib, slot, s.token)));
     };
   };
-  return {kvLen, rows(k), rows(v)};
+  KVSource src{kvLen, rows(k), rows(v), {}, {}, {}, {}};
+  if (pageSize % tileKV == 0) {
+    // A page holds whole tiles: one page-id load per tile, not per chunk.
+    src.kTile = src.kRow;
+    src.vTile = src.vRow;
+    src.kTileRowStride = k.token;
+    src.vTileRowStride = v.token;
+  }
+  return src;
 }
 
 } // namespace fijit

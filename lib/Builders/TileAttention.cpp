@@ -249,11 +249,16 @@ void TileEngine::loadKVTile(Value tile, Value slot) {
   Value kvStart = arith::AddIOp::create(
       b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, tileKV)));
   Value rowsLeft = arith::SubIOp::create(b, p.kvEnd, kvStart);
-  auto copyOf = [&](Value global, const RowOffsetFn &rowOffset, Value smem,
+  auto copyOf = [&](Value global, const RowOffsetFn &rowOffset,
+                    const TileBaseFn &tileBase, Value rowStride, Value smem,
                     int64_t dim) {
     TileCopy c;
     c.global = global;
-    c.rowOffset = [&](ImplicitLocOpBuilder &ib, Value row) {
+    Value base = tileBase ? tileBase(b, kvStart) : Value();
+    c.rowOffset = [&, base](ImplicitLocOpBuilder &ib, Value row) -> Value {
+      if (base)
+        return arith::AddIOp::create(
+            ib, base, arith::MulIOp::create(ib, row, rowStride));
       return rowOffset(ib, arith::AddIOp::create(ib, kvStart, row));
     };
     c.rowLimit = rowsLeft;
@@ -263,8 +268,10 @@ void TileEngine::loadKVTile(Value tile, Value slot) {
     c.cols = dim;
     emitTileCopy(b, c, tid, cfg.tuning.numWarps * 32);
   };
-  copyOf(p.k, p.kRowOffset, sK, cfg.headDimQK);
-  copyOf(p.v, p.vRowOffset, sV, cfg.headDimVO);
+  copyOf(p.k, p.kRowOffset, p.kTileBase, p.kTileRowStride, sK,
+         cfg.headDimQK);
+  copyOf(p.v, p.vRowOffset, p.vTileBase, p.vTileRowStride, sV,
+         cfg.headDimVO);
 }
 
 SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,

@@ -25,6 +25,13 @@ struct KVStrides {
 struct KVSource {
   mlir::Value kvLen;
   RowOffsetFn kRow, vRow;
+  /// Set where the rows of every tile_kv tile are evenly spaced (dense and
+  /// ragged KV, pages that hold whole tiles); see TileProblem.
+  TileBaseFn kTile, vTile;
+  mlir::Value kTileRowStride, vTileRowStride;
+
+  /// Copies the addressing into `p`.
+  void describe(TileProblem &p) const;
 };
 
 KVSource denseKV(mlir::Value kvLen, mlir::Value kvHead, KVStrides k,
@@ -32,8 +39,9 @@ KVSource denseKV(mlir::Value kvLen, mlir::Value kvHead, KVStrides k,
 KVSource raggedKV(mlir::ImplicitLocOpBuilder &b, mlir::Value kvIndptr,
                   mlir::Value req, mlir::Value kvHead, KVStrides k,
                   KVStrides v);
+/// `tileKV`: the kernel's KV tile; tiles start at multiples of it.
 KVSource pagedKV(mlir::ImplicitLocOpBuilder &b, int64_t pageSize,
-                 mlir::Value kvIndptr, mlir::Value kvIndices,
+                 int64_t tileKV, mlir::Value kvIndptr, mlir::Value kvIndices,
                  mlir::Value kvLastPageLen, mlir::Value req,
                  mlir::Value kvHead, KVStrides k, KVStrides v);
 

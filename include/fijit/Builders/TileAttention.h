@@ -33,6 +33,12 @@ namespace fijit {
 using RowOffsetFn =
     std::function<mlir::Value(mlir::ImplicitLocOpBuilder &, mlir::Value)>;
 
+/// Element offset of the first row of a KV tile starting at key `start`, for
+/// sources whose rows within a tile are evenly spaced: the copy then looks
+/// its tile up once (a page id, say) instead of once per 16-byte chunk.
+using TileBaseFn =
+    std::function<mlir::Value(mlir::ImplicitLocOpBuilder &, mlir::Value)>;
+
 /// Where one CTA's rows and keys live. Index-typed values.
 struct TileProblem {
   mlir::Value q;           ///< flat global memref of Q
@@ -46,6 +52,9 @@ struct TileProblem {
   /// Element offset of key `pos` (index) in K resp. V: dense strides or a
   /// page-table lookup.
   RowOffsetFn kRowOffset, vRowOffset;
+  /// Optional: tiles as (first row, row stride), used over the row offsets.
+  TileBaseFn kTileBase, vTileBase;
+  mlir::Value kTileRowStride, vTileRowStride;
   /// Query position of accumulator row `r` (0/1 = g, g + 8) of this lane,
   /// for causal and window masks.
   std::function<mlir::Value(int64_t r)> maskRow;
