@@ -63,6 +63,7 @@ void buildLowerToNVVMPipeline(OpPassManager &pm) {
   OpPassManager &gpuPm = pm.nest<gpu::GPUModuleOp>();
   gpuPm.addPass(createLowerMathToNVVM());
   gpuPm.addPass(createConvertNVGPUToNVVMPass());
+  gpuPm.addPass(createCpAsyncL2Prefetch());
   gpuPm.addPass(createSCFToControlFlowPass());
   gpuPm.addPass(createConvertGpuOpsToNVVMOps());
   // Ops such as nvvm.inline_ptx become llvm.inline_asm.
@@ -219,7 +220,7 @@ std::string pipelineFingerprint(Target target) {
   return "fijit " FIJIT_VERSION " build " FIJIT_BUILD_ID
          " llvm " FIJIT_LLVM_VERSION " target " +
          targetChip(target) + " " + targetFeatures(target) +
-         " pipeline fi-lower-to-nvvm,O3";
+         " pipeline fi-lower-to-nvvm(l2-128B),O3";
 }
 
 llvm::Expected<CompileResult>

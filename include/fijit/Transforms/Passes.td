@@ -40,4 +40,18 @@ def LowerMathToNVVM : Pass<"fi-lower-math-to-nvvm"> {
   let dependentDialects = ["mlir::LLVM::LLVMDialect", "mlir::NVVM::NVVMDialect"];
 }
 
+def CpAsyncL2Prefetch : Pass<"fi-cp-async-l2-prefetch"> {
+  let summary = "Ask 16-byte cp.async copies to fetch whole 128-byte L2 lines";
+  let description = [{
+    Rewrites `nvvm.cp.async.shared.global` copies of 16 bytes with the `cg`
+    cache modifier into `cp.async.cg.shared.global.L2::128B` (inline PTX;
+    the NVVM op has no prefetch-size operand). A tile's rows are 128 or
+    more contiguous bytes, so when the first 16-byte chunk of a line misses,
+    L2 fetches the whole line from DRAM in one request instead of one per
+    sector as the other chunks arrive. The zero-filling form (source size
+    operand) keeps its operand. Runs after NVGPU -> NVVM conversion.
+  }];
+  let dependentDialects = ["mlir::NVVM::NVVMDialect"];
+}
+
 #endif // FIJIT_TRANSFORMS_PASSES
