@@ -443,9 +443,9 @@ AttentionConfig AttentionConfig::resolved() const {
       t.tileQ = 16 * t.numWarps;
   } else {
     // Decode rows are the query heads of one GQA group: tile_q holds the
-    // group (16-row MMA tiles, one compute warp each), and every warp shares
-    // the cp.async work of each KV tile; four warps measured fastest on H100
-    // (bench/RESULTS.md).
+    // group (16-row MMA tiles, one row warp each); the other warps split
+    // each KV tile's keys with them and every warp shares the cp.async
+    // work; four warps measured fastest on H100 (bench/RESULTS.md).
     if (t.tileQ == 0)
       t.tileQ = std::max<int64_t>(16, (groupSize() + 15) / 16 * 16);
     if (t.numWarps == 0) {
