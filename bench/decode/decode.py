@@ -91,7 +91,10 @@ def run(batch, n, hq, hk, tuning, variants=("dense", "paged16", "paged1"),
     samples = {label: [] for label in timed}
     for _ in range(rounds):
         for label, fn in timed.items():
-            samples[label].append(nbytes / median_ms(fn) / 1e6)
+            # Ten calls per sample: a decode step is short enough (~0.4 ms)
+            # that one call's Python and launch overhead would show.
+            samples[label].append(
+                nbytes / median_ms(fn, back_to_back=10) / 1e6)
     for label, xs in samples.items():
         row[label] = statistics.median(xs)
     return row
