@@ -3,7 +3,6 @@
 #include "fijit/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 using namespace mlir;
 
@@ -13,34 +12,31 @@ namespace fijit {
 
 namespace {
 
-struct PrefetchLines : OpRewritePattern<NVVM::CpAsyncOp> {
-  using OpRewritePattern::OpRewritePattern;
-
-  LogicalResult matchAndRewrite(NVVM::CpAsyncOp op,
-                                PatternRewriter &rewriter) const override {
-    if (op.getSize() != 16 || op.getModifier() != NVVM::LoadCacheModifierKind::CG)
-      return rewriter.notifyMatchFailure(op, "only 16-byte cg copies");
-    SmallVector<Value> operands = {op.getDst(), op.getSrc()};
-    std::string ptx = "cp.async.cg.shared.global.L2::128B [$0], [$1], 16";
-    if (Value srcSize = op.getCpSize()) {
-      operands.push_back(srcSize);
-      ptx += ", $2";
-    }
-    ptx += ";";
-    NVVM::InlinePtxOp::create(rewriter, op.getLoc(), TypeRange{}, operands,
-                              ValueRange{}, ptx, Value());
-    rewriter.eraseOp(op);
-    return success();
+void prefetchLines(RewriterBase &rewriter, NVVM::CpAsyncOp op) {
+  if (op.getSize() != 16 ||
+      op.getModifier() != NVVM::LoadCacheModifierKind::CG)
+    return;
+  SmallVector<Value> operands = {op.getDst(), op.getSrc()};
+  std::string ptx = "cp.async.cg.shared.global.L2::128B [$0], [$1], 16";
+  if (Value srcSize = op.getCpSize()) {
+    operands.push_back(srcSize);
+    ptx += ", $2";
   }
-};
+  ptx += ";";
+  rewriter.setInsertionPoint(op);
+  NVVM::InlinePtxOp::create(rewriter, op.getLoc(), TypeRange{}, operands,
+                            ValueRange{}, ptx, Value());
+  rewriter.eraseOp(op);
+}
 
 struct CpAsyncL2PrefetchPass
     : public impl::CpAsyncL2PrefetchBase<CpAsyncL2PrefetchPass> {
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    patterns.add<PrefetchLines>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
+    // One rewrite per copy and nothing to fold: a walk, not the greedy
+    // driver, which would revisit every op of the unrolled kernel.
+    IRRewriter rewriter(&getContext());
+    getOperation()->walk(
+        [&](NVVM::CpAsyncOp op) { prefetchLines(rewriter, op); });
   }
 };
 

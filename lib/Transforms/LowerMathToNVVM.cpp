@@ -71,7 +71,18 @@ struct LowerMathToNVVMPass
                                             "llvm.nvvm.ex2.approx.ftz.f32");
     patterns.add<ToIntrinsic<math::Log2Op>>(ctx, "llvm.nvvm.lg2.approx.ftz.f");
     patterns.add<TanhToPtx, MaxNumToLLVM>(ctx);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    // Each op is rewritten once and nothing needs folding: visit only the
+    // ops the patterns name, not every op of the unrolled kernel.
+    GreedyRewriteConfig config;
+    config.setStrictness(GreedyRewriteStrictness::ExistingOps);
+    config.enableFolding(false);
+    config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
+    SmallVector<Operation *> ops;
+    getOperation()->walk([&](Operation *op) {
+      if (isa<math::Exp2Op, math::Log2Op, math::TanhOp, arith::MaxNumFOp>(op))
+        ops.push_back(op);
+    });
+    if (failed(applyOpPatternsGreedily(ops, std::move(patterns), config)))
       signalPassFailure();
   }
 };
