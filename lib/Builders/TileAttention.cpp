@@ -486,6 +486,13 @@ void TileEngine::mergeKeyWarps(TileResult &result) {
   int64_t numOut = static_cast<int64_t>(result.out.size());
   int64_t numVals = numOut * 4 + 2;
   int64_t slots = (keyWarps - 1) * rowWarps;
+  // It always fits: the ring holds stages >= 2 slots of tile_kv >= 16 *
+  // keyWarps rows of K and V, and rowWarps * keyWarps <= num_warps <= 8.
+  assert(slots * numVals * 32 * 4 <=
+             cfg.tuning.stages * cfg.tuning.tileKV *
+                 (cfg.headDimQK + cfg.headDimVO + 2 * kRowPad) *
+                 byteWidth(cfg.dtypeKV) &&
+         "key-warp exchange larger than the K/V ring");
   auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
                                        gpu::AddressSpace::Workgroup);
   Value buf = memref::ViewOp::create(
