@@ -293,33 +293,30 @@ DiskCache::Stats DiskCache::stats() {
   return s;
 }
 
-uint64_t DiskCache::clear() {
-  std::lock_guard<std::mutex> guard(mutex);
+uint64_t DiskCache::removeVersions(bool keepCurrent) {
   uint64_t removed = 0;
   std::error_code ec;
   for (fs::directory_iterator it(rootDir, ec), end; it != end && !ec;
        it.increment(ec)) {
-    if (!path::filename(it->path()).starts_with("v"))
+    if (!path::filename(it->path()).starts_with("v") ||
+        (keepCurrent && it->path() == dir))
       continue;
     removed += listEntries(it->path()).size();
     fs::remove_directories(it->path());
   }
+  return removed;
+}
+
+uint64_t DiskCache::clear() {
+  std::lock_guard<std::mutex> guard(mutex);
+  uint64_t removed = removeVersions(/*keepCurrent=*/false);
   dirsReady = false;
   return removed;
 }
 
 uint64_t DiskCache::prune() {
   std::lock_guard<std::mutex> guard(mutex);
-  uint64_t removed = 0;
-  std::error_code ec;
-  for (fs::directory_iterator it(rootDir, ec), end; it != end && !ec;
-       it.increment(ec)) {
-    if (!path::filename(it->path()).starts_with("v") || it->path() == dir)
-      continue;
-    removed += listEntries(it->path()).size();
-    fs::remove_directories(it->path());
-  }
-  return removed + evict(limit);
+  return removeVersions(/*keepCurrent=*/true) + evict(limit);
 }
 
 } // namespace fijit

@@ -19,9 +19,10 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
-#include <vector>
 #include <mutex>
+#include <vector>
 
 namespace fijit {
 
@@ -125,6 +126,31 @@ private:
   std::vector<float> floats;
   std::vector<void *> slots;
 };
+
+/// The launch's softmax scale: the caller's, or the config's when 0.
+static float smScaleOf(const AttentionConfig &cfg, float requested) {
+  return requested > 0 ? requested
+                       : static_cast<float>(cfg.effectiveSmScale());
+}
+
+/// cuLaunchKernel with a 3-D grid and 1-D blocks; the driver's message
+/// (naming `what`) in `error` on failure.
+static bool launchGrid(const CudaDriver &driver, CUfunction function,
+                       std::array<int64_t, 3> grid, int64_t threads,
+                       int64_t sharedBytes, void *stream,
+                       KernelParams &params, const char *what,
+                       std::string &error) {
+  if (CUresult rc = driver.cuLaunchKernel(
+          function, static_cast<unsigned>(grid[0]),
+          static_cast<unsigned>(grid[1]), static_cast<unsigned>(grid[2]),
+          static_cast<unsigned>(threads), 1, 1,
+          static_cast<unsigned>(sharedBytes), static_cast<CUstream>(stream),
+          params.pointers(), nullptr)) {
+    error = llvm::toString(driver.error(what, rc));
+    return false;
+  }
+  return true;
+}
 
 /// What every launch checks first. cp.async moves 16 bytes: every row must
 /// start 16-byte aligned, so base pointers and row/head strides must be too;
@@ -423,20 +449,11 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
                     a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
                     a.oStrideN, a.oStrideH})
     params.i32(v);
-  params.f32(a.smScale > 0 ? a.smScale
-                           : static_cast<float>(cfg.effectiveSmScale()));
+  params.f32(smScaleOf(cfg, a.smScale));
   int64_t tiles = (a.maxQoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
-  if (CUresult rc = driver->cuLaunchKernel(
-          fn->function, static_cast<unsigned>(tiles),
-          static_cast<unsigned>(cfg.numQOHeads),
-          static_cast<unsigned>(a.batch),
-          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
-          static_cast<unsigned>(cfg.sharedMemoryBytes()),
-          static_cast<CUstream>(a.stream), params.pointers(), nullptr)) {
-    error = llvm::toString(driver->error("cuLaunchKernel", rc));
-    return false;
-  }
-  return true;
+  return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, a.batch},
+                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(),
+                    a.stream, params, "cuLaunchKernel", error);
 }
 
 bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
@@ -507,19 +524,12 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
                     a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
                     a.oStrideB, a.oStrideH, kvChunk, numSplits})
     params.i32(v);
-  params.f32(a.smScale > 0 ? a.smScale
-                           : static_cast<float>(cfg.effectiveSmScale()));
-  CUstream stream = static_cast<CUstream>(a.stream);
-  if (CUresult rc = driver->cuLaunchKernel(
-          fn->function, static_cast<unsigned>(cfg.numKVHeads),
-          static_cast<unsigned>(numSplits),
-          static_cast<unsigned>(a.batch),
-          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
-          static_cast<unsigned>(cfg.sharedMemoryBytes()), stream,
-          params.pointers(), nullptr)) {
-    error = llvm::toString(driver->error("cuLaunchKernel", rc));
+  params.f32(smScaleOf(cfg, a.smScale));
+  if (!launchGrid(*driver, fn->function,
+                  {cfg.numKVHeads, numSplits, a.batch},
+                  cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(), a.stream,
+                  params, "cuLaunchKernel", error))
     return false;
-  }
   if (numSplits == 1)
     return true;
   KernelParams merge;
@@ -528,14 +538,9 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
   for (int64_t v : {numSplits, a.batch * cfg.numQOHeads, a.oStrideB,
                     a.oStrideH})
     merge.i32(v);
-  if (CUresult rc = driver->cuLaunchKernel(
-          fn->merge, static_cast<unsigned>(a.batch * cfg.numQOHeads), 1, 1,
-          static_cast<unsigned>(cfg.headDimVO), 1, 1, 0, stream,
-          merge.pointers(), nullptr)) {
-    error = llvm::toString(driver->error("cuLaunchKernel(merge)", rc));
-    return false;
-  }
-  return true;
+  return launchGrid(*driver, fn->merge, {a.batch * cfg.numQOHeads, 1, 1},
+                    cfg.headDimVO, 0, a.stream, merge,
+                    "cuLaunchKernel(merge)", error);
 }
 
 bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
@@ -581,19 +586,11 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
                     a.kStrideH, a.vStrideN, a.vStrideH, a.oStrideN,
                     a.oStrideH})
     params.i32(v);
-  params.f32(a.smScale > 0 ? a.smScale
-                           : static_cast<float>(cfg.effectiveSmScale()));
-  unsigned gridX = static_cast<unsigned>(
-      (a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ);
-  if (CUresult rc = driver->cuLaunchKernel(
-          fn->function, gridX, static_cast<unsigned>(cfg.numQOHeads), 1,
-          static_cast<unsigned>(cfg.tuning.numWarps * 32), 1, 1,
-          static_cast<unsigned>(cfg.sharedMemoryBytes()),
-          static_cast<CUstream>(a.stream), params.pointers(), nullptr)) {
-    error = llvm::toString(driver->error("cuLaunchKernel", rc));
-    return false;
-  }
-  return true;
+  params.f32(smScaleOf(cfg, a.smScale));
+  int64_t tiles = (a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
+  return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, 1},
+                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(),
+                    a.stream, params, "cuLaunchKernel", error);
 }
 
 std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,

@@ -11,9 +11,36 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <type_traits>
+
 namespace py = pybind11;
 
 namespace {
+
+/// Runs `call(error)` without the GIL; its error becomes a Python
+/// RuntimeError with the same text.
+template <typename Call> void runReleased(Call &&call) {
+  std::string error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = call(error);
+  }
+  if (!ok)
+    throw std::runtime_error(error);
+}
+
+/// Stores `values[i]` through `slots[i]`, converting each.
+template <typename T, typename V>
+void assignAll(std::initializer_list<T *> slots, const std::vector<V> &values) {
+  size_t i = 0;
+  for (T *slot : slots) {
+    if constexpr (std::is_pointer_v<T>)
+      *slot = reinterpret_cast<T>(values[i++]);
+    else
+      *slot = static_cast<T>(values[i++]);
+  }
+}
 
 std::string stageText(const fijit::AttentionKernel &k,
                       const std::string &stage) {
@@ -42,20 +69,12 @@ void launch(const fijit::AttentionKernel &k, uintptr_t q, uintptr_t kk,
   a.lse = reinterpret_cast<void *>(lse);
   a.qoLen = qoLen;
   a.kvLen = kvLen;
-  a.qStrideN = strides[0], a.qStrideH = strides[1];
-  a.kStrideN = strides[2], a.kStrideH = strides[3];
-  a.vStrideN = strides[4], a.vStrideH = strides[5];
-  a.oStrideN = strides[6], a.oStrideH = strides[7];
+  assignAll<int64_t>({&a.qStrideN, &a.qStrideH, &a.kStrideN, &a.kStrideH,
+                      &a.vStrideN, &a.vStrideH, &a.oStrideN, &a.oStrideH},
+                     strides);
   a.smScale = smScale;
   a.stream = reinterpret_cast<void *>(stream);
-  std::string error;
-  bool ok;
-  {
-    py::gil_scoped_release release;
-    ok = k.launch(a, error);
-  }
-  if (!ok)
-    throw std::runtime_error(error);
+  runReleased([&](std::string &error) { return k.launch(a, error); });
 }
 
 void launchDecode(const fijit::AttentionKernel &k,
@@ -67,15 +86,13 @@ void launchDecode(const fijit::AttentionKernel &k,
     throw py::value_error("launch_decode needs 8 pointers (q, k, v, o, lse, "
                           "indptr, indices, last_page_len) and 10 strides");
   fijit::DecodeLaunchArgs a;
-  void **slots[] = {&a.q,   &a.k,        &a.v,         &a.o,
-                    &a.lse, &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen};
-  for (size_t i = 0; i < 8; ++i)
-    *slots[i] = reinterpret_cast<void *>(ptrs[i]);
-  int64_t *fields[] = {&a.qStrideB, &a.qStrideH, &a.kStrideP, &a.kStrideN,
-                       &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
-                       &a.oStrideB, &a.oStrideH};
-  for (size_t i = 0; i < 10; ++i)
-    *fields[i] = strides[i];
+  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.kvIndptr,
+                     &a.kvIndices, &a.kvLastPageLen},
+                    ptrs);
+  assignAll<int64_t>({&a.qStrideB, &a.qStrideH, &a.kStrideP, &a.kStrideN,
+                      &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
+                      &a.oStrideB, &a.oStrideH},
+                     strides);
   a.batch = batch;
   a.kvLen = kvLen;
   a.kvChunk = kvChunk;
@@ -83,14 +100,7 @@ void launchDecode(const fijit::AttentionKernel &k,
   a.workspaceBytes = workspaceBytes;
   a.smScale = smScale;
   a.stream = reinterpret_cast<void *>(stream);
-  std::string error;
-  bool ok;
-  {
-    py::gil_scoped_release release;
-    ok = k.launchDecode(a, error);
-  }
-  if (!ok)
-    throw std::runtime_error(error);
+  runReleased([&](std::string &error) { return k.launchDecode(a, error); });
 }
 
 void launchBatchPrefill(const fijit::AttentionKernel &k,
@@ -102,28 +112,18 @@ void launchBatchPrefill(const fijit::AttentionKernel &k,
                           "o, lse, qo_indptr, kv_indptr, kv_indices, "
                           "kv_last_page_len) and 10 strides");
   fijit::BatchPrefillLaunchArgs a;
-  void **slots[] = {&a.q,        &a.k,        &a.v,
-                    &a.o,        &a.lse,      &a.qoIndptr,
-                    &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen};
-  for (size_t i = 0; i < 9; ++i)
-    *slots[i] = reinterpret_cast<void *>(ptrs[i]);
-  int64_t *fields[] = {&a.qStrideN, &a.qStrideH, &a.kStrideP, &a.kStrideN,
-                       &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
-                       &a.oStrideN, &a.oStrideH};
-  for (size_t i = 0; i < 10; ++i)
-    *fields[i] = strides[i];
+  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.qoIndptr,
+                     &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen},
+                    ptrs);
+  assignAll<int64_t>({&a.qStrideN, &a.qStrideH, &a.kStrideP, &a.kStrideN,
+                      &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
+                      &a.oStrideN, &a.oStrideH},
+                     strides);
   a.batch = batch;
   a.maxQoLen = maxQoLen;
   a.smScale = smScale;
   a.stream = reinterpret_cast<void *>(stream);
-  std::string error;
-  bool ok;
-  {
-    py::gil_scoped_release release;
-    ok = k.launchBatchPrefill(a, error);
-  }
-  if (!ok)
-    throw std::runtime_error(error);
+  runReleased([&](std::string &error) { return k.launchBatchPrefill(a, error); });
 }
 
 } // namespace

@@ -18,6 +18,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "python"))
+from attention_reference import reference  # noqa: E402
+
 _cuda = ctypes.CDLL("libcuda.so.1")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
@@ -84,31 +88,6 @@ class PtxKernel:
             self.func, (qo_len + tile_q - 1) // tile_q, hq, 1,
             self.launch["threads"], 1, 1, self.launch["shared_memory_bytes"],
             ctypes.c_void_p(stream), params, None), "cuLaunchKernel")
-
-
-def reference(q, k, v, causal, sm_scale, window_left, soft_cap, kv_layout):
-    qf, kf, vf = q.float(), k.float(), v.float()
-    if kv_layout == "HND":
-        kf, vf = kf.transpose(0, 1), vf.transpose(0, 1)
-    group = q.shape[1] // kf.shape[1]
-    kf = kf.repeat_interleave(group, dim=1)
-    vf = vf.repeat_interleave(group, dim=1)
-    s = torch.einsum("qhd,khd->hqk", qf, kf) * sm_scale
-    if soft_cap > 0:
-        s = soft_cap * torch.tanh(s / soft_cap)
-    qo_len, kv_len = q.shape[0], kf.shape[0]
-    qi = torch.arange(qo_len, device=q.device)[:, None]
-    ki = torch.arange(kv_len, device=q.device)[None, :]
-    visible = torch.ones(qo_len, kv_len, dtype=torch.bool, device=q.device)
-    if causal:
-        visible &= ki <= qi + (kv_len - qo_len)
-    if window_left >= 0:
-        visible &= ki >= qi + (kv_len - qo_len) - window_left
-    s = s.masked_fill(~visible, float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)  # [h, q]
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
-    out = torch.einsum("hqk,khd->qhd", p, vf)
-    return out, (lse / math.log(2)).transpose(0, 1)
 
 
 def make_inputs(cfg, qo_len, kv_len, dtype):

@@ -4,7 +4,6 @@ Fresh random inputs for every case (never zeros), outputs poisoned with NaN
 before each launch, lengths that are not multiples of the tiles. Marked
 `gpu`: skipped with a reason where there is no CUDA device or no torch.
 """
-import math
 import os
 import subprocess
 import sys
@@ -13,41 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fijit  # noqa: E402
+from attention_reference import reference, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
 DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16}
 LENGTHS = [(1, 1), (17, 33), (100, 227), (227, 100), (333, 1000), (64, 128)]
-
-
-def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
-              soft_cap=0.0, kv_layout="NHD"):
-    qf, kf, vf = q.float(), k.float(), v.float()
-    if kv_layout == "HND":
-        kf, vf = kf.transpose(0, 1), vf.transpose(0, 1)
-    group = q.shape[1] // kf.shape[1]
-    kf = kf.repeat_interleave(group, dim=1)
-    vf = vf.repeat_interleave(group, dim=1)
-    scale = sm_scale or 1.0 / math.sqrt(q.shape[-1])
-    s = torch.einsum("qhd,khd->hqk", qf, kf) * scale
-    if soft_cap > 0:
-        s = soft_cap * torch.tanh(s / soft_cap)
-    qo_len, kv_len = q.shape[0], kf.shape[0]
-    qi = torch.arange(qo_len, device=q.device)[:, None]
-    ki = torch.arange(kv_len, device=q.device)[None, :]
-    visible = torch.ones(qo_len, kv_len, dtype=torch.bool, device=q.device)
-    if causal:
-        visible &= ki <= qi + (kv_len - qo_len)
-    if window_left >= 0:
-        visible &= ki >= qi + (kv_len - qo_len) - window_left
-    s = s.masked_fill(~visible, float("-inf"))
-    lse = (torch.logsumexp(s, dim=-1) / math.log(2)).transpose(0, 1)
-    out = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1).nan_to_num(0), vf)
-    return out, lse
-
-
-def rel_err(out, ref):
-    return ((out.float() - ref).norm() / ref.norm().clamp_min(1e-6)).item()
 
 
 def inputs(qo_len, kv_len, hq, hk, d, dtype, kv_layout="NHD"):

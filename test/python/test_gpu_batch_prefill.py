@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fijit  # noqa: E402
-from test_gpu import reference, rel_err  # noqa: E402
+from attention_reference import reference, rel_err  # noqa: E402
 from test_gpu_decode import random_paged  # noqa: E402
 
 pytestmark = pytest.mark.gpu

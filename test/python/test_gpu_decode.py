@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fijit  # noqa: E402
+from attention_reference import rel_err  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -19,10 +20,6 @@ def reference(q, k, v, sm_scale=None):
     s = torch.einsum("hd,khd->hk", q.float(), kf) * scale
     out = torch.einsum("hk,khd->hd", torch.softmax(s, -1), vf)
     return out, torch.logsumexp(s, -1) / math.log(2)
-
-
-def rel_err(out, ref):
-    return ((out.float() - ref).norm() / ref.norm().clamp_min(1e-6)).item()
 
 
 @pytest.mark.parametrize("head_dim", [64, 128, 256])

@@ -97,6 +97,9 @@ private:
   bool ensureDirs();
   std::string entryPath(llvm::StringRef name) const;
   uint64_t evict(uint64_t bound);
+  /// Deletes the version folders under the root (all, or all but this
+  /// build's); returns how many entry files they held. Caller holds mutex.
+  uint64_t removeVersions(bool keepCurrent);
 
   std::string rootDir, dir;
   uint64_t limit;
