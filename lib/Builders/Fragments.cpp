@@ -22,6 +22,30 @@ Value cF32(ImplicitLocOpBuilder &b, double v) {
                                         llvm::APFloat(static_cast<float>(v)));
 }
 
+SmallVector<Value> SmemTile::chunkIndex(ImplicitLocOpBuilder &b,
+                                        ValueRange prefix, Value row,
+                                        Value rowPhase, int64_t colConst,
+                                        Value colLane) const {
+  SmallVector<Value> idx(prefix.begin(), prefix.end());
+  Value col;
+  if (!swizzled) {
+    col = arith::AddIOp::create(b, colLane, cIdx(b, colConst));
+  } else {
+    // (colConst % 64 + colLane) ^ (row % 8) * 8, then colConst's 64-group.
+    Value low = arith::XOrIOp::create(
+        b, arith::AddIOp::create(b, colLane, cIdx(b, colConst % 64)),
+        arith::ShLIOp::create(b, rowPhase, cIdx(b, 3)));
+    col = arith::AddIOp::create(b, low, cIdx(b, colConst - colConst % 64));
+  }
+  idx.append({row, col});
+  return idx;
+}
+
+/// row % 8 of every ldmatrix row address: row bases are multiples of 8.
+static Value ldmatrixRowPhase(ImplicitLocOpBuilder &b, Value lane) {
+  return arith::AndIOp::create(b, lane, cIdx(b, 7));
+}
+
 MmaEmitter::MmaEmitter(ImplicitLocOpBuilder &b, Type elementType)
     : b(b), elemTy(elementType), isBF16(elementType.isBF16()) {}
 
@@ -39,20 +63,18 @@ std::array<Value, 4> MmaEmitter::unpack(Value loaded) {
   return regs;
 }
 
-AFragment MmaEmitter::loadA(Value smem, ValueRange prefix, Value lane,
-                            Value row0, Value col0) {
+AFragment MmaEmitter::loadA(const SmemTile &smem, ValueRange prefix, Value lane,
+                            Value row0, int64_t col0) {
   // Lanes 0-15 address rows 0-15 at k 0, lanes 16-31 the same rows at k 8.
   Value row = arith::AddIOp::create(
       b, row0, arith::RemUIOp::create(b, lane, cIdx(b, 16)));
-  Value col = arith::AddIOp::create(
-      b, col0,
-      arith::MulIOp::create(b, arith::DivUIOp::create(b, lane, cIdx(b, 16)),
-                            cIdx(b, 8)));
-  SmallVector<Value> idx(prefix.begin(), prefix.end());
-  idx.append({row, col});
+  Value colLane = arith::MulIOp::create(
+      b, arith::DivUIOp::create(b, lane, cIdx(b, 16)), cIdx(b, 8));
   auto vecTy = VectorType::get({4, 2}, elemTy);
-  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem, idx,
-                                      /*transpose=*/false, /*numTiles=*/4);
+  Value v = nvgpu::LdMatrixOp::create(
+      b, vecTy, smem.buffer,
+      smem.chunkIndex(b, prefix, row, ldmatrixRowPhase(b, lane), col0, colLane),
+      /*transpose=*/false, /*numTiles=*/4);
   return unpack(v);
 }
 
@@ -72,34 +94,30 @@ static std::pair<Value, Value> x4LaneOffsets(ImplicitLocOpBuilder &b,
   return {row, col};
 }
 
-std::array<BFragment, 2> MmaEmitter::loadBPairNK(Value smem,
-                                                 ValueRange prefix,
-                                                 Value lane, Value n0,
-                                                 Value k0) {
+std::array<BFragment, 2> MmaEmitter::loadBPairNK(const SmemTile &smem,
+                                                 ValueRange prefix, Value lane,
+                                                 Value n0, int64_t k0) {
   // Matrices: (n lo, k lo), (n lo, k hi), (n hi, k lo), (n hi, k hi).
   auto [rowOff, colOff] = x4LaneOffsets(b, lane, /*rowsFromBit3=*/false);
-  SmallVector<Value> idx(prefix.begin(), prefix.end());
-  idx.append({arith::AddIOp::create(b, n0, rowOff),
-              arith::AddIOp::create(b, k0, colOff)});
+  auto idx = smem.chunkIndex(b, prefix, arith::AddIOp::create(b, n0, rowOff),
+                             ldmatrixRowPhase(b, lane), k0, colOff);
   auto vecTy = VectorType::get({4, 2}, elemTy);
-  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem, idx,
+  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem.buffer, idx,
                                       /*transpose=*/false, /*numTiles=*/4);
   auto r = unpack(v);
   return {BFragment{r[0], r[1]}, BFragment{r[2], r[3]}};
 }
 
-std::array<BFragment, 2> MmaEmitter::loadBPairKN(Value smem,
-                                                 ValueRange prefix,
-                                                 Value lane, Value k0,
-                                                 Value n0) {
+std::array<BFragment, 2> MmaEmitter::loadBPairKN(const SmemTile &smem,
+                                                 ValueRange prefix, Value lane,
+                                                 Value k0, int64_t n0) {
   // Transposed matrices: (k lo, n lo), (k hi, n lo), (k lo, n hi), (k hi,
   // n hi); .trans hands each lane two consecutive k of one n.
   auto [rowOff, colOff] = x4LaneOffsets(b, lane, /*rowsFromBit3=*/true);
-  SmallVector<Value> idx(prefix.begin(), prefix.end());
-  idx.append({arith::AddIOp::create(b, k0, rowOff),
-              arith::AddIOp::create(b, n0, colOff)});
+  auto idx = smem.chunkIndex(b, prefix, arith::AddIOp::create(b, k0, rowOff),
+                             ldmatrixRowPhase(b, lane), n0, colOff);
   auto vecTy = VectorType::get({4, 2}, elemTy);
-  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem, idx,
+  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem.buffer, idx,
                                       /*transpose=*/true, /*numTiles=*/4);
   auto r = unpack(v);
   return {BFragment{r[0], r[1]}, BFragment{r[2], r[3]}};
@@ -145,27 +163,47 @@ void emitTileCopy(ImplicitLocOpBuilder &b, const TileCopy &copy,
   int64_t chunksPerRow = copy.cols / kVec;
   int64_t total = copy.rows * chunksPerRow;
   auto tokenTy = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  // When every round starts a row, a thread keeps its chunk column and moves
+  // down by whole rows; with rounds of a multiple of 8 rows it also keeps its
+  // swizzle, so the rounds' destinations differ by constants.
+  bool wholeRows = numThreads % chunksPerRow == 0;
+  int64_t rowsPerRound = numThreads / chunksPerRow;
+  Value threadRow, threadCol, threadPhase;
+  if (wholeRows) {
+    threadRow = arith::DivUIOp::create(b, threadId, cIdx(b, chunksPerRow));
+    threadCol = arith::MulIOp::create(
+        b, arith::RemUIOp::create(b, threadId, cIdx(b, chunksPerRow)),
+        cIdx(b, kVec));
+    if (rowsPerRound % 8 == 0)
+      threadPhase = arith::AndIOp::create(b, threadRow, cIdx(b, 7));
+  }
   for (int64_t first = 0; first < total; first += numThreads) {
     auto emitOne = [&](ImplicitLocOpBuilder &ib) {
-      Value c = arith::AddIOp::create(ib, threadId, cIdx(ib, first));
-      Value r = arith::DivUIOp::create(ib, c, cIdx(ib, chunksPerRow));
-      Value col = arith::MulIOp::create(
-          ib, arith::RemUIOp::create(ib, c, cIdx(ib, chunksPerRow)),
-          cIdx(ib, kVec));
+      Value r, col;
+      if (wholeRows) {
+        r = arith::AddIOp::create(ib, threadRow,
+                                  cIdx(ib, first / chunksPerRow));
+        col = threadCol;
+      } else {
+        Value c = arith::AddIOp::create(ib, threadId, cIdx(ib, first));
+        r = arith::DivUIOp::create(ib, c, cIdx(ib, chunksPerRow));
+        col = arith::MulIOp::create(
+            ib, arith::RemUIOp::create(ib, c, cIdx(ib, chunksPerRow)),
+            cIdx(ib, kVec));
+      }
+      Value phase = threadPhase
+                        ? threadPhase
+                        : arith::AndIOp::create(ib, r, cIdx(ib, 7)).getResult();
       Value valid = arith::CmpIOp::create(ib, arith::CmpIPredicate::ult, r,
                                           copy.rowLimit);
       Value rSafe = arith::SelectOp::create(ib, valid, r, cIdx(ib, 0));
-      Value src =
-          arith::AddIOp::create(ib, copy.rowOffset(ib, rSafe), col);
+      Value src = arith::AddIOp::create(ib, copy.rowOffset(ib, rSafe), col);
       Value srcElems =
           arith::SelectOp::create(ib, valid, cIdx(ib, kVec), cIdx(ib, 0));
-      SmallVector<Value> dstIdx(copy.smemPrefix.begin(),
-                                copy.smemPrefix.end());
-      dstIdx.append({r, col});
-      nvgpu::DeviceAsyncCopyOp::create(ib, tokenTy, copy.smem, dstIdx,
-                                       copy.global, ValueRange{src},
-                                       ib.getIndexAttr(kVec), srcElems,
-                                       ib.getUnitAttr());
+      auto dstIdx = copy.smem.chunkIndex(ib, copy.smemPrefix, r, phase, 0, col);
+      nvgpu::DeviceAsyncCopyOp::create(
+          ib, tokenTy, copy.smem.buffer, dstIdx, copy.global, ValueRange{src},
+          ib.getIndexAttr(kVec), srcElems, ib.getUnitAttr());
     };
     if (first + numThreads <= total) {
       emitOne(b);

@@ -14,11 +14,6 @@ using namespace mlir;
 
 namespace fijit {
 
-/// Rows in shared memory are padded by this many elements so that the eight
-/// 16-byte rows an ldmatrix phase reads fall into distinct banks. The same
-/// padding is assumed by AttentionConfig::sharedMemoryBytes.
-static constexpr int64_t kRowPad = 8;
-
 Type elementType(Builder &b, DType t) {
   switch (t) {
   case DType::F16:
@@ -197,7 +192,7 @@ private:
 
   Value tid, lane, warp;
   std::array<Value, 2> maskRows;
-  Value sQ, sK, sV;
+  SmemTile sQ, sK, sV;
   Value dynSmem;
   int64_t ringOffset = 0; ///< bytes of the Q tile before the K/V ring
 
@@ -226,22 +221,24 @@ void TileEngine::allocateSharedMemory() {
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
   Value dyn = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), layout, wg));
-  int64_t qBytes = t.tileQ * (dQK + kRowPad) * byteWidth(cfg.dtypeQ);
+  // Row lengths and layouts as AttentionConfig::sharedMemoryBytes assumes.
+  int64_t rowQK = smemRowElements(dQK), rowVO = smemRowElements(dVO);
+  int64_t qBytes = t.tileQ * rowQK * byteWidth(cfg.dtypeQ);
   dynSmem = dyn;
   ringOffset = qBytes;
-  int64_t kBytes =
-      t.stages * t.tileKV * (dQK + kRowPad) * byteWidth(cfg.dtypeKV);
-  sQ = memref::ViewOp::create(
-      b, MemRefType::get({t.tileQ, dQK + kRowPad}, qTy, layout, wg), dyn,
-      cIdx(b, 0), ValueRange{});
-  sK = memref::ViewOp::create(
-      b,
-      MemRefType::get({t.stages, t.tileKV, dQK + kRowPad}, kvTy, layout, wg),
-      dyn, cIdx(b, qBytes), ValueRange{});
-  sV = memref::ViewOp::create(
-      b,
-      MemRefType::get({t.stages, t.tileKV, dVO + kRowPad}, kvTy, layout, wg),
-      dyn, cIdx(b, qBytes + kBytes), ValueRange{});
+  int64_t kBytes = t.stages * t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
+  sQ = {memref::ViewOp::create(
+            b, MemRefType::get({t.tileQ, rowQK}, qTy, layout, wg), dyn,
+            cIdx(b, 0), ValueRange{}),
+        smemRowsSwizzled(dQK)};
+  sK = {memref::ViewOp::create(
+            b, MemRefType::get({t.stages, t.tileKV, rowQK}, kvTy, layout, wg),
+            dyn, cIdx(b, qBytes), ValueRange{}),
+        smemRowsSwizzled(dQK)};
+  sV = {memref::ViewOp::create(
+            b, MemRefType::get({t.stages, t.tileKV, rowVO}, kvTy, layout, wg),
+            dyn, cIdx(b, qBytes + kBytes), ValueRange{}),
+        smemRowsSwizzled(dVO)};
 }
 
 void TileEngine::loadKVTile(Value tile, Value slot) {
@@ -250,8 +247,8 @@ void TileEngine::loadKVTile(Value tile, Value slot) {
       b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, tileKV)));
   Value rowsLeft = arith::SubIOp::create(b, p.kvEnd, kvStart);
   auto copyOf = [&](Value global, const RowOffsetFn &rowOffset,
-                    const TileBaseFn &tileBase, Value rowStride, Value smem,
-                    int64_t dim) {
+                    const TileBaseFn &tileBase, Value rowStride,
+                    const SmemTile &smem, int64_t dim) {
     TileCopy c;
     c.global = global;
     Value base = tileBase ? tileBase(b, kvStart) : Value();
@@ -279,8 +276,7 @@ SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
   SmallVector<AccFragment> s(keysPerWarp / 8, mmaQK.zeroAcc());
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
     for (int64_t np = 0; np < keysPerWarp / 16; ++np) {
-      auto bPair = mmaQK.loadBPairNK(sK, slot, lane, atKey(np * 16),
-                                     cIdx(b, kk * 16));
+      auto bPair = mmaQK.loadBPairNK(sK, slot, lane, atKey(np * 16), kk * 16);
       s[2 * np] = mmaQK.mma(qA[kk], bPair[0], s[2 * np]);
       s[2 * np + 1] = mmaQK.mma(qA[kk], bPair[1], s[2 * np + 1]);
     }
@@ -319,8 +315,7 @@ void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
   for (int64_t kk = 0; kk < keysPerWarp / 16; ++kk) {
     AFragment pA = mmaPV.accToA(probs[2 * kk], probs[2 * kk + 1]);
     for (int64_t np = 0; np < cfg.headDimVO / 16; ++np) {
-      auto bPair = mmaPV.loadBPairKN(sV, slot, lane, atKey(kk * 16),
-                                     cIdx(b, np * 16));
+      auto bPair = mmaPV.loadBPairKN(sV, slot, lane, atKey(kk * 16), np * 16);
       out[2 * np] = mmaPV.mma(pA, bPair[0], out[2 * np]);
       out[2 * np + 1] = mmaPV.mma(pA, bPair[1], out[2 * np + 1]);
     }
@@ -393,7 +388,7 @@ TileResult TileEngine::emit() {
                     : arith::MulIOp::create(b, rowWarp, cIdx(b, 16));
   SmallVector<AFragment> qA;
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
-    qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, cIdx(b, kk * 16)));
+    qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, kk * 16));
 
   // Loop state: output accumulators, then row max and row sum of both rows.
   int64_t numOut = cfg.headDimVO / 8;
@@ -488,10 +483,10 @@ void TileEngine::mergeKeyWarps(TileResult &result) {
   int64_t slots = (keyWarps - 1) * rowWarps;
   // It always fits: the ring holds stages >= 2 slots of tile_kv >= 16 *
   // keyWarps rows of K and V, and rowWarps * keyWarps <= num_warps <= 8.
-  assert(slots * numVals * 32 * 4 <=
-             cfg.tuning.stages * cfg.tuning.tileKV *
-                 (cfg.headDimQK + cfg.headDimVO + 2 * kRowPad) *
-                 byteWidth(cfg.dtypeKV) &&
+  assert(slots * numVals * 32 * 4 <= cfg.tuning.stages * cfg.tuning.tileKV *
+                                         (smemRowElements(cfg.headDimQK) +
+                                          smemRowElements(cfg.headDimVO)) *
+                                         byteWidth(cfg.dtypeKV) &&
          "key-warp exchange larger than the K/V ring");
   auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
                                        gpu::AddressSpace::Workgroup);

@@ -412,11 +412,15 @@ bool isValidTile(int64_t tile) {
   return tile == 0 || (tile >= 16 && tile <= 256 && tile % 16 == 0);
 }
 
-/// Elements of padding per shared-memory row, so that the eight 16-byte rows
-/// one ldmatrix reads fall into distinct banks.
-constexpr int64_t kSmemRowPadding = 8;
-
 } // namespace
+
+bool fijit::smemRowsSwizzled(int64_t headDim) { return headDim % 64 == 0; }
+
+int64_t fijit::smemRowElements(int64_t headDim) {
+  // Padding by one 16-byte chunk shifts each row by four banks, so the
+  // eight rows of an ldmatrix phase land in distinct banks.
+  return smemRowsSwizzled(headDim) ? headDim : headDim + 8;
+}
 
 //===----------------------------------------------------------------------===//
 // AttentionConfig
@@ -468,10 +472,9 @@ AttentionConfig AttentionConfig::resolved() const {
 int64_t AttentionConfig::sharedMemoryBytes() const {
   // resolved() only fills zero knobs, so this is a no-op on a resolved config.
   TuningKnobs t = resolved().tuning;
-  int64_t qBytes =
-      t.tileQ * (headDimQK + kSmemRowPadding) * byteWidth(dtypeQ);
+  int64_t qBytes = t.tileQ * smemRowElements(headDimQK) * byteWidth(dtypeQ);
   int64_t kvRowElements =
-      (headDimQK + kSmemRowPadding) + (headDimVO + kSmemRowPadding);
+      smemRowElements(headDimQK) + smemRowElements(headDimVO);
   int64_t kvBytes = t.stages * t.tileKV * kvRowElements * byteWidth(dtypeKV);
   return qBytes + kvBytes;
 }

@@ -10,7 +10,7 @@
 // CHECK-NEXT: gpu.module @existing {
 // CHECK-NEXT: gpu.func @helper()
 // CHECK: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=64,head_dim_vo=64,num_qo_heads=32,num_kv_heads=8,{{.*}},mask=causal,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=3"}
-// CHECK-NEXT: gpu.func @fijit_single_prefill({{.*}}) kernel attributes {fijit.shared_memory_bytes = 64512 : i64, known_block_size = array<i32: 128, 1, 1>{{.*}}}
+// CHECK-NEXT: gpu.func @fijit_single_prefill({{.*}}) kernel attributes {fijit.shared_memory_bytes = 57344 : i64, known_block_size = array<i32: 128, 1, 1>{{.*}}}
 // CHECK: arith.divui %block_id_y, %{{.*}} : index
 // Causal: a row's visible columns end at min(kv_len, its diagonal + 1).
 // CHECK: scf.for
@@ -19,7 +19,7 @@
 
 // No option: the default config (head_dim 128, 2 stages of 64-key tiles).
 // DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=2"}
-// DEFAULT: memref<64x136xbf16, #gpu.address_space<workgroup>>
+// DEFAULT: memref<64x128xbf16, #gpu.address_space<workgroup>>
 // DEFAULT: scf.for
 // DEFAULT-NOT: arith.minsi
 

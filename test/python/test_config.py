@@ -222,7 +222,7 @@ BAD = [
     (dict(kind="single_decode", mask="causal"),
      "invalid mask=causal: decode kinds take mask=none"),
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
-     "invalid tiling tile_q=64,tile_kv=64,stages=4: needs 304128 bytes of "
+     "invalid tiling tile_q=64,tile_kv=64,stages=4: needs 294912 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
 ]
 

@@ -1,7 +1,7 @@
 //===- Fragments.h - Tiles and mma.sync fragments ---------------*- C++ -*-===//
 //
 // Helpers that emit the data movement and tensor-core steps shared by every
-// kernel family: cp.async tile copies into padded shared memory, ldmatrix
+// kernel family: cp.async tile copies into shared memory, ldmatrix
 // fragment loads, mma.sync m16n8k16 with f32 accumulators, and the register
 // shuffles between accumulator and operand layouts.
 //
@@ -31,27 +31,48 @@ using AFragment = std::array<mlir::Value, 4>;
 /// B operand of one k16n8 step: two packed 16-bit pairs.
 using BFragment = std::array<mlir::Value, 2>;
 
+/// A tile in shared memory, `buffer[prefix..., row, col]`, addressed in
+/// 16-byte chunks of eight elements. With `swizzled` rows are unpadded and
+/// chunk c of row r is stored at chunk c ^ (r % 8) (see smemRowsSwizzled in
+/// Config/AttentionConfig.h); otherwise rows are padded and stored as is.
+struct SmemTile {
+  mlir::Value buffer;
+  bool swizzled = false;
+
+  /// Indices of the chunk that starts at column `colConst + colLane` of
+  /// `row`, where `rowPhase` = row % 8 (callers pass the cheapest form),
+  /// `colConst` is a multiple of 8 and `colLane` a multiple of 8 that stays
+  /// below the next multiple of 64 (or colConst is one). The XOR then only
+  /// touches colLane's 64-element group, so chunks that differ by a
+  /// constant keep addresses that differ by a constant (immediate offsets).
+  llvm::SmallVector<mlir::Value>
+  chunkIndex(mlir::ImplicitLocOpBuilder &b, mlir::ValueRange prefix,
+             mlir::Value row, mlir::Value rowPhase, int64_t colConst,
+             mlir::Value colLane) const;
+};
+
 /// Emits tensor-core fragment code for one 16-bit element type (f16, bf16).
 class MmaEmitter {
 public:
   MmaEmitter(mlir::ImplicitLocOpBuilder &b, mlir::Type elementType);
 
   /// ldmatrix.x4 of a 16x16 A tile whose top-left corner is (row0, col0) of a
-  /// shared-memory tile `smem[prefix..., row, col]`.
-  AFragment loadA(mlir::Value smem, mlir::ValueRange prefix, mlir::Value lane,
-                  mlir::Value row0, mlir::Value col0);
+  /// shared-memory tile `smem[prefix..., row, col]`. Row bases of every
+  /// ldmatrix here are multiples of 8 and column bases constants.
+  AFragment loadA(const SmemTile &smem, mlir::ValueRange prefix,
+                  mlir::Value lane, mlir::Value row0, int64_t col0);
   /// ldmatrix.x4 of B operands for two adjacent n8 tiles from a row-major
   /// [n, k] tile (K of attention): rows n0..n0+15, cols k0..k0+15.
-  std::array<BFragment, 2> loadBPairNK(mlir::Value smem,
+  std::array<BFragment, 2> loadBPairNK(const SmemTile &smem,
                                        mlir::ValueRange prefix,
                                        mlir::Value lane, mlir::Value n0,
-                                       mlir::Value k0);
+                                       int64_t k0);
   /// ldmatrix.x4.trans of B operands for two adjacent n8 tiles from a
   /// row-major [k, n] tile (V of attention): rows k0..k0+15, cols n0..n0+15.
-  std::array<BFragment, 2> loadBPairKN(mlir::Value smem,
+  std::array<BFragment, 2> loadBPairKN(const SmemTile &smem,
                                        mlir::ValueRange prefix,
                                        mlir::Value lane, mlir::Value k0,
-                                       mlir::Value n0);
+                                       int64_t n0);
 
   /// acc += a * b on one m16n8k16 tile.
   AccFragment mma(const AFragment &a, const BFragment &bFrag,
@@ -78,7 +99,7 @@ private:
 };
 
 /// Emits cp.async copies of a [rows x cols] tile from a flat global memref
-/// into a padded shared-memory tile, 16 bytes per copy, spread over
+/// into a shared-memory tile, 16 bytes per copy, spread over
 /// `numThreads` threads. Rows at or past `rowLimit` are zero-filled (their
 /// source address is that of row 0, which is never read).
 struct TileCopy {
@@ -87,7 +108,7 @@ struct TileCopy {
   std::function<mlir::Value(mlir::ImplicitLocOpBuilder &, mlir::Value)>
       rowOffset;
   mlir::Value rowLimit; ///< first invalid row (index)
-  mlir::Value smem;       ///< shared memref [prefix..., rows, cols + pad]
+  SmemTile smem;        ///< [prefix..., rows, cols (+ padding)]
   llvm::SmallVector<mlir::Value, 1> smemPrefix;
   int64_t rows = 0;
   int64_t cols = 0;

@@ -47,6 +47,18 @@ struct TuningKnobs {
   int64_t stages = 0;   ///< cp.async pipeline depth (>= 2)
 };
 
+/// Whether a [rows, head_dim] tile of 16-bit elements is stored in shared
+/// memory with unpadded rows and its 16-byte chunks XOR-swizzled (chunk c of
+/// row r at c ^ (r % 8)): rows of whole 128-byte groups (head_dim 64, 128,
+/// 192, 256). Every cp.async then fills whole 128-byte bank lines, so no
+/// global sector is fetched twice, and the eight rows one ldmatrix phase
+/// reads still fall into distinct banks. Other rows (head_dim 96) are padded
+/// by eight elements instead.
+bool smemRowsSwizzled(int64_t headDim);
+
+/// Elements per shared-memory row of such a tile (see smemRowsSwizzled).
+int64_t smemRowElements(int64_t headDim);
+
 struct AttentionConfig {
   KernelKind kind = KernelKind::SinglePrefill;
   int64_t headDimQK = 128;
