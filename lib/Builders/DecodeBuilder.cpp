@@ -162,8 +162,11 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 /// Combines per-split outputs: o = sum_s 2^(lse_s - m) o_s / sum_s
 /// 2^(lse_s - m) with m = max_s lse_s; lse = m + log2(sum). Splits that saw
-/// no key carry lse = -inf and weigh nothing.
+/// no key carry lse = -inf and weigh nothing. One online pass (running max,
+/// rescaled sums) over the splits, `kMergeUnroll` at a time: their loads
+/// are independent, so each step waits for memory once, not once per load.
 void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
+  constexpr int64_t kMergeUnroll = 4;
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   SmallVector<Type> argTypes;
   for (Type t : {f32, f32, elementType(b, cfg.dtypeO), f32})
@@ -181,53 +184,58 @@ void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
   Value row = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value col = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value dim = cIdx(b, cfg.headDimVO);
-  auto lseAt = [&](Value s) {
-    return memref::LoadOp::create(
-        b, partialLse,
-        ValueRange{arith::AddIOp::create(b, arith::MulIOp::create(b, s, rows),
-                                         row)});
-  };
 
-  auto maxLoop = scf::ForOp::create(b, cIdx(b, 0), numSplits, cIdx(b, 1),
-                                    ValueRange{negInf(b)});
+  // State: running max m, sum of weights w and weighted sum acc, all
+  // relative to m.
+  auto loop =
+      scf::ForOp::create(b, cIdx(b, 0), numSplits, cIdx(b, kMergeUnroll),
+                         ValueRange{negInf(b), cF32(b, 0.0), cF32(b, 0.0)});
   {
     OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(maxLoop.getBody());
-    Value m = arith::MaxNumFOp::create(b, maxLoop.getRegionIterArgs()[0],
-                                       lseAt(maxLoop.getInductionVar()));
-    scf::YieldOp::create(b, m);
+    b.setInsertionPointToStart(loop.getBody());
+    Value first = loop.getInductionVar();
+    SmallVector<std::pair<Value, Value>> parts; // (lse, o) per split
+    for (int64_t i = 0; i < kMergeUnroll; ++i) {
+      Value s = arith::AddIOp::create(b, first, cIdx(b, i));
+      Value valid =
+          arith::CmpIOp::create(b, arith::CmpIPredicate::ult, s, numSplits);
+      // Past the last split: read split 0 and give it no weight.
+      Value sSafe = arith::SelectOp::create(b, valid, s, cIdx(b, 0));
+      Value slot =
+          arith::AddIOp::create(b, arith::MulIOp::create(b, sSafe, rows), row);
+      Value l = memref::LoadOp::create(b, partialLse, ValueRange{slot});
+      Value x = memref::LoadOp::create(
+          b, partialO,
+          ValueRange{arith::AddIOp::create(
+              b, arith::MulIOp::create(b, slot, dim), col)});
+      parts.push_back({arith::SelectOp::create(b, valid, l, negInf(b)), x});
+    }
+    auto iter = loop.getRegionIterArgs();
+    Value m = iter[0], w = iter[1], acc = iter[2];
+    for (auto [l, x] : parts) {
+      Value mNew = arith::MaxNumFOp::create(b, m, l);
+      // While every split so far is empty, mNew = -inf: use 0 so that the
+      // weights below are 2^-inf = 0 rather than NaN.
+      Value base = arith::SelectOp::create(
+          b,
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, negInf(b)),
+          cF32(b, 0.0), mNew);
+      Value rescale =
+          math::Exp2Op::create(b, arith::SubFOp::create(b, m, base));
+      Value weight = math::Exp2Op::create(b, arith::SubFOp::create(b, l, base));
+      w = arith::AddFOp::create(b, arith::MulFOp::create(b, w, rescale),
+                                weight);
+      acc = arith::AddFOp::create(b, arith::MulFOp::create(b, acc, rescale),
+                                  arith::MulFOp::create(b, weight, x));
+      m = mNew;
+    }
+    scf::YieldOp::create(b, ValueRange{m, w, acc});
   }
-  Value m = maxLoop.getResult(0);
-  Value isEmpty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, m,
-                                        negInf(b));
-  Value safeM = arith::SelectOp::create(b, isEmpty, cF32(b, 0.0), m);
-  auto sumLoop = scf::ForOp::create(b, cIdx(b, 0), numSplits, cIdx(b, 1),
-                                    ValueRange{cF32(b, 0.0), cF32(b, 0.0)});
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(sumLoop.getBody());
-    Value s = sumLoop.getInductionVar();
-    Value w = math::Exp2Op::create(b,
-                                   arith::SubFOp::create(b, lseAt(s), safeM));
-    Value idx = arith::AddIOp::create(
-        b,
-        arith::MulIOp::create(
-            b, arith::AddIOp::create(b, arith::MulIOp::create(b, s, rows),
-                                     row),
-            dim),
-        col);
-    Value x = memref::LoadOp::create(b, partialO, ValueRange{idx});
-    auto iter = sumLoop.getRegionIterArgs();
-    scf::YieldOp::create(
-        b, ValueRange{arith::AddFOp::create(b, iter[0], w),
-                      arith::AddFOp::create(
-                          b, iter[1], arith::MulFOp::create(b, w, x))});
-  }
-  Value total = sumLoop.getResult(0);
+  Value m = loop.getResult(0), total = loop.getResult(1);
   Value seen =
       arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, total, cF32(b, 0));
   Value value = arith::SelectOp::create(
-      b, seen, arith::DivFOp::create(b, sumLoop.getResult(1), total),
+      b, seen, arith::DivFOp::create(b, loop.getResult(2), total),
       cF32(b, 0.0));
   Value numHeads = cIdx(b, cfg.numQOHeads);
   Value oIdx = arith::AddIOp::create(
