@@ -136,12 +136,9 @@ void storeQueryRows(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
                         const AttentionConfig &cfg) {
   int64_t smem = cfg.sharedMemoryBytes();
-  // Shared memory per SM (CTA reservations included) bounds the CTAs that
-  // can be resident; 64K registers are split among them.
-  int64_t smemPerSM = cfg.target == Target::SM90a  ? 233472
-                      : cfg.target == Target::SM80 ? 167936
-                                                   : 102400;
-  int64_t ctas = std::max<int64_t>(1, smemPerSM / (smem + 1024));
+  // Shared memory per SM bounds the CTAs that can be resident; 64K
+  // registers are split among them.
+  int64_t ctas = cfg.residentCTAsPerSM();
   int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
   // Prefill is compute-bound: never go below what stays live across the KV
   // loop (O accumulators, Q fragments, S and P of one tile, addresses and

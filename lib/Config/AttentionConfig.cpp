@@ -479,6 +479,13 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
   return qBytes + kvBytes;
 }
 
+int64_t AttentionConfig::residentCTAsPerSM() const {
+  int64_t smemPerSM = target == Target::SM90a  ? 233472
+                      : target == Target::SM80 ? 167936
+                                               : 102400;
+  return std::max<int64_t>(1, smemPerSM / (sharedMemoryBytes() + 1024));
+}
+
 llvm::Error AttentionConfig::validate() const {
   static constexpr int64_t headDims[] = {64, 96, 128, 192, 256};
   if (!llvm::is_contained(headDims, headDimQK))

@@ -384,19 +384,43 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  int64_t &workspaceBytes) const {
   const AttentionConfig &cfg = state->config;
   int64_t tile = cfg.tuning.tileKV;
-  int64_t ctas = std::max<int64_t>(1, batch * cfg.numKVHeads);
+  int64_t pairs = std::max<int64_t>(1, batch * cfg.numKVHeads);
   int64_t tiles = std::max<int64_t>(1, (maxKvLen + tile - 1) / tile);
-  // Chunks of ~1024 keys keep many CTAs in flight (the tail of the last
-  // wave stays small) while the partials stay tiny next to the KV bytes;
-  // shorter chunks (at least two tiles) when that still leaves the GPU
-  // under two waves of ~3 CTAs per SM.
-  constexpr int64_t kChunkKeys = 1024;
-  const int64_t kMinCTAs = 2 * 3 * multiprocessorCount();
-  int64_t chunkTiles = std::max<int64_t>(1, kChunkKeys / tile);
-  while (chunkTiles > 2 &&
-         ctas * ((tiles + chunkTiles - 1) / chunkTiles) < kMinCTAs)
-    chunkTiles /= 2;
-  chunkTiles = std::min(chunkTiles, tiles);
+  // Every (request, kv head) reads the same bytes, so a launch of CTAs of
+  // equal work runs in waves of `slots` resident CTAs. Estimated time of s
+  // splits, in tile steps of one resident CTA: each wave takes a CTA's
+  // tiles plus a fixed cost (its Q and pipeline fill and epilogue; with
+  // splits also its partial output and the merge), one tile step each; a
+  // last partial wave costs its share of a wave, but no less than that of
+  // 1.5 CTAs per SM, below which HBM no longer streams at full rate.
+  // Measured on H100 (bench/RESULTS.md, split probes): one wave of long
+  // CTAs beats many short ones when it fills the SMs (16x16384: 2 splits),
+  // and no split wins where whole waves remain (256x1024, 128x2048).
+  const int64_t sms = multiprocessorCount();
+  const int64_t slots = std::max<int64_t>(1, cfg.residentCTAsPerSM() * sms);
+  const int64_t streaming = std::min(slots, 3 * sms / 2);
+  // Beyond ~8 waves more splits only add fixed costs.
+  const int64_t maxSplits =
+      std::min(tiles, std::max<int64_t>(1, (8 * slots + pairs - 1) / pairs));
+  double best = 0;
+  int64_t bestSplits = 1;
+  for (int64_t s = 1; s <= maxSplits; ++s) {
+    int64_t chunk = (tiles + s - 1) / s;
+    if (s > 1 && (tiles + chunk - 1) / chunk < s)
+      continue; // same chunk as fewer splits
+    int64_t ctas = pairs * s;
+    int64_t full = ctas / slots, rest = ctas % slots;
+    double waves = static_cast<double>(full) +
+                   (rest ? static_cast<double>(std::max(rest, streaming)) /
+                               static_cast<double>(slots)
+                         : 0.0);
+    double cost = waves * static_cast<double>(chunk + 1 + (s > 1 ? 1 : 0));
+    if (s == 1 || cost < best) {
+      best = cost;
+      bestSplits = s;
+    }
+  }
+  int64_t chunkTiles = (tiles + bestSplits - 1) / bestSplits;
   kvChunk = chunkTiles * tile;
   numSplits = (tiles + chunkTiles - 1) / chunkTiles;
   workspaceBytes = numSplits > 1 ? numSplits * batch * cfg.numQOHeads *

@@ -107,6 +107,12 @@ struct AttentionConfig {
   /// knobs resolved first).
   int64_t sharedMemoryBytes() const;
 
+  /// CTAs of this config's tile kernel that fit on one SM of its target by
+  /// shared memory (the per-CTA 1 KB reservation included); the kernel's
+  /// register cap is chosen to admit as many (prefill only down to the
+  /// values live across its KV loop).
+  int64_t residentCTAsPerSM() const;
+
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();
   }
