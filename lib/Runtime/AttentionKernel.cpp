@@ -379,6 +379,15 @@ static int64_t multiprocessorCount() {
   return sms;
 }
 
+/// Bytes of split-KV partials: f32 output rows and LSEs per split, none
+/// without a split.
+static int64_t decodeWorkspaceBytes(const AttentionConfig &cfg,
+                                    int64_t numSplits, int64_t batch) {
+  return numSplits > 1
+             ? numSplits * batch * cfg.numQOHeads * (cfg.headDimVO + 1) * 4
+             : 0;
+}
+
 void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  int64_t &kvChunk, int64_t &numSplits,
                                  int64_t &workspaceBytes) const {
@@ -423,9 +432,7 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
   int64_t chunkTiles = (tiles + bestSplits - 1) / bestSplits;
   kvChunk = chunkTiles * tile;
   numSplits = (tiles + chunkTiles - 1) / chunkTiles;
-  workspaceBytes = numSplits > 1 ? numSplits * batch * cfg.numQOHeads *
-                                       (cfg.headDimVO + 1) * 4
-                                 : 0;
+  workspaceBytes = decodeWorkspaceBytes(cfg, numSplits, batch);
 }
 
 bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
@@ -509,18 +516,13 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
   if (a.batch <= 0)
     return true;
   int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
-  {
-    int64_t autoChunk = 0;
-    planDecode(a.batch, a.kvLen, autoChunk, numSplits, needed);
-    if (kvChunk <= 0)
-      kvChunk = autoChunk;
-    int64_t tile = cfg.tuning.tileKV;
-    kvChunk = (kvChunk + tile - 1) / tile * tile;
-    numSplits = std::max<int64_t>(1, (a.kvLen + kvChunk - 1) / kvChunk);
-    needed = numSplits > 1 ? numSplits * a.batch * cfg.numQOHeads *
-                                 (cfg.headDimVO + 1) * 4
-                           : 0;
-  }
+  // A chunk from plan() is used as given; only a launch without one plans.
+  if (kvChunk <= 0)
+    planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed);
+  int64_t tile = cfg.tuning.tileKV;
+  kvChunk = (kvChunk + tile - 1) / tile * tile;
+  numSplits = std::max<int64_t>(1, (a.kvLen + kvChunk - 1) / kvChunk);
+  needed = decodeWorkspaceBytes(cfg, numSplits, a.batch);
   if (needed > a.workspaceBytes) {
     error = "workspace too small: split-KV over " + std::to_string(numSplits) +
             " chunks needs " + std::to_string(needed) + " bytes, got " +
