@@ -27,17 +27,23 @@ SmallVector<Value> SmemTile::chunkIndex(ImplicitLocOpBuilder &b,
                                         Value rowPhase, int64_t colConst,
                                         Value colLane) const {
   SmallVector<Value> idx(prefix.begin(), prefix.end());
-  Value col;
-  if (!swizzled) {
-    col = arith::AddIOp::create(b, colLane, cIdx(b, colConst));
-  } else {
-    // (colConst % 64 + colLane) ^ (row % 8) * 8, then colConst's 64-group.
-    Value low = arith::XOrIOp::create(
-        b, arith::AddIOp::create(b, colLane, cIdx(b, colConst % 64)),
-        arith::ShLIOp::create(b, rowPhase, cIdx(b, 3)));
-    col = arith::AddIOp::create(b, low, cIdx(b, colConst - colConst % 64));
+  if (layout == SmemLayout::Padded) {
+    idx.append({row, arith::AddIOp::create(b, colLane, cIdx(b, colConst))});
+    return idx;
   }
-  idx.append({row, col});
+  // (colConst % 64 + colLane) ^ (row % 8) * 8: the XOR leaves bit 6 and
+  // above, which name the 64-column group, as they are.
+  Value low = arith::XOrIOp::create(
+      b, arith::AddIOp::create(b, colLane, cIdx(b, colConst % 64)),
+      arith::ShLIOp::create(b, rowPhase, cIdx(b, 3)));
+  if (layout == SmemLayout::Swizzled) {
+    idx.append({row, arith::AddIOp::create(
+                         b, low, cIdx(b, colConst - colConst % 64))});
+    return idx;
+  }
+  Value panel = arith::AddIOp::create(
+      b, arith::ShRUIOp::create(b, low, cIdx(b, 6)), cIdx(b, colConst / 64));
+  idx.append({panel, row, arith::AndIOp::create(b, low, cIdx(b, 63))});
   return idx;
 }
 

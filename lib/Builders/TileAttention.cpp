@@ -2,6 +2,7 @@
 
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/Wgmma.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -166,7 +167,8 @@ public:
              AttentionVariant &variant, const TileProblem &p)
       : b(b), cfg(cfg), variant(variant), p(p),
         mmaQK(b, elementType(b, cfg.dtypeQ)),
-        mmaPV(b, elementType(b, cfg.dtypeKV)) {}
+        mmaPV(b, elementType(b, cfg.dtypeKV)),
+        wgmma(b, elementType(b, cfg.dtypeKV)), useWgmma(cfg.usesWgmma()) {}
 
   TileResult emit();
 
@@ -174,9 +176,14 @@ private:
   void allocateSharedMemory();
   void loadKVTile(Value tile, Value slot);
   SmallVector<AccFragment> computeScores(ArrayRef<AFragment> q, Value slot);
+  SmallVector<AccFragment> computeScoresWgmma(Value slot);
   void applyVariant(MutableArrayRef<AccFragment> scores, Value kvStart);
   void accumulatePV(ArrayRef<AccFragment> probs, Value slot,
                     MutableArrayRef<AccFragment> out);
+  void accumulatePVWgmma(ArrayRef<AccFragment> probs, Value slot,
+                         MutableArrayRef<AccFragment> out);
+  /// Shared-window address of `slot`'s tile in the ring at byte `ringStart`.
+  Value slotAddress(int64_t ringStart, int64_t slotBytes, Value slot);
   void mergeKeyWarps(TileResult &result);
   /// `keyOffset + c`, or the constant alone when warps do not split keys.
   Value atKey(int64_t c);
@@ -186,12 +193,16 @@ private:
   AttentionVariant &variant;
   const TileProblem &p;
   MmaEmitter mmaQK, mmaPV;
+  WgmmaEmitter wgmma;
+  bool useWgmma;
 
   Value tid, lane, warp;
   std::array<Value, 2> maskRows;
   SmemTile sQ, sK, sV;
   Value dynSmem;
   int64_t ringOffset = 0; ///< bytes of the Q tile before the K/V ring
+  int64_t kSlotBytes = 0, vSlotBytes = 0, vRingOffset = 0;
+  Value smemAddress; ///< wgmma: shared-window address of the first byte
 
   // Warp roles. Rows of the tile are split over `rowWarps` warps (16 rows
   // each); when that leaves warps over (decode's few rows), `keyWarps` of
@@ -224,18 +235,45 @@ void TileEngine::allocateSharedMemory() {
   dynSmem = dyn;
   ringOffset = qBytes;
   int64_t kBytes = t.stages * t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
+  kSlotBytes = t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
+  vSlotBytes = t.tileKV * rowVO * byteWidth(cfg.dtypeKV);
+  vRingOffset = qBytes + kBytes;
+  // wgmma reads 64-column panels; mma.sync's ldmatrix reads whole rows.
+  SmemLayout layoutQK = useWgmma                ? SmemLayout::Panelled
+                        : smemRowsSwizzled(dQK) ? SmemLayout::Swizzled
+                                                : SmemLayout::Padded;
+  SmemLayout layoutVO = useWgmma                ? SmemLayout::Panelled
+                        : smemRowsSwizzled(dVO) ? SmemLayout::Swizzled
+                                                : SmemLayout::Padded;
+  auto shape = [&](ArrayRef<int64_t> prefix, int64_t rows, int64_t rowElems,
+                   SmemLayout l) {
+    SmallVector<int64_t> dims(prefix);
+    if (l == SmemLayout::Panelled)
+      dims.append({rowElems / 64, rows, 64});
+    else
+      dims.append({rows, rowElems});
+    return dims;
+  };
   sQ = {memref::ViewOp::create(
-            b, MemRefType::get({t.tileQ, rowQK}, qTy, layout, wg), dyn,
-            cIdx(b, 0), ValueRange{}),
-        smemRowsSwizzled(dQK)};
+            b,
+            MemRefType::get(shape({}, t.tileQ, rowQK, layoutQK), qTy, layout,
+                            wg),
+            dyn, cIdx(b, 0), ValueRange{}),
+        layoutQK};
   sK = {memref::ViewOp::create(
-            b, MemRefType::get({t.stages, t.tileKV, rowQK}, kvTy, layout, wg),
+            b,
+            MemRefType::get(shape({t.stages}, t.tileKV, rowQK, layoutQK), kvTy,
+                            layout, wg),
             dyn, cIdx(b, qBytes), ValueRange{}),
-        smemRowsSwizzled(dQK)};
+        layoutQK};
   sV = {memref::ViewOp::create(
-            b, MemRefType::get({t.stages, t.tileKV, rowVO}, kvTy, layout, wg),
-            dyn, cIdx(b, qBytes + kBytes), ValueRange{}),
-        smemRowsSwizzled(dVO)};
+            b,
+            MemRefType::get(shape({t.stages}, t.tileKV, rowVO, layoutVO), kvTy,
+                            layout, wg),
+            dyn, cIdx(b, vRingOffset), ValueRange{}),
+        layoutVO};
+  if (useWgmma)
+    smemAddress = wgmma.sharedAddress(dyn);
 }
 
 void TileEngine::loadKVTile(Value tile, Value slot) {
@@ -319,6 +357,62 @@ void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
   }
 }
 
+Value TileEngine::slotAddress(int64_t ringStart, int64_t slotBytes,
+                              Value slot) {
+  Value slotOffset = arith::MulIOp::create(
+      b, arith::IndexCastUIOp::create(b, b.getI64Type(), slot),
+      arith::ConstantIntOp::create(b, b.getI64Type(), slotBytes));
+  return arith::AddIOp::create(
+      b, arith::AddIOp::create(b, smemAddress, slotOffset),
+      arith::ConstantIntOp::create(b, b.getI64Type(), ringStart));
+}
+
+SmallVector<AccFragment> TileEngine::computeScoresWgmma(Value slot) {
+  // S = Q K^T for this warpgroup's 64 rows: A = Q, B = K, both K-major; a k
+  // step of 16 moves 32 bytes within a panel, every fourth starts the next.
+  const TuningKnobs &t = cfg.tuning;
+  constexpr int64_t kPanelRowBytes = 128;
+  Value group = arith::DivUIOp::create(b, warp, cIdx(b, 4));
+  Value qAddress = arith::AddIOp::create(
+      b, smemAddress,
+      arith::MulIOp::create(
+          b, arith::IndexCastUIOp::create(b, b.getI64Type(), group),
+          arith::ConstantIntOp::create(b, b.getI64Type(),
+                                       64 * kPanelRowBytes)));
+  Value descQ = wgmma.descriptorKMajor(qAddress);
+  Value descK =
+      wgmma.descriptorKMajor(slotAddress(ringOffset, kSlotBytes, slot));
+  SmallVector<AccFragment> s(t.tileKV / 8, mmaQK.zeroAcc());
+  wgmma.fence({});
+  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk) {
+    int64_t panel = kk / 4, within = kk % 4 * 32;
+    // Separate statements: argument evaluation order would decide the IR.
+    Value a = wgmma.advance(descQ, panel * t.tileQ * kPanelRowBytes + within);
+    Value bK = wgmma.advance(descK, panel * t.tileKV * kPanelRowBytes + within);
+    wgmma.mma(s, a, bK, /*transB=*/false, /*accumulate=*/kk > 0);
+  }
+  wgmma.commitAndWait(s);
+  return s;
+}
+
+void TileEngine::accumulatePVWgmma(ArrayRef<AccFragment> probs, Value slot,
+                                   MutableArrayRef<AccFragment> out) {
+  // O += P V: P from registers, B = V MN-major (head-dim columns along the
+  // 128-byte rows); a k step of 16 keys is two atoms further on.
+  constexpr int64_t kPanelRowBytes = 128;
+  int64_t tileKV = cfg.tuning.tileKV;
+  SmallVector<AFragment> pA;
+  for (int64_t kk = 0; kk < tileKV / 16; ++kk)
+    pA.push_back(mmaPV.accToA(probs[2 * kk], probs[2 * kk + 1]));
+  Value descV = wgmma.descriptorMNMajor(
+      slotAddress(vRingOffset, vSlotBytes, slot), tileKV * kPanelRowBytes);
+  wgmma.fence(out, pA);
+  for (int64_t kk = 0; kk < tileKV / 16; ++kk)
+    wgmma.mma(out, pA[kk], wgmma.advance(descV, kk * 16 * kPanelRowBytes),
+              /*transB=*/true);
+  wgmma.commitAndWait(out);
+}
+
 TileResult TileEngine::emit() {
   const TuningKnobs &t = cfg.tuning;
   int64_t numThreads = t.numWarps * 32;
@@ -383,8 +477,9 @@ TileResult TileEngine::emit() {
   Value qRow0 = rowWarps == t.numWarps
                     ? warpRow0
                     : arith::MulIOp::create(b, rowWarp, cIdx(b, 16));
+  // wgmma reads Q from shared memory; mma.sync keeps it in registers.
   SmallVector<AFragment> qA;
-  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
+  for (int64_t kk = 0; !useWgmma && kk < cfg.headDimQK / 16; ++kk)
     qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, kk * 16));
 
   // Loop state: output accumulators, then row max and row sum of both rows.
@@ -410,6 +505,13 @@ TileResult TileEngine::emit() {
     // Tile `tile` has landed once at most stages - 2 newer groups are
     // pending; the barrier also retires every read of the slot refilled next.
     NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 2);
+    if (useWgmma)
+      // wgmma reads shared memory through the async proxy: make this
+      // thread's landed copies visible to it before the barrier.
+      NVVM::FenceProxyOp::create(
+          b, NVVM::ProxyKind::async_shared,
+          NVVM::SharedSpaceAttr::get(b.getContext(),
+                                     NVVM::SharedSpace::shared_cta));
     gpu::BarrierOp::create(b);
     Value next = arith::AddIOp::create(b, tile, cIdx(b, t.stages - 1));
     emitIf(b,
@@ -433,10 +535,14 @@ TileResult TileEngine::emit() {
           b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
       if (keyOffset)
         kvStart = arith::AddIOp::create(b, kvStart, keyOffset);
-      SmallVector<AccFragment> scores = computeScores(qA, slot);
+      SmallVector<AccFragment> scores =
+          useWgmma ? computeScoresWgmma(slot) : computeScores(qA, slot);
       applyVariant(scores, kvStart);
       SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
-      accumulatePV(scores, slot, out);
+      if (useWgmma)
+        accumulatePVWgmma(scores, slot, out);
+      else
+        accumulatePV(scores, slot, out);
       return flatten(out, next);
     };
     if (allCompute) {

@@ -479,6 +479,12 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
   return qBytes + kvBytes;
 }
 
+bool AttentionConfig::usesWgmma() const {
+  TuningKnobs t = resolved().tuning;
+  return target == Target::SM90a && isPrefill(kind) && t.numWarps % 4 == 0 &&
+         headDimQK % 64 == 0 && headDimVO % 64 == 0;
+}
+
 int64_t AttentionConfig::residentCTAsPerSM() const {
   int64_t smemPerSM = target == Target::SM90a  ? 233472
                       : target == Target::SM80 ? 167936

@@ -142,6 +142,9 @@ translateToLLVMIR(ModuleOp module, llvm::LLVMContext &llvmContext,
         arrayTy->getNumElements() == 0) {
       g.setInitializer(nullptr);
       g.setLinkage(llvm::GlobalValue::ExternalLinkage);
+      // wgmma's 128-byte swizzle works on address bits: its 1024-byte atoms
+      // must start on 1024-byte boundaries.
+      g.setAlignment(llvm::Align(1024));
     }
   }
   auto tm = createTargetMachine(target);

@@ -19,7 +19,8 @@
 
 // No option: the default config (head_dim 128, 2 stages of 64-key tiles).
 // DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=64,tile_kv=64,num_warps=4,stages=2"}
-// DEFAULT: memref<64x128xbf16, #gpu.address_space<workgroup>>
+// On sm_90a the Q tile sits in two 64-column panels for wgmma.
+// DEFAULT: memref<2x64x64xbf16, #gpu.address_space<workgroup>>
 // DEFAULT: scf.for
 // DEFAULT-NOT: arith.minsi
 

@@ -16,7 +16,7 @@ def kernel():
 def test_returns_kernel_with_ptx(kernel):
     assert isinstance(kernel, fijit.AttentionKernel)
     assert ".entry fijit_single_prefill" in kernel.ptx
-    assert "mma.sync.aligned.m16n8k16" in kernel.ptx
+    assert "wgmma.mma_async.sync.aligned.m64n64k16" in kernel.ptx  # sm_90a
     assert kernel.name == "fijit_single_prefill"
     assert kernel.config == AttentionConfig(**SMALL)
     assert kernel._native.config == str(kernel.config)
@@ -63,7 +63,7 @@ def test_bad_config_type():
 
 @pytest.mark.parametrize("stage, needle", [
     ("builder", "gpu.module @fijit_kernels"),
-    ("nvvm", "nvvm.mma.sync"),
+    ("nvvm", "nvvm.wgmma.fence.aligned"),
     ("llvm", "ptx_kernel"),
 ])
 def test_stage_texts(kernel, stage, needle):

@@ -31,13 +31,24 @@ using AFragment = std::array<mlir::Value, 4>;
 /// B operand of one k16n8 step: two packed 16-bit pairs.
 using BFragment = std::array<mlir::Value, 2>;
 
-/// A tile in shared memory, `buffer[prefix..., row, col]`, addressed in
-/// 16-byte chunks of eight elements. With `swizzled` rows are unpadded and
-/// chunk c of row r is stored at chunk c ^ (r % 8) (see smemRowsSwizzled in
-/// Config/AttentionConfig.h); otherwise rows are padded and stored as is.
+/// How a tile's 16-byte chunks of eight elements are placed in shared memory.
+enum class SmemLayout {
+  /// `buffer[prefix..., row, col]`, rows padded (see smemRowElements).
+  Padded,
+  /// `buffer[prefix..., row, col]`, unpadded rows, chunk c of row r stored
+  /// at chunk c ^ (r % 8) (see smemRowsSwizzled).
+  Swizzled,
+  /// `buffer[prefix..., panel, row, col]`: 64-column panels of 128-byte
+  /// rows, each swizzled as above. Every 8-row block of a panel is then one
+  /// 1024-byte atom of the tensor cores' 128-byte swizzle, which wgmma reads
+  /// through a matrix descriptor (see Wgmma.h).
+  Panelled,
+};
+
+/// A tile in shared memory, addressed in 16-byte chunks.
 struct SmemTile {
   mlir::Value buffer;
-  bool swizzled = false;
+  SmemLayout layout = SmemLayout::Padded;
 
   /// Indices of the chunk that starts at column `colConst + colLane` of
   /// `row`, where `rowPhase` = row % 8 (callers pass the cheapest form),

@@ -113,6 +113,12 @@ struct AttentionConfig {
   /// values live across its KV loop).
   int64_t residentCTAsPerSM() const;
 
+  /// Whether the tile kernel multiplies with sm_90a's warpgroup MMA (wgmma)
+  /// instead of mma.sync: prefill kinds on sm_90a whose warps form whole
+  /// warpgroups (num_warps 4 or 8) and whose head dims are multiples of 64
+  /// (the 128-byte swizzle panels wgmma reads).
+  bool usesWgmma() const;
+
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();
   }
