@@ -87,8 +87,8 @@ void WgmmaEmitter::pin(MutableArrayRef<Value> values) {
     v = LLVM::ExtractValueOp::create(b, asmOp.getResult(0), i);
 }
 
-void WgmmaEmitter::fence(MutableArrayRef<AccFragment> acc,
-                         MutableArrayRef<AFragment> aRegs) {
+void WgmmaEmitter::pin(MutableArrayRef<AccFragment> acc,
+                       MutableArrayRef<AFragment> aRegs) {
   SmallVector<Value> values;
   for (const AccFragment &f : acc)
     values.append(f.begin(), f.end());
@@ -102,6 +102,11 @@ void WgmmaEmitter::fence(MutableArrayRef<AccFragment> acc,
   for (AFragment &f : aRegs)
     for (Value &v : f)
       v = values[i++];
+}
+
+void WgmmaEmitter::fence(MutableArrayRef<AccFragment> acc,
+                         MutableArrayRef<AFragment> aRegs) {
+  pin(acc, aRegs);
   NVVM::WgmmaFenceAlignedOp::create(b);
 }
 
@@ -109,14 +114,7 @@ void WgmmaEmitter::commitAndWait(MutableArrayRef<AccFragment> acc,
                                  int64_t pending) {
   NVVM::WgmmaGroupSyncAlignedOp::create(b);
   NVVM::WgmmaWaitGroupSyncOp::create(b, pending);
-  SmallVector<Value> values;
-  for (const AccFragment &f : acc)
-    values.append(f.begin(), f.end());
-  pin(values);
-  size_t i = 0;
-  for (AccFragment &f : acc)
-    for (Value &v : f)
-      v = values[i++];
+  pin(acc, {});
 }
 
 void WgmmaEmitter::emit(MutableArrayRef<AccFragment> acc, ValueRange a,

@@ -65,6 +65,9 @@ private:
   /// Passes values through an empty volatile asm (tied operands), so the
   /// compiler keeps their definitions before and uses after this point.
   void pin(llvm::MutableArrayRef<mlir::Value> values);
+  /// pin() over every value of some fragments, replaced in place.
+  void pin(llvm::MutableArrayRef<AccFragment> acc,
+           llvm::MutableArrayRef<AFragment> aRegs);
   /// One wgmma.mma_async; `a` is one i64 descriptor or four b32 registers.
   void emit(llvm::MutableArrayRef<AccFragment> acc, mlir::ValueRange a,
             mlir::Value descB, bool transB, bool accumulate);
