@@ -160,6 +160,9 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
 
 namespace {
 
+/// Bytes of one row of a 64-column panel (SmemLayout::Panelled).
+constexpr int64_t kPanelRowBytes = 128;
+
 /// The tile loop of one CTA.
 class TileEngine {
 public:
@@ -239,12 +242,12 @@ void TileEngine::allocateSharedMemory() {
   vSlotBytes = t.tileKV * rowVO * byteWidth(cfg.dtypeKV);
   vRingOffset = qBytes + kBytes;
   // wgmma reads 64-column panels; mma.sync's ldmatrix reads whole rows.
-  SmemLayout layoutQK = useWgmma                ? SmemLayout::Panelled
-                        : smemRowsSwizzled(dQK) ? SmemLayout::Swizzled
-                                                : SmemLayout::Padded;
-  SmemLayout layoutVO = useWgmma                ? SmemLayout::Panelled
-                        : smemRowsSwizzled(dVO) ? SmemLayout::Swizzled
-                                                : SmemLayout::Padded;
+  auto layoutOf = [&](int64_t headDim) {
+    return useWgmma                    ? SmemLayout::Panelled
+           : smemRowsSwizzled(headDim) ? SmemLayout::Swizzled
+                                       : SmemLayout::Padded;
+  };
+  SmemLayout layoutQK = layoutOf(dQK), layoutVO = layoutOf(dVO);
   auto shape = [&](ArrayRef<int64_t> prefix, int64_t rows, int64_t rowElems,
                    SmemLayout l) {
     SmallVector<int64_t> dims(prefix);
@@ -371,7 +374,6 @@ SmallVector<AccFragment> TileEngine::computeScoresWgmma(Value slot) {
   // S = Q K^T for this warpgroup's 64 rows: A = Q, B = K, both K-major; a k
   // step of 16 moves 32 bytes within a panel, every fourth starts the next.
   const TuningKnobs &t = cfg.tuning;
-  constexpr int64_t kPanelRowBytes = 128;
   Value group = arith::DivUIOp::create(b, warp, cIdx(b, 4));
   Value qAddress = arith::AddIOp::create(
       b, smemAddress,
@@ -399,7 +401,6 @@ void TileEngine::accumulatePVWgmma(ArrayRef<AccFragment> probs, Value slot,
                                    MutableArrayRef<AccFragment> out) {
   // O += P V: P from registers, B = V MN-major (head-dim columns along the
   // 128-byte rows); a k step of 16 keys is two atoms further on.
-  constexpr int64_t kPanelRowBytes = 128;
   int64_t tileKV = cfg.tuning.tileKV;
   SmallVector<AFragment> pA;
   for (int64_t kk = 0; kk < tileKV / 16; ++kk)
