@@ -83,6 +83,10 @@ struct DecodeLaunchArgs {
   int64_t kvChunk = 0;
   void *workspace = nullptr; ///< float32 scratch for split partials
   int64_t workspaceBytes = 0;
+  /// int32 [batch * num_kv_heads], needed with more than one split: zero
+  /// before the first launch; every launch leaves them zero again. Launches
+  /// that may run at the same time need their own.
+  void *splitCounters = nullptr;
   float smScale = 0;
   void *stream = nullptr;
 };
@@ -131,8 +135,8 @@ public:
   bool ir(const std::string &stage, std::string &text,
           std::string &error) const;
 
-  /// Decode kinds: launches the split-KV kernel and, with more than one
-  /// split, the merge.
+  /// Decode kinds: launches the split-KV kernel, which also merges the
+  /// splits.
   bool launchDecode(const DecodeLaunchArgs &args, std::string &error) const;
 
   /// Batch prefill kinds (paged or ragged KV).

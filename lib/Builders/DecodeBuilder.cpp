@@ -5,12 +5,14 @@
 // group (one token per request), so one CTA serves the whole group from one
 // pass over its kv head. Long contexts are split across CTAs (grid.y) in
 // chunks of `kv_chunk` keys (flash-decoding); with more than one split each
-// CTA writes a normalised f32 partial output and its base-2 LSE, and
-// fijit_merge_states combines them.
+// CTA writes a normalised f32 partial output and its base-2 LSE, and the
+// last CTA of a (request, kv head) to finish merges them (a counter per
+// pair in `split_counters` tells it that it is last), so a split decode is
+// still one launch.
 //
 // Kernel ABI (see Builders.h for conventions):
 //   (q, k, v, o: memref<?xT>, lse, partial_o, partial_lse: memref<?xf32>,
-//    kv_indptr, kv_indices, kv_last_page_len: memref<?xi32>,
+//    kv_indptr, kv_indices, kv_last_page_len, split_counters: memref<?xi32>,
 //    kv_len, q_stride_b, q_stride_h, k_stride_page, k_stride_n, k_stride_h,
 //    v_stride_page, v_stride_n, v_stride_h, o_stride_b, o_stride_h,
 //    kv_chunk, num_splits: i32, sm_scale: f32)
@@ -18,10 +20,9 @@
 // dense strides (the page arguments are unused); batch_decode_paged reads
 // each request's pages kv_indices[kv_indptr[b] .. kv_indptr[b+1]) with
 // kv_last_page_len[b] valid slots in the last one (FlashInfer's format).
-//
-// fijit_merge_states(partial_o, partial_lse, o, lse, num_splits, rows,
-//   o_stride_b, o_stride_h): one CTA of head_dim_vo threads per (request,
-//   query head) row; partial rows are [split][row][head_dim_vo].
+// Partial rows are [split][request * num_qo_heads + head][head_dim_vo];
+// split_counters holds batch * num_kv_heads zeros before a launch and
+// again after it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,6 +31,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -49,6 +51,224 @@ gpu::GPUFuncOp createKernel(ImplicitLocOpBuilder &b, StringRef name,
   return func;
 }
 
+/// Split-KV partials: f32 output rows [split][row][head_dim_vo] and their
+/// base-2 LSEs [split][row], rows = batch * num_qo_heads.
+struct SplitPartials {
+  Value o, lse, numSplits, rows;
+};
+
+/// The merged state of one (row, col) element over all splits.
+struct MergedElement {
+  Value m;     ///< max LSE over the splits
+  Value total; ///< sum of 2^(lse_s - m)
+  Value value; ///< sum of 2^(lse_s - m) o_s / total, 0 if no split saw a key
+  Value seen;  ///< some split saw a key
+};
+
+/// Combines per-split outputs: o = sum_s 2^(lse_s - m) o_s / sum_s
+/// 2^(lse_s - m) with m = max_s lse_s; lse = m + log2(sum). Splits that saw
+/// no key carry lse = -inf and weigh nothing. One online pass (running max,
+/// rescaled sums) over the splits, `kMergeUnroll` at a time for all of this
+/// thread's elements together: their loads are independent, so each step
+/// waits for memory once, not once per load.
+SmallVector<MergedElement>
+emitMergeSplits(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                const SplitPartials &parts,
+                ArrayRef<std::pair<Value, Value>> rowCols) {
+  constexpr int64_t kMergeUnroll = 4;
+  Value dim = cIdx(b, cfg.headDimVO);
+  // State per element: running max m, sum of weights w and weighted sum
+  // acc, all relative to m.
+  SmallVector<Value> init;
+  for (size_t e = 0; e < rowCols.size(); ++e)
+    init.append({negInf(b), cF32(b, 0.0), cF32(b, 0.0)});
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), parts.numSplits,
+                                 cIdx(b, kMergeUnroll), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value first = loop.getInductionVar();
+    // (lse, o) per split step and element; all loads come first.
+    SmallVector<SmallVector<std::pair<Value, Value>>> steps;
+    for (int64_t i = 0; i < kMergeUnroll; ++i) {
+      Value s = arith::AddIOp::create(b, first, cIdx(b, i));
+      Value valid = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, s,
+                                          parts.numSplits);
+      // Past the last split: read split 0 and give it no weight.
+      Value sSafe = arith::SelectOp::create(b, valid, s, cIdx(b, 0));
+      Value splitBase = arith::MulIOp::create(b, sSafe, parts.rows);
+      auto &loads = steps.emplace_back();
+      for (auto [row, col] : rowCols) {
+        Value slot = arith::AddIOp::create(b, splitBase, row);
+        Value l = memref::LoadOp::create(b, parts.lse, ValueRange{slot});
+        Value x = memref::LoadOp::create(
+            b, parts.o,
+            ValueRange{arith::AddIOp::create(
+                b, arith::MulIOp::create(b, slot, dim), col)});
+        loads.push_back({arith::SelectOp::create(b, valid, l, negInf(b)), x});
+      }
+    }
+    SmallVector<Value> state(loop.getRegionIterArgs());
+    for (auto &loads : steps) {
+      for (auto [e, lx] : llvm::enumerate(loads)) {
+        auto [l, x] = lx;
+        Value &m = state[3 * e], &w = state[3 * e + 1], &acc = state[3 * e + 2];
+        Value mNew = arith::MaxNumFOp::create(b, m, l);
+        // While every split so far is empty, mNew = -inf: use 0 so that
+        // the weights below are 2^-inf = 0 rather than NaN.
+        Value base = arith::SelectOp::create(
+            b,
+            arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
+                                  negInf(b)),
+            cF32(b, 0.0), mNew);
+        Value rescale =
+            math::Exp2Op::create(b, arith::SubFOp::create(b, m, base));
+        Value weight =
+            math::Exp2Op::create(b, arith::SubFOp::create(b, l, base));
+        w = arith::AddFOp::create(b, arith::MulFOp::create(b, w, rescale),
+                                  weight);
+        acc = arith::AddFOp::create(b, arith::MulFOp::create(b, acc, rescale),
+                                    arith::MulFOp::create(b, weight, x));
+        m = mNew;
+      }
+    }
+    scf::YieldOp::create(b, state);
+  }
+  SmallVector<MergedElement> merged;
+  for (size_t e = 0; e < rowCols.size(); ++e) {
+    MergedElement out;
+    out.m = loop.getResult(3 * e);
+    out.total = loop.getResult(3 * e + 1);
+    out.seen = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, out.total,
+                                     cF32(b, 0));
+    out.value = arith::SelectOp::create(
+        b, out.seen,
+        arith::DivFOp::create(b, loop.getResult(3 * e + 2), out.total),
+        cF32(b, 0.0));
+    merged.push_back(out);
+  }
+  return merged;
+}
+
+/// Operands of the split-KV epilogue of one CTA.
+struct SplitEpilogue {
+  SplitPartials parts;
+  Value o, lse, counters;
+  Value req, kvHead, oStrideB, oStrideH;
+};
+
+/// With more than one split, the CTA that finishes last among the splits
+/// of its (request, kv head) merges all of their partials into o (and
+/// lse), so no second kernel launch is needed. Each CTA releases its
+/// partials (fence, barrier) before thread 0 counts it in
+/// counters[request * num_kv_heads + kv head]; the one that sees
+/// num_splits - 1 there is last, resets the counter to 0 for the next
+/// launch and, after an acquiring fence, reads every split's partials.
+void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                        const SplitEpilogue &ep) {
+  MLIRContext *ctx = b.getContext();
+  Type i32 = b.getI32Type();
+  auto gpuScope = NVVM::MemScopeKindAttr::get(ctx, NVVM::MemScopeKind::GPU);
+  NVVM::MembarOp::create(b, gpuScope);
+  gpu::BarrierOp::create(b);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value first =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0));
+  auto count = scf::IfOp::create(b, TypeRange{i32}, first,
+                                 /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(count.thenBlock());
+    Value slot = arith::AddIOp::create(
+        b, arith::MulIOp::create(b, ep.req, cIdx(b, cfg.numKVHeads)),
+        ep.kvHead);
+    Value one = arith::ConstantIntOp::create(b, i32, 1);
+    Value before = memref::AtomicRMWOp::create(
+        b, arith::AtomicRMWKind::addi, one, ep.counters, ValueRange{slot});
+    Value lastCount = arith::IndexCastOp::create(
+        b, i32, arith::SubIOp::create(b, ep.parts.numSplits, cIdx(b, 1)));
+    Value isLast =
+        arith::CmpIOp::create(b, arith::CmpIPredicate::eq, before, lastCount);
+    // Every split has counted: nobody else touches the counter in this
+    // launch.
+    emitIf(b, isLast, [&] {
+      memref::StoreOp::create(b, arith::ConstantIntOp::create(b, i32, 0),
+                              ep.counters, ValueRange{slot});
+    });
+    scf::YieldOp::create(b, ValueRange{arith::ExtUIOp::create(b, i32, isLast)});
+    b.setInsertionPointToStart(count.elseBlock());
+    scf::YieldOp::create(b,
+                         ValueRange{arith::ConstantIntOp::create(b, i32, 0)});
+  }
+  // bar.red.or: thread 0's verdict reaches every thread.
+  Value anyLast = NVVM::BarrierOp::create(b, TypeRange{i32}, Value(), Value(),
+                                          NVVM::BarrierReductionAttr::get(
+                                              ctx, NVVM::BarrierReduction::OR),
+                                          count.getResult(0))
+                      .getRes();
+  Value last = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, anyLast,
+                                     arith::ConstantIntOp::create(b, i32, 0));
+  emitIf(b, last, [&] {
+    NVVM::MembarOp::create(b, gpuScope);
+    // The group's rows x head_dim_vo columns, strided over the CTA.
+    int64_t group = cfg.groupSize();
+    int64_t total = group * cfg.headDimVO;
+    int64_t threads = cfg.tuning.numWarps * 32;
+    SmallVector<std::pair<Value, Value>> rowCols;
+    SmallVector<Value> heads, inRange;
+    for (int64_t first = 0; first < total; first += threads) {
+      Value e = arith::AddIOp::create(b, tid, cIdx(b, first));
+      Value valid;
+      if (first + threads > total) {
+        valid = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, e,
+                                      cIdx(b, total));
+        e = arith::SelectOp::create(b, valid, e, cIdx(b, 0));
+      }
+      Value rowInGroup = arith::DivUIOp::create(b, e, cIdx(b, cfg.headDimVO));
+      Value col = arith::RemUIOp::create(b, e, cIdx(b, cfg.headDimVO));
+      Value head = arith::AddIOp::create(
+          b, arith::MulIOp::create(b, ep.kvHead, cIdx(b, group)), rowInGroup);
+      Value row = arith::AddIOp::create(
+          b, arith::MulIOp::create(b, ep.req, cIdx(b, cfg.numQOHeads)), head);
+      rowCols.push_back({row, col});
+      heads.push_back(head);
+      inRange.push_back(valid);
+    }
+    SmallVector<MergedElement> merged =
+        emitMergeSplits(b, cfg, ep.parts, rowCols);
+    Type oTy = elementType(b, cfg.dtypeO);
+    for (auto [e, out] : llvm::enumerate(merged)) {
+      auto store = [&, e = e, out = out] {
+        auto [row, col] = rowCols[e];
+        Value oIdx = arith::AddIOp::create(
+            b,
+            arith::AddIOp::create(
+                b, arith::MulIOp::create(b, ep.req, ep.oStrideB),
+                arith::MulIOp::create(b, heads[e], ep.oStrideH)),
+            col);
+        memref::StoreOp::create(b, arith::TruncFOp::create(b, oTy, out.value),
+                                ep.o, ValueRange{oIdx});
+        if (cfg.returnLSE)
+          emitIf(b,
+                 arith::CmpIOp::create(b, arith::CmpIPredicate::eq, col,
+                                       cIdx(b, 0)),
+                 [&] {
+                   Value l = arith::SelectOp::create(
+                       b, out.seen,
+                       arith::AddFOp::create(
+                           b, out.m, math::Log2Op::create(b, out.total)),
+                       negInf(b));
+                   memref::StoreOp::create(b, l, ep.lse, ValueRange{row});
+                 });
+      };
+      if (inRange[e])
+        emitIf(b, inRange[e], store);
+      else
+        store();
+    }
+  });
+}
+
 void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                     gpu::GPUFuncOp func) {
   const TuningKnobs &t = cfg.tuning;
@@ -59,14 +279,15 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
   Value partialO = args[5], partialLse = args[6];
   Value indptr = args[7], indices = args[8], lastPageLen = args[9];
-  Value denseKvLen = toIndex(b, args[10]);
-  Value qStrideB = toIndex(b, args[11]), qStrideH = toIndex(b, args[12]);
-  Value kStrideP = toIndex(b, args[13]), kStrideN = toIndex(b, args[14]);
-  Value kStrideH = toIndex(b, args[15]), vStrideP = toIndex(b, args[16]);
-  Value vStrideN = toIndex(b, args[17]), vStrideH = toIndex(b, args[18]);
-  Value oStrideB = toIndex(b, args[19]), oStrideH = toIndex(b, args[20]);
-  Value kvChunk = toIndex(b, args[21]), numSplits = toIndex(b, args[22]);
-  Value smScale = args[23];
+  Value counters = args[10];
+  Value denseKvLen = toIndex(b, args[11]);
+  Value qStrideB = toIndex(b, args[12]), qStrideH = toIndex(b, args[13]);
+  Value kStrideP = toIndex(b, args[14]), kStrideN = toIndex(b, args[15]);
+  Value kStrideH = toIndex(b, args[16]), vStrideP = toIndex(b, args[17]);
+  Value vStrideN = toIndex(b, args[18]), vStrideH = toIndex(b, args[19]);
+  Value oStrideB = toIndex(b, args[20]), oStrideH = toIndex(b, args[21]);
+  Value kvChunk = toIndex(b, args[22]), numSplits = toIndex(b, args[23]);
+  Value smScale = args[24];
 
   // kv heads vary fastest across the grid: the CTAs of one request and
   // chunk then read neighbouring bytes of the same NHD rows together.
@@ -157,110 +378,18 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
       }
     });
   }
-  gpu::ReturnOp::create(b);
-}
-
-/// Combines per-split outputs: o = sum_s 2^(lse_s - m) o_s / sum_s
-/// 2^(lse_s - m) with m = max_s lse_s; lse = m + log2(sum). Splits that saw
-/// no key carry lse = -inf and weigh nothing. One online pass (running max,
-/// rescaled sums) over the splits, `kMergeUnroll` at a time: their loads
-/// are independent, so each step waits for memory once, not once per load.
-void emitMergeStates(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
-  constexpr int64_t kMergeUnroll = 4;
-  Type f32 = b.getF32Type(), i32 = b.getI32Type();
-  SmallVector<Type> argTypes;
-  for (Type t : {f32, f32, elementType(b, cfg.dtypeO), f32})
-    argTypes.push_back(flatGlobalMemref(b, t));
-  argTypes.append(4, i32);
-  auto func = createKernel(b, "fijit_merge_states", argTypes,
-                           cfg.headDimVO);
-  OpBuilder::InsertionGuard guard(b);
-  Block &entry = func.getBody().front();
-  b.setInsertionPointToStart(&entry);
-  auto args = entry.getArguments();
-  Value partialO = args[0], partialLse = args[1], o = args[2], lse = args[3];
-  Value numSplits = toIndex(b, args[4]), rows = toIndex(b, args[5]);
-  Value oStrideB = toIndex(b, args[6]), oStrideH = toIndex(b, args[7]);
-  Value row = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value col = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value dim = cIdx(b, cfg.headDimVO);
-
-  // State: running max m, sum of weights w and weighted sum acc, all
-  // relative to m.
-  auto loop =
-      scf::ForOp::create(b, cIdx(b, 0), numSplits, cIdx(b, kMergeUnroll),
-                         ValueRange{negInf(b), cF32(b, 0.0), cF32(b, 0.0)});
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value first = loop.getInductionVar();
-    SmallVector<std::pair<Value, Value>> parts; // (lse, o) per split
-    for (int64_t i = 0; i < kMergeUnroll; ++i) {
-      Value s = arith::AddIOp::create(b, first, cIdx(b, i));
-      Value valid =
-          arith::CmpIOp::create(b, arith::CmpIPredicate::ult, s, numSplits);
-      // Past the last split: read split 0 and give it no weight.
-      Value sSafe = arith::SelectOp::create(b, valid, s, cIdx(b, 0));
-      Value slot =
-          arith::AddIOp::create(b, arith::MulIOp::create(b, sSafe, rows), row);
-      Value l = memref::LoadOp::create(b, partialLse, ValueRange{slot});
-      Value x = memref::LoadOp::create(
-          b, partialO,
-          ValueRange{arith::AddIOp::create(
-              b, arith::MulIOp::create(b, slot, dim), col)});
-      parts.push_back({arith::SelectOp::create(b, valid, l, negInf(b)), x});
-    }
-    auto iter = loop.getRegionIterArgs();
-    Value m = iter[0], w = iter[1], acc = iter[2];
-    for (auto [l, x] : parts) {
-      Value mNew = arith::MaxNumFOp::create(b, m, l);
-      // While every split so far is empty, mNew = -inf: use 0 so that the
-      // weights below are 2^-inf = 0 rather than NaN.
-      Value base = arith::SelectOp::create(
-          b,
-          arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, negInf(b)),
-          cF32(b, 0.0), mNew);
-      Value rescale =
-          math::Exp2Op::create(b, arith::SubFOp::create(b, m, base));
-      Value weight = math::Exp2Op::create(b, arith::SubFOp::create(b, l, base));
-      w = arith::AddFOp::create(b, arith::MulFOp::create(b, w, rescale),
-                                weight);
-      acc = arith::AddFOp::create(b, arith::MulFOp::create(b, acc, rescale),
-                                  arith::MulFOp::create(b, weight, x));
-      m = mNew;
-    }
-    scf::YieldOp::create(b, ValueRange{m, w, acc});
-  }
-  Value m = loop.getResult(0), total = loop.getResult(1);
-  Value seen =
-      arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, total, cF32(b, 0));
-  Value value = arith::SelectOp::create(
-      b, seen, arith::DivFOp::create(b, loop.getResult(2), total),
-      cF32(b, 0.0));
-  Value numHeads = cIdx(b, cfg.numQOHeads);
-  Value oIdx = arith::AddIOp::create(
-      b,
-      arith::AddIOp::create(
-          b,
-          arith::MulIOp::create(b, arith::DivUIOp::create(b, row, numHeads),
-                                oStrideB),
-          arith::MulIOp::create(b, arith::RemUIOp::create(b, row, numHeads),
-                                oStrideH)),
-      col);
-  Type oTy = elementType(b, cfg.dtypeO);
-  memref::StoreOp::create(b, arith::TruncFOp::create(b, oTy, value), o,
-                          ValueRange{oIdx});
-  if (cfg.returnLSE)
-    emitIf(b,
-           arith::CmpIOp::create(b, arith::CmpIPredicate::eq, col,
-                                 cIdx(b, 0)),
-           [&] {
-             Value l = arith::SelectOp::create(
-                 b, seen,
-                 arith::AddFOp::create(b, m, math::Log2Op::create(b, total)),
-                 negInf(b));
-             memref::StoreOp::create(b, l, lse, ValueRange{row});
-           });
+  Value batchRows = arith::MulIOp::create(b, batch, cIdx(b, cfg.numQOHeads));
+  SplitEpilogue ep{{partialO, partialLse, numSplits, batchRows},
+                   o,
+                   lse,
+                   counters,
+                   req,
+                   kvHead,
+                   oStrideB,
+                   oStrideH};
+  Value splitKV = arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numSplits,
+                                        cIdx(b, 1));
+  emitIf(b, splitKV, [&] { emitLastSplitMerge(b, cfg, ep); });
   gpu::ReturnOp::create(b);
 }
 
@@ -273,16 +402,13 @@ LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
   Type oTy = elementType(b, cfg.dtypeO), f32 = b.getF32Type();
   Type i32 = b.getI32Type();
   SmallVector<Type> argTypes;
-  for (Type t : {qTy, kvTy, kvTy, oTy, f32, f32, f32, i32, i32, i32})
+  for (Type t : {qTy, kvTy, kvTy, oTy, f32, f32, f32, i32, i32, i32, i32})
     argTypes.push_back(flatGlobalMemref(b, t));
   argTypes.append(13, i32);
   argTypes.push_back(f32);
   auto func = createTileKernel(b, cfg, argTypes);
-  {
-    OpBuilder::InsertionGuard guard(b);
-    emitDecodeBody(b, cfg, func);
-  }
-  emitMergeStates(b, cfg);
+  OpBuilder::InsertionGuard guard(b);
+  emitDecodeBody(b, cfg, func);
   return success();
 }
 

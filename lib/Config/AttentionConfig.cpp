@@ -464,8 +464,19 @@ AttentionConfig AttentionConfig::resolved() const {
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
   if (t.tileKV == 0)
     t.tileKV = maxHeadDim <= 128 ? 64 : 32;
-  if (t.stages == 0)
+  if (t.stages == 0) {
     t.stages = maxHeadDim <= 64 ? 3 : 2;
+    // Decode streams K/V with nothing to compute on it: a third stage keeps
+    // two tiles in flight per CTA, so one CTA per SM already reaches the
+    // HBM ceiling and a batch needs no split to fill the GPU (H100, head_dim
+    // 128: +1-3% at the four ANCHORS.md shapes, bench/RESULTS.md). Only
+    // where shared memory holds it (sm_80, sm_90a, not sm_86/sm_89).
+    if (!isPrefill(kind) && t.stages == 2) {
+      result.tuning.stages = 3;
+      if (result.sharedMemoryBytes() > maxSharedMemoryBytes(target))
+        result.tuning.stages = 2;
+    }
+  }
   return result;
 }
 

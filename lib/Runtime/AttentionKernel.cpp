@@ -33,7 +33,6 @@ struct AttentionKernel::State {
   struct Loaded {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
-    CUfunction merge = nullptr; ///< decode kinds: fijit_merge_states
   };
   std::mutex mutex;
   llvm::DenseMap<CUcontext, Loaded> loaded;
@@ -294,11 +293,6 @@ AttentionKernel::State::function(const CudaDriver &driver) {
           l.function, kMaxDynamicShared,
           static_cast<int>(config.sharedMemoryBytes())))
     return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
-  if (config.kind == KernelKind::SingleDecode ||
-      config.kind == KernelKind::BatchDecodePaged)
-    if (CUresult rc = driver.cuModuleGetFunction(&l.merge, l.module,
-                                                 "fijit_merge_states"))
-      return driver.error("cuModuleGetFunction(fijit_merge_states)", rc);
   loaded[*ctx] = l;
   return l;
 }
@@ -401,13 +395,17 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
   // tiles plus a fixed cost (its Q and pipeline fill and epilogue; with
   // splits also its partial output and the merge), one tile step each; a
   // last partial wave costs its share of a wave, but no less than that of
-  // 1.5 CTAs per SM, below which HBM no longer streams at full rate.
+  // the CTAs that keep ~1.5 K/V tiles per SM in flight (each CTA has
+  // stages - 1), below which HBM no longer streams at full rate.
   // Measured on H100 (bench/RESULTS.md, split probes): one wave of long
-  // CTAs beats many short ones when it fills the SMs (16x16384: 2 splits),
-  // and no split wins where whole waves remain (256x1024, 128x2048).
+  // CTAs beats many short ones when it fills the SMs, and no split wins
+  // where whole waves remain; with 3 stages one CTA per SM streams at the
+  // ceiling (16x16384: no split).
   const int64_t sms = multiprocessorCount();
   const int64_t slots = std::max<int64_t>(1, cfg.residentCTAsPerSM() * sms);
-  const int64_t streaming = std::min(slots, 3 * sms / 2);
+  const int64_t inFlight = std::max<int64_t>(1, cfg.tuning.stages - 1);
+  const int64_t streaming =
+      std::min(slots, (3 * sms + 2 * inFlight - 1) / (2 * inFlight));
   // Beyond ~8 waves more splits only add fixed costs.
   const int64_t maxSplits =
       std::min(tiles, std::max<int64_t>(1, (8 * slots + pairs - 1) / pairs));
@@ -529,6 +527,12 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
             std::to_string(a.workspaceBytes);
     return false;
   }
+  if (numSplits > 1 && !a.splitCounters) {
+    error = "split-KV over " + std::to_string(numSplits) +
+            " chunks needs split_counters (int32 [batch * num_kv_heads], "
+            "zeroed once)";
+    return false;
+  }
   auto ready = state->prepare();
   if (!ready) {
     error = llvm::toString(ready.takeError());
@@ -543,30 +547,17 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
       ws ? ws + numSplits * a.batch * cfg.numQOHeads * cfg.headDimVO * 4
          : nullptr;
   KernelParams params;
-  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, partialO, partialLse,
-                    a.kvIndptr, a.kvIndices, a.kvLastPageLen})
+  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, partialO, partialLse, a.kvIndptr,
+                    a.kvIndices, a.kvLastPageLen, a.splitCounters})
     params.memref(ptr);
   for (int64_t v : {a.kvLen, a.qStrideB, a.qStrideH, a.kStrideP, a.kStrideN,
                     a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
                     a.oStrideB, a.oStrideH, kvChunk, numSplits})
     params.i32(v);
   params.f32(smScaleOf(cfg, a.smScale));
-  if (!launchGrid(*driver, fn->function,
-                  {cfg.numKVHeads, numSplits, a.batch},
-                  cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(), a.stream,
-                  params, "cuLaunchKernel", error))
-    return false;
-  if (numSplits == 1)
-    return true;
-  KernelParams merge;
-  for (void *ptr : {partialO, partialLse, a.o, a.lse})
-    merge.memref(ptr);
-  for (int64_t v : {numSplits, a.batch * cfg.numQOHeads, a.oStrideB,
-                    a.oStrideH})
-    merge.i32(v);
-  return launchGrid(*driver, fn->merge, {a.batch * cfg.numQOHeads, 1, 1},
-                    cfg.headDimVO, 0, a.stream, merge,
-                    "cuLaunchKernel(merge)", error);
+  return launchGrid(*driver, fn->function, {cfg.numKVHeads, numSplits, a.batch},
+                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(), a.stream,
+                    params, "cuLaunchKernel", error);
 }
 
 bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {

@@ -16,13 +16,22 @@ def _workspace(nbytes, device):
     return torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device)
 
 
+def _split_counters(splits, pairs, device):
+    """Zeroed int32 counters, one per (request, kv head), by which the last
+    CTA of a split-KV decode finds out that it merges; each launch leaves
+    them zero, so they are allocated once per plan."""
+    if splits <= 1:
+        return None
+    return torch.zeros(pairs, dtype=torch.int32, device=device)
+
+
 def _launch_decode(kernel, q, k, v, o, lse, batch, kv_len, strides, kv_chunk,
-                   workspace, sm_scale, indptr=None, indices=None,
+                   workspace, sm_scale, counters, indptr=None, indices=None,
                    last_page_len=None):
     ptrs = [q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
             lse.data_ptr() if lse is not None else 0]
     ptrs += [t.data_ptr() if t is not None else 0
-             for t in (indptr, indices, last_page_len)]
+             for t in (indptr, indices, last_page_len, counters)]
     kernel._native.launch_decode(
         ptrs, batch, kv_len, strides, kv_chunk, workspace.data_ptr(),
         workspace.numel() * workspace.element_size(), float(sm_scale or 0.0),
@@ -75,12 +84,13 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
           cfg.dtype_o, like=qv)
     lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
                        device=q.device) if return_lse else None)
-    kv_chunk, _, nbytes = kernel._native.plan_decode(1, kv_len)
+    kv_chunk, splits, nbytes = kernel._native.plan_decode(1, kv_len)
     n, h = (0, 1) if nhd else (1, 0)
     strides = [0, q.stride(0), 0, k.stride(n), k.stride(h), 0, v.stride(n),
                v.stride(h), 0, out.stride(0)]
     _launch_decode(kernel, q, k, v, out, lse, 1, kv_len, strides, kv_chunk,
-                   _workspace(nbytes, q.device), sm_scale)
+                   _workspace(nbytes, q.device), sm_scale,
+                   _split_counters(splits, hk, q.device))
     return (out, lse) if return_lse else out
 
 
@@ -132,6 +142,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                              f"this batch needs {nbytes}")
         self._plan = dict(kernel=kernel, batch=batch, max_len=max_len,
                           kv_chunk=kv_chunk, splits=splits, cfg=cfg,
+                          counters=_split_counters(
+                              splits, batch * num_kv_heads, device),
                           indptr=indptr, indices=indices,
                           last_page_len=last_page_len, max_page=max_page,
                           sm_scale=sm_scale)
@@ -154,8 +166,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                    [out.stride(0), out.stride(1)])
         _launch_decode(p["kernel"], q, k_cache, v_cache, out, lse,
                        p["batch"], p["max_len"], strides, p["kv_chunk"],
-                       self._workspace, p["sm_scale"], p["indptr"],
-                       p["indices"], p["last_page_len"])
+                       self._workspace, p["sm_scale"], p["counters"],
+                       p["indptr"], p["indices"], p["last_page_len"])
         return (out, lse) if return_lse else out
 
 

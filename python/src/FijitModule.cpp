@@ -82,12 +82,13 @@ void launchDecode(const fijit::AttentionKernel &k,
                   std::vector<int64_t> strides, int64_t kvChunk,
                   uintptr_t workspace, int64_t workspaceBytes, float smScale,
                   uintptr_t stream) {
-  if (ptrs.size() != 8 || strides.size() != 10)
-    throw py::value_error("launch_decode needs 8 pointers (q, k, v, o, lse, "
-                          "indptr, indices, last_page_len) and 10 strides");
+  if (ptrs.size() != 9 || strides.size() != 10)
+    throw py::value_error("launch_decode needs 9 pointers (q, k, v, o, lse, "
+                          "indptr, indices, last_page_len, split_counters) "
+                          "and 10 strides");
   fijit::DecodeLaunchArgs a;
-  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.kvIndptr,
-                     &a.kvIndices, &a.kvLastPageLen},
+  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.kvIndptr, &a.kvIndices,
+                     &a.kvLastPageLen, &a.splitCounters},
                     ptrs);
   assignAll<int64_t>({&a.qStrideB, &a.qStrideH, &a.kStrideP, &a.kStrideN,
                       &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,

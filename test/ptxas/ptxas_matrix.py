@@ -9,14 +9,13 @@ The points, all with num_qo_heads=32 and GQA group {1, 4, 8}, target
   single_decode        bf16, mask=none (decode takes no mask)
   batch_decode_paged   bf16, mask=none, page_size 16
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
-`ptxas -arch=<target> -v` and prints the kind's kernel's registers, the spill
-stores/loads of every kernel in the module (decode kinds also hold
-fijit_merge_states, whose registers get their own column) and the kernel's
-dynamic shared memory (from `fi-opt --fi-emit=launch`; ptxas only sees the
+`ptxas -arch=<target> -v` and prints the kernel's registers and spill
+stores/loads (every module holds exactly one kernel; decode merges its
+split-KV partials in it) and the kernel's dynamic shared memory (from `fi-opt --fi-emit=launch`; ptxas only sees the
 `.extern .shared` declaration and reports 0 for it).
 
-It fails (exit status 1) if fi-opt or ptxas reports an error, if a kernel the
-kind must have is missing, if ptxas serializes the wgmma instructions of an
+It fails (exit status 1) if fi-opt or ptxas reports an error, if the module
+holds anything but the kind's kernel, if ptxas serializes the wgmma instructions of an
 sm_90a prefill kernel, or if any kernel with head_dim <= 128 spills to local
 memory (unless KNOWN_SPILLS lists it). head_dim 256 sits at the
 255-register limit with 4 warps, so its spills are reported but allowed.
@@ -57,8 +56,6 @@ KINDS = (
     ("batch_decode_paged", ("bf16",), (False,)),
 )
 PAGED_KINDS = ("batch_prefill_paged", "batch_decode_paged")
-DECODE_KINDS = ("single_decode", "batch_decode_paged")
-MERGE_KERNEL = "fijit_merge_states"
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
 # Points known to break the no-spill rule: (kind, head_dim, causal, group,
@@ -151,7 +148,7 @@ def last_lines(text, n=5):
 
 def run_point(point, fi_opt, ptxas, workdir):
     """Builds and assembles one config; returns a result dict."""
-    result = dict(point, regs=None, merge_regs=None, spill_stores=None,
+    result = dict(point, regs=None, spill_stores=None,
                   spill_loads=None, smem=None, error=None)
     name = point_name(point)
     config = "--fi-build=" + config_text(point)
@@ -191,19 +188,14 @@ def run_point(point, fi_opt, ptxas, workdir):
     if not entries:
         result["error"] = "cannot parse ptxas -v output: " + last_lines(log)
         return result
+    # One kernel per module: decode merges its splits in the kernel itself.
     expected = {kernel}
-    if point["kind"] in DECODE_KINDS:
-        expected.add(MERGE_KERNEL)
     if set(entries) != expected:
         result["error"] = "ptxas compiled %s, expected %s" % (
             ", ".join(sorted(entries)), ", ".join(sorted(expected)))
         return result
-    # Registers of the kind's kernel; spills of every kernel in the module.
-    result["regs"] = entries[kernel][0]
-    if MERGE_KERNEL in entries:
-        result["merge_regs"] = entries[MERGE_KERNEL][0]
-    result["spill_stores"] = sum(e[1] for e in entries.values())
-    result["spill_loads"] = sum(e[2] for e in entries.values())
+    result["regs"], result["spill_stores"], result["spill_loads"] = (
+        entries[kernel])
     return result
 
 
@@ -230,7 +222,7 @@ def verdict(result):
 
 def print_table(results):
     header = ("kind", "head_dim", "dtype", "causal", "group", "target",
-              "regs", "merge_regs", "spill_st", "spill_ld", "smem_bytes",
+              "regs", "spill_st", "spill_ld", "smem_bytes",
               "status")
     rows = []
     failures = xfails = 0
@@ -244,7 +236,7 @@ def print_table(results):
 
         rows.append((r["kind"], str(r["head_dim"]), r["dtype"],
                      "yes" if r["causal"] else "no", str(r["group"]),
-                     r["target"], show(r["regs"]), show(r["merge_regs"]),
+                     r["target"], show(r["regs"]),
                      show(r["spill_stores"]), show(r["spill_loads"]),
                      show(r["smem"]), status))
     widths = [max(len(h), *(len(row[i]) for row in rows))
