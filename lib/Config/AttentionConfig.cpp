@@ -432,9 +432,28 @@ double AttentionConfig::effectiveSmScale() const {
   return 1.0 / std::sqrt(static_cast<double>(headDimQK));
 }
 
+/// Head dims and target on which prefill can multiply with wgmma (given a
+/// multiple of 4 warps).
+static bool wgmmaShapes(const AttentionConfig &c) {
+  return c.target == Target::SM90a && isPrefill(c.kind) &&
+         c.headDimQK % 64 == 0 && c.headDimVO % 64 == 0;
+}
+
 AttentionConfig AttentionConfig::resolved() const {
   AttentionConfig result = *this;
   TuningKnobs &t = result.tuning;
+  int64_t maxHeadDim = std::max(headDimQK, headDimVO);
+  // single_prefill with wgmma takes big tiles by default (H100,
+  // bench/RESULTS.md): two warpgroups of 64 rows above head_dim 64, with
+  // 128 keys per tile up to head_dim 128 and 64 above (1 CTA per SM), and
+  // at head_dim 64 one warpgroup with 128-key tiles (3 CTAs per SM):
+  // +17% at head_dim 128, +33% at 256, +3-7% at 64 over 64-row, 64-key
+  // tiles. Batch prefill keeps the smaller tiles, which waste less on short
+  // requests.
+  bool bigTiles = kind == KernelKind::SinglePrefill && wgmmaShapes(*this);
+  int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
+  if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
+    t.numWarps = bigTileWarps;
   if (isPrefill(kind)) {
     // One 16-row MMA tile per warp ties tile_q to num_warps: derive
     // whichever of the two is missing from the other.
@@ -458,14 +477,16 @@ AttentionConfig AttentionConfig::resolved() const {
         t.numWarps *= 2;
     }
   }
-  // These defaults fit the smallest shared-memory budget (sm_86/sm_89) for
-  // every allowed head dim (256/256 needs exactly 101376 bytes), so they hold
-  // on every target.
-  int64_t maxHeadDim = std::max(headDimQK, headDimVO);
+  // Big tiles only with the warps they were measured with.
+  bigTiles = bigTiles && t.numWarps == bigTileWarps;
+  // The other defaults fit the smallest shared-memory budget (sm_86/sm_89)
+  // for every allowed head dim (256/256 needs exactly 101376 bytes), so they
+  // hold on every target.
   if (t.tileKV == 0)
-    t.tileKV = maxHeadDim <= 128 ? 64 : 32;
+    t.tileKV = bigTiles ? (maxHeadDim <= 128 ? 128 : 64)
+                        : (maxHeadDim <= 128 ? 64 : 32);
   if (t.stages == 0) {
-    t.stages = maxHeadDim <= 64 ? 3 : 2;
+    t.stages = maxHeadDim <= 64 && !bigTiles ? 3 : 2;
     // Decode streams K/V with nothing to compute on it: a third stage keeps
     // two tiles in flight per CTA, so one CTA per SM already reaches the
     // HBM ceiling and a batch needs no split to fill the GPU (H100, head_dim
@@ -491,9 +512,7 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
 }
 
 bool AttentionConfig::usesWgmma() const {
-  TuningKnobs t = resolved().tuning;
-  return target == Target::SM90a && isPrefill(kind) && t.numWarps % 4 == 0 &&
-         headDimQK % 64 == 0 && headDimVO % 64 == 0;
+  return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
 }
 
 int64_t AttentionConfig::residentCTAsPerSM() const {

@@ -18,8 +18,8 @@ GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
               "num_qo_heads=32,num_kv_heads=8,dtype_q=bf16,dtype_kv=bf16,"
               "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
               "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
-              "sm_scale=0,return_lse=false,target=sm_90a,tile_q=64,"
-              "tile_kv=64,num_warps=4,stages=2")
+              "sm_scale=0,return_lse=false,target=sm_90a,tile_q=128,"
+              "tile_kv=128,num_warps=8,stages=2")
 
 
 def gqa():
@@ -49,8 +49,8 @@ def test_attribute_types():
         "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
         "page_size": 1, "mask": "none", "window_left": -1,
         "logits_soft_cap": 30.0, "pos_encoding": "none", "sm_scale": 0.125,
-        "return_lse": True, "target": "sm_90a", "tile_q": 64, "tile_kv": 64,
-        "num_warps": 4, "stages": 3,
+        "return_lse": True, "target": "sm_90a", "tile_q": 64,
+        "tile_kv": 128, "num_warps": 4, "stages": 2,
     }
     assert cfg.to_dict() == expected
     for key, value in expected.items():
@@ -77,13 +77,27 @@ def test_float_fields_round_trip_exactly():
     assert AttentionConfig.from_string(str(cfg)).sm_scale == third
 
 
-@pytest.mark.parametrize("dims, tile_kv, stages", [
-    (64, 64, 3), (96, 64, 2), (128, 64, 2), (192, 32, 2), (256, 32, 2)])
-def test_tuning_defaults_resolved(dims, tile_kv, stages):
-    cfg = AttentionConfig(head_dim_qk=dims, head_dim_vo=dims)
-    assert (cfg.tile_q, cfg.num_warps) == (64, 4)
-    assert cfg.tile_kv == tile_kv
-    assert cfg.stages == stages
+# (tile_q, num_warps, tile_kv, stages) on sm_90a, where single_prefill
+# takes big tiles for wgmma (head dims that are multiples of 64), and on
+# sm_80.
+@pytest.mark.parametrize("dims, sm90a, sm80", [
+    (64, (64, 4, 128, 2), (64, 4, 64, 3)),
+    (96, (64, 4, 64, 2), (64, 4, 64, 2)),
+    (128, (128, 8, 128, 2), (64, 4, 64, 2)),
+    (192, (128, 8, 64, 2), (64, 4, 32, 2)),
+    (256, (128, 8, 64, 2), (64, 4, 32, 2))])
+def test_tuning_defaults_resolved(dims, sm90a, sm80):
+    for target, want in (("sm_90a", sm90a), ("sm_80", sm80)):
+        cfg = AttentionConfig(head_dim_qk=dims, head_dim_vo=dims,
+                              target=target)
+        assert (cfg.tile_q, cfg.num_warps, cfg.tile_kv,
+                cfg.stages) == want, target
+
+
+def test_batch_prefill_keeps_small_tiles():
+    cfg = AttentionConfig(kind="batch_prefill_ragged")
+    assert (cfg.tile_q, cfg.num_warps, cfg.tile_kv, cfg.stages) == \
+        (64, 4, 64, 2)
 
 
 def test_tile_q_and_num_warps_derive_each_other():
@@ -151,7 +165,7 @@ def test_replace_re_resolves_default_knobs():
     small = AttentionConfig(head_dim_qk=64, head_dim_vo=64)
     big = small.replace(head_dim_qk=256, head_dim_vo=256)
     assert big == AttentionConfig(head_dim_qk=256, head_dim_vo=256)
-    assert (big.tile_kv, big.stages) == (32, 2)
+    assert (big.num_warps, big.tile_kv, big.stages) == (8, 64, 2)
 
 
 def test_immutable():
@@ -170,8 +184,8 @@ def test_equality_and_hash():
     # Spelling out defaults gives the same config.
     b = AttentionConfig(kind="single_prefill", head_dim_qk=128,
                         head_dim_vo=128, num_qo_heads=32, num_kv_heads=8,
-                        mask="causal", tile_kv=64, stages=2, tile_q=64,
-                        num_warps=4, dtype_q="bf16", return_lse=False)
+                        mask="causal", tile_kv=128, stages=2, tile_q=128,
+                        num_warps=8, dtype_q="bf16", return_lse=False)
     assert a == b and not (a != b)
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
@@ -222,7 +236,7 @@ BAD = [
     (dict(kind="single_decode", mask="causal"),
      "invalid mask=causal: decode kinds take mask=none"),
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
-     "invalid tiling tile_q=64,tile_kv=64,stages=4: needs 294912 bytes of "
+     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327680 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
 ]
 
