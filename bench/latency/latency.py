@@ -7,6 +7,7 @@
 - triton: the cold compile of a plain Triton attention kernel, same run.
 Each cold/disk figure is the median over fresh processes.
 """
+import argparse
 import json
 import os
 import statistics
@@ -64,7 +65,7 @@ def child(cache_dir, extra_env=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(reps=5):
+def main(reps=5, with_triton=True):
     cold, disk = [], []
     for _ in range(reps):
         with tempfile.TemporaryDirectory() as d:
@@ -74,7 +75,7 @@ def main(reps=5):
     assert all(r["tier"] == "disk" for r in disk), disk
     common = os.path.join(os.path.dirname(__file__), "..", "common")
     triton_ms = []
-    for _ in range(3):
+    for _ in range(3 if with_triton else 0):
         with tempfile.TemporaryDirectory() as d:
             env = dict(os.environ, TRITON_CACHE_DIR=d)
             out = subprocess.run([sys.executable, "-c", TRITON_CHILD, common],
@@ -91,9 +92,11 @@ def main(reps=5):
         "disk_get_ms": med(disk, "get_ms"),
         "disk_load_ms": med(disk, "load_ms"),
         "memory_hit_us": med(disk, "memory_us"),
-        "triton_cold_ms": statistics.median(triton_ms),
+        "triton_cold_ms": (statistics.median(triton_ms) if triton_ms
+                           else None),
         "reps": reps,
     }
+    print(f"# config {json.dumps(CONFIG)}")
     print("| tier | median |\n| --- | --- |")
     print(f"| cold: config -> loaded function | "
           f"{result['cold_total_ms']:.1f} ms (compile "
@@ -103,11 +106,20 @@ def main(reps=5):
           f"(lookup {result['disk_get_ms']:.2f} + cubin load "
           f"{result['disk_load_ms']:.2f}) |")
     print(f"| memory hit | {result['memory_hit_us']:.2f} us |")
-    print(f"| Triton cold compile (same run) | "
-          f"{result['triton_cold_ms']:.0f} ms |")
-    if len(sys.argv) > 1:
-        json.dump(result, open(sys.argv[1], "w"), indent=1)
+    if triton_ms:
+        print(f"| Triton cold compile (same run) | "
+              f"{result['triton_cold_ms']:.0f} ms |")
+    if args.json:
+        json.dump(result, open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("json", nargs="?", help="write the medians here")
+    ap.add_argument("--tuning", default="",
+                    help="knobs added to the timed config, e.g. num_warps=4")
+    ap.add_argument("--no-triton", action="store_true")
+    args = ap.parse_args()
+    CONFIG.update((kv.split("=")[0], int(kv.split("=")[1]))
+                  for kv in args.tuning.split(",") if kv)
+    main(with_triton=not args.no_triton)
