@@ -157,24 +157,20 @@ struct SplitEpilogue {
   Value req, kvHead, oStrideB, oStrideH;
 };
 
-/// With more than one split, the CTA that finishes last among the splits
-/// of its (request, kv head) merges all of their partials into o (and
-/// lse), so no second kernel launch is needed. Each CTA releases its
-/// partials (fence, barrier) before thread 0 counts it in
-/// counters[request * num_kv_heads + kv head]; the one that sees
-/// num_splits - 1 there is last, resets the counter to 0 for the next
-/// launch and, after an acquiring fence, reads every split's partials.
-void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                        const SplitEpilogue &ep) {
-  MLIRContext *ctx = b.getContext();
+/// Thread 0 counts this CTA in counters[request * num_kv_heads + kv head]
+/// once every thread has released its partials (fence, barrier); the CTA
+/// that sees num_splits - 1 there is the last of its splits and resets the
+/// counter to 0 for the next launch (every split has counted by then).
+/// Returns that verdict, the same in every thread (bar.red.or).
+Value emitIsLastSplit(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                      const SplitEpilogue &ep, Value tid) {
   Type i32 = b.getI32Type();
-  auto gpuScope = NVVM::MemScopeKindAttr::get(ctx, NVVM::MemScopeKind::GPU);
-  NVVM::MembarOp::create(b, gpuScope);
+  NVVM::MembarOp::create(
+      b, NVVM::MemScopeKindAttr::get(b.getContext(), NVVM::MemScopeKind::GPU));
   gpu::BarrierOp::create(b);
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value first =
+  Value threadZero =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0));
-  auto count = scf::IfOp::create(b, TypeRange{i32}, first,
+  auto count = scf::IfOp::create(b, TypeRange{i32}, threadZero,
                                  /*withElseRegion=*/true);
   {
     OpBuilder::InsertionGuard guard(b);
@@ -189,8 +185,6 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
         b, i32, arith::SubIOp::create(b, ep.parts.numSplits, cIdx(b, 1)));
     Value isLast =
         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, before, lastCount);
-    // Every split has counted: nobody else touches the counter in this
-    // launch.
     emitIf(b, isLast, [&] {
       memref::StoreOp::create(b, arith::ConstantIntOp::create(b, i32, 0),
                               ep.counters, ValueRange{slot});
@@ -200,71 +194,102 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     scf::YieldOp::create(b,
                          ValueRange{arith::ConstantIntOp::create(b, i32, 0)});
   }
-  // bar.red.or: thread 0's verdict reaches every thread.
-  Value anyLast = NVVM::BarrierOp::create(b, TypeRange{i32}, Value(), Value(),
-                                          NVVM::BarrierReductionAttr::get(
-                                              ctx, NVVM::BarrierReduction::OR),
-                                          count.getResult(0))
-                      .getRes();
-  Value last = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, anyLast,
-                                     arith::ConstantIntOp::create(b, i32, 0));
-  emitIf(b, last, [&] {
-    NVVM::MembarOp::create(b, gpuScope);
-    // The group's rows x head_dim_vo columns, strided over the CTA.
-    int64_t group = cfg.groupSize();
-    int64_t total = group * cfg.headDimVO;
-    int64_t threads = cfg.tuning.numWarps * 32;
-    SmallVector<std::pair<Value, Value>> rowCols;
-    SmallVector<Value> heads, inRange;
-    for (int64_t first = 0; first < total; first += threads) {
-      Value e = arith::AddIOp::create(b, tid, cIdx(b, first));
-      Value valid;
-      if (first + threads > total) {
-        valid = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, e,
-                                      cIdx(b, total));
-        e = arith::SelectOp::create(b, valid, e, cIdx(b, 0));
-      }
-      Value rowInGroup = arith::DivUIOp::create(b, e, cIdx(b, cfg.headDimVO));
-      Value col = arith::RemUIOp::create(b, e, cIdx(b, cfg.headDimVO));
-      Value head = arith::AddIOp::create(
-          b, arith::MulIOp::create(b, ep.kvHead, cIdx(b, group)), rowInGroup);
-      Value row = arith::AddIOp::create(
-          b, arith::MulIOp::create(b, ep.req, cIdx(b, cfg.numQOHeads)), head);
-      rowCols.push_back({row, col});
-      heads.push_back(head);
-      inRange.push_back(valid);
+  Value anyLast =
+      NVVM::BarrierOp::create(b, TypeRange{i32}, Value(), Value(),
+                              NVVM::BarrierReductionAttr::get(
+                                  b.getContext(), NVVM::BarrierReduction::OR),
+                              count.getResult(0))
+          .getRes();
+  return arith::CmpIOp::create(b, arith::CmpIPredicate::ne, anyLast,
+                               arith::ConstantIntOp::create(b, i32, 0));
+}
+
+/// One output element of the group a thread merges.
+struct GroupElement {
+  Value row;   ///< request * num_qo_heads + head
+  Value col;   ///< column in head_dim_vo
+  Value head;  ///< query head
+  Value valid; ///< null where every thread has an element
+};
+
+/// The group's rows x head_dim_vo elements, strided over the CTA's threads:
+/// this thread's elements tid, tid + threads, ... (a thread past the end
+/// computes element 0 and stores nothing).
+SmallVector<GroupElement> groupElements(ImplicitLocOpBuilder &b,
+                                        const AttentionConfig &cfg,
+                                        const SplitEpilogue &ep, Value tid) {
+  int64_t group = cfg.groupSize();
+  int64_t total = group * cfg.headDimVO;
+  int64_t threads = cfg.tuning.numWarps * 32;
+  SmallVector<GroupElement> elements;
+  for (int64_t offset = 0; offset < total; offset += threads) {
+    GroupElement el;
+    Value e = arith::AddIOp::create(b, tid, cIdx(b, offset));
+    if (offset + threads > total) {
+      el.valid = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, e,
+                                       cIdx(b, total));
+      e = arith::SelectOp::create(b, el.valid, e, cIdx(b, 0));
     }
+    Value rowInGroup = arith::DivUIOp::create(b, e, cIdx(b, cfg.headDimVO));
+    el.col = arith::RemUIOp::create(b, e, cIdx(b, cfg.headDimVO));
+    el.head = arith::AddIOp::create(
+        b, arith::MulIOp::create(b, ep.kvHead, cIdx(b, group)), rowInGroup);
+    el.row = arith::AddIOp::create(
+        b, arith::MulIOp::create(b, ep.req, cIdx(b, cfg.numQOHeads)), el.head);
+    elements.push_back(el);
+  }
+  return elements;
+}
+
+/// Stores a merged element to o at request * o_stride_b + head * o_stride_h
+/// + col and, with return_lse, column 0's thread its row's LSE (m +
+/// log2(sum), -inf for a row no split saw a key of).
+void storeMerged(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                 const SplitEpilogue &ep, const GroupElement &el,
+                 const MergedElement &out) {
+  Value oIdx = arith::AddIOp::create(
+      b,
+      arith::AddIOp::create(b, arith::MulIOp::create(b, ep.req, ep.oStrideB),
+                            arith::MulIOp::create(b, el.head, ep.oStrideH)),
+      el.col);
+  memref::StoreOp::create(
+      b, arith::TruncFOp::create(b, elementType(b, cfg.dtypeO), out.value),
+      ep.o, ValueRange{oIdx});
+  if (!cfg.returnLSE)
+    return;
+  emitIf(
+      b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, el.col, cIdx(b, 0)),
+      [&] {
+        Value l = arith::SelectOp::create(
+            b, out.seen,
+            arith::AddFOp::create(b, out.m, math::Log2Op::create(b, out.total)),
+            negInf(b));
+        memref::StoreOp::create(b, l, ep.lse, ValueRange{el.row});
+      });
+}
+
+/// With more than one split, the CTA that finishes last among the splits
+/// of its (request, kv head) merges all of their partials into o (and
+/// lse), so no second kernel launch is needed; it reads them after an
+/// acquiring fence.
+void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                        const SplitEpilogue &ep) {
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value last = emitIsLastSplit(b, cfg, ep, tid);
+  emitIf(b, last, [&] {
+    NVVM::MembarOp::create(b, NVVM::MemScopeKindAttr::get(
+                                  b.getContext(), NVVM::MemScopeKind::GPU));
+    SmallVector<GroupElement> elements = groupElements(b, cfg, ep, tid);
+    SmallVector<std::pair<Value, Value>> rowCols;
+    for (const GroupElement &el : elements)
+      rowCols.push_back({el.row, el.col});
     SmallVector<MergedElement> merged =
         emitMergeSplits(b, cfg, ep.parts, rowCols);
-    Type oTy = elementType(b, cfg.dtypeO);
-    for (auto [e, out] : llvm::enumerate(merged)) {
-      auto store = [&, e = e, out = out] {
-        auto [row, col] = rowCols[e];
-        Value oIdx = arith::AddIOp::create(
-            b,
-            arith::AddIOp::create(
-                b, arith::MulIOp::create(b, ep.req, ep.oStrideB),
-                arith::MulIOp::create(b, heads[e], ep.oStrideH)),
-            col);
-        memref::StoreOp::create(b, arith::TruncFOp::create(b, oTy, out.value),
-                                ep.o, ValueRange{oIdx});
-        if (cfg.returnLSE)
-          emitIf(b,
-                 arith::CmpIOp::create(b, arith::CmpIPredicate::eq, col,
-                                       cIdx(b, 0)),
-                 [&] {
-                   Value l = arith::SelectOp::create(
-                       b, out.seen,
-                       arith::AddFOp::create(
-                           b, out.m, math::Log2Op::create(b, out.total)),
-                       negInf(b));
-                   memref::StoreOp::create(b, l, ep.lse, ValueRange{row});
-                 });
-      };
-      if (inRange[e])
-        emitIf(b, inRange[e], store);
+    for (auto [el, out] : llvm::zip_equal(elements, merged)) {
+      if (el.valid)
+        emitIf(b, el.valid, [&] { storeMerged(b, cfg, ep, el, out); });
       else
-        store();
+        storeMerged(b, cfg, ep, el, out);
     }
   });
 }
