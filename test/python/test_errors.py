@@ -286,3 +286,49 @@ def test_calling_a_non_prefill_kernel_names_the_right_entry_point(kind, hint):
                           head_dim_qk=64, head_dim_vo=64)
     with pytest.raises(ValueError, match=f"kind={kind} use .*{hint}"):
         k(object(), object(), object())
+
+
+# --- the native decode launch checks ---------------------------------------
+
+DECODE = dict(kind="single_decode", head_dim_qk=64, head_dim_vo=64,
+              num_qo_heads=4, num_kv_heads=4)
+# q (b, h), k (page, n, h), v (page, n, h), o (b, h): NHD, 4 heads of 64.
+DECODE_STRIDES = [256, 64, 0, 256, 64, 0, 256, 64, 256, 64]
+
+
+def native_decode(kernel, counters=4096 * 7, workspace=4096 * 8,
+                  workspace_bytes=1 << 20, kv_len=1000, kv_chunk=256,
+                  ptrs=None):
+    if ptrs is None:
+        ptrs = [4096, 4096 * 2, 4096 * 3, 4096 * 4, 0, 0, 0, 0, counters]
+    return kernel._native.launch_decode(ptrs, 1, kv_len, DECODE_STRIDES,
+                                        kv_chunk, workspace, workspace_bytes,
+                                        0.0, 0)
+
+
+def test_native_decode_split_needs_counters():
+    # 1000 keys in chunks of 256: four splits, whose last CTA per kv head
+    # finds out that it merges through the counters.
+    kernel = compile_attention(**DECODE)
+    with pytest.raises(RuntimeError) as e:
+        native_decode(kernel, counters=0)
+    assert str(e.value) == ("split-KV over 4 chunks needs split_counters "
+                            "(int32 [batch * num_kv_heads], zeroed once)")
+
+
+def test_native_decode_workspace_too_small():
+    kernel = compile_attention(**DECODE)
+    # 4 splits x 4 rows x (64 + 1) floats.
+    with pytest.raises(RuntimeError) as e:
+        native_decode(kernel, workspace_bytes=4000)
+    assert str(e.value) == ("workspace too small: split-KV over 4 chunks "
+                            "needs 4160 bytes, got 4000")
+
+
+def test_native_decode_pointer_count():
+    kernel = compile_attention(**DECODE)
+    with pytest.raises(ValueError) as e:
+        native_decode(kernel, ptrs=[4096] * 8)
+    assert str(e.value) == ("launch_decode needs 9 pointers (q, k, v, o, "
+                            "lse, indptr, indices, last_page_len, "
+                            "split_counters) and 10 strides")
