@@ -14,6 +14,7 @@ the first test that touched the cache had. Tests that need a fresh cache, a
 specific environment or a cold memory tier run a child process with
 ``run_fijit`` / ``start_fijit``.
 """
+import ctypes
 import json
 import os
 import subprocess
@@ -170,3 +171,13 @@ def cache_files(root, pattern="*.ptx"):
 # A small config that compiles in ~0.15 s; tests vary num_qo_heads (the GQA
 # group) to get distinct kernels of similar size.
 SMALL = dict(head_dim_qk=64, head_dim_vo=64, num_qo_heads=4, num_kv_heads=4)
+
+
+def driver_present():
+    """Whether the CUDA driver loads here: tests that launch on fake pointers
+    or rely on the plan's no-GPU model skip where it does."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False

@@ -5,23 +5,13 @@ are fixed here: (kv_chunk, num_splits, workspace bytes) for a batch and
 its longest request. See AttentionKernel::planDecode and
 docs/architecture.md ("The decode kernels").
 """
-import ctypes
-
 import pytest
 
 import fijit
-
-
-def _driver_present():
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
+from conftest import driver_present
 
 pytestmark = pytest.mark.skipif(
-    _driver_present(), reason="a CUDA driver is installed: the plan would "
+    driver_present(), reason="a CUDA driver is installed: the plan would "
     "use that GPU's SM count instead of the H100's 132")
 
 

@@ -5,26 +5,16 @@ is loaded, so they are testable anywhere. Arrays are faked through
 ``__cuda_array_interface__`` at made-up addresses: nothing is ever launched
 (tests that would reach a real driver skip where one is installed).
 """
-import ctypes
 
 import pytest
 
 import fijit
 import fijit.tensors
 from fijit import AttentionConfig, AttentionKernel, compile_attention
-from conftest import SMALL
-
-
-def _driver_present():
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
+from conftest import SMALL, driver_present
 
 needs_no_driver = pytest.mark.skipif(
-    _driver_present(), reason="a CUDA driver is installed: this test would "
+    driver_present(), reason="a CUDA driver is installed: this test would "
     "launch on fake pointers (the gpu tests cover launches)")
 
 F16 = dict(SMALL, num_kv_heads=2, dtype_q="f16", dtype_kv="f16",
