@@ -446,10 +446,10 @@ AttentionConfig AttentionConfig::resolved() const {
   // single_prefill with wgmma takes big tiles by default (H100,
   // bench/RESULTS.md): two warpgroups of 64 rows above head_dim 64, with
   // 128 keys per tile up to head_dim 128 and 64 above (1 CTA per SM), and
-  // at head_dim 64 one warpgroup with 128-key tiles (3 CTAs per SM):
-  // +17% at head_dim 128, +33% at 256, +3-7% at 64 over 64-row, 64-key
-  // tiles. Batch prefill keeps the smaller tiles, which waste less on short
-  // requests.
+  // at head_dim 64 one warpgroup with 128-key tiles (72 KB of shared
+  // memory): +17% at head_dim 128, +33% at 256, +3-7% at 64 over 64-row,
+  // 64-key tiles. Batch prefill keeps the smaller tiles, which waste less
+  // on short requests.
   bool bigTiles = kind == KernelKind::SinglePrefill && wgmmaShapes(*this);
   int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
