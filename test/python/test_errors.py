@@ -296,29 +296,22 @@ def native_decode(kernel, counters=4096 * 7, workspace=4096 * 8,
                                         0.0, 0)
 
 
-def test_native_decode_split_needs_counters():
-    # 1000 keys in chunks of 256: four splits, whose last CTA per kv head
-    # finds out that it merges through the counters.
+# 1000 keys in chunks of 256 make four splits, whose last CTA per kv head
+# finds out that it merges through the counters; their partials take 4
+# splits x 4 rows x (64 + 1) floats.
+@pytest.mark.parametrize("change, error, message", [
+    (dict(counters=0), RuntimeError,
+     "split-KV over 4 chunks needs split_counters (int32 [batch * "
+     "num_kv_heads], zeroed once)"),
+    (dict(workspace_bytes=4000), RuntimeError,
+     "workspace too small: split-KV over 4 chunks needs 4160 bytes, got "
+     "4000"),
+    (dict(ptrs=[4096] * 8), ValueError,
+     "launch_decode needs 9 pointers (q, k, v, o, lse, indptr, indices, "
+     "last_page_len, split_counters) and 10 strides"),
+], ids=["no-counters", "small-workspace", "pointer-count"])
+def test_native_decode_refuses(change, error, message):
     kernel = compile_attention(**DECODE)
-    with pytest.raises(RuntimeError) as e:
-        native_decode(kernel, counters=0)
-    assert str(e.value) == ("split-KV over 4 chunks needs split_counters "
-                            "(int32 [batch * num_kv_heads], zeroed once)")
-
-
-def test_native_decode_workspace_too_small():
-    kernel = compile_attention(**DECODE)
-    # 4 splits x 4 rows x (64 + 1) floats.
-    with pytest.raises(RuntimeError) as e:
-        native_decode(kernel, workspace_bytes=4000)
-    assert str(e.value) == ("workspace too small: split-KV over 4 chunks "
-                            "needs 4160 bytes, got 4000")
-
-
-def test_native_decode_pointer_count():
-    kernel = compile_attention(**DECODE)
-    with pytest.raises(ValueError) as e:
-        native_decode(kernel, ptrs=[4096] * 8)
-    assert str(e.value) == ("launch_decode needs 9 pointers (q, k, v, o, "
-                            "lse, indptr, indices, last_page_len, "
-                            "split_counters) and 10 strides")
+    with pytest.raises(error) as e:
+        native_decode(kernel, **change)
+    assert str(e.value) == message
