@@ -41,14 +41,11 @@ using namespace mlir;
 namespace fijit {
 namespace {
 
-gpu::GPUFuncOp createKernel(ImplicitLocOpBuilder &b, StringRef name,
-                            ArrayRef<Type> argTypes, int64_t threads) {
-  auto func = gpu::GPUFuncOp::create(
-      b, name, FunctionType::get(b.getContext(), argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      b.getDenseI32ArrayAttr({static_cast<int32_t>(threads), 1, 1}));
-  return func;
+/// membar.gl: this thread's earlier global accesses are performed for the
+/// whole GPU before its later ones.
+void emitGpuFence(ImplicitLocOpBuilder &b) {
+  NVVM::MembarOp::create(
+      b, NVVM::MemScopeKindAttr::get(b.getContext(), NVVM::MemScopeKind::GPU));
 }
 
 /// Split-KV partials: f32 output rows [split][row][head_dim_vo] and their
@@ -165,8 +162,7 @@ struct SplitEpilogue {
 Value emitIsLastSplit(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                       const SplitEpilogue &ep, Value tid) {
   Type i32 = b.getI32Type();
-  NVVM::MembarOp::create(
-      b, NVVM::MemScopeKindAttr::get(b.getContext(), NVVM::MemScopeKind::GPU));
+  emitGpuFence(b);
   gpu::BarrierOp::create(b);
   Value threadZero =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0));
@@ -277,8 +273,7 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value last = emitIsLastSplit(b, cfg, ep, tid);
   emitIf(b, last, [&] {
-    NVVM::MembarOp::create(b, NVVM::MemScopeKindAttr::get(
-                                  b.getContext(), NVVM::MemScopeKind::GPU));
+    emitGpuFence(b);
     SmallVector<GroupElement> elements = groupElements(b, cfg, ep, tid);
     SmallVector<std::pair<Value, Value>> rowCols;
     for (const GroupElement &el : elements)
