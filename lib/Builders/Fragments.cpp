@@ -100,18 +100,27 @@ static std::pair<Value, Value> x4LaneOffsets(ImplicitLocOpBuilder &b,
   return {row, col};
 }
 
+std::array<BFragment, 2> MmaEmitter::loadBPair(const SmemTile &smem,
+                                               ValueRange prefix, Value lane,
+                                               Value row0, int64_t col0,
+                                               bool transpose) {
+  // The row offset comes from lane bit 3 for the transposed order, bit 4
+  // otherwise, so both orders hand the mma B operand pairs in k.
+  auto [rowOff, colOff] = x4LaneOffsets(b, lane, /*rowsFromBit3=*/transpose);
+  auto idx = smem.chunkIndex(b, prefix, arith::AddIOp::create(b, row0, rowOff),
+                             ldmatrixRowPhase(b, lane), col0, colOff);
+  auto vecTy = VectorType::get({4, 2}, elemTy);
+  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem.buffer, idx, transpose,
+                                      /*numTiles=*/4);
+  auto r = unpack(v);
+  return {BFragment{r[0], r[1]}, BFragment{r[2], r[3]}};
+}
+
 std::array<BFragment, 2> MmaEmitter::loadBPairNK(const SmemTile &smem,
                                                  ValueRange prefix, Value lane,
                                                  Value n0, int64_t k0) {
   // Matrices: (n lo, k lo), (n lo, k hi), (n hi, k lo), (n hi, k hi).
-  auto [rowOff, colOff] = x4LaneOffsets(b, lane, /*rowsFromBit3=*/false);
-  auto idx = smem.chunkIndex(b, prefix, arith::AddIOp::create(b, n0, rowOff),
-                             ldmatrixRowPhase(b, lane), k0, colOff);
-  auto vecTy = VectorType::get({4, 2}, elemTy);
-  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem.buffer, idx,
-                                      /*transpose=*/false, /*numTiles=*/4);
-  auto r = unpack(v);
-  return {BFragment{r[0], r[1]}, BFragment{r[2], r[3]}};
+  return loadBPair(smem, prefix, lane, n0, k0, /*transpose=*/false);
 }
 
 std::array<BFragment, 2> MmaEmitter::loadBPairKN(const SmemTile &smem,
@@ -119,14 +128,7 @@ std::array<BFragment, 2> MmaEmitter::loadBPairKN(const SmemTile &smem,
                                                  Value k0, int64_t n0) {
   // Transposed matrices: (k lo, n lo), (k hi, n lo), (k lo, n hi), (k hi,
   // n hi); .trans hands each lane two consecutive k of one n.
-  auto [rowOff, colOff] = x4LaneOffsets(b, lane, /*rowsFromBit3=*/true);
-  auto idx = smem.chunkIndex(b, prefix, arith::AddIOp::create(b, k0, rowOff),
-                             ldmatrixRowPhase(b, lane), n0, colOff);
-  auto vecTy = VectorType::get({4, 2}, elemTy);
-  Value v = nvgpu::LdMatrixOp::create(b, vecTy, smem.buffer, idx,
-                                      /*transpose=*/true, /*numTiles=*/4);
-  auto r = unpack(v);
-  return {BFragment{r[0], r[1]}, BFragment{r[2], r[3]}};
+  return loadBPair(smem, prefix, lane, k0, n0, /*transpose=*/true);
 }
 
 AccFragment MmaEmitter::mma(const AFragment &a, const BFragment &bFrag,

@@ -101,6 +101,13 @@ public:
 private:
   /// Splits an ldmatrix result vector<4x2xT> into four operand registers.
   std::array<mlir::Value, 4> unpack(mlir::Value loaded);
+  /// Two B fragments from one ldmatrix.x4 of the 16 x 16 block at (row0,
+  /// col0) of `smem`: K-major (NK, rows are n) or, with `transpose`,
+  /// MN-major (KN, rows are k, read through .trans).
+  std::array<BFragment, 2> loadBPair(const SmemTile &smem,
+                                     mlir::ValueRange prefix, mlir::Value lane,
+                                     mlir::Value row0, int64_t col0,
+                                     bool transpose);
   /// Packs a vector<2xT> into the operand type mma.sync wants for T.
   mlir::Value packPair(mlir::Value pair);
 
