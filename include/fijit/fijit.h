@@ -143,8 +143,10 @@ public:
   bool launchBatchPrefill(const BatchPrefillLaunchArgs &args,
                           std::string &error) const;
 
-  /// Keys per split and number of splits launchDecode would use, and the
-  /// workspace bytes it then needs.
+  /// Keys per split and number of splits launchDecode uses, and the
+  /// workspace bytes it then needs. `kvChunk` in: 0 to let the plan choose,
+  /// or the keys per split wanted; out: that chunk rounded up to whole KV
+  /// tiles.
   void planDecode(int64_t batch, int64_t maxKvLen, int64_t &kvChunk,
                   int64_t &numSplits, int64_t &workspaceBytes) const;
 

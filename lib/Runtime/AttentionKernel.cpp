@@ -382,10 +382,9 @@ static int64_t decodeWorkspaceBytes(const AttentionConfig &cfg,
              : 0;
 }
 
-void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
-                                 int64_t &kvChunk, int64_t &numSplits,
-                                 int64_t &workspaceBytes) const {
-  const AttentionConfig &cfg = state->config;
+/// Keys per split-KV chunk for `batch` requests of up to `maxKvLen` keys.
+static int64_t chooseDecodeChunk(const AttentionConfig &cfg, int64_t batch,
+                                 int64_t maxKvLen) {
   int64_t tile = cfg.tuning.tileKV;
   int64_t pairs = std::max<int64_t>(1, batch * cfg.numKVHeads);
   int64_t tiles = std::max<int64_t>(1, (maxKvLen + tile - 1) / tile);
@@ -427,9 +426,18 @@ void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
       bestSplits = s;
     }
   }
-  int64_t chunkTiles = (tiles + bestSplits - 1) / bestSplits;
-  kvChunk = chunkTiles * tile;
-  numSplits = (tiles + chunkTiles - 1) / chunkTiles;
+  return (tiles + bestSplits - 1) / bestSplits * tile;
+}
+
+void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
+                                 int64_t &kvChunk, int64_t &numSplits,
+                                 int64_t &workspaceBytes) const {
+  const AttentionConfig &cfg = state->config;
+  int64_t tile = cfg.tuning.tileKV;
+  if (kvChunk <= 0)
+    kvChunk = chooseDecodeChunk(cfg, batch, maxKvLen);
+  kvChunk = (kvChunk + tile - 1) / tile * tile;
+  numSplits = std::max<int64_t>(1, (maxKvLen + kvChunk - 1) / kvChunk);
   workspaceBytes = decodeWorkspaceBytes(cfg, numSplits, batch);
 }
 
@@ -513,14 +521,9 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
   }
   if (a.batch <= 0)
     return true;
-  int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
   // A chunk from plan() is used as given; only a launch without one plans.
-  if (kvChunk <= 0)
-    planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed);
-  int64_t tile = cfg.tuning.tileKV;
-  kvChunk = (kvChunk + tile - 1) / tile * tile;
-  numSplits = std::max<int64_t>(1, (a.kvLen + kvChunk - 1) / kvChunk);
-  needed = decodeWorkspaceBytes(cfg, numSplits, a.batch);
+  int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
+  planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed);
   if (needed > a.workspaceBytes) {
     error = "workspace too small: split-KV over " + std::to_string(numSplits) +
             " chunks needs " + std::to_string(needed) + " bytes, got " +

@@ -128,14 +128,10 @@ class BatchDecodeWithPagedKVCacheWrapper:
             return_lse=bool(return_lse), target=target_of(device), **tuning)
         kernel = compile_attention(cfg)
         max_len = max(lens, default=0)
-        kv_chunk, splits, nbytes = kernel._native.plan_decode(batch, max_len)
-        if fixed_split_size:
-            # Keys per split-KV chunk, rounded up to whole tiles.
-            tile = cfg.tile_kv
-            kv_chunk = -(-int(fixed_split_size) // tile) * tile
-            splits = max(1, -(-max_len // kv_chunk))
-            nbytes = (splits * batch * num_qo_heads * (head_dim + 1) * 4
-                      if splits > 1 else 0)
+        # Keys per split-KV chunk: the caller's, rounded up to whole tiles,
+        # or the planner's.
+        kv_chunk, splits, nbytes = kernel._native.plan_decode(
+            batch, max_len, int(fixed_split_size or 0))
         have = self._workspace.numel() * self._workspace.element_size()
         if nbytes > have:
             raise ValueError(f"float_workspace_buffer holds {have} bytes; "

@@ -170,21 +170,22 @@ PYBIND11_MODULE(_fijit, m) {
       .def("launch_batch_prefill", &launchBatchPrefill, py::arg("ptrs"),
            py::arg("batch"), py::arg("max_qo_len"), py::arg("strides"),
            py::arg("sm_scale"), py::arg("stream"))
-      .def("launch_decode", &launchDecode, py::arg("ptrs"),
-           py::arg("batch"), py::arg("kv_len"), py::arg("strides"),
-           py::arg("kv_chunk"), py::arg("workspace"),
-           py::arg("workspace_bytes"), py::arg("sm_scale"), py::arg("stream"))
-      .def("plan_decode",
-           [](const fijit::AttentionKernel &k, int64_t batch,
-              int64_t maxKvLen) {
-             int64_t chunk = 0, splits = 0, bytes = 0;
-             k.planDecode(batch, maxKvLen, chunk, splits, bytes);
-             return py::make_tuple(chunk, splits, bytes);
-           })
+      .def("launch_decode", &launchDecode, py::arg("ptrs"), py::arg("batch"),
+           py::arg("kv_len"), py::arg("strides"), py::arg("kv_chunk"),
+           py::arg("workspace"), py::arg("workspace_bytes"),
+           py::arg("sm_scale"), py::arg("stream"))
+      .def(
+          "plan_decode",
+          [](const fijit::AttentionKernel &k, int64_t batch, int64_t maxKvLen,
+             int64_t kvChunk) {
+            int64_t splits = 0, bytes = 0;
+            k.planDecode(batch, maxKvLen, kvChunk, splits, bytes);
+            return py::make_tuple(kvChunk, splits, bytes);
+          },
+          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0)
       .def("launch", &launch, py::arg("q"), py::arg("k"), py::arg("v"),
-           py::arg("o"), py::arg("lse"), py::arg("qo_len"),
-           py::arg("kv_len"), py::arg("strides"), py::arg("sm_scale"),
-           py::arg("stream"));
+           py::arg("o"), py::arg("lse"), py::arg("qo_len"), py::arg("kv_len"),
+           py::arg("strides"), py::arg("sm_scale"), py::arg("stream"));
 
   m.def(
       "compile_attention",
