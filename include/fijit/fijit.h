@@ -114,7 +114,7 @@ class FIJIT_API AttentionKernel {
 public:
   struct State;
   AttentionKernel(std::shared_ptr<State> state, const char *tier,
-                  double compileMs);
+                  double compileMs, bool provisional = false);
 
   const std::string &config() const;
   const std::string &key() const; ///< cache key (hash of IR + options)
@@ -125,6 +125,9 @@ public:
   const char *tier() const { return tierName; }
   /// Wall time of the call that produced this object, in milliseconds.
   double compileMs() const { return ms; }
+  /// Whether this is the stand-in of the config asked for (see
+  /// getAttentionKernel): config(), key() and ptx() are the stand-in's.
+  bool provisional() const { return standIn; }
   int threadsPerBlock() const;
   int tileQ() const;
   int numQOHeads() const;
@@ -161,12 +164,25 @@ private:
   std::shared_ptr<State> state;
   const char *tierName;
   double ms;
+  bool standIn;
 };
 
 /// Memory tier, then disk tier, then the bundle, then compile. Null on
 /// error.
+///
+/// A config stored nowhere whose default kernel is slow to compile (sm_90a
+/// single_prefill at head_dim 128, tuning left to its defaults) is served,
+/// when the calling thread has a current CUDA context and $FIJIT_TIERED is
+/// not 0, by a provisional stand-in that compiles faster (one warpgroup of
+/// 64-key tiles) while a background thread compiles, links and loads the
+/// config's own kernel into that context; later calls then return it. Both
+/// compute the same attention but round differently.
 FIJIT_API std::shared_ptr<AttentionKernel>
 getAttentionKernel(const std::string &config, std::string &error);
+
+/// Blocks until every background compile has finished (they are also
+/// waited for at exit).
+FIJIT_API void waitForBackgroundCompiles();
 
 struct CacheInfo {
   std::string root, versionDir;

@@ -511,6 +511,23 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
   return qBytes + kvBytes;
 }
 
+std::optional<AttentionConfig> AttentionConfig::standIn() const {
+  // Knobs spelled out with their default values name the same kernel (the
+  // canonical text resolves every knob), so compare resolved knobs.
+  AttentionConfig defaults = *this;
+  defaults.tuning = TuningKnobs();
+  const TuningKnobs t = resolved().tuning, d = defaults.resolved().tuning;
+  bool defaultTuning = t.tileQ == d.tileQ && t.tileKV == d.tileKV &&
+                       t.numWarps == d.numWarps && t.stages == d.stages;
+  int64_t maxHeadDim = std::max(headDimQK, headDimVO);
+  if (!defaultTuning || kind != KernelKind::SinglePrefill ||
+      !wgmmaShapes(*this) || maxHeadDim <= 64 || maxHeadDim > 128)
+    return std::nullopt;
+  // One warpgroup: resolved() then gives the small-tile defaults.
+  defaults.tuning.numWarps = 4;
+  return defaults.resolved();
+}
+
 bool AttentionConfig::usesWgmma() const {
   return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
 }

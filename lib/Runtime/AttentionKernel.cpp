@@ -4,7 +4,9 @@
 // -> kernel), the disk index (config -> key -> PTX), then a compile under a
 // per-key inter-process lock so N processes asking for one new config
 // compile it once. Loading prefers a cubin cached for the exact GPU arch and
-// driver, skipping the driver's PTX -> SASS step.
+// driver, skipping the driver's PTX -> SASS step. A cold config whose kernel
+// is slow to compile is first served by a quicker stand-in while a
+// background thread compiles, links and loads its own kernel.
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,7 +23,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace fijit {
@@ -178,18 +182,22 @@ bool checkLaunchOperands(
   return true;
 }
 
-
-/// Resolves `config` to a kernel state through the disk tier or a compile.
-llvm::Expected<std::shared_ptr<AttentionKernel::State>>
-resolveUncached(const AttentionConfig &config, const char *&tier) {
-  DiskCache &disk = DiskCache::global();
+/// A new kernel state for `config`, nothing loaded yet.
+std::shared_ptr<AttentionKernel::State>
+newState(const AttentionConfig &config) {
   auto state = std::make_shared<AttentionKernel::State>();
   state->config = config;
   state->configText = config.toString();
   state->name = ("fijit_" + stringify(config.kind)).str();
+  return state;
+}
 
-  // Disk tier, then the read-only bundle an application may ship.
-  for (auto [cache, name] : {std::pair{&disk, "disk"},
+/// The disk tier, then the read-only bundle an application may ship; null
+/// when neither has `config`.
+std::shared_ptr<AttentionKernel::State>
+findStored(const AttentionConfig &config, const char *&tier) {
+  auto state = newState(config);
+  for (auto [cache, name] : {std::pair{&DiskCache::global(), "disk"},
                              std::pair{DiskCache::bundle(), "bundle"}}) {
     if (!cache)
       continue;
@@ -201,6 +209,16 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
         return state;
       }
   }
+  return nullptr;
+}
+
+/// Resolves `config` to a kernel state through the disk tier or a compile.
+llvm::Expected<std::shared_ptr<AttentionKernel::State>>
+resolveUncached(const AttentionConfig &config, const char *&tier) {
+  if (auto stored = findStored(config, tier))
+    return stored;
+  DiskCache &disk = DiskCache::global();
+  auto state = newState(config);
 
   // Hash the builder IR; under the key's lock, another process may already
   // have finished the same compile.
@@ -297,9 +315,10 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   return l;
 }
 
-AttentionKernel::AttentionKernel(std::shared_ptr<State> state,
-                                 const char *tier, double compileMs)
-    : state(std::move(state)), tierName(tier), ms(compileMs) {}
+AttentionKernel::AttentionKernel(std::shared_ptr<State> state, const char *tier,
+                                 double compileMs, bool provisional)
+    : state(std::move(state)), tierName(tier), ms(compileMs),
+      standIn(provisional) {}
 
 const std::string &AttentionKernel::config() const {
   return state->configText;
@@ -613,36 +632,185 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
                     a.stream, params, "cuLaunchKernel", error);
 }
 
-std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,
-                                                    std::string &error) {
-  auto start = std::chrono::steady_clock::now();
-  FrontMap &front = frontMap();
-  if (auto state = front.find(text))
-    return std::make_shared<AttentionKernel>(std::move(state), "memory",
-                                             msSince(start));
-  auto parsed = AttentionConfig::parse(text);
-  if (!parsed) {
-    error = llvm::toString(parsed.takeError());
+namespace {
+/// Cold configs served by a stand-in (AttentionConfig::standIn) while their
+/// own kernel compiles, links and loads on a thread of its own; the memory
+/// tier then hands out the config's kernel. Threads are joined by
+/// waitForBackgroundCompiles and at exit.
+class BackgroundCompiles {
+public:
+  /// The stand-in serving `canonical` while its compile runs, or null.
+  std::shared_ptr<AttentionKernel::State>
+  standInFor(llvm::StringRef canonical) {
+    std::lock_guard<std::mutex> guard(mutex);
+    auto it = pending.find(canonical);
+    return it == pending.end() ? nullptr : it->second;
+  }
+
+  /// Compiles `config` for context `ctx` unless that already runs.
+  void start(const AttentionConfig &config,
+             std::shared_ptr<AttentionKernel::State> standIn, CUcontext ctx) {
+    std::string canonical = config.toString();
+    std::lock_guard<std::mutex> guard(mutex);
+    if (!pending.try_emplace(canonical, std::move(standIn)).second)
+      return;
+    threads.emplace_back([this, config, canonical, ctx] {
+      std::shared_ptr<AttentionKernel::State> ready = compile(config, ctx);
+      // The memory tier first, so no lookup finds neither.
+      if (ready)
+        frontMap().insert(canonical, ready);
+      std::lock_guard<std::mutex> guard(mutex);
+      pending.erase(canonical);
+    });
+  }
+
+  void waitAll() {
+    while (true) {
+      std::vector<std::thread> running;
+      {
+        std::lock_guard<std::mutex> guard(mutex);
+        running.swap(threads);
+      }
+      if (running.empty())
+        return;
+      for (std::thread &t : running)
+        t.join();
+    }
+  }
+
+  ~BackgroundCompiles() { waitAll(); }
+
+private:
+  /// The config's kernel compiled and loaded into `ctx`; null (with a
+  /// warning) if that fails, leaving the stand-in in service.
+  static std::shared_ptr<AttentionKernel::State>
+  compile(const AttentionConfig &config, CUcontext ctx) {
+    auto start = std::chrono::steady_clock::now();
+    const char *tier = "compiled";
+    auto state =
+        [&]() -> llvm::Expected<std::shared_ptr<AttentionKernel::State>> {
+      auto driver = CudaDriver::get();
+      if (!driver)
+        return driver.takeError();
+      if (CUresult rc = driver->cuCtxSetCurrent(ctx))
+        return driver->error("cuCtxSetCurrent", rc);
+      auto state = resolveUncached(config, tier);
+      if (!state)
+        return state.takeError();
+      if (auto fn = (*state)->function(*driver); !fn)
+        return fn.takeError();
+      return state;
+    }();
+    if (!state) {
+      logMessage("background compile of [" + config.toString() +
+                     "] failed; its stand-in keeps serving it: " +
+                     llvm::toString(state.takeError()),
+                 /*warning=*/true);
+      return nullptr;
+    }
+    logMessage(llvm::formatv("[{0}] ready ({1}, loaded) {2:f1} ms after its "
+                             "stand-in was served; it replaces the stand-in",
+                             config.toString(), tier, msSince(start))
+                   .str());
+    return *state;
+  }
+
+  std::mutex mutex;
+  llvm::StringMap<std::shared_ptr<AttentionKernel::State>> pending;
+  std::vector<std::thread> threads;
+};
+
+BackgroundCompiles &backgroundCompiles() {
+  static BackgroundCompiles compiles;
+  return compiles;
+}
+
+/// The CUDA context current on this thread, or null where there is none (no
+/// driver, or CUDA not set up yet): stand-ins serve only callers that are
+/// about to launch, not ahead-of-time compiles.
+CUcontext callerContext() {
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    llvm::consumeError(driver.takeError());
     return nullptr;
   }
+  CUcontext ctx = nullptr;
+  return driver->cuCtxGetCurrent(&ctx) ? nullptr : ctx;
+}
+
+/// $FIJIT_TIERED=0 turns stand-ins off.
+bool tieredCompileEnabled() {
+  const char *env = std::getenv("FIJIT_TIERED");
+  return !env || llvm::StringRef(env) != "0";
+}
+} // namespace
+
+namespace {
+/// A kernel state and how getAttentionKernel found it.
+struct Found {
+  std::shared_ptr<AttentionKernel::State> state;
+  const char *tier = "compiled";
+  bool provisional = false;
+};
+
+llvm::Expected<Found> findKernel(const std::string &text) {
+  FrontMap &front = frontMap();
+  if (auto state = front.find(text))
+    return Found{std::move(state), "memory"};
+  auto parsed = AttentionConfig::parse(text);
+  if (!parsed)
+    return parsed.takeError();
   AttentionConfig config = parsed->resolved();
   std::string canonical = config.toString();
   if (auto state = front.find(canonical)) {
     front.insert(text, state);
-    return std::make_shared<AttentionKernel>(std::move(state), "memory",
-                                             msSince(start));
+    return Found{std::move(state), "memory"};
   }
-  const char *tier = "compiled";
-  auto state = resolveUncached(config, tier);
-  if (!state) {
-    error = llvm::toString(state.takeError());
+  if (auto standIn = backgroundCompiles().standInFor(canonical))
+    return Found{std::move(standIn), "memory", /*provisional=*/true};
+
+  Found found;
+  found.state = findStored(config, found.tier);
+  // Stored nowhere: a config whose kernel is slow to compile is served by
+  // its stand-in at once while its own kernel compiles in the background.
+  std::optional<AttentionConfig> quick = parsed->standIn();
+  CUcontext ctx = nullptr;
+  if (!found.state && quick && tieredCompileEnabled() &&
+      (ctx = callerContext())) {
+    auto standIn = findKernel(quick->toString());
+    if (!standIn)
+      return standIn.takeError();
+    logMessage("serving [" + standIn->state->configText + "] while [" +
+               canonical + "] compiles in the background");
+    backgroundCompiles().start(config, standIn->state, ctx);
+    standIn->provisional = true;
+    return standIn;
+  }
+  if (!found.state) {
+    auto resolved = resolveUncached(config, found.tier);
+    if (!resolved)
+      return resolved.takeError();
+    found.state = std::move(*resolved);
+  }
+  front.insert(canonical, found.state);
+  front.insert(text, found.state);
+  return found;
+}
+} // namespace
+
+std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,
+                                                    std::string &error) {
+  auto start = std::chrono::steady_clock::now();
+  auto found = findKernel(text);
+  if (!found) {
+    error = llvm::toString(found.takeError());
     return nullptr;
   }
-  front.insert(canonical, *state);
-  front.insert(text, *state);
-  return std::make_shared<AttentionKernel>(std::move(*state), tier,
-                                           msSince(start));
+  return std::make_shared<AttentionKernel>(std::move(found->state), found->tier,
+                                           msSince(start), found->provisional);
 }
+
+void waitForBackgroundCompiles() { backgroundCompiles().waitAll(); }
 
 CacheInfo cacheInfo() {
   DiskCache &disk = DiskCache::global();

@@ -44,11 +44,12 @@ int runConfigMode(int argc, char **argv) {
              "reading MLIR input"),
     cl::value_desc("config"), cl::cat(category));
   cl::opt<std::string> emitWhat(
-    "fi-emit",
-    cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
-             "(stages), config (canonical text), json, launch (kernel name, "
-             "threads, shared memory), timing"),
-    cl::init("builder"), cl::cat(category));
+      "fi-emit",
+      cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
+               "(stages), config (canonical text), json, launch (kernel name, "
+               "threads, shared memory), stand-in (the config served while "
+               "this one compiles, or none), timing"),
+      cl::init("builder"), cl::cat(category));
   cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                 cl::init("-"), cl::cat(category));
   cl::HideUnrelatedOptions(category);
@@ -71,6 +72,9 @@ int runConfigMode(int argc, char **argv) {
         {"shared_memory_bytes", r.sharedMemoryBytes()},
         {"config", r.toString()}};
     text = llvm::formatv("{0:2}\n", llvm::json::Value(std::move(launch)));
+  } else if (emitWhat == "stand-in") {
+    std::optional<AttentionConfig> standIn = config->standIn();
+    text = (standIn ? standIn->toString() : std::string("none")) + "\n";
   } else {
     bool timing = emitWhat == "timing";
     std::optional<Stage> stage =
@@ -78,7 +82,7 @@ int runConfigMode(int argc, char **argv) {
     if (!stage)
       return fail("unknown --fi-emit=" + emitWhat +
                   "; expected builder, nvvm, llvm, ptx, config, json, "
-                  "launch or timing");
+                  "launch, stand-in or timing");
     auto result = compileAttentionToStage(*config, *stage);
     if (!result)
       return fail(llvm::toString(result.takeError()));

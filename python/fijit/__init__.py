@@ -13,15 +13,22 @@
 Kernels are compiled in-process (no nvcc, no CUDA toolkit), cached in memory
 and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
 """
+import atexit
+
 from ._fijit import __version__, build_id, llvm_version
 from .config import AttentionConfig
-from .kernel import AttentionKernel, compile_attention
+from .kernel import (AttentionKernel, compile_attention,
+                     wait_for_background_compiles)
 from .prefill import (BatchPrefillWithPagedKVCacheWrapper,
                       BatchPrefillWithRaggedKVCacheWrapper,
                       single_prefill_with_kv_cache)
 from .decode import (BatchDecodeWithPagedKVCacheWrapper, merge_state,
                      merge_states, single_decode_with_kv_cache)
 from . import cache
+
+# Background compiles finish before the interpreter tears down, so their
+# kernels reach the disk cache and no compiler thread outlives Python.
+atexit.register(wait_for_background_compiles)
 
 __all__ = [
     "AttentionConfig",
@@ -35,6 +42,7 @@ __all__ = [
     "cache",
     "compile_attention",
     "single_prefill_with_kv_cache",
+    "wait_for_background_compiles",
     "__version__",
     "build_id",
     "llvm_version",

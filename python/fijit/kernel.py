@@ -7,10 +7,21 @@ from .tensors import as_view, check
 class AttentionKernel:
     """A compiled attention kernel.
 
-    Attributes: ``ptx``, ``key`` (cache key), ``tier`` ("memory", "disk" or
-    "compiled": where this call found it), ``compile_ms`` (wall time of the
-    call that produced it), ``config`` (AttentionConfig); ``ir(stage)``
-    returns the text of any stage: builder, nvvm, llvm, ptx.
+    Attributes: ``ptx``, ``key`` (cache key), ``tier`` ("memory", "disk",
+    "bundle" or "compiled": where this call found it), ``compile_ms`` (wall
+    time of the call that produced it), ``config`` (the AttentionConfig
+    asked for), ``kernel_config`` (the canonical config of the kernel that
+    runs), ``provisional``; ``ir(stage)`` returns the text of any stage:
+    builder, nvvm, llvm, ptx.
+
+    ``provisional`` is True for a stand-in: a config stored nowhere whose
+    default kernel is slow to compile (sm_90a single_prefill at head_dim
+    128) is first served, where CUDA is set up, by a kernel that compiles
+    faster (``kernel_config`` shows it) while its own kernel compiles,
+    links and loads on a background thread; ``compile_attention`` returns
+    that one once it is ready (``wait_for_background_compiles()`` waits for
+    it). Both compute the same attention and round differently. Set
+    ``FIJIT_TIERED=0`` to always wait for the config's own kernel.
     """
 
     def __init__(self, native, config):
@@ -21,6 +32,8 @@ class AttentionKernel:
     key = property(lambda self: self._native.key)
     tier = property(lambda self: self._native.tier)
     compile_ms = property(lambda self: self._native.compile_ms)
+    provisional = property(lambda self: self._native.provisional)
+    kernel_config = property(lambda self: self._native.config)
     name = property(lambda self: self._native.name)
     shared_memory_bytes = property(
         lambda self: self._native.shared_memory_bytes)
@@ -36,7 +49,8 @@ class AttentionKernel:
 
     def __repr__(self):
         return (f"<fijit.AttentionKernel {self.name} key={self.key[:12]} "
-                f"tier={self.tier}>")
+                f"tier={self.tier}"
+                f"{' provisional' if self.provisional else ''}>")
 
     def __call__(self, q, k, v, out=None, lse=None, stream=None,
                  sm_scale=None):
@@ -109,3 +123,9 @@ def compile_attention(config=None, **fields):
         if fields:
             config = config.replace(**fields)
     return AttentionKernel(_fijit.compile_attention(str(config)), config)
+
+
+def wait_for_background_compiles():
+    """Blocks until every kernel compiling behind a provisional stand-in is
+    ready (also done at interpreter exit, so the disk cache gets it)."""
+    _fijit.wait_for_background_compiles()

@@ -150,6 +150,8 @@ PYBIND11_MODULE(_fijit, m) {
       .def_property_readonly("name", &fijit::AttentionKernel::kernelName)
       .def_property_readonly("tier", &fijit::AttentionKernel::tier)
       .def_property_readonly("compile_ms", &fijit::AttentionKernel::compileMs)
+      .def_property_readonly("provisional",
+                             &fijit::AttentionKernel::provisional)
       .def_property_readonly("threads_per_block",
                              &fijit::AttentionKernel::threadsPerBlock)
       .def_property_readonly("tile_q", &fijit::AttentionKernel::tileQ)
@@ -201,6 +203,9 @@ PYBIND11_MODULE(_fijit, m) {
         return kernel;
       },
       py::arg("config"));
+
+  m.def("wait_for_background_compiles", &fijit::waitForBackgroundCompiles,
+        py::call_guard<py::gil_scoped_release>());
 
   m.def("cache_info", [] {
     fijit::CacheInfo info = fijit::cacheInfo();

@@ -7,6 +7,8 @@
 * Gives every test its own empty cache folder through $FIJIT_CACHE_DIR and
   clears FIJIT_LOG / FIJIT_CACHE_MAX_BYTES so the caller's environment does
   not leak in.
+* Sets FIJIT_TIERED=0: a test that asks for a config runs that config's
+  kernel, never its provisional stand-in (tests of stand-ins set it back).
 
 The C++ side reads $FIJIT_CACHE_DIR (and FIJIT_LOG, FIJIT_CACHE_MAX_BYTES)
 once per process, so inside the pytest process the cache root is whatever
@@ -78,6 +80,7 @@ def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FIJIT_CACHE_DIR", str(d))
     for name in _RUNTIME_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FIJIT_TIERED", "0")
     return d
 
 

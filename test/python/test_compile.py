@@ -210,3 +210,21 @@ def test_new_config_text_same_ir_hits_disk(cache_dir):
     """ % (spelled,)).result
     assert r["tier"] == "disk"
     assert len(cache_files(cache_dir)) == 1
+
+
+def test_no_stand_in_without_a_cuda_context(cache_dir):
+    """Stand-ins serve only callers with CUDA set up: an ahead-of-time
+    compile (no context on the thread, as on this machine) of a config that
+    has one gets the config's own kernel, and nothing runs behind it."""
+    fields = dict(head_dim_qk=128, head_dim_vo=128, mask="causal")
+    r = run_fijit("""
+        k = fijit.compile_attention(**%r)
+        fijit.wait_for_background_compiles()
+        report(provisional=k.provisional, tier=k.tier,
+               kernel_config=k.kernel_config, config=str(k.config))
+    """ % (fields,), FIJIT_TIERED=1).result
+    assert (r["provisional"], r["tier"]) == (False, "compiled")
+    assert r["kernel_config"] == r["config"]
+    assert r["kernel_config"].endswith(
+        "tile_q=128,tile_kv=128,num_warps=8,stages=2")
+    assert len(cache_files(cache_dir)) == 1

@@ -4,6 +4,7 @@ Fresh random inputs for every case (never zeros), outputs poisoned with NaN
 before each launch, lengths that are not multiples of the tiles. Marked
 `gpu`: skipped with a reason where there is no CUDA device or no torch.
 """
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,71 @@ def test_same_config_from_two_processes(tmp_path):
     a, b = (torch.load(tmp_path / f"o{i}.pt") for i in range(2))
     assert torch.equal(a, b)
     assert not a.isnan().any()
+
+
+STAND_IN_CHILD = """
+import json, sys, torch, fijit
+torch.manual_seed(int(sys.argv[2]))
+q = torch.randn(200, 8, 128, device="cuda", dtype=torch.bfloat16)
+k = torch.randn(300, 8, 128, device="cuda", dtype=torch.bfloat16)
+v = torch.randn_like(k)
+fields = dict(head_dim_qk=128, head_dim_vo=128, num_qo_heads=8,
+              num_kv_heads=8, mask="causal")
+kernels, outs = [], []
+for _ in range(2):
+    kernel = fijit.compile_attention(**fields)
+    out = torch.full_like(q, float("nan"))
+    kernel(q, k, v, out=out)
+    kernels.append(dict(provisional=kernel.provisional, tier=kernel.tier,
+                        config=kernel.kernel_config))
+    outs.append(out)
+    fijit.wait_for_background_compiles()
+torch.save(dict(q=q, k=k, v=v, outs=outs), sys.argv[1])
+print(json.dumps(kernels))
+"""
+
+
+def run_stand_in_child(tmp_path, cache, seed, tiered="1"):
+    env = dict(os.environ, FIJIT_CACHE_DIR=str(tmp_path / cache),
+               FIJIT_TIERED=tiered)
+    path = tmp_path / f"{cache}-{seed}.pt"
+    r = subprocess.run([sys.executable, "-c", STAND_IN_CHILD, str(path),
+                        str(seed)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(path)
+    ref = reference(saved["q"], saved["k"], saved["v"], causal=True)[0]
+    for out in saved["outs"]:
+        assert rel_err(out, ref) < 2e-2
+    return [json.loads(r.stdout.splitlines()[-1]), saved["outs"]]
+
+
+BIG = "tile_q=128,tile_kv=128,num_warps=8,stages=2"
+QUICK = "tile_q=64,tile_kv=64,num_warps=4,stages=2"
+
+
+def test_cold_config_is_served_by_a_stand_in_then_by_its_own_kernel(
+        tmp_path):
+    # Cold: the stand-in at once; after the background compile, the
+    # config's own kernel from the memory tier.
+    (first, second), _ = run_stand_in_child(tmp_path, "cache", 1)
+    assert first["provisional"] and first["tier"] == "compiled"
+    assert first["config"].endswith(QUICK)
+    assert not second["provisional"] and second["tier"] == "memory"
+    assert second["config"].endswith(BIG)
+    # The background compile stored it with its cubin: a new process finds
+    # it on disk.
+    entries = sorted(p.suffix for p in
+                     (tmp_path / "cache").glob("v*/entries/*")
+                     if p.suffix in (".ptx", ".cubin"))
+    assert entries == [".cubin", ".cubin", ".ptx", ".ptx"]
+    (first, second), _ = run_stand_in_child(tmp_path, "cache", 2)
+    assert (first["provisional"], first["tier"]) == (False, "disk")
+    assert first["config"].endswith(BIG)
+    # FIJIT_TIERED=0 waits for the config's own kernel.
+    (first, _), _ = run_stand_in_child(tmp_path, "untiered", 1, "0")
+    assert (first["provisional"], first["tier"]) == (False, "compiled")
+    assert first["config"].endswith(BIG)
 
 
 def test_bad_tensors_are_rejected_with_clear_errors():

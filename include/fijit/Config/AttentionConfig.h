@@ -94,6 +94,16 @@ struct AttentionConfig {
   /// A copy with every zero tuning knob replaced by the per-target default.
   AttentionConfig resolved() const;
 
+  /// The config of a kernel that computes the same attention and compiles
+  /// markedly faster than this one's defaults, to serve while those compile
+  /// (see getAttentionKernel): only where every tuning knob has its default
+  /// value and the default kernel is the slow-to-compile one (sm_90a
+  /// single_prefill at head_dim 128: two warpgroups of 128-key tiles,
+  /// ~390 ms cold on H100 against ~250 ms for one warpgroup of 64-key
+  /// tiles). None elsewhere, head_dim 256 included, whose smaller kernel
+  /// compiles no faster.
+  std::optional<AttentionConfig> standIn() const;
+
   /// Canonical `key=value,...` form: every field, fixed order, so equal
   /// configs print equal text. `parse(print())` round-trips.
   std::string toString() const;
