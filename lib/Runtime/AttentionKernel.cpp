@@ -18,6 +18,7 @@
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
@@ -639,20 +640,17 @@ namespace {
 /// waitForBackgroundCompiles and at exit.
 class BackgroundCompiles {
 public:
-  /// The stand-in serving `canonical` while its compile runs, or null.
-  std::shared_ptr<AttentionKernel::State>
-  standInFor(llvm::StringRef canonical) {
+  /// Whether the kernel of `canonical` is being compiled.
+  bool running(llvm::StringRef canonical) {
     std::lock_guard<std::mutex> guard(mutex);
-    auto it = pending.find(canonical);
-    return it == pending.end() ? nullptr : it->second;
+    return pending.contains(canonical);
   }
 
   /// Compiles `config` for context `ctx` unless that already runs.
-  void start(const AttentionConfig &config,
-             std::shared_ptr<AttentionKernel::State> standIn, CUcontext ctx) {
+  void start(const AttentionConfig &config, CUcontext ctx) {
     std::string canonical = config.toString();
     std::lock_guard<std::mutex> guard(mutex);
-    if (!pending.try_emplace(canonical, std::move(standIn)).second)
+    if (!pending.insert(canonical).second)
       return;
     threads.emplace_back([this, config, canonical, ctx] {
       std::shared_ptr<AttentionKernel::State> ready = compile(config, ctx);
@@ -708,15 +706,15 @@ private:
                  /*warning=*/true);
       return nullptr;
     }
-    logMessage(llvm::formatv("[{0}] ready ({1}, loaded) {2:f1} ms after its "
-                             "stand-in was served; it replaces the stand-in",
+    logMessage(llvm::formatv("[{0}] {1} and loaded in the background in "
+                             "{2:f1} ms; it replaces its stand-in",
                              config.toString(), tier, msSince(start))
                    .str());
     return *state;
   }
 
   std::mutex mutex;
-  llvm::StringMap<std::shared_ptr<AttentionKernel::State>> pending;
+  llvm::StringSet<> pending;
   std::vector<std::thread> threads;
 };
 
@@ -766,24 +764,27 @@ llvm::Expected<Found> findKernel(const std::string &text) {
     front.insert(text, state);
     return Found{std::move(state), "memory"};
   }
-  if (auto standIn = backgroundCompiles().standInFor(canonical))
-    return Found{std::move(standIn), "memory", /*provisional=*/true};
-
-  Found found;
-  found.state = findStored(config, found.tier);
-  // Stored nowhere: a config whose kernel is slow to compile is served by
-  // its stand-in at once while its own kernel compiles in the background.
+  // A config whose kernel is slow to compile and stored nowhere is served by
+  // its stand-in while its own kernel compiles in the background, the two
+  // compiles running side by side.
   std::optional<AttentionConfig> quick = parsed->standIn();
-  CUcontext ctx = nullptr;
-  if (!found.state && quick && tieredCompileEnabled() &&
-      (ctx = callerContext())) {
+  bool serveStandIn = quick && backgroundCompiles().running(canonical);
+  Found found;
+  if (!serveStandIn) {
+    found.state = findStored(config, found.tier);
+    CUcontext ctx = nullptr;
+    if (!found.state && quick && tieredCompileEnabled() &&
+        (ctx = callerContext())) {
+      backgroundCompiles().start(config, ctx);
+      logMessage("serving [" + quick->toString() + "] while [" + canonical +
+                 "] compiles in the background");
+      serveStandIn = true;
+    }
+  }
+  if (serveStandIn) {
     auto standIn = findKernel(quick->toString());
-    if (!standIn)
-      return standIn.takeError();
-    logMessage("serving [" + standIn->state->configText + "] while [" +
-               canonical + "] compiles in the background");
-    backgroundCompiles().start(config, standIn->state, ctx);
-    standIn->provisional = true;
+    if (standIn)
+      standIn->provisional = true;
     return standIn;
   }
   if (!found.state) {

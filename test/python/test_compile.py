@@ -228,3 +228,25 @@ def test_no_stand_in_without_a_cuda_context(cache_dir):
     assert r["kernel_config"].endswith(
         "tile_q=128,tile_kv=128,num_warps=8,stages=2")
     assert len(cache_files(cache_dir)) == 1
+
+
+def test_threads_compile_side_by_side(cache_dir):
+    """Compiles run with the GIL released and side by side (a stand-in and
+    its config's kernel do): four threads compiling four configs at once
+    give the PTX of one-at-a-time compiles in a fresh process."""
+    configs = [dict(SMALL, num_qo_heads=4 * g, num_kv_heads=4)
+               for g in (1, 2, 4, 8)]
+    code = """
+        from concurrent.futures import ThreadPoolExecutor
+        compile = lambda c: fijit.compile_attention(**c)
+        with ThreadPoolExecutor(WORKERS) as pool:
+            kernels = list(pool.map(compile, %r))
+        report(kernels=[summary(k) for k in kernels])
+    """ % (configs,)
+    threaded, serial = (
+        run_fijit(code.replace("WORKERS", str(workers)),
+                  FIJIT_CACHE_DIR=cache_dir / str(workers)).result["kernels"]
+        for workers in (4, 1))
+    assert [k["tier"] for k in threaded] == ["compiled"] * 4
+    assert [k["ptx_sha"] for k in threaded] == [k["ptx_sha"] for k in serial]
+    assert len({k["key"] for k in threaded}) == 4
