@@ -2,7 +2,7 @@
 # One call on the GPU machine: unpack the carried core, build the Python
 # extension against it, run `pytest -m gpu` and the benchmarks. Results go
 # under $OUT (the device tool brings that folder back).
-#   bench/run-on-gpu.sh [all|test|bench|latency|prefill|decode|none]
+#   bench/run-on-gpu.sh [all|test|bench|latency|prefill|batch|decode|none]
 # FIJIT_PACK (default .carry/fijit-prefix.tgz) and FIJIT_SIDE (default
 # empty) pick another packed core and keep its prefix, extension and cache
 # apart (/tmp/fijit-prefix$FIJIT_SIDE, ...), for A/B runs in one call.
@@ -52,6 +52,11 @@ if [[ $what == all || $what == bench || $what == prefill ]]; then
   step "prefill speed vs SDPA and Triton"
   python3 bench/prefill/prefill.py --json "$OUT/prefill$side.json" 2>&1 |
     tee "$OUT/prefill$side.md" || rc=1
+fi
+if [[ $what == all || $what == bench || $what == batch ]]; then
+  step "batch prefill speed per tuning vs cuDNN"
+  python3 bench/prefill/batch.py --json "$OUT/batch$side.json" 2>&1 |
+    tee "$OUT/batch$side.md" || rc=1
 fi
 if [[ $what == all || $what == bench || $what == decode ]]; then
   step "decode bandwidth vs SDPA and the copy ceiling"

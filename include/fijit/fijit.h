@@ -47,6 +47,14 @@ FIJIT_API const char *buildId();
 FIJIT_API bool canonicalizeConfig(const std::string &config,
                                   std::string &canonical, std::string &error);
 
+/// The config (canonical text) to plan a batch prefill with when its
+/// requests average `meanQoLen` query rows: two warpgroups of 128-key tiles
+/// on sm_90a at head_dim 128 from 128 rows on (causal: 1024), when every
+/// tuning knob has its default value; else the config itself.
+FIJIT_API bool planBatchPrefillConfig(const std::string &config,
+                                      int64_t meanQoLen, std::string &planned,
+                                      std::string &error);
+
 /// Compiles a config (key=value,...) to PTX.
 FIJIT_API bool compileAttention(const std::string &config, CompiledKernel &out,
                                 std::string &error);

@@ -27,6 +27,17 @@ bool canonicalizeConfig(const std::string &config, std::string &canonical,
   return true;
 }
 
+bool planBatchPrefillConfig(const std::string &config, int64_t meanQoLen,
+                            std::string &planned, std::string &error) {
+  auto parsed = AttentionConfig::parse(config);
+  if (!parsed) {
+    error = llvm::toString(parsed.takeError());
+    return false;
+  }
+  planned = parsed->forBatchOf(meanQoLen).toString();
+  return true;
+}
+
 bool compileAttention(const std::string &config, CompiledKernel &out,
                       std::string &error) {
   auto parsed = AttentionConfig::parse(config);

@@ -511,21 +511,47 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
   return qBytes + kvBytes;
 }
 
-std::optional<AttentionConfig> AttentionConfig::standIn() const {
-  // Knobs spelled out with their default values name the same kernel (the
-  // canonical text resolves every knob), so compare resolved knobs.
-  AttentionConfig defaults = *this;
+/// This config with every tuning knob back at 0 (the defaults), and
+/// whether its own knobs resolve to the same values: knobs spelled out with
+/// their default values name the same kernel (the canonical text resolves
+/// every knob).
+static std::pair<AttentionConfig, bool>
+withDefaultTuning(const AttentionConfig &c) {
+  AttentionConfig defaults = c;
   defaults.tuning = TuningKnobs();
-  const TuningKnobs t = resolved().tuning, d = defaults.resolved().tuning;
-  bool defaultTuning = t.tileQ == d.tileQ && t.tileKV == d.tileKV &&
-                       t.numWarps == d.numWarps && t.stages == d.stages;
-  int64_t maxHeadDim = std::max(headDimQK, headDimVO);
+  const TuningKnobs t = c.resolved().tuning, d = defaults.resolved().tuning;
+  return {defaults, t.tileQ == d.tileQ && t.tileKV == d.tileKV &&
+                        t.numWarps == d.numWarps && t.stages == d.stages};
+}
+
+/// wgmma prefill with both head dims up to 128 and one above 64: where two
+/// warpgroups of 128-key tiles were measured faster (bench/RESULTS.md).
+static bool bigTileHeadDims(const AttentionConfig &c) {
+  int64_t maxHeadDim = std::max(c.headDimQK, c.headDimVO);
+  return wgmmaShapes(c) && maxHeadDim > 64 && maxHeadDim <= 128;
+}
+
+std::optional<AttentionConfig> AttentionConfig::standIn() const {
+  auto [quick, defaultTuning] = withDefaultTuning(*this);
   if (!defaultTuning || kind != KernelKind::SinglePrefill ||
-      !wgmmaShapes(*this) || maxHeadDim <= 64 || maxHeadDim > 128)
+      !bigTileHeadDims(*this))
     return std::nullopt;
   // One warpgroup: resolved() then gives the small-tile defaults.
-  defaults.tuning.numWarps = 4;
-  return defaults.resolved();
+  quick.tuning.numWarps = 4;
+  return quick.resolved();
+}
+
+AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
+  auto [planned, defaultTuning] = withDefaultTuning(*this);
+  // Causal requests need to be longer: their diagonal tiles, half masked,
+  // are twice as big (H100: -2 to -7% at 512 rows, 0 to +4% at 2048).
+  int64_t minRows = mask == MaskMode::Causal ? 1024 : 128;
+  if (!defaultTuning || !isPrefill(kind) || kind == KernelKind::SinglePrefill ||
+      !bigTileHeadDims(*this) || meanQoLen < minRows)
+    return resolved();
+  planned.tuning.numWarps = 8;
+  planned.tuning.tileKV = 128;
+  return planned.resolved();
 }
 
 bool AttentionConfig::usesWgmma() const {

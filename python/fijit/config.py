@@ -71,6 +71,14 @@ class AttentionConfig:
         """A copy with some fields changed."""
         return AttentionConfig(**{**self._given, **changes})
 
+    def for_batch_of(self, mean_qo_len):
+        """The config a batch prefill plan uses for requests averaging
+        ``mean_qo_len`` query rows: with every tuning knob at its default,
+        sm_90a and head_dim 128, two warpgroups of 128-key tiles from 128
+        rows on (causal: 1024); otherwise this config."""
+        return AttentionConfig.from_string(
+            _fijit.plan_batch_prefill_config(self._text, int(mean_qo_len)))
+
     def to_dict(self):
         return dict(self._fields)
 

@@ -52,8 +52,9 @@ def single_prefill_with_kv_cache(q, k, v, causal=False, sm_scale=None,
 class _BatchPrefillWrapper:
     """plan/run shared by the ragged and paged batch prefill wrappers: plan
     validates the index tensors on the host and compiles (or fetches) the
-    kernel once per batch shape; run only launches, so it can be captured
-    in a CUDA graph."""
+    kernel once per batch shape, its tiles chosen from the requests' mean
+    query length unless tuning knobs are given (AttentionConfig.for_batch_of);
+    run only launches, so it can be captured in a CUDA graph."""
 
     _kind = None
 
@@ -79,6 +80,8 @@ class _BatchPrefillWrapper:
             return_lse=bool(return_lse), target=target_of(qo_indptr.device),
             **tuning)
         lens = [b - a for a, b in zip(qo, qo[1:])]
+        if not tuning and lens:
+            cfg = cfg.for_batch_of(qo[-1] // len(lens))
         return dict(kernel=compile_attention(cfg), cfg=cfg, qo_indptr=qo_indptr,
                     batch=len(lens), max_qo_len=max(lens, default=0),
                     total_qo=qo[-1], sm_scale=sm_scale)

@@ -142,6 +142,16 @@ PYBIND11_MODULE(_fijit, m) {
     return canonical;
   });
 
+  m.def(
+      "plan_batch_prefill_config",
+      [](const std::string &text, int64_t meanQoLen) {
+        std::string planned, error;
+        if (!fijit::planBatchPrefillConfig(text, meanQoLen, planned, error))
+          throw py::value_error(error);
+        return planned;
+      },
+      py::arg("config"), py::arg("mean_qo_len"));
+
   py::class_<fijit::AttentionKernel, std::shared_ptr<fijit::AttentionKernel>>(
       m, "Kernel")
       .def_property_readonly("config", &fijit::AttentionKernel::config)

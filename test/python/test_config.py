@@ -283,3 +283,36 @@ def test_from_string_repeated_key():
 def test_copy_and_pickle(clone):
     cfg = gqa()
     assert clone(cfg) == cfg
+
+
+@pytest.mark.parametrize("kind", ["batch_prefill_ragged",
+                                  "batch_prefill_paged"])
+def test_batch_prefill_plans_big_tiles_for_long_requests(kind):
+    """From a mean of 128 query rows (causal: 1024), sm_90a head_dim 128
+    batch prefill plans two warpgroups of 128-key tiles; shorter requests,
+    set knobs, other head dims and targets keep the config."""
+    cfg = AttentionConfig(kind=kind, num_qo_heads=32, num_kv_heads=8,
+                          page_size=16 if kind.endswith("paged") else 1)
+    big = cfg.for_batch_of(128)
+    assert (big.num_warps, big.tile_q, big.tile_kv, big.stages) == \
+        (8, 128, 128, 2)
+    assert big.replace(num_warps=4, tile_q=64, tile_kv=64) == cfg
+    assert cfg.for_batch_of(127) == cfg
+    causal = cfg.replace(mask="causal")
+    assert causal.for_batch_of(1023) == causal
+    assert causal.for_batch_of(1024) == big.replace(mask="causal")
+    assert cfg.replace(num_warps=8).for_batch_of(4096).tile_kv == 64
+    assert cfg.replace(stages=3).for_batch_of(4096) == cfg.replace(stages=3)
+    for other in (dict(head_dim_qk=64, head_dim_vo=64),
+                  dict(head_dim_qk=256, head_dim_vo=256),
+                  dict(target="sm_80")):
+        assert cfg.replace(**other).for_batch_of(4096) == cfg.replace(**other)
+    # The knobs spelled out with their default values plan alike.
+    assert cfg.replace(num_warps=4, tile_kv=64).for_batch_of(512) == big
+
+
+@pytest.mark.parametrize("kind", ["single_prefill", "single_decode",
+                                  "batch_decode_paged"])
+def test_other_kinds_plan_their_own_config(kind):
+    cfg = AttentionConfig(kind=kind, num_qo_heads=32, num_kv_heads=8)
+    assert cfg.for_batch_of(4096) == cfg

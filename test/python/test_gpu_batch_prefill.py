@@ -13,6 +13,13 @@ pytestmark = pytest.mark.gpu
 # queries that are the tail of a longer context.
 REQUESTS = [(1, 1), (17, 33), (0, 40), (100, 100), (64, 700), (333, 1000),
             (5, 5)]
+# Requests averaging over 1024 query rows: the plan takes 128-row tiles of
+# 128 keys (AttentionConfig.for_batch_of; causal from 1024 rows), with
+# ragged tails again.
+LONG_REQUESTS = [(1500, 1500), (1300, 2000), (0, 50), (2100, 2100),
+                 (1030, 1100), (300, 700)]
+BATCHES = {"short": (REQUESTS, "num_warps=4"),
+           "long": (LONG_REQUESTS, "num_warps=8")}
 
 
 def as_i32(values):
@@ -26,13 +33,15 @@ def indptr_of(lengths):
     return out
 
 
+@pytest.mark.parametrize("batch", ["short", "long"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads", [(8, 8), (8, 2)])
 @pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
-def test_ragged(causal, heads, kv_layout):
+def test_ragged(batch, causal, heads, kv_layout):
     hq, hk, d = *heads, 128
-    qo = [r[0] for r in REQUESTS]
-    kv = [r[1] for r in REQUESTS]
+    requests, warps = BATCHES[batch]
+    qo = [r[0] for r in requests]
+    kv = [r[1] for r in requests]
     q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(sum(kv), hk, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
@@ -41,12 +50,13 @@ def test_ragged(causal, heads, kv_layout):
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, kv_layout)
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
            causal=causal, q_data_type=torch.bfloat16, return_lse=True)
+    assert warps in str(w._plan["kernel"].kernel_config)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, kk, vv, out=out, return_lse=True)
     torch.cuda.synchronize()
     assert not out.isnan().any()
     qi, ki = indptr_of(qo), indptr_of(kv)
-    for b, (n_q, n_kv) in enumerate(REQUESTS):
+    for b, (n_q, n_kv) in enumerate(requests):
         if n_q == 0:
             continue
         sl_q, sl_k = slice(qi[b], qi[b + 1]), slice(ki[b], ki[b + 1])
@@ -56,24 +66,27 @@ def test_ragged(causal, heads, kv_layout):
         assert (lse[sl_q][finite] - ref_lse[finite]).abs().max() < 1e-2, b
 
 
+@pytest.mark.parametrize("batch", ["short", "long"])
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("causal", [False, True])
-def test_paged_matches_dense_and_plan_is_reused(page_size, causal):
+def test_paged_matches_dense_and_plan_is_reused(batch, page_size, causal):
     hq, hk, d = 8, 2, 128
-    qo = [r[0] for r in REQUESTS]
-    kv = [r[1] for r in REQUESTS]
+    requests, warps = BATCHES[batch]
+    qo = [r[0] for r in requests]
+    kv = [r[1] for r in requests]
     cache, indptr, indices, last, dense = random_paged(
         kv, page_size, hk, d, "NHD", torch.bfloat16)
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, "NHD")
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
            page_size, causal=causal, q_data_type="bfloat16")
+    assert warps in str(w._plan["kernel"].kernel_config)
     qi = indptr_of(qo)
     for _ in range(2):
         q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
         out = torch.full_like(q, float("nan"))
         w.run(q, cache, out=out)
         torch.cuda.synchronize()
-        for b, (n_q, _) in enumerate(REQUESTS):
+        for b, (n_q, _) in enumerate(requests):
             if n_q == 0:
                 continue
             sl = slice(qi[b], qi[b + 1])

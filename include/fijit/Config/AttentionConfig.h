@@ -104,6 +104,15 @@ struct AttentionConfig {
   /// compiles no faster.
   std::optional<AttentionConfig> standIn() const;
 
+  /// The config to plan a batch prefill with when its requests average
+  /// `meanQoLen` query rows: with every knob at its default value, sm_90a
+  /// and head dims up to 128 (one above 64), requests that fill a 128-row
+  /// tile (causal ones: 1024 rows) take two warpgroups of 128-key tiles
+  /// (+3-11% on H100, bench/RESULTS.md), shorter ones the default 64-row
+  /// tiles, which waste less on them. Otherwise (and for other kinds)
+  /// resolved().
+  AttentionConfig forBatchOf(int64_t meanQoLen) const;
+
   /// Canonical `key=value,...` form: every field, fixed order, so equal
   /// configs print equal text. `parse(print())` round-trips.
   std::string toString() const;
