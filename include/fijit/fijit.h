@@ -49,8 +49,9 @@ FIJIT_API bool canonicalizeConfig(const std::string &config,
 
 /// The config (canonical text) to plan a batch prefill with when its
 /// requests average `meanQoLen` query rows: two warpgroups of 128-key tiles
-/// on sm_90a at head_dim 128 from 128 rows on (causal: 1024), when every
-/// tuning knob has its default value; else the config itself.
+/// on sm_90a with head dims up to 128 (one above 64) from 128 rows on
+/// (causal: 1024), when every tuning knob has its default value; else the
+/// config itself, its knobs resolved.
 FIJIT_API bool planBatchPrefillConfig(const std::string &config,
                                       int64_t meanQoLen, std::string &planned,
                                       std::string &error);
@@ -180,11 +181,14 @@ private:
 ///
 /// A config stored nowhere whose default kernel is slow to compile (sm_90a
 /// single_prefill at head_dim 128, tuning left to its defaults) is served,
-/// when the calling thread has a current CUDA context and $FIJIT_TIERED is
-/// not 0, by a provisional stand-in that compiles faster (one warpgroup of
-/// 64-key tiles) while a background thread compiles, links and loads the
-/// config's own kernel into that context; later calls then return it. Both
-/// compute the same attention but round differently.
+/// when the calling thread's current CUDA context is on a GPU that runs it
+/// and $FIJIT_TIERED is not 0, by a provisional stand-in that compiles
+/// faster (one warpgroup of 64-key tiles) while a background thread
+/// compiles, links and loads the config's own kernel into that context;
+/// later calls then return it. Both compute the same attention but round
+/// differently. Other callers (no context, FIJIT_TIERED=0) wait for the
+/// config's own kernel; after a failed background compile the next call
+/// compiles in the foreground and reports the error.
 FIJIT_API std::shared_ptr<AttentionKernel>
 getAttentionKernel(const std::string &config, std::string &error);
 

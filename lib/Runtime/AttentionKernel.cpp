@@ -24,10 +24,13 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <pthread.h>
 
 namespace fijit {
 
@@ -634,16 +637,40 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
 }
 
 namespace {
+class BackgroundCompiles;
+BackgroundCompiles &backgroundCompiles();
+
 /// Cold configs served by a stand-in (AttentionConfig::standIn) while their
 /// own kernel compiles, links and loads on a thread of its own; the memory
 /// tier then hands out the config's kernel. Threads are joined by
 /// waitForBackgroundCompiles and at exit.
 class BackgroundCompiles {
 public:
+  BackgroundCompiles() {
+    // A forked child has none of the parent's threads: it forgets them
+    // (never joins them) and compiles for itself.
+    pthread_atfork([] { backgroundCompiles().mutex.lock(); },
+                   [] { backgroundCompiles().mutex.unlock(); },
+                   [] {
+                     BackgroundCompiles &self = backgroundCompiles();
+                     new std::vector<std::thread>(std::move(self.threads));
+                     self.threads.clear();
+                     self.pending.clear();
+                     self.mutex.unlock();
+                   });
+  }
+
   /// Whether the kernel of `canonical` is being compiled.
   bool running(llvm::StringRef canonical) {
     std::lock_guard<std::mutex> guard(mutex);
     return pending.contains(canonical);
+  }
+
+  /// Whether a background compile of `canonical` failed: callers then
+  /// compile it themselves and see the error.
+  bool failedBefore(llvm::StringRef canonical) {
+    std::lock_guard<std::mutex> guard(mutex);
+    return failed.contains(canonical);
   }
 
   /// Compiles `config` for context `ctx` unless that already runs.
@@ -654,26 +681,28 @@ public:
       return;
     threads.emplace_back([this, config, canonical, ctx] {
       std::shared_ptr<AttentionKernel::State> ready = compile(config, ctx);
-      // The memory tier first, so no lookup finds neither.
+      // The memory tier before `pending`: a lookup that finds the compile
+      // no longer running finds its kernel.
       if (ready)
         frontMap().insert(canonical, ready);
       std::lock_guard<std::mutex> guard(mutex);
       pending.erase(canonical);
+      if (!ready)
+        failed.insert(canonical);
+      if (pending.empty())
+        idle.notify_all();
     });
   }
 
+  /// Returns once no compile runs (joining the threads of those that ran).
   void waitAll() {
-    while (true) {
-      std::vector<std::thread> running;
-      {
-        std::lock_guard<std::mutex> guard(mutex);
-        running.swap(threads);
-      }
-      if (running.empty())
-        return;
-      for (std::thread &t : running)
-        t.join();
-    }
+    std::unique_lock<std::mutex> lock(mutex);
+    idle.wait(lock, [&] { return pending.empty(); });
+    std::vector<std::thread> done;
+    done.swap(threads);
+    lock.unlock();
+    for (std::thread &t : done)
+      t.join();
   }
 
   ~BackgroundCompiles() { waitAll(); }
@@ -701,7 +730,8 @@ private:
     }();
     if (!state) {
       logMessage("background compile of [" + config.toString() +
-                     "] failed; its stand-in keeps serving it: " +
+                     "] failed; the next call compiles it in the "
+                     "foreground: " +
                      llvm::toString(state.takeError()),
                  /*warning=*/true);
       return nullptr;
@@ -714,7 +744,8 @@ private:
   }
 
   std::mutex mutex;
-  llvm::StringSet<> pending;
+  std::condition_variable idle;
+  llvm::StringSet<> pending, failed;
   std::vector<std::thread> threads;
 };
 
@@ -723,17 +754,25 @@ BackgroundCompiles &backgroundCompiles() {
   return compiles;
 }
 
-/// The CUDA context current on this thread, or null where there is none (no
-/// driver, or CUDA not set up yet): stand-ins serve only callers that are
-/// about to launch, not ahead-of-time compiles.
-CUcontext callerContext() {
+/// The CUDA context current on this thread if `config`'s kernel runs on
+/// its GPU, else null (no driver, CUDA not set up yet, another GPU):
+/// stand-ins serve only callers about to launch, not ahead-of-time
+/// compiles.
+CUcontext launchContext(const AttentionConfig &config) {
   auto driver = CudaDriver::get();
   if (!driver) {
     llvm::consumeError(driver.takeError());
     return nullptr;
   }
   CUcontext ctx = nullptr;
-  return driver->cuCtxGetCurrent(&ctx) ? nullptr : ctx;
+  if (driver->cuCtxGetCurrent(&ctx) || !ctx)
+    return nullptr;
+  auto cc = currentComputeCapability(*driver);
+  if (!cc) {
+    llvm::consumeError(cc.takeError());
+    return nullptr;
+  }
+  return *cc == smVersion(config.target) ? ctx : nullptr;
 }
 
 /// $FIJIT_TIERED=0 turns stand-ins off.
@@ -760,33 +799,36 @@ llvm::Expected<Found> findKernel(const std::string &text) {
     return parsed.takeError();
   AttentionConfig config = parsed->resolved();
   std::string canonical = config.toString();
+  // A config whose kernel is slow to compile and stored nowhere is served by
+  // its stand-in while its own kernel compiles in the background, the two
+  // compiles running side by side; only for callers that could launch it.
+  std::optional<AttentionConfig> quick = parsed->standIn();
+  CUcontext ctx = nullptr;
+  bool tiered = quick && tieredCompileEnabled() &&
+                !backgroundCompiles().failedBefore(canonical) &&
+                (ctx = launchContext(config));
+  // `running` before the memory tier: the compile stores its kernel there
+  // before it stops running.
+  bool running = tiered && backgroundCompiles().running(canonical);
   if (auto state = front.find(canonical)) {
     front.insert(text, state);
     return Found{std::move(state), "memory"};
   }
-  // A config whose kernel is slow to compile and stored nowhere is served by
-  // its stand-in while its own kernel compiles in the background, the two
-  // compiles running side by side.
-  std::optional<AttentionConfig> quick = parsed->standIn();
-  bool serveStandIn = quick && backgroundCompiles().running(canonical);
   Found found;
-  if (!serveStandIn) {
+  if (!running)
     found.state = findStored(config, found.tier);
-    CUcontext ctx = nullptr;
-    if (!found.state && quick && tieredCompileEnabled() &&
-        (ctx = callerContext())) {
+  if (running || (!found.state && tiered)) {
+    if (!running) {
       backgroundCompiles().start(config, ctx);
       logMessage("serving [" + quick->toString() + "] while [" + canonical +
                  "] compiles in the background");
-      serveStandIn = true;
     }
-  }
-  if (serveStandIn) {
     auto standIn = findKernel(quick->toString());
     if (standIn)
       standIn->provisional = true;
     return standIn;
   }
+  // Anyone else waits, on the key's lock, for a compile still running.
   if (!found.state) {
     auto resolved = resolveUncached(config, found.tier);
     if (!resolved)

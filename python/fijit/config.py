@@ -74,8 +74,9 @@ class AttentionConfig:
     def for_batch_of(self, mean_qo_len):
         """The config a batch prefill plan uses for requests averaging
         ``mean_qo_len`` query rows: with every tuning knob at its default,
-        sm_90a and head_dim 128, two warpgroups of 128-key tiles from 128
-        rows on (causal: 1024); otherwise this config."""
+        sm_90a and head dims up to 128 (one above 64), two warpgroups of
+        128-key tiles from 128 rows on (causal: 1024); otherwise this
+        config (its knobs resolved)."""
         return AttentionConfig.from_string(
             _fijit.plan_batch_prefill_config(self._text, int(mean_qo_len)))
 

@@ -80,8 +80,11 @@ class _BatchPrefillWrapper:
             return_lse=bool(return_lse), target=target_of(qo_indptr.device),
             **tuning)
         lens = [b - a for a, b in zip(qo, qo[1:])]
-        if not tuning and lens:
-            cfg = cfg.for_batch_of(qo[-1] // len(lens))
+        busy = sum(1 for n in lens if n)
+        if not tuning and busy:
+            # Over the requests with queries: padding a batch with empty
+            # ones (for CUDA graphs) leaves the plan as it was.
+            cfg = cfg.for_batch_of(qo[-1] // busy)
         return dict(kernel=compile_attention(cfg), cfg=cfg, qo_indptr=qo_indptr,
                     batch=len(lens), max_qo_len=max(lens, default=0),
                     total_qo=qo[-1], sm_scale=sm_scale)

@@ -66,8 +66,10 @@ int main(int argc, char **argv) {
   }
   if (out.empty() || configs.empty())
     return usage(argv[0]);
-  // The bundle is a cache folder: compile into it as the disk tier.
+  // The bundle is a cache folder: compile into it as the disk tier, each
+  // config's own kernel (never a stand-in, even once --load set up CUDA).
   setenv("FIJIT_CACHE_DIR", out.c_str(), /*overwrite=*/1);
+  setenv("FIJIT_TIERED", "0", /*overwrite=*/1);
 
   int failures = 0;
   for (const std::string &config : configs) {
