@@ -20,7 +20,8 @@ class AttentionKernel:
     faster (``kernel_config`` shows it) while its own kernel compiles,
     links and loads on a background thread; ``compile_attention`` returns
     that one once it is ready (``wait_for_background_compiles()`` waits for
-    it). Both compute the same attention and round differently. Set
+    it), and a provisional kernel object switches to it at its first call
+    after that. Both compute the same attention and round differently. Set
     ``FIJIT_TIERED=0`` to always wait for the config's own kernel.
     """
 
@@ -37,6 +38,14 @@ class AttentionKernel:
     name = property(lambda self: self._native.name)
     shared_memory_bytes = property(
         lambda self: self._native.shared_memory_bytes)
+
+    def _upgrade(self):
+        """A provisional stand-in gives way to the config's own kernel once
+        that is ready: a memory-tier lookup, microseconds."""
+        if self._native.provisional:
+            native = _fijit.compile_attention(str(self.config))
+            if not native.provisional:
+                self._native = native
 
     def ir(self, stage):
         return self._native.ir(stage)
@@ -62,6 +71,7 @@ class AttentionKernel:
         HND; out: [qo_len, num_qo_heads, head_dim_vo]; lse: float32
         [qo_len, num_qo_heads], base 2.
         """
+        self._upgrade()
         cfg = self.config
         if cfg.kind != "single_prefill":
             raise ValueError(

@@ -123,15 +123,23 @@ k = torch.randn(300, 8, 128, device="cuda", dtype=torch.bfloat16)
 v = torch.randn_like(k)
 fields = dict(head_dim_qk=128, head_dim_vo=128, num_qo_heads=8,
               num_kv_heads=8, mask="causal")
-kernels, outs = [], []
+kernels, outs, objects = [], [], []
 for _ in range(2):
     kernel = fijit.compile_attention(**fields)
+    objects.append(kernel)
     out = torch.full_like(q, float("nan"))
     kernel(q, k, v, out=out)
     kernels.append(dict(provisional=kernel.provisional, tier=kernel.tier,
                         config=kernel.kernel_config))
     outs.append(out)
     fijit.wait_for_background_compiles()
+# The first object, provisional or not, now runs the config's own kernel.
+first = objects[0]
+out = torch.full_like(q, float("nan"))
+first(q, k, v, out=out)
+outs.append(out)
+kernels.append(dict(provisional=first.provisional,
+                    config=first.kernel_config))
 torch.save(dict(q=q, k=k, v=v, outs=outs), sys.argv[1])
 print(json.dumps(kernels))
 """
@@ -160,22 +168,25 @@ def test_cold_config_is_served_by_a_stand_in_then_by_its_own_kernel(
         tmp_path):
     # Cold: the stand-in at once; after the background compile, the
     # config's own kernel from the memory tier.
-    (first, second), _ = run_stand_in_child(tmp_path, "cache", 1)
+    (first, second, upgraded), outs = run_stand_in_child(tmp_path, "cache", 1)
     assert first["provisional"] and first["tier"] == "compiled"
     assert first["config"].endswith(QUICK)
     assert not second["provisional"] and second["tier"] == "memory"
     assert second["config"].endswith(BIG)
+    # The stand-in's object switched to the config's own kernel.
+    assert not upgraded["provisional"] and upgraded["config"].endswith(BIG)
+    assert torch.equal(outs[2], outs[1])
     # The background compile stored it with its cubin: a new process finds
     # it on disk.
     entries = sorted(p.suffix for p in
                      (tmp_path / "cache").glob("v*/entries/*")
                      if p.suffix in (".ptx", ".cubin"))
     assert entries == [".cubin", ".cubin", ".ptx", ".ptx"]
-    (first, second), _ = run_stand_in_child(tmp_path, "cache", 2)
+    (first, second, _), _ = run_stand_in_child(tmp_path, "cache", 2)
     assert (first["provisional"], first["tier"]) == (False, "disk")
     assert first["config"].endswith(BIG)
     # FIJIT_TIERED=0 waits for the config's own kernel.
-    (first, _), _ = run_stand_in_child(tmp_path, "untiered", 1, "0")
+    (first, _, _), _ = run_stand_in_child(tmp_path, "untiered", 1, "0")
     assert (first["provisional"], first["tier"]) == (False, "compiled")
     assert first["config"].endswith(BIG)
 
