@@ -35,6 +35,8 @@ class FakeArray:
 class Recorder:
     """Stands in for the native kernel: records launch arguments."""
 
+    provisional = False
+
     def __init__(self):
         self.calls = []
 
