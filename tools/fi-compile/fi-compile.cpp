@@ -4,7 +4,9 @@
 // and points $FIJIT_BUNDLE_DIR at: the runtime reads it (read-only) after
 // its own disk cache, so those configs never compile at start-up. With
 // --load (on a GPU machine) the driver's cubins for that GPU and driver are
-// stored too. Uses only the public API.
+// stored too. A batch prefill config also brings the kernel its wrappers'
+// plans pick for long requests (fijit::planBatchPrefillConfig). Uses only
+// the public API.
 //
 //   fi-compile -o DIR [--load] [--configs FILE] [CONFIG ...]
 //
@@ -12,6 +14,7 @@
 
 #include "fijit/fijit.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -71,8 +74,20 @@ int main(int argc, char **argv) {
   setenv("FIJIT_CACHE_DIR", out.c_str(), /*overwrite=*/1);
   setenv("FIJIT_TIERED", "0", /*overwrite=*/1);
 
-  int failures = 0;
+  // Batch prefill plans take other tiles for long requests: bundle those
+  // kernels right after their configs.
+  std::vector<std::string> all;
   for (const std::string &config : configs) {
+    all.push_back(config);
+    std::string canonical, planned, error;
+    if (fijit::canonicalizeConfig(config, canonical, error) &&
+        fijit::planBatchPrefillConfig(config, INT64_MAX, planned, error) &&
+        planned != canonical)
+      all.push_back(planned);
+  }
+
+  int failures = 0;
+  for (const std::string &config : all) {
     std::string error;
     auto kernel = fijit::getAttentionKernel(config, error);
     if (kernel && load && !kernel->load(error))
