@@ -1,6 +1,7 @@
 // Embeds fijit through its public header only: compiles one config to PTX,
-// then checks that an invalid config is refused with a message naming the
-// field, the value and what is allowed.
+// checks that an invalid config is refused with a message naming the
+// field, the value and what is allowed, and uses the runtime's cache and
+// batch prefill plan.
 #include "fijit/fijit.h"
 
 #include <cstdio>
@@ -38,6 +39,25 @@ int main() {
   if (error.rfind("invalid head_dim_qk=100: ", 0) != 0)
     return fail("unexpected error text: " + error);
   std::printf("invalid config refused: %s\n", error.c_str());
+
+  // The runtime API: a cached kernel (no GPU needed to compile it, and no
+  // stand-in without a CUDA context), and a batch prefill plan.
+  auto cached = fijit::getAttentionKernel("head_dim_qk=64,head_dim_vo=64",
+                                          error);
+  if (!cached)
+    return fail("getAttentionKernel: " + error);
+  fijit::waitForBackgroundCompiles();
+  if (cached->provisional() || cached->ptx().empty())
+    return fail("getAttentionKernel gave a provisional or empty kernel");
+  std::string planned;
+  if (!fijit::planBatchPrefillConfig("kind=batch_prefill_ragged", 4096,
+                                     planned, error))
+    return fail("planBatchPrefillConfig: " + error);
+  if (planned.find("num_warps=8") == std::string::npos)
+    return fail("long requests planned without big tiles: " + planned);
+  std::printf("kernel %s from tier %s; long batches plan %s\n",
+              cached->key().substr(0, 12).c_str(), cached->tier(),
+              planned.c_str());
 
   std::printf("embed OK\n");
   return 0;

@@ -50,7 +50,7 @@ cmake --build "$tmp/consumer" >"$tmp/build.log" 2>&1 ||
 ldd "$tmp/consumer/fijit-embed" | grep -q "$prefix/lib/libfijit" ||
   die "fijit-embed does not load libfijit from the relocated prefix"
 log "embed: running fijit-embed"
-if ! "$tmp/consumer/fijit-embed" >"$tmp/run.log" 2>&1; then
+if ! FIJIT_CACHE_DIR="$tmp/cache" "$tmp/consumer/fijit-embed" >"$tmp/run.log" 2>&1; then
   sed 's/^/[fijit]   /' "$tmp/run.log"
   die "fijit-embed failed"
 fi
