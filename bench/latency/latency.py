@@ -147,8 +147,14 @@ if __name__ == "__main__":
     ap.add_argument("json", nargs="?", help="write the medians here")
     ap.add_argument("--tuning", default="",
                     help="knobs added to the timed config, e.g. num_warps=4")
+    ap.add_argument("--config", default="",
+                    help="other fields of the timed config, e.g. "
+                         "kind=batch_decode_paged,page_size=16")
     ap.add_argument("--no-triton", action="store_true")
     args = ap.parse_args()
     CONFIG.update((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
+    CONFIG.update(kv.split("=", 1) for kv in args.config.split(",") if kv)
+    if CONFIG.get("kind") in ("single_decode", "batch_decode_paged"):
+        CONFIG.pop("mask", None)  # decode kinds take no mask
     main(with_triton=not args.no_triton)
