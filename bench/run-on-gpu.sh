@@ -47,6 +47,11 @@ if [[ $what == all || $what == bench || $what == latency ]]; then
   step "compile latency by tier"
   python3 bench/latency/latency.py "$OUT/latency$side.json" 2>&1 |
     tee "$OUT/latency$side.md" || rc=1
+  step "compile latency of a paged decode config"
+  python3 bench/latency/latency.py --no-triton \
+    --config kind=batch_decode_paged,page_size=16 \
+    "$OUT/latency-decode$side.json" 2>&1 |
+    tee "$OUT/latency-decode$side.md" || rc=1
 fi
 if [[ $what == all || $what == bench || $what == prefill ]]; then
   step "prefill speed vs SDPA and Triton"
