@@ -8,6 +8,13 @@ The points, all with num_qo_heads=32 and GQA group {1, 4, 8}, target
   batch_prefill_paged  bf16 x causal {no, yes}, page_size 16
   single_decode        bf16, mask=none (decode takes no mask)
   batch_decode_paged   bf16, mask=none, page_size 16
+plus, at head_dim 128 on sm_90a (group {1, 4, 8}), the kernels the runtime
+picks beyond the defaults:
+  single_prefill       num_warps=4 (the stand-in of a cold config)
+                       dtype {f16, bf16} x causal {no, yes}
+  batch_prefill_*      num_warps=8,tile_kv=128 (the plan for long
+                       requests) bf16 x causal {no, yes}
+shown as kind:tuning.
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
 `ptxas -arch=<target> -v` and prints the kernel's registers and spill
 stores/loads (every module holds exactly one kernel; decode merges its
@@ -56,6 +63,13 @@ KINDS = (
     ("batch_decode_paged", ("bf16",), (False,)),
 )
 PAGED_KINDS = ("batch_prefill_paged", "batch_decode_paged")
+# (kind, tuning, dtypes): other tiles the runtime picks, at head_dim 128 on
+# sm_90a.
+RUNTIME_TUNINGS = (
+    ("single_prefill", "num_warps=4", DTYPES),
+    ("batch_prefill_ragged", "num_warps=8,tile_kv=128", ("bf16",)),
+    ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("bf16",)),
+)
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
 # Points known to break the no-spill rule: (kind, head_dim, causal, group,
@@ -96,11 +110,24 @@ def matrix():
                 HEAD_DIMS, dtypes, causals, GROUPS, TARGETS):
             yield {
                 "kind": kind,
+                "tuning": "",
                 "head_dim": head_dim,
                 "dtype": dtype,
                 "causal": causal,
                 "group": group,
                 "target": target,
+            }
+    for kind, tuning, dtypes in RUNTIME_TUNINGS:
+        for dtype, causal, group in itertools.product(dtypes, CAUSAL,
+                                                      GROUPS):
+            yield {
+                "kind": kind,
+                "tuning": tuning,
+                "head_dim": 128,
+                "dtype": dtype,
+                "causal": causal,
+                "group": group,
+                "target": "sm_90a",
             }
 
 
@@ -117,12 +144,21 @@ def config_text(point):
     ]
     if point["kind"] in PAGED_KINDS:
         fields.append(f"page_size={PAGE_SIZE}")
+    if point["tuning"]:
+        fields.append(point["tuning"])
     return ",".join(fields)
 
 
+def shown_kind(point):
+    """The kind, and its tuning where it is not the default."""
+    return point["kind"] + (":" + point["tuning"] if point["tuning"] else "")
+
+
 def point_name(point):
-    return "{kind}_d{head_dim}_{dtype}_{mask}_g{group}_{target}".format(
-        mask="causal" if point["causal"] else "none", **point)
+    return "{kind}_d{head_dim}_{dtype}_{mask}_g{group}_{target}{tuning}".format(
+        mask="causal" if point["causal"] else "none",
+        **dict(point, tuning=re.sub(r"[=,]", "_", "_" + point["tuning"])
+               if point["tuning"] else ""))
 
 
 def parse_ptxas_log(log):
@@ -234,7 +270,7 @@ def print_table(results):
         def show(v):
             return "-" if v is None else str(v)
 
-        rows.append((r["kind"], str(r["head_dim"]), r["dtype"],
+        rows.append((shown_kind(r), str(r["head_dim"]), r["dtype"],
                      "yes" if r["causal"] else "no", str(r["group"]),
                      r["target"], show(r["regs"]),
                      show(r["spill_stores"]), show(r["spill_loads"]),
