@@ -67,6 +67,7 @@ void buildLowerToNVVMPipeline(OpPassManager &pm) {
   gpuPm.addPass(createCpAsyncL2Prefetch());
   gpuPm.addPass(createSCFToControlFlowPass());
   gpuPm.addPass(createConvertGpuOpsToNVVMOps());
+  gpuPm.addPass(createMarkTmaDescriptors());
   // Ops such as nvvm.inline_ptx become llvm.inline_asm.
   gpuPm.addPass(createConvertNVVMToLLVMPass());
   // No canonicalize/CSE on the LLVM dialect: LLVM's O3 does the same

@@ -54,4 +54,22 @@ def CpAsyncL2Prefetch : Pass<"fi-cp-async-l2-prefetch"> {
   let dependentDialects = ["mlir::NVVM::NVVMDialect"];
 }
 
+def MarkTmaDescriptors : Pass<"fi-mark-tma-descriptors"> {
+  let summary = "Pass TMA descriptors to kernels as 128-byte grid constants";
+  let description = [{
+    A TMA copy reads its tensor map (a 128-byte `CUtensorMap`) through a
+    generic address that must point at the kernel's parameter space, so the
+    map travels by value as a `__grid_constant__` parameter:
+    `.param .align 64 .b8 p[128]`. `gpu.func` can say none of that (its
+    verifier refuses `nvvm.grid_constant` and the GPU -> NVVM conversion
+    drops `llvm.byval`), so builders put the maps first in the signature as
+    `!llvm.ptr` arguments and count them in the function attribute
+    `fijit.tma_descriptors`. After that conversion, this pass gives the
+    first `fijit.tma_descriptors` arguments of each `llvm.func` kernel
+    `llvm.byval = !llvm.array<128 x i8>`, `llvm.align = 64` and
+    `nvvm.grid_constant`, and drops the count.
+  }];
+  let dependentDialects = ["mlir::LLVM::LLVMDialect", "mlir::NVVM::NVVMDialect"];
+}
+
 #endif // FIJIT_TRANSFORMS_PASSES
