@@ -1,9 +1,43 @@
-"""Command line: python -m fijit cache info|clear|prune (the build also
-writes a `fijit` launcher into build/bin)."""
+"""Command line (the build also writes a `fijit` launcher into build/bin):
+
+    python -m fijit cache info|clear|prune
+    python -m fijit warm [--configs FILE] [CONFIG ...]
+"""
 import argparse
 import sys
 
 from . import cache, __version__, llvm_version
+from .config import AttentionConfig
+from .kernel import compile_attention
+
+# Longer than any batch: the plan a batch prefill config takes for long
+# requests (AttentionConfig.for_batch_of).
+_LONG_BATCH_ROWS = 1 << 30
+
+
+def _read_configs(path):
+    with open(path) as f:
+        lines = (line.split("#", 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def _warm(texts):
+    """Compiles each config into this machine's cache (a batch prefill
+    config also gets the kernel its plans take for long requests); one line
+    per kernel, so long lists show their progress."""
+    configs = []
+    for text in texts:
+        cfg = AttentionConfig.from_string(text)
+        configs.append(cfg)
+        long_batches = cfg.for_batch_of(_LONG_BATCH_ROWS)
+        if long_batches != cfg:
+            configs.append(long_batches)
+    for i, cfg in enumerate(configs, 1):
+        kernel = compile_attention(cfg)
+        print(f"[{i}/{len(configs)}] {kernel.tier:<8} "
+              f"{kernel.compile_ms:8.1f} ms  {kernel.kernel_config}",
+              flush=True)
+    return len(configs)
 
 
 def main(argv=None):
@@ -13,8 +47,25 @@ def main(argv=None):
     cache_cmd = sub.add_parser("cache", help="inspect or clean the kernel "
                                "cache")
     cache_cmd.add_argument("action", choices=["info", "clear", "prune"])
+    warm_cmd = sub.add_parser(
+        "warm", help="compile configs into the cache ahead of their first "
+        "use")
+    warm_cmd.add_argument("configs", nargs="*", metavar="CONFIG",
+                          help="key=value,... (see fi-opt --fi-build)")
+    warm_cmd.add_argument("--configs", dest="file", metavar="FILE",
+                          help="one config per line; '#' starts a comment")
     args = parser.parse_args(argv)
-    if args.action == "info":
+    if args.command == "warm":
+        texts = args.configs + (_read_configs(args.file) if args.file else [])
+        if not texts:
+            parser.error("warm: give configs or --configs FILE")
+        try:
+            n = _warm(texts)
+        except (OSError, ValueError) as e:
+            print(f"fijit warm: error: {e}", file=sys.stderr)
+            return 1
+        print(f"{n} kernels in {cache.info()['version_dir']}")
+    elif args.action == "info":
         i = cache.info()
         print(f"root:        {i['root']}\n"
               f"version dir: {i['version_dir']}\n"

@@ -1,4 +1,4 @@
-"""python -m fijit cache info|clear|prune."""
+"""python -m fijit cache info|clear|prune, python -m fijit warm."""
 import re
 
 import pytest
@@ -161,3 +161,43 @@ def test_build_tree_launcher(cache_dir):
                                            FIJIT_CACHE_DIR=str(cache_dir)))
     assert r.returncode == 0, r.stderr
     assert f"root:        {cache_dir}" in r.stdout
+
+
+def test_warm_compiles_configs_and_batch_plans(cache_dir, tmp_path):
+    """`warm` fills this machine's cache with one line per kernel; a batch
+    prefill config also brings the kernel its plans take for long
+    requests. A second run finds them all on disk."""
+    listed = tmp_path / "configs.txt"
+    listed.write_text("# decode\nkind=single_decode,head_dim_qk=64,"
+                      "head_dim_vo=64\n\n")
+    args = ("warm", "--configs", str(listed),
+            "head_dim_qk=64,head_dim_vo=64,num_qo_heads=4,num_kv_heads=4",
+            "kind=batch_prefill_ragged,num_qo_heads=8,num_kv_heads=8")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [l.split()[:2] for l in lines[:4]] == [
+        ["[1/4]", "compiled"], ["[2/4]", "compiled"], ["[3/4]", "compiled"],
+        ["[4/4]", "compiled"]]
+    # The configs given, then those of the file.
+    assert "kind=single_prefill,head_dim_qk=64" in lines[0]
+    assert "kind=batch_prefill_ragged" in lines[1]
+    assert lines[1].endswith("tile_q=64,tile_kv=64,num_warps=4,stages=2")
+    assert "kind=batch_prefill_ragged" in lines[2]
+    assert lines[2].endswith("tile_q=128,tile_kv=128,num_warps=8,stages=2")
+    assert "kind=single_decode" in lines[3]
+    assert lines[4] == f"4 kernels in {cache_dir / VERSION_DIR}"
+    assert len(cache_files(cache_dir)) == 4
+    again = run_cli(*args)
+    assert [l.split()[1] for l in again.stdout.splitlines()[:4]] == \
+        ["disk"] * 4
+
+
+def test_warm_reports_a_bad_config(cache_dir):
+    r = run_cli("warm", "head_dim_qk=100")
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("fijit warm: error: invalid head_dim_qk=100: "
+                                "allowed values are 64, 96, 128, 192, 256")
+    r = run_cli("warm")
+    assert r.returncode == 2
+    assert "warm: give configs or --configs FILE" in r.stderr
