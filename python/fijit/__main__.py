@@ -1,10 +1,12 @@
 """Command line (the build also writes a `fijit` launcher into build/bin):
 
     python -m fijit cache info|clear|prune
-    python -m fijit warm [--configs FILE] [CONFIG ...]
+    python -m fijit warm [-j N] [--configs FILE] [CONFIG ...]
 """
 import argparse
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from . import cache, __version__, llvm_version
 from .config import AttentionConfig
@@ -21,10 +23,11 @@ def _read_configs(path):
         return [line for line in lines if line]
 
 
-def _warm(texts):
+def _warm(texts, jobs):
     """Compiles each config into this machine's cache (a batch prefill
-    config also gets the kernel its plans take for long requests); one line
-    per kernel, so long lists show their progress."""
+    config also gets the kernel its plans take for long requests), `jobs`
+    at a time (compiles release the GIL); one line per kernel as it
+    finishes, so long lists show their progress."""
     configs = []
     for text in texts:
         cfg = AttentionConfig.from_string(text)
@@ -32,11 +35,13 @@ def _warm(texts):
         long_batches = cfg.for_batch_of(_LONG_BATCH_ROWS)
         if long_batches != cfg:
             configs.append(long_batches)
-    for i, cfg in enumerate(configs, 1):
-        kernel = compile_attention(cfg)
-        print(f"[{i}/{len(configs)}] {kernel.tier:<8} "
-              f"{kernel.compile_ms:8.1f} ms  {kernel.kernel_config}",
-              flush=True)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        kernels = [pool.submit(compile_attention, cfg) for cfg in configs]
+        for i, kernel in enumerate(as_completed(kernels), 1):
+            kernel = kernel.result()
+            print(f"[{i}/{len(configs)}] {kernel.tier:<8} "
+                  f"{kernel.compile_ms:8.1f} ms  {kernel.kernel_config}",
+                  flush=True)
     return len(configs)
 
 
@@ -54,13 +59,16 @@ def main(argv=None):
                           help="key=value,... (see fi-opt --fi-build)")
     warm_cmd.add_argument("--configs", dest="file", metavar="FILE",
                           help="one config per line; '#' starts a comment")
+    warm_cmd.add_argument("-j", "--jobs", type=int,
+                          default=os.cpu_count() or 1,
+                          help="compiles at a time (default: one per CPU)")
     args = parser.parse_args(argv)
     if args.command == "warm":
         texts = args.configs + (_read_configs(args.file) if args.file else [])
         if not texts:
             parser.error("warm: give configs or --configs FILE")
         try:
-            n = _warm(texts)
+            n = _warm(texts, args.jobs)
         except (OSError, ValueError) as e:
             print(f"fijit warm: error: {e}", file=sys.stderr)
             return 1
