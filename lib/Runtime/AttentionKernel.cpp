@@ -660,17 +660,14 @@ public:
                    });
   }
 
-  /// Whether the kernel of `canonical` is being compiled.
-  bool running(llvm::StringRef canonical) {
+  /// What became of a background compile of `canonical`: after a failure
+  /// callers compile it themselves and see the error.
+  enum class Status { None, Running, Failed };
+  Status status(llvm::StringRef canonical) {
     std::lock_guard<std::mutex> guard(mutex);
-    return pending.contains(canonical);
-  }
-
-  /// Whether a background compile of `canonical` failed: callers then
-  /// compile it themselves and see the error.
-  bool failedBefore(llvm::StringRef canonical) {
-    std::lock_guard<std::mutex> guard(mutex);
-    return failed.contains(canonical);
+    return pending.contains(canonical)  ? Status::Running
+           : failed.contains(canonical) ? Status::Failed
+                                        : Status::None;
   }
 
   /// Compiles `config` for context `ctx` unless that already runs.
@@ -799,21 +796,22 @@ llvm::Expected<Found> findKernel(const std::string &text) {
     return parsed.takeError();
   AttentionConfig config = parsed->resolved();
   std::string canonical = config.toString();
+  // The background status before the memory tier: a compile stores its
+  // kernel there before it stops running.
+  auto background = backgroundCompiles().status(canonical);
+  if (auto state = front.find(canonical)) {
+    front.insert(text, state);
+    return Found{std::move(state), "memory"};
+  }
   // A config whose kernel is slow to compile and stored nowhere is served by
   // its stand-in while its own kernel compiles in the background, the two
   // compiles running side by side; only for callers that could launch it.
   std::optional<AttentionConfig> quick = parsed->standIn();
   CUcontext ctx = nullptr;
   bool tiered = quick && tieredCompileEnabled() &&
-                !backgroundCompiles().failedBefore(canonical) &&
+                background != BackgroundCompiles::Status::Failed &&
                 (ctx = launchContext(config));
-  // `running` before the memory tier: the compile stores its kernel there
-  // before it stops running.
-  bool running = tiered && backgroundCompiles().running(canonical);
-  if (auto state = front.find(canonical)) {
-    front.insert(text, state);
-    return Found{std::move(state), "memory"};
-  }
+  bool running = tiered && background == BackgroundCompiles::Status::Running;
   Found found;
   if (!running)
     found.state = findStored(config, found.tier);
