@@ -28,6 +28,8 @@ class AttentionKernel:
     def __init__(self, native, config):
         self._native = native
         self.config = config
+        # Read once: only a stand-in ever needs the lookup in _upgrade.
+        self._stand_in = native.provisional
 
     ptx = property(lambda self: self._native.ptx)
     key = property(lambda self: self._native.key)
@@ -42,10 +44,10 @@ class AttentionKernel:
     def _upgrade(self):
         """A provisional stand-in gives way to the config's own kernel once
         that is ready: a memory-tier lookup, microseconds."""
-        if self._native.provisional:
+        if self._stand_in:
             native = _fijit.compile_attention(str(self.config))
             if not native.provisional:
-                self._native = native
+                self._native, self._stand_in = native, False
 
     def ir(self, stage):
         return self._native.ir(stage)
