@@ -77,6 +77,8 @@ LogicalResult buildSinglePrefill(ImplicitLocOpBuilder &b,
                                  const AttentionConfig &cfg) {
   if (failed(checkTileSupport(b, cfg)))
     return failure();
+  if (cfg.warpSpecialised())
+    return buildWarpSpecialisedPrefill(b, cfg);
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
   SmallVector<Type> argTypes = {
       flatGlobalMemref(b, qTy), flatGlobalMemref(b, kvTy),

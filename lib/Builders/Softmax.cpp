@@ -4,6 +4,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 
 #include <limits>
@@ -29,18 +30,29 @@ Value quadReduce(ImplicitLocOpBuilder &b, Value v, bool isMax) {
   return v;
 }
 
-SoftmaxState updateOnlineSoftmax(ImplicitLocOpBuilder &b,
-                                 const SoftmaxState &state,
-                                 MutableArrayRef<AccFragment> scores,
-                                 MutableArrayRef<AccFragment> out) {
+/// The fold of one tile into the state; rescales `out` row by row when it
+/// is given (the order the tile engine's PTX has always had), else returns
+/// the factors in `alpha`.
+static SoftmaxState foldTile(ImplicitLocOpBuilder &b, const SoftmaxState &state,
+                             MutableArrayRef<AccFragment> scores,
+                             MutableArrayRef<AccFragment> out,
+                             std::array<Value, 2> &alphas,
+                             Value scale = Value()) {
   SoftmaxState next;
   Value zero = cF32(b, 0.0);
   Value ninf = negInf(b);
   for (int64_t r = 0; r < 2; ++r) {
-    Value tileMax = state.rowMax[r];
+    // With `scale`, scores are raw: their max scales to the log2-domain max
+    // (scale > 0), and each exponent is one fma.
+    Value tileMax = scale ? Value() : state.rowMax[r];
     for (AccFragment &s : scores)
       for (int64_t c = 0; c < 2; ++c)
-        tileMax = arith::MaxNumFOp::create(b, tileMax, s[2 * r + c]);
+        tileMax = tileMax ? arith::MaxNumFOp::create(b, tileMax, s[2 * r + c])
+                                .getResult()
+                          : s[2 * r + c];
+    if (scale)
+      tileMax = arith::MaxNumFOp::create(
+          b, state.rowMax[r], arith::MulFOp::create(b, tileMax, scale));
     Value newMax = quadReduce(b, tileMax, /*isMax=*/true);
     // A row that has seen only masked keys keeps max = -inf; subtracting 0
     // instead keeps exp2 at 0 rather than NaN.
@@ -50,19 +62,45 @@ SoftmaxState updateOnlineSoftmax(ImplicitLocOpBuilder &b,
     Value alpha = math::Exp2Op::create(
         b, arith::SubFOp::create(b, state.rowMax[r], safeMax));
     Value sum = arith::MulFOp::create(b, state.rowSum[r], alpha);
+    Value negMax = scale ? arith::NegFOp::create(b, safeMax).getResult() : Value();
     for (AccFragment &s : scores)
       for (int64_t c = 0; c < 2; ++c) {
         Value &x = s[2 * r + c];
-        x = math::Exp2Op::create(b, arith::SubFOp::create(b, x, safeMax));
+        Value exponent =
+            scale ? LLVM::FMAOp::create(b, x, scale, negMax).getResult()
+                  : arith::SubFOp::create(b, x, safeMax).getResult();
+        x = math::Exp2Op::create(b, exponent);
         sum = arith::AddFOp::create(b, sum, x);
       }
     for (AccFragment &o : out)
       for (int64_t c = 0; c < 2; ++c)
         o[2 * r + c] = arith::MulFOp::create(b, o[2 * r + c], alpha);
+    alphas[r] = alpha;
     next.rowMax[r] = newMax;
     next.rowSum[r] = sum;
   }
   return next;
+}
+
+SoftmaxState updateOnlineSoftmax(ImplicitLocOpBuilder &b,
+                                 const SoftmaxState &state,
+                                 MutableArrayRef<AccFragment> scores,
+                                 MutableArrayRef<AccFragment> out) {
+  std::array<Value, 2> alphas;
+  return foldTile(b, state, scores, out, alphas);
+}
+
+SoftmaxState foldScores(ImplicitLocOpBuilder &b, const SoftmaxState &state,
+                        MutableArrayRef<AccFragment> scores,
+                        std::array<Value, 2> &alphas, Value scale) {
+  return foldTile(b, state, scores, {}, alphas, scale);
+}
+
+void rescaleRows(ImplicitLocOpBuilder &b, MutableArrayRef<AccFragment> out,
+                 const std::array<Value, 2> &alphas) {
+  for (AccFragment &o : out)
+    for (int64_t i = 0; i < 4; ++i)
+      o[i] = arith::MulFOp::create(b, o[i], alphas[i / 2]);
 }
 
 std::array<Value, 2> finalizeOnlineSoftmax(ImplicitLocOpBuilder &b,

@@ -158,6 +158,35 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
                     static_cast<int32_t>(std::min<int64_t>(regs, 255))));
 }
 
+void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
+                       MutableArrayRef<AccFragment> scores,
+                       std::array<Value, 2> rows, Value lane, Value kvStart,
+                       bool transform) {
+  Value ninf = negInf(b);
+  // This lane's columns are colBase + 8 j + (0, 1).
+  Value colBase = arith::AddIOp::create(
+      b, kvStart,
+      arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
+                            cIdx(b, 2)));
+  std::array<std::pair<Value, Value>, 2> bounds = {
+      variant.visibleColumns(b, rows[0], colBase),
+      variant.visibleColumns(b, rows[1], colBase)};
+  for (auto [j, frag] : llvm::enumerate(scores))
+    for (int64_t reg = 0; reg < 4; ++reg) {
+      auto [lo, hi] = bounds[reg / 2];
+      Value col = arith::ConstantIntOp::create(
+          b, b.getI32Type(), static_cast<int64_t>(j) * 8 + reg % 2);
+      Value visible =
+          arith::CmpIOp::create(b, arith::CmpIPredicate::slt, col, hi);
+      if (lo)
+        visible = arith::AndIOp::create(
+            b, visible,
+            arith::CmpIOp::create(b, arith::CmpIPredicate::sge, col, lo));
+      Value x = transform ? variant.transformLogit(b, frag[reg]) : frag[reg];
+      frag[reg] = arith::SelectOp::create(b, visible, x, ninf);
+    }
+}
+
 namespace {
 
 /// Bytes of one row of a 64-column panel (SmemLayout::Panelled).
@@ -180,7 +209,6 @@ private:
   void loadKVTile(Value tile, Value slot);
   SmallVector<AccFragment> computeScores(ArrayRef<AFragment> q, Value slot);
   SmallVector<AccFragment> computeScoresWgmma(Value slot);
-  void applyVariant(MutableArrayRef<AccFragment> scores, Value kvStart);
   void accumulatePV(ArrayRef<AccFragment> probs, Value slot,
                     MutableArrayRef<AccFragment> out);
   void accumulatePVWgmma(ArrayRef<AccFragment> probs, Value slot,
@@ -319,33 +347,6 @@ SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
       s[2 * np + 1] = mmaQK.mma(qA[kk], bPair[1], s[2 * np + 1]);
     }
   return s;
-}
-
-void TileEngine::applyVariant(MutableArrayRef<AccFragment> scores,
-                              Value kvStart) {
-  Value ninf = negInf(b);
-  // This lane's columns are colBase + 8 j + (0, 1).
-  Value colBase = arith::AddIOp::create(
-      b, kvStart,
-      arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
-                            cIdx(b, 2)));
-  std::array<std::pair<Value, Value>, 2> bounds = {
-      variant.visibleColumns(b, maskRows[0], colBase),
-      variant.visibleColumns(b, maskRows[1], colBase)};
-  for (auto [j, frag] : llvm::enumerate(scores))
-    for (int64_t reg = 0; reg < 4; ++reg) {
-      auto [lo, hi] = bounds[reg / 2];
-      Value col = arith::ConstantIntOp::create(
-          b, b.getI32Type(), static_cast<int64_t>(j) * 8 + reg % 2);
-      Value visible =
-          arith::CmpIOp::create(b, arith::CmpIPredicate::slt, col, hi);
-      if (lo)
-        visible = arith::AndIOp::create(
-            b, visible,
-            arith::CmpIOp::create(b, arith::CmpIPredicate::sge, col, lo));
-      Value x = variant.transformLogit(b, frag[reg]);
-      frag[reg] = arith::SelectOp::create(b, visible, x, ninf);
-    }
 }
 
 void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
@@ -538,7 +539,7 @@ TileResult TileEngine::emit() {
         kvStart = arith::AddIOp::create(b, kvStart, keyOffset);
       SmallVector<AccFragment> scores =
           useWgmma ? computeScoresWgmma(slot) : computeScores(qA, slot);
-      applyVariant(scores, kvStart);
+      applyScoreVariant(b, variant, scores, maskRows, lane, kvStart);
       SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
       if (useWgmma)
         accumulatePVWgmma(scores, slot, out);

@@ -61,6 +61,30 @@ std::pair<Value, Value> AttentionVariant::visibleColumns(ImplicitLocOpBuilder &b
   return {lo, relative(end)};
 }
 
+Value AttentionVariant::tileNeedsMask(ImplicitLocOpBuilder &b, Value qoBegin,
+                                     Value qoEnd, Value start,
+                                     int64_t tileKV) {
+  Value end = arith::AddIOp::create(b, start, cIdx(b, tileKV));
+  auto sgt = [&](Value x, Value y) {
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::sgt, x, y);
+  };
+  Value needs = sgt(end, kvLen);
+  if (causal) {
+    // The first query sees keys up to qoBegin + diagOffset.
+    Value firstEnd = arith::AddIOp::create(
+        b, arith::AddIOp::create(b, qoBegin, diagOffset), cIdx(b, 1));
+    needs = arith::OrIOp::create(b, needs, sgt(end, firstEnd));
+  }
+  if (windowLeft >= 0) {
+    // The last query sees keys from its diagonal - window_left on.
+    Value lastBegin = arith::SubIOp::create(
+        b, arith::AddIOp::create(b, qoEnd, diagOffset),
+        cIdx(b, windowLeft + 1));
+    needs = arith::OrIOp::create(b, needs, sgt(lastBegin, start));
+  }
+  return needs;
+}
+
 std::pair<Value, Value>
 AttentionVariant::visibleKeyRange(ImplicitLocOpBuilder &b, Value qoBegin,
                                   Value qoEnd, int64_t alignTo) {

@@ -112,9 +112,16 @@ void WgmmaEmitter::fence(MutableArrayRef<AccFragment> acc,
 
 void WgmmaEmitter::commitAndWait(MutableArrayRef<AccFragment> acc,
                                  int64_t pending) {
-  NVVM::WgmmaGroupSyncAlignedOp::create(b);
+  commit();
+  wait(acc, pending);
+}
+
+void WgmmaEmitter::commit() { NVVM::WgmmaGroupSyncAlignedOp::create(b); }
+
+void WgmmaEmitter::wait(MutableArrayRef<AccFragment> acc, int64_t pending,
+                        MutableArrayRef<AFragment> aRegs) {
   NVVM::WgmmaWaitGroupSyncOp::create(b, pending);
-  pin(acc, {});
+  pin(acc, aRegs);
 }
 
 void WgmmaEmitter::emit(MutableArrayRef<AccFragment> acc, ValueRange a,

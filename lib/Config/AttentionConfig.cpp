@@ -452,6 +452,7 @@ AttentionConfig AttentionConfig::resolved() const {
   // on short requests.
   bool bigTiles = kind == KernelKind::SinglePrefill && wgmmaShapes(*this);
   int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
+  bool specialised = t.numWarps == kWarpSpecialisedWarps;
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
     t.numWarps = bigTileWarps;
   if (isPrefill(kind)) {
@@ -463,7 +464,7 @@ AttentionConfig AttentionConfig::resolved() const {
       t.numWarps = tileQNamesWarps ? t.tileQ / 16 : 4;
     }
     if (t.tileQ == 0)
-      t.tileQ = 16 * t.numWarps;
+      t.tileQ = 16 * computeWarps(t.numWarps);
   } else {
     // Decode rows are the query heads of one GQA group: tile_q holds the
     // group (16-row MMA tiles, one row warp each); the other warps split
@@ -478,7 +479,7 @@ AttentionConfig AttentionConfig::resolved() const {
     }
   }
   // Big tiles only with the warps they were measured with.
-  bigTiles = bigTiles && t.numWarps == bigTileWarps;
+  bigTiles = (bigTiles && t.numWarps == bigTileWarps) || specialised;
   // The other defaults fit the smallest shared-memory budget (sm_86/sm_89)
   // for every allowed head dim (256/256 needs exactly 101376 bytes), so they
   // hold on every target.
@@ -508,7 +509,11 @@ int64_t AttentionConfig::sharedMemoryBytes() const {
   int64_t kvRowElements =
       smemRowElements(headDimQK) + smemRowElements(headDimVO);
   int64_t kvBytes = t.stages * t.tileKV * kvRowElements * byteWidth(dtypeKV);
-  return qBytes + kvBytes;
+  // The warp-specialised ring's mbarriers follow the tiles: one for Q, a
+  // full and an empty one per stage of K and of V.
+  int64_t barrierBytes =
+      t.numWarps == kWarpSpecialisedWarps ? 8 * (1 + 4 * t.stages) : 0;
+  return qBytes + kvBytes + barrierBytes;
 }
 
 /// This config with every tuning knob back at 0 (the defaults), and
@@ -552,6 +557,11 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   planned.tuning.numWarps = 8;
   planned.tuning.tileKV = 128;
   return planned.resolved();
+}
+
+bool AttentionConfig::warpSpecialised() const {
+  return kind == KernelKind::SinglePrefill && wgmmaShapes(*this) &&
+         resolved().tuning.numWarps == kWarpSpecialisedWarps;
 }
 
 bool AttentionConfig::usesWgmma() const {
@@ -621,9 +631,15 @@ llvm::Error AttentionConfig::validate() const {
                         "must be finite and at least 0 "
                         "(0 means 1/sqrt(head_dim_qk))");
 
-  if (!llvm::is_contained({0, 1, 2, 4, 8}, tuning.numWarps))
+  if (!llvm::is_contained({0, 1, 2, 4, 8, 12}, tuning.numWarps))
     return invalidField("num_warps", tuning.numWarps,
-                        "allowed values are 0 (default), 1, 2, 4, 8");
+                        "allowed values are 0 (default), 1, 2, 4, 8, 12");
+  if (tuning.numWarps == kWarpSpecialisedWarps &&
+      !(kind == KernelKind::SinglePrefill && wgmmaShapes(*this)))
+    return invalidField("num_warps", tuning.numWarps,
+                        "12 (a TMA producer warpgroup and two wgmma consumer "
+                        "warpgroups) needs kind=single_prefill, target=sm_90a "
+                        "and head dims that are multiples of 64");
   if (!isValidTile(tuning.tileQ))
     return invalidField("tile_q", tuning.tileQ,
                         "must be 0 (default) or a multiple of 16 in "
@@ -638,11 +654,14 @@ llvm::Error AttentionConfig::validate() const {
 
   AttentionConfig r = resolved();
   const TuningKnobs &t = r.tuning;
-  if (isPrefill(kind) && t.tileQ != 16 * t.numWarps)
-    return invalidField("tile_q", t.tileQ,
-                        "must be 16 * num_warps = " +
-                            llvm::Twine(16 * t.numWarps) +
-                            " (one 16-row MMA tile per warp)");
+  if (isPrefill(kind) && t.tileQ != 16 * computeWarps(t.numWarps))
+    return invalidField(
+        "tile_q", t.tileQ,
+        t.numWarps == kWarpSpecialisedWarps
+            ? std::string("must be 128 with num_warps=12 (two consumer "
+                          "warpgroups of 64 rows)")
+            : "must be 16 * num_warps = " + std::to_string(16 * t.numWarps) +
+                  " (one 16-row MMA tile per warp)");
   if (!isPrefill(kind) && t.tileQ > 16 * t.numWarps)
     return invalidField("tile_q", t.tileQ,
                         "must be at most 16 * num_warps = " +

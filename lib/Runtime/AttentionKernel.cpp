@@ -14,6 +14,7 @@
 #include "fijit/Config/AttentionConfig.h"
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/Runtime/CudaDriver.h"
+#include "fijit/Runtime/TensorMap.h"
 #include "fijit/fijit.h"
 
 #include "llvm/ADT/DenseMap.h"
@@ -106,6 +107,8 @@ FrontMap &frontMap() {
 /// then i32 and f32 scalars. Values live here until the launch.
 class KernelParams {
 public:
+  /// A TMA kernel's leading 128-byte grid-constant parameters.
+  void tensorMap(const CUtensorMap &map) { maps.push_back(map); }
   void memref(void *ptr) { memrefs.push_back({ptr, ptr, 0, 0, 1}); }
   void i32(int64_t v) { ints.push_back(static_cast<int32_t>(v)); }
   void f32(float v) { floats.push_back(v); }
@@ -113,6 +116,8 @@ public:
   /// Pointers to every value, memrefs first; valid while this lives.
   void **pointers() {
     slots.clear();
+    for (CUtensorMap &m : maps)
+      slots.push_back(&m);
     for (Memref &m : memrefs)
       slots.insert(slots.end(), {&m.allocated, &m.aligned, &m.offset,
                                  &m.size, &m.stride});
@@ -128,6 +133,7 @@ private:
     void *allocated, *aligned;
     int64_t offset, size, stride;
   };
+  std::vector<CUtensorMap> maps;
   std::vector<Memref> memrefs;
   std::vector<int32_t> ints;
   std::vector<float> floats;
@@ -280,13 +286,27 @@ AttentionKernel::State::function(const CudaDriver &driver) {
         "capability {1}.{2}); compile with target=sm_{1}{2}{3}",
         stringify(config.target), *cc / 10, *cc % 10, *cc == 90 ? "a" : ""));
 
+  Loaded l;
+  if (config.usesWgmma()) {
+    // Compiled by the driver as a whole program (see loadPTXModule); its
+    // compute cache, not fijit's, keeps the SASS.
+    auto start = std::chrono::steady_clock::now();
+    auto module = loadPTXModule(driver, ptx);
+    if (!module)
+      return module.takeError();
+    l.module = *module;
+    logMessage(llvm::formatv("loaded {0} for sm_{1} from PTX in {2:f1} ms",
+                             name, *cc, msSince(start))
+                   .str());
+  }
   // A cubin for this exact arch and driver skips the driver's PTX -> SASS.
   DiskCache &disk = DiskCache::global();
   std::string cubinName =
       llvm::formatv("{0}.sm{1}-drv{2}.cubin", key, *cc, driver.version).str();
-  Loaded l;
-  std::optional<std::string> cubin = disk.read(cubinName);
-  if (!cubin && DiskCache::bundle())
+  std::optional<std::string> cubin;
+  if (!l.module)
+    cubin = disk.read(cubinName);
+  if (!l.module && !cubin && DiskCache::bundle())
     cubin = DiskCache::bundle()->read(cubinName);
   if (cubin) {
     if (driver.cuModuleLoadData(&l.module, cubin->data()) != 0)
@@ -623,12 +643,40 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   const State::Loaded *fn = &ready->loaded;
 
   KernelParams params;
-  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse})
-    params.memref(ptr);
-  for (int64_t v : {a.qoLen, a.kvLen, a.qStrideN, a.qStrideH, a.kStrideN,
-                    a.kStrideH, a.vStrideN, a.vStrideH, a.oStrideN,
-                    a.oStrideH})
-    params.i32(v);
+  if (cfg.warpSpecialised()) {
+    // Q, K and V reach the kernel as tensor maps (WarpSpecialisedPrefill.cpp).
+    TileMapShape qMap{a.q, cfg.dtypeQ, cfg.headDimQK, a.qoLen,
+                      cfg.numQOHeads, a.qStrideN, a.qStrideH,
+                      cfg.tuning.tileQ};
+    TileMapShape kMap{a.k, cfg.dtypeKV, cfg.headDimQK, a.kvLen,
+                      cfg.numKVHeads, a.kStrideN, a.kStrideH,
+                      cfg.tuning.tileKV};
+    TileMapShape vMap = kMap;
+    vMap.base = a.v;
+    vMap.headDim = cfg.headDimVO;
+    vMap.rowStride = a.vStrideN;
+    vMap.headStride = a.vStrideH;
+    for (auto [shape, what] : {std::pair{qMap, "q"}, std::pair{kMap, "k"},
+                               std::pair{vMap, "v"}}) {
+      auto map = encodeTileMap(*driver, shape, what);
+      if (!map) {
+        error = llvm::toString(map.takeError());
+        return false;
+      }
+      params.tensorMap(*map);
+    }
+    for (void *ptr : {a.o, a.lse})
+      params.memref(ptr);
+    for (int64_t v : {a.qoLen, a.kvLen, a.oStrideN, a.oStrideH})
+      params.i32(v);
+  } else {
+    for (void *ptr : {a.q, a.k, a.v, a.o, a.lse})
+      params.memref(ptr);
+    for (int64_t v : {a.qoLen, a.kvLen, a.qStrideN, a.qStrideH, a.kStrideN,
+                      a.kStrideH, a.vStrideN, a.vStrideH, a.oStrideN,
+                      a.oStrideH})
+      params.i32(v);
+  }
   params.f32(smScaleOf(cfg, a.smScale));
   int64_t tiles = (a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
   return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, 1},

@@ -54,8 +54,12 @@ llvm::Expected<const CudaDriver &> CudaDriver::get() {
     bind(driver.cuModuleGetFunction, "cuModuleGetFunction");
     bind(driver.cuFuncSetAttribute, "cuFuncSetAttribute");
     bind(driver.cuLaunchKernel, "cuLaunchKernel");
+    bind(driver.cuModuleLoadDataEx, "cuModuleLoadDataEx");
     if (missing)
       return;
+    driver.cuTensorMapEncodeTiled =
+        reinterpret_cast<decltype(driver.cuTensorMapEncodeTiled)>(
+            dlsym(lib, "cuTensorMapEncodeTiled"));
     if (CUresult rc = driver.cuInit(0)) {
       loadError = llvm::formatv("cuInit failed with CUDA error {0}: no usable "
                                 "GPU or driver",
@@ -141,6 +145,28 @@ llvm::Expected<std::string> linkPTX(const CudaDriver &driver,
   std::string image(static_cast<const char *>(cubin), size);
   driver.cuLinkDestroy(link);
   return image;
+}
+
+llvm::Expected<CUmodule> loadPTXModule(const CudaDriver &driver,
+                                        llvm::StringRef ptx) {
+  if (auto ctx = currentContext(driver); !ctx)
+    return ctx.takeError();
+  // CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES.
+  constexpr int kErrorLog = 5, kErrorLogSize = 6;
+  std::string log(16384, '\0');
+  int options[] = {kErrorLog, kErrorLogSize};
+  void *values[] = {log.data(), reinterpret_cast<void *>(log.size())};
+  std::string source = ptx.str(); // NUL-terminated
+  CUmodule module = nullptr;
+  if (CUresult rc = driver.cuModuleLoadDataEx(&module, source.c_str(), 2,
+                                              options, values)) {
+    std::string message =
+        llvm::toString(driver.error("cuModuleLoadDataEx (PTX -> SASS)", rc));
+    if (llvm::StringRef text(log.c_str()); !text.empty())
+      message += "; JIT log: " + text.str();
+    return makeError(message);
+  }
+  return module;
 }
 
 } // namespace fijit

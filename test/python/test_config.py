@@ -209,7 +209,8 @@ BAD = [
     (dict(foo=1), f"unknown config key 'foo'; known keys: {KNOWN_KEYS}"),
     (dict(stages=5), "invalid stages=5: must be 0 (default) or in [2, 4]"),
     (dict(num_warps=3),
-     "invalid num_warps=3: allowed values are 0 (default), 1, 2, 4, 8"),
+     "invalid num_warps=3: allowed values are 0 (default), 1, 2, 4, 8, "
+     "12"),
     (dict(tile_kv=20), "invalid tile_kv=20: must be 0 (default) or a "
      "multiple of 16 in [16, 256]"),
     (dict(tile_q=48), "invalid tile_q=48: must be 16 * num_warps = 64 (one "

@@ -176,12 +176,13 @@ def test_cold_config_is_served_by_a_stand_in_then_by_its_own_kernel(
     # The stand-in's object switched to the config's own kernel.
     assert not upgraded["provisional"] and upgraded["config"].endswith(BIG)
     assert torch.equal(outs[2], outs[1])
-    # The background compile stored it with its cubin: a new process finds
-    # it on disk.
+    # The background compile stored it: a new process finds it on disk.
+    # wgmma kernels keep no cubin of fijit's (the driver compiles their PTX
+    # as a whole program and caches the SASS itself).
     entries = sorted(p.suffix for p in
                      (tmp_path / "cache").glob("v*/entries/*")
                      if p.suffix in (".ptx", ".cubin"))
-    assert entries == [".cubin", ".cubin", ".ptx", ".ptx"]
+    assert entries == [".ptx", ".ptx"]
     (first, second, _), _ = run_stand_in_child(tmp_path, "cache", 2)
     assert (first["provisional"], first["tier"]) == (False, "disk")
     assert first["config"].endswith(BIG)

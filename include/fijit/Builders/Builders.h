@@ -42,6 +42,10 @@ buildAttentionModule(mlir::ModuleOp module, const AttentionConfig &config);
 mlir::LogicalResult buildSinglePrefill(mlir::ImplicitLocOpBuilder &b,
                                        const AttentionConfig &config);
 /// batch_prefill_paged and batch_prefill_ragged (BatchPrefillBuilder.cpp).
+/// single_prefill with num_warps=12 on sm_90a (WarpSpecialisedPrefill.cpp,
+/// which documents its ABI); buildSinglePrefill dispatches to it.
+mlir::LogicalResult buildWarpSpecialisedPrefill(mlir::ImplicitLocOpBuilder &b,
+                                                const AttentionConfig &config);
 mlir::LogicalResult buildBatchPrefill(mlir::ImplicitLocOpBuilder &b,
                                       const AttentionConfig &config);
 /// single_decode and batch_decode_paged (see DecodeBuilder.cpp for the ABI).

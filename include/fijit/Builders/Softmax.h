@@ -35,6 +35,23 @@ SoftmaxState updateOnlineSoftmax(mlir::ImplicitLocOpBuilder &b,
                                  llvm::MutableArrayRef<AccFragment> scores,
                                  llvm::MutableArrayRef<AccFragment> out);
 
+/// updateOnlineSoftmax that leaves the output alone: `alphas` receives each
+/// row's factor exp2(oldMax - newMax), for rescaleRows once the GEMM that
+/// still accumulates into the output has finished (the warp-specialised
+/// kernel runs the softmax of tile j under the P V GEMM of tile j - 1).
+/// With `scale`, `scores` are raw logits (-inf where masked) that the fold
+/// scales itself: one fma per exponent instead of a multiply and a subtract.
+SoftmaxState foldScores(mlir::ImplicitLocOpBuilder &b,
+                        const SoftmaxState &state,
+                        llvm::MutableArrayRef<AccFragment> scores,
+                        std::array<mlir::Value, 2> &alphas,
+                        mlir::Value scale = mlir::Value());
+
+/// out *= alpha of its row (values 0, 1 of a fragment: row g; 2, 3: g + 8).
+void rescaleRows(mlir::ImplicitLocOpBuilder &b,
+                 llvm::MutableArrayRef<AccFragment> out,
+                 const std::array<mlir::Value, 2> &alphas);
+
 /// Final 1/sum normalisation of `out`; returns the log2-domain LSE of both
 /// rows (-inf for rows that saw no key).
 std::array<mlir::Value, 2>

@@ -76,6 +76,17 @@ TileResult emitTileAttention(mlir::ImplicitLocOpBuilder &b,
                              AttentionVariant &variant,
                              const TileProblem &problem);
 
+/// Turns one lane's raw q.k accumulators of a key tile starting at `kvStart`
+/// into log2-domain scores (the variant's transform), -inf where the query
+/// of accumulator row `rows[r]` (values 2r, 2r + 1) does not see the key.
+/// With `transform` false, only the mask applies (raw logits for a softmax
+/// that scales them itself).
+void applyScoreVariant(mlir::ImplicitLocOpBuilder &b,
+                       AttentionVariant &variant,
+                       llvm::MutableArrayRef<AccFragment> scores,
+                       std::array<mlir::Value, 2> rows, mlir::Value lane,
+                       mlir::Value kvStart, bool transform = true);
+
 /// Stores per-lane f32 pairs `frag[2r], frag[2r+1]` of every accumulator as
 /// `type` at `base + n * 8` (n = accumulator index).
 void storeRowPairs(mlir::ImplicitLocOpBuilder &b,

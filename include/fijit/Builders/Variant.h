@@ -40,7 +40,21 @@ public:
   visibleKeyRange(mlir::ImplicitLocOpBuilder &b, mlir::Value qoBegin,
                   mlir::Value qoEnd, int64_t alignTo);
 
+  /// Whether some query of [qoBegin, qoEnd) does not see some key of the
+  /// tile [start, start + tileKV): keys at or past kv_len, right of the
+  /// causal diagonal or left of the window. Other tiles skip the masks.
+  mlir::Value tileNeedsMask(mlir::ImplicitLocOpBuilder &b, mlir::Value qoBegin,
+                            mlir::Value qoEnd, mlir::Value start,
+                            int64_t tileKV);
+
   bool isCausal() const { return causal; }
+
+  /// The factor from raw q.k to log2-domain scores when transformLogit is
+  /// only that multiply (no soft-cap), so a softmax may fold it into its
+  /// exponents; null otherwise.
+  mlir::Value linearLogitScale() const {
+    return softCap > 0 ? mlir::Value() : scaleLog2;
+  }
 
 private:
   bool causal;

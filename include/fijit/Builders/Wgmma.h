@@ -60,6 +60,13 @@ public:
   /// flight, and pins `acc` after the wait so no use moves above it.
   void commitAndWait(llvm::MutableArrayRef<AccFragment> acc,
                      int64_t pending = 0);
+  /// The two halves of commitAndWait, for kernels that issue another GEMM
+  /// before waiting: wgmma.commit_group, and wgmma.wait_group `pending`
+  /// followed by pinning `acc` (and register A operands, whose registers
+  /// the in-flight wgmma still reads, so they are not reused before).
+  void commit();
+  void wait(llvm::MutableArrayRef<AccFragment> acc, int64_t pending,
+            llvm::MutableArrayRef<AFragment> aRegs = {});
 
 private:
   /// Passes values through an empty volatile asm (tied operands), so the

@@ -47,6 +47,15 @@ struct TuningKnobs {
   int64_t stages = 0;   ///< cp.async pipeline depth (>= 2)
 };
 
+/// num_warps of the warp-specialised sm_90a prefill kernel: one producer
+/// warpgroup that issues TMA loads and two consumer warpgroups on wgmma.
+inline constexpr int64_t kWarpSpecialisedWarps = 12;
+
+/// Warps that hold query rows (16 each) in a prefill kernel of `numWarps`.
+inline constexpr int64_t computeWarps(int64_t numWarps) {
+  return numWarps == kWarpSpecialisedWarps ? numWarps - 4 : numWarps;
+}
+
 /// Whether a [rows, head_dim] tile of 16-bit elements is stored in shared
 /// memory with unpadded rows and its 16-byte chunks XOR-swizzled (chunk c of
 /// row r at c ^ (r % 8)): rows of whole 128-byte groups (head_dim 64, 128,
@@ -137,6 +146,11 @@ struct AttentionConfig {
   /// warpgroups (num_warps 4 or 8) and whose head dims are multiples of 64
   /// (the 128-byte swizzle panels wgmma reads).
   bool usesWgmma() const;
+
+  /// Whether the kernel is the warp-specialised sm_90a prefill (num_warps
+  /// 12): TMA loads into an mbarrier ring by a producer warpgroup, two
+  /// consumer warpgroups on wgmma (docs/hopper-prefill.md).
+  bool warpSpecialised() const;
 
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();

@@ -26,6 +26,11 @@ using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 using CUlinkState = struct CUlinkState_st *;
 
+/// The driver's opaque 128-byte TMA descriptor (CUtensorMap).
+struct alignas(64) CUtensorMap {
+  unsigned long long opaque[16];
+};
+
 struct CudaDriver {
   /// Loads libcuda.so.1 once; the error says why it is unusable.
   static llvm::Expected<const CudaDriver &> get();
@@ -50,11 +55,20 @@ struct CudaDriver {
   CUresult (*cuLinkComplete)(CUlinkState, void **, size_t *);
   CUresult (*cuLinkDestroy)(CUlinkState);
   CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleLoadDataEx)(CUmodule *, const void *, unsigned, int *,
+                                 void **);
   CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
   CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
+  /// Drivers before CUDA 12 lack it (null): only TMA kernels need it.
+  CUresult (*cuTensorMapEncodeTiled)(
+      CUtensorMap *, int dataType, unsigned rank, void *globalAddress,
+      const unsigned long long *globalDim,
+      const unsigned long long *globalStrides, const unsigned *boxDim,
+      const unsigned *elementStrides, int interleave, int swizzle,
+      int l2Promotion, int oobFill) = nullptr;
 };
 
 /// The current context, or the primary context of device 0 made current
@@ -68,6 +82,14 @@ llvm::Expected<int> currentComputeCapability(const CudaDriver &driver);
 /// error log is part of any error.
 llvm::Expected<std::string> linkPTX(const CudaDriver &driver,
                                     llvm::StringRef ptx);
+
+/// PTX -> module, compiled by the driver as a whole program (the driver's
+/// own compute cache keeps the SASS across processes). linkPTX's
+/// relocatable compile, like `ptxas -c`, makes every wgmma wait for the
+/// previous one and spills the warp-specialised kernels, so sm_90a kernels
+/// that use wgmma load this way; the cubin cannot be read back.
+llvm::Expected<CUmodule> loadPTXModule(const CudaDriver &driver,
+                                       llvm::StringRef ptx);
 
 } // namespace fijit
 

@@ -1,0 +1,561 @@
+//===- WarpSpecialisedPrefill.cpp - sm_90a prefill on TMA and wgmma -------===//
+//
+// single_prefill with num_warps=12 (docs/hopper-prefill.md). Warpgroup 0
+// produces: one elected thread issues every TMA load, Q once, then K and V
+// tiles into a `stages`-deep ring of slots, each guarded by a "full" and an
+// "empty" mbarrier; its warpgroup gives registers back. Warpgroups 1 and 2
+// consume, 64 query rows each, with the registers the producer gave up:
+//  - within a warpgroup, the softmax of tile j runs while the P V GEMM of
+//    tile j - 1 is in flight (S(j) and PV(j - 1) issued back to back, the
+//    output rescaled once PV(j - 1) is done);
+//  - between them, named barriers make the two take turns issuing GEMMs
+//    (ping-pong), so one's softmax runs under the other's GEMMs.
+// Only key tiles that some query of the CTA cannot fully see pay for masks.
+//
+// ABI: the tensor maps of Q, K and V (128-byte grid-constant parameters),
+// o and lse (flat memrefs), i32 qo_len, kv_len, o_stride_n, o_stride_h, f32
+// sm_scale. Grid (ceil(qo_len / 128), num_qo_heads), 384 threads; Q and K/V
+// strides live in the tensor maps.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fijit/Builders/AsyncPipeline.h"
+#include "fijit/Builders/Builders.h"
+#include "fijit/Builders/TileAttention.h"
+#include "fijit/Builders/Wgmma.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+using namespace mlir;
+
+namespace fijit {
+namespace {
+
+constexpr int64_t kPanelCols = 64;      ///< columns of a 128-byte TMA box row
+constexpr int64_t kPanelRowBytes = 128; ///< bytes of one
+constexpr int64_t kWarpgroupThreads = 128;
+constexpr int64_t kConsumerWarps = 8;
+/// Registers after the hand-off: 128 * 24 + 256 * 240 <= 65536.
+constexpr int32_t kProducerRegisters = 24;
+constexpr int32_t kConsumerRegisters = 240;
+/// Named barriers of the ping-pong (0 is the CTA barrier).
+constexpr int64_t kFirstPingPongBarrier = 1;
+
+/// Byte offsets of the dynamic shared memory: the Q tile, `stages` K slots,
+/// `stages` V slots (each 1024-byte aligned, as the 128-byte swizzle needs),
+/// then the mbarriers. AttentionConfig::sharedMemoryBytes counts the same.
+struct SmemPlan {
+  int64_t stages, qBytes, kSlotBytes, vSlotBytes;
+  int64_t kRing, vRing, barriers;
+
+  explicit SmemPlan(const AttentionConfig &cfg) {
+    const TuningKnobs &t = cfg.tuning;
+    stages = t.stages;
+    qBytes = t.tileQ * cfg.headDimQK * byteWidth(cfg.dtypeQ);
+    kSlotBytes = t.tileKV * cfg.headDimQK * byteWidth(cfg.dtypeKV);
+    vSlotBytes = t.tileKV * cfg.headDimVO * byteWidth(cfg.dtypeKV);
+    kRing = qBytes;
+    vRing = kRing + stages * kSlotBytes;
+    barriers = vRing + stages * vSlotBytes;
+    assert(barriers + 8 * (1 + 4 * stages) == cfg.sharedMemoryBytes() &&
+           "shared-memory plan differs from AttentionConfig's");
+  }
+  /// Barrier arrays, in order: Q full; K full, K empty, V full, V empty.
+  int64_t qFull() const { return barriers; }
+  int64_t array(int64_t which) const {
+    return barriers + 8 * (1 + which * stages);
+  }
+};
+enum BarrierArray : int64_t { KFull = 0, KEmpty = 1, VFull = 2, VEmpty = 3 };
+
+class WarpSpecialisedPrefill {
+public:
+  WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                         gpu::GPUFuncOp func)
+      : b(b), cfg(cfg), t(cfg.tuning), plan(cfg), variant(cfg),
+        mma(b, elementType(b, cfg.dtypeKV)),
+        wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
+
+  void emit();
+
+private:
+  MBarrier barrier(BarrierArray which, Value slot);
+  void initBarriers();
+  void produce();
+  TileResult consume();
+  /// S = Q K^T for this warpgroup's rows from K slot `slot`; issued and
+  /// committed, not waited for.
+  SmallVector<AccFragment> issueScores(Value slot);
+  /// out += P V from V slot `slot`; issued and committed.
+  void issuePV(MutableArrayRef<AFragment> p, Value slot,
+               MutableArrayRef<AccFragment> out);
+  /// Scores of the tile at `kvStart`, masked only where the tile needs it.
+  void scoreTile(MutableArrayRef<AccFragment> s, Value kvStart);
+  SmallVector<AFragment> toOperands(ArrayRef<AccFragment> probs);
+  /// Ring slot and phase parity (i32) of tile `tile`.
+  std::pair<Value, Value> slotOf(Value tile);
+  Value kvStartOf(Value tile);
+  void releaseByWarp(const MBarrier &bar);
+  void pingPongSync();
+  void pingPongArrive();
+
+  ImplicitLocOpBuilder &b;
+  const AttentionConfig &cfg;
+  const TuningKnobs &t;
+  SmemPlan plan;
+  AttentionVariant variant;
+  MmaEmitter mma;
+  WgmmaEmitter wgmma;
+  gpu::GPUFuncOp func;
+
+  Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
+  Value tid, lane, warp, smem;
+  Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
+  // Consumer state: which warpgroup (0, 1), its rows of this lane.
+  Value consumer, consumerWarp;
+  std::array<Value, 2> rows;
+};
+
+Value i32Of(ImplicitLocOpBuilder &b, Value index) {
+  return arith::IndexCastOp::create(b, b.getI32Type(), index);
+}
+
+MBarrier WarpSpecialisedPrefill::barrier(BarrierArray which, Value slot) {
+  Value addr = sharedOffset(b, smem, plan.array(which));
+  return {sharedOffset(b, addr, arith::MulIOp::create(b, slot, cIdx(b, 8)))};
+}
+
+std::pair<Value, Value> WarpSpecialisedPrefill::slotOf(Value tile) {
+  Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
+  Value round = arith::DivUIOp::create(b, tile, cIdx(b, t.stages));
+  Value parity = arith::AndIOp::create(b, i32Of(b, round),
+                                       arith::ConstantIntOp::create(
+                                           b, b.getI32Type(), 1));
+  return {slot, parity};
+}
+
+Value WarpSpecialisedPrefill::kvStartOf(Value tile) {
+  return arith::AddIOp::create(
+      b, kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
+}
+
+void WarpSpecialisedPrefill::initBarriers() {
+  emitIf(b,
+         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
+         [&] {
+           MBarrier{sharedOffset(b, smem, plan.qFull())}.init(b, 1);
+           for (int64_t s = 0; s < t.stages; ++s) {
+             Value slot = cIdx(b, s);
+             // Full: the producer's expect_tx arrival (plus the bytes).
+             // Empty: one arrival per consumer warp once its reads retired.
+             barrier(KFull, slot).init(b, 1);
+             barrier(VFull, slot).init(b, 1);
+             barrier(KEmpty, slot).init(b, kConsumerWarps);
+             barrier(VEmpty, slot).init(b, kConsumerWarps);
+           }
+           fenceBarrierInit(b);
+         });
+  gpu::BarrierOp::create(b);
+}
+
+void WarpSpecialisedPrefill::produce() {
+  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
+  Value firstWarp =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
+  emitIf(b, firstWarp, [&] {
+    emitIf(b, electOneLane(b), [&] {
+      for (Value map : {tmaQ, tmaK, tmaV})
+        prefetchTensorMap(b, map);
+      auto c32 = [&](int64_t v) {
+        return arith::ConstantIntOp::create(b, b.getI32Type(), v);
+      };
+      MBarrier qFull{sharedOffset(b, smem, plan.qFull())};
+      qFull.arriveExpectTx(b, plan.qBytes);
+      Value qRow = i32Of(b, qStart), qHead = i32Of(b, head);
+      for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
+        tmaLoadTile(b, tmaQ,
+                    sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
+                    {c32(p * kPanelCols), qRow, qHead}, qFull);
+      Value kvHead32 = i32Of(b, kvHead);
+      auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value tile = loop.getInductionVar();
+      Value slot, parity;
+      std::tie(slot, parity) = slotOf(tile);
+      // A fresh empty barrier passes a wait on parity 1 at once.
+      Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
+      Value row = i32Of(b, kvStartOf(tile));
+      auto load = [&](BarrierArray full, BarrierArray empty, Value map,
+                      int64_t ring, int64_t slotBytes, int64_t headDim) {
+        barrier(empty, slot).wait(b, emptyParity);
+        MBarrier fullBar = barrier(full, slot);
+        fullBar.arriveExpectTx(b, slotBytes);
+        Value slotBase = sharedOffset(
+            b, sharedOffset(b, smem, ring),
+            arith::MulIOp::create(b, slot, cIdx(b, slotBytes)));
+        for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+          tmaLoadTile(b, map,
+                      sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
+                      {c32(p * kPanelCols), row, kvHead32}, fullBar);
+      };
+      load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
+      load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
+    });
+  });
+}
+
+SmallVector<AccFragment> WarpSpecialisedPrefill::issueScores(Value slot) {
+  // A = this warpgroup's 64 rows of Q, B = K, both K-major: a k step of 16
+  // moves 32 bytes within a panel, every fourth starts the next panel.
+  Value qAddress = sharedOffset(
+      b, smem,
+      arith::MulIOp::create(b, consumer, cIdx(b, 64 * kPanelRowBytes)));
+  Value kAddress = sharedOffset(
+      b, sharedOffset(b, smem, plan.kRing),
+      arith::MulIOp::create(b, slot, cIdx(b, plan.kSlotBytes)));
+  Value descQ = wgmma.descriptorKMajor(qAddress);
+  Value descK = wgmma.descriptorKMajor(kAddress);
+  SmallVector<AccFragment> s(t.tileKV / 8, mma.zeroAcc());
+  wgmma.fence({});
+  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk) {
+    int64_t panel = kk / 4, within = kk % 4 * 32;
+    Value a = wgmma.advance(descQ, panel * t.tileQ * kPanelRowBytes + within);
+    Value bK = wgmma.advance(descK, panel * t.tileKV * kPanelRowBytes + within);
+    wgmma.mma(s, a, bK, /*transB=*/false, /*accumulate=*/kk > 0);
+  }
+  wgmma.commit();
+  return s;
+}
+
+void WarpSpecialisedPrefill::issuePV(MutableArrayRef<AFragment> p, Value slot,
+                                     MutableArrayRef<AccFragment> out) {
+  // B = V, MN-major: head-dim columns along the 128-byte rows, a k step of
+  // 16 keys two atoms further on.
+  Value vAddress = sharedOffset(
+      b, sharedOffset(b, smem, plan.vRing),
+      arith::MulIOp::create(b, slot, cIdx(b, plan.vSlotBytes)));
+  Value descV =
+      wgmma.descriptorMNMajor(vAddress, t.tileKV * kPanelRowBytes);
+  wgmma.fence(out, p);
+  for (int64_t kk = 0; kk < t.tileKV / 16; ++kk)
+    wgmma.mma(out, p[kk], wgmma.advance(descV, kk * 16 * kPanelRowBytes),
+              /*transB=*/true);
+  wgmma.commit();
+}
+
+void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
+                                       Value kvStart) {
+  SmallVector<Value> raw;
+  for (const AccFragment &f : s)
+    raw.append(f.begin(), f.end());
+  auto ifOp = scf::IfOp::create(
+      b, ValueRange(raw).getTypes(),
+      variant.tileNeedsMask(b, qStart, qEnd, kvStart, t.tileKV),
+      /*withElseRegion=*/true);
+  // Without a soft-cap the softmax scales the logits in its exponents.
+  bool transform = !variant.linearLogitScale();
+  auto yieldScores = [&](bool masked) {
+    SmallVector<AccFragment> frags(s.begin(), s.end());
+    if (masked)
+      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform);
+    else if (transform)
+      for (AccFragment &f : frags)
+        for (Value &x : f)
+          x = variant.transformLogit(b, x);
+    SmallVector<Value> vals;
+    for (const AccFragment &f : frags)
+      vals.append(f.begin(), f.end());
+    scf::YieldOp::create(b, vals);
+  };
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    yieldScores(/*masked=*/true);
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    yieldScores(/*masked=*/false);
+  }
+  for (auto [i, v] : llvm::enumerate(ifOp.getResults()))
+    s[i / 4][i % 4] = v;
+}
+
+SmallVector<AFragment>
+WarpSpecialisedPrefill::toOperands(ArrayRef<AccFragment> probs) {
+  SmallVector<AFragment> p;
+  for (size_t kk = 0; kk < probs.size() / 2; ++kk)
+    p.push_back(mma.accToA(probs[2 * kk], probs[2 * kk + 1]));
+  return p;
+}
+
+void WarpSpecialisedPrefill::releaseByWarp(const MBarrier &bar) {
+  emitIf(b,
+         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane, cIdx(b, 0)),
+         [&] { bar.arrive(b); });
+}
+
+void WarpSpecialisedPrefill::pingPongSync() {
+  Value id = arith::AddIOp::create(
+      b, i32Of(b, consumer),
+      arith::ConstantIntOp::create(b, b.getI32Type(), kFirstPingPongBarrier));
+  namedBarrierSync(b, id, 2 * kWarpgroupThreads);
+}
+
+void WarpSpecialisedPrefill::pingPongArrive() {
+  // The other consumer's barrier: kFirstPingPongBarrier + (1 - consumer).
+  Value id = arith::SubIOp::create(
+      b,
+      arith::ConstantIntOp::create(b, b.getI32Type(),
+                                   kFirstPingPongBarrier + 1),
+      i32Of(b, consumer));
+  namedBarrierArrive(b, id, 2 * kWarpgroupThreads);
+}
+
+TileResult WarpSpecialisedPrefill::consume() {
+  setWarpgroupRegisters(b, kConsumerRegisters, /*increase=*/true);
+  Value ctid = arith::SubIOp::create(b, tid, cIdx(b, kWarpgroupThreads));
+  consumerWarp = arith::DivUIOp::create(b, ctid, cIdx(b, 32));
+  consumer = arith::DivUIOp::create(b, consumerWarp, cIdx(b, 4));
+  Value row0 = arith::AddIOp::create(
+      b,
+      arith::AddIOp::create(
+          b, qStart, arith::MulIOp::create(b, consumerWarp, cIdx(b, 16))),
+      arith::DivUIOp::create(b, lane, cIdx(b, 4)));
+  rows = {row0, arith::AddIOp::create(b, row0, cIdx(b, 8))};
+  Value isSecond =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, consumer, cIdx(b, 1));
+
+  int64_t numOut = cfg.headDimVO / 8, numP = t.tileKV / 16;
+  SoftmaxState empty{{negInf(b), negInf(b)}, {cF32(b, 0.0), cF32(b, 0.0)}};
+  SmallVector<Value> zeros(numOut * 4, cF32(b, 0.0));
+  SmallVector<Value> initial(zeros);
+  initial.append({empty.rowMax[0], empty.rowMax[1], empty.rowSum[0],
+                  empty.rowSum[1]});
+  // Loop state: output, softmax state, then P and the rescale factors of
+  // the last tile, which the next iteration applies before its P V GEMM.
+  using Alphas = std::array<Value, 2>;
+  auto flatten = [](ArrayRef<AccFragment> out, const SoftmaxState &st,
+                    ArrayRef<AFragment> p, const Alphas *alphas) {
+    SmallVector<Value> vals;
+    for (const AccFragment &f : out)
+      vals.append(f.begin(), f.end());
+    vals.append({st.rowMax[0], st.rowMax[1], st.rowSum[0], st.rowSum[1]});
+    for (const AFragment &f : p)
+      vals.append(f.begin(), f.end());
+    if (alphas)
+      vals.append(alphas->begin(), alphas->end());
+    return vals;
+  };
+  auto unflatten = [&](ValueRange vals, SmallVector<AccFragment> &out,
+                       SoftmaxState &st, SmallVector<AFragment> *p,
+                       Alphas *alphas) {
+    out.resize(numOut);
+    for (int64_t i = 0; i < numOut * 4; ++i)
+      out[i / 4][i % 4] = vals[i];
+    int64_t at = numOut * 4;
+    st = {{vals[at], vals[at + 1]}, {vals[at + 2], vals[at + 3]}};
+    if (!p)
+      return;
+    p->resize(numP);
+    for (int64_t i = 0; i < numP * 4; ++i)
+      (*p)[i / 4][i % 4] = vals[at + 4 + i];
+    *alphas = {vals[at + 4 + numP * 4], vals[at + 5 + numP * 4]};
+  };
+
+  Value anyTile =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numTiles, cIdx(b, 0));
+  auto ifOp = scf::IfOp::create(b, ValueRange(initial).getTypes(), anyTile,
+                                /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    scf::YieldOp::create(b, initial);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+
+    // The first consumer issues first.
+    emitIf(b, isSecond, [&] {
+      namedBarrierArrive(
+          b,
+          arith::ConstantIntOp::create(b, b.getI32Type(),
+                                       kFirstPingPongBarrier),
+          2 * kWarpgroupThreads);
+    });
+    MBarrier{sharedOffset(b, smem, plan.qFull())}.wait(
+        b, arith::ConstantIntOp::create(b, b.getI32Type(), 0));
+
+    // Tile 0: S only.
+    Value zero = cIdx(b, 0);
+    auto [slot0, parity0] = slotOf(zero);
+    barrier(KFull, slot0).wait(b, parity0);
+    pingPongSync();
+    SmallVector<AccFragment> s = issueScores(slot0);
+    pingPongArrive();
+    wgmma.wait(s, 0);
+    releaseByWarp(barrier(KEmpty, slot0));
+    scoreTile(s, kvStartOf(zero));
+    Alphas alphas;
+    SoftmaxState state =
+        foldScores(b, empty, s, alphas, variant.linearLogitScale());
+    SmallVector<AFragment> p = toOperands(s);
+    SmallVector<AccFragment> out(numOut, mma.zeroAcc());
+
+    // Tiles 1 .. n - 1: S(j) and PV(j - 1) in flight together. The output
+    // is rescaled for tile j - 1 between the two issues, while it is not
+    // in flight: after the PV wait, only P's conversion is left, so the wait
+    // stays behind the softmax.
+    auto loop = scf::ForOp::create(b, cIdx(b, 1), numTiles, cIdx(b, 1),
+                                   flatten(out, state, p, &alphas));
+    {
+      OpBuilder::InsertionGuard loopGuard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value tile = loop.getInductionVar();
+      SmallVector<AccFragment> o;
+      SoftmaxState st;
+      SmallVector<AFragment> prevP;
+      Alphas prevAlphas;
+      unflatten(loop.getRegionIterArgs(), o, st, &prevP, &prevAlphas);
+      Value prev = arith::SubIOp::create(b, tile, cIdx(b, 1));
+      auto [slot, parity] = slotOf(tile);
+      auto [prevSlot, prevParity] = slotOf(prev);
+      barrier(KFull, slot).wait(b, parity);
+      pingPongSync();
+      SmallVector<AccFragment> sj = issueScores(slot);
+      rescaleRows(b, o, prevAlphas);
+      barrier(VFull, prevSlot).wait(b, prevParity);
+      issuePV(prevP, prevSlot, o);
+      pingPongArrive();
+      wgmma.wait(sj, 1);
+      releaseByWarp(barrier(KEmpty, slot));
+      scoreTile(sj, kvStartOf(tile));
+      Alphas a;
+      SoftmaxState next =
+          foldScores(b, st, sj, a, variant.linearLogitScale());
+      wgmma.wait(o, 0, prevP);
+      releaseByWarp(barrier(VEmpty, prevSlot));
+      SmallVector<AFragment> pj = toOperands(sj);
+      scf::YieldOp::create(b, flatten(o, next, pj, &a));
+    }
+    unflatten(loop.getResults(), out, state, &p, &alphas);
+
+    // The last tile's PV; the second consumer's last turn hands over to
+    // no one.
+    Value last = arith::SubIOp::create(b, numTiles, cIdx(b, 1));
+    auto [lastSlot, lastParity] = slotOf(last);
+    barrier(VFull, lastSlot).wait(b, lastParity);
+    pingPongSync();
+    rescaleRows(b, out, alphas);
+    issuePV(p, lastSlot, out);
+    emitIf(b,
+           arith::CmpIOp::create(b, arith::CmpIPredicate::eq, consumer,
+                                 cIdx(b, 0)),
+           [&] { pingPongArrive(); });
+    wgmma.wait(out, 0, p);
+    releaseByWarp(barrier(VEmpty, lastSlot));
+    SmallVector<Value> result = flatten(out, state, {}, nullptr);
+    scf::YieldOp::create(b, result);
+  }
+
+  TileResult res;
+  SoftmaxState state;
+  unflatten(ifOp.getResults(), res.out, state, nullptr, nullptr);
+  res.lse = finalizeOnlineSoftmax(b, state, res.out);
+  res.quadCol = arith::MulIOp::create(
+      b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
+  return res;
+}
+
+void WarpSpecialisedPrefill::emit() {
+  Block &entry = func.getBody().front();
+  b.setInsertionPointToStart(&entry);
+  auto args = entry.getArguments();
+  tmaQ = args[0];
+  tmaK = args[1];
+  tmaV = args[2];
+  o = args[3];
+  lse = args[4];
+  qoLen = toIndex(b, args[5]);
+  kvLen = toIndex(b, args[6]);
+  oStrideN = toIndex(b, args[7]);
+  oStrideH = toIndex(b, args[8]);
+  variant.bind(b, args[9], qoLen, kvLen);
+
+  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
+  warp = arith::DivUIOp::create(b, tid, cIdx(b, 32));
+  auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
+                                       gpu::AddressSpace::Workgroup);
+  Value dyn = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                         MemRefLayoutAttrInterface{}, wg));
+  smem = wgmma.sharedAddress(dyn);
+
+  // Causal CTAs see more keys the later their queries: start those first.
+  Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  if (variant.isCausal())
+    qTile = arith::SubIOp::create(
+        b,
+        arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
+                              cIdx(b, 1)),
+        qTile);
+  head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  kvHead = arith::DivUIOp::create(b, head, cIdx(b, cfg.groupSize()));
+  qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
+  qEnd = arith::MinSIOp::create(
+      b, arith::AddIOp::create(b, qStart, cIdx(b, t.tileQ)), qoLen);
+  Value kvEnd;
+  std::tie(kvBegin, kvEnd) = variant.visibleKeyRange(b, qStart, qEnd, t.tileKV);
+  numTiles = arith::DivUIOp::create(
+      b,
+      arith::AddIOp::create(b, arith::SubIOp::create(b, kvEnd, kvBegin),
+                            cIdx(b, t.tileKV - 1)),
+      cIdx(b, t.tileKV));
+
+  initBarriers();
+  Value isProducer = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tid,
+                                           cIdx(b, kWarpgroupThreads));
+  auto roles = scf::IfOp::create(b, isProducer, /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(roles.thenBlock()->getTerminator());
+    produce();
+    b.setInsertionPoint(roles.elseBlock()->getTerminator());
+    TileResult res = consume();
+    storeQueryRows(b, cfg, res, rows, qoLen, /*tokenBase=*/Value(), head, o,
+                   lse, oStrideN, oStrideH);
+  }
+  gpu::ReturnOp::create(b);
+}
+
+} // namespace
+
+LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
+                                          const AttentionConfig &cfg) {
+  MLIRContext *ctx = b.getContext();
+  auto ptr = LLVM::LLVMPointerType::get(ctx);
+  SmallVector<Type> argTypes = {
+      ptr, ptr, ptr, flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
+      flatGlobalMemref(b, b.getF32Type())};
+  argTypes.append(4, b.getI32Type());
+  argTypes.push_back(b.getF32Type());
+  auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),
+                                     FunctionType::get(ctx, argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+  func->setAttr("fijit.shared_memory_bytes",
+                b.getI64IntegerAttr(cfg.sharedMemoryBytes()));
+  func->setAttr("fijit.tma_descriptors", b.getI32IntegerAttr(3));
+  // setmaxnreg needs a fixed register count at entry: all 384 threads of
+  // the one CTA an SM holds share its 64K registers.
+  func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
+                b.getI32IntegerAttr(65536 / threads / 8 * 8));
+  OpBuilder::InsertionGuard guard(b);
+  WarpSpecialisedPrefill(b, cfg, func).emit();
+  return success();
+}
+
+} // namespace fijit

@@ -1,0 +1,65 @@
+//===- TensorMap.cpp - TMA descriptors of attention tensors ---------------===//
+
+#include "fijit/Runtime/TensorMap.h"
+#include "fijit/Config/AttentionConfig.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+
+namespace fijit {
+
+namespace {
+// cuda.h's enumerators (CUtensorMapDataType and friends).
+constexpr int kDataTypeFloat16 = 6;
+constexpr int kDataTypeBFloat16 = 9;
+constexpr int kInterleaveNone = 0;
+constexpr int kSwizzle128B = 3;
+constexpr int kL2Promotion256B = 3;
+constexpr int kOobFillZeros = 0;
+/// Columns of one box: 128 bytes of 16-bit elements.
+constexpr int64_t kBoxColumns = 64;
+} // namespace
+
+llvm::Expected<CUtensorMap> encodeTileMap(const CudaDriver &driver,
+                                          const TileMapShape &s,
+                                          llvm::StringRef what) {
+  if (!driver.cuTensorMapEncodeTiled)
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "the CUDA driver lacks cuTensorMapEncodeTiled (CUDA 12 or newer "
+        "needed for TMA kernels); update the NVIDIA driver");
+  int64_t width = byteWidth(s.dtype);
+  // A zero-sized dimension is invalid; an empty tensor is never read.
+  unsigned long long dims[3] = {
+      static_cast<unsigned long long>(s.headDim),
+      static_cast<unsigned long long>(std::max<int64_t>(s.rows, 1)),
+      static_cast<unsigned long long>(std::max<int64_t>(s.heads, 1))};
+  // The head stride of a one-head tensor is never used, but must still be
+  // a nonzero multiple of 16 bytes.
+  int64_t headStride = s.heads > 1 || s.headStride > 0
+                           ? s.headStride
+                           : s.rowStride * static_cast<int64_t>(dims[1]);
+  unsigned long long strides[2] = {
+      static_cast<unsigned long long>(s.rowStride * width),
+      static_cast<unsigned long long>(headStride * width)};
+  unsigned box[3] = {static_cast<unsigned>(kBoxColumns),
+                     static_cast<unsigned>(s.boxRows), 1};
+  unsigned elementStrides[3] = {1, 1, 1};
+  CUtensorMap map;
+  CUresult rc = driver.cuTensorMapEncodeTiled(
+      &map, s.dtype == DType::F16 ? kDataTypeFloat16 : kDataTypeBFloat16, 3,
+      s.base, dims, strides, box, elementStrides, kInterleaveNone,
+      kSwizzle128B, kL2Promotion256B, kOobFillZeros);
+  if (rc)
+    return driver.error(
+        llvm::formatv("cuTensorMapEncodeTiled({0}: {1} rows x {2} heads x {3}, "
+                      "strides {4}/{5} elements)",
+                      what, s.rows, s.heads, s.headDim, s.rowStride,
+                      s.headStride)
+            .str(),
+        rc);
+  return map;
+}
+
+} // namespace fijit
