@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fijit {
 
@@ -198,14 +199,28 @@ FIJIT_API void waitForBackgroundCompiles();
 
 struct CacheInfo {
   std::string root, versionDir;
-  bool enabled = true;
+  bool enabled = true;   ///< kernels are found and stored on disk
+  bool readOnly = false; ///< kernels are found on disk, new ones not stored
   uint64_t entries = 0, bytes = 0, maxBytes = 0;
+  /// Temporaries of killed writers, old enough for prune to remove.
+  uint64_t staleTempFiles = 0, staleTempBytes = 0;
 };
 FIJIT_API CacheInfo cacheInfo();
-/// Removes every disk entry (all versions) and the memory tier.
-FIJIT_API uint64_t cacheClear();
-/// Drops other versions' folders and evicts beyond the size bound.
-FIJIT_API uint64_t cachePrune();
+
+/// What cacheClear or cachePrune removed.
+struct CacheRemoval {
+  uint64_t files = 0; ///< cached kernels (PTX and cubins)
+  uint64_t bytes = 0; ///< their size
+  uint64_t tempFiles = 0;
+  std::vector<std::string> folders; ///< version folders removed whole
+};
+/// Removes every version folder fijit made under the cache root (those with
+/// its marker file; nothing else, never through a symlink) and the memory
+/// tier.
+FIJIT_API CacheRemoval cacheClear();
+/// Removes the other version folders fijit made, temporaries of killed
+/// writers, and entries beyond the size bound (least recently used first).
+FIJIT_API CacheRemoval cachePrune();
 
 } // namespace fijit
 

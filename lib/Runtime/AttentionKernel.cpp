@@ -908,17 +908,29 @@ CacheInfo cacheInfo() {
   info.root = disk.root();
   info.versionDir = disk.versionDir();
   info.enabled = disk.enabled();
+  info.readOnly = disk.readOnlyNow();
   info.entries = stats.entries;
   info.bytes = stats.bytes;
   info.maxBytes = disk.maxBytes();
+  info.staleTempFiles = stats.staleTemps;
+  info.staleTempBytes = stats.staleTempBytes;
   return info;
 }
 
-uint64_t cacheClear() {
-  frontMap().clear();
-  return DiskCache::global().clear();
+static CacheRemoval toRemoval(DiskCache::Removal r) {
+  CacheRemoval out;
+  out.files = r.files;
+  out.bytes = r.bytes;
+  out.tempFiles = r.tempFiles;
+  out.folders = std::move(r.folders);
+  return out;
 }
 
-uint64_t cachePrune() { return DiskCache::global().prune(); }
+CacheRemoval cacheClear() {
+  frontMap().clear();
+  return toRemoval(DiskCache::global().clear());
+}
+
+CacheRemoval cachePrune() { return toRemoval(DiskCache::global().prune()); }
 
 } // namespace fijit

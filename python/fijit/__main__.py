@@ -45,6 +45,14 @@ def _warm(texts, jobs):
     return len(configs)
 
 
+def _report(removed):
+    """What clear or prune removed: a summary line, then each folder."""
+    print(f"removed {removed['files']} cached files ({removed['bytes']} "
+          f"bytes) and {removed['temp_files']} temp files")
+    for folder in removed["folders"]:
+        print(f"removed {folder}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="fijit", description=f"fijit {__version__} (LLVM {llvm_version})")
@@ -75,15 +83,18 @@ def main(argv=None):
         print(f"{n} kernels in {cache.info()['version_dir']}")
     elif args.action == "info":
         i = cache.info()
+        state = ("yes" if i["enabled"] else
+                 "read-only (serves what it holds; new kernels in memory)"
+                 if i["read_only"] else "no (memory only)")
         print(f"root:        {i['root']}\n"
               f"version dir: {i['version_dir']}\n"
-              f"enabled:     {'yes' if i['enabled'] else 'no (memory only)'}"
-              f"\nentries:     {i['entries']}\n"
-              f"size:        {i['bytes']} bytes (limit {i['max_bytes']})")
-    elif args.action == "clear":
-        print(f"removed {cache.clear()} cached files")
+              f"enabled:     {state}\n"
+              f"entries:     {i['entries']}\n"
+              f"size:        {i['bytes']} bytes (limit {i['max_bytes']})\n"
+              f"stale temps: {i['stale_temp_files']} "
+              f"({i['stale_temp_bytes']} bytes; prune removes them)")
     else:
-        print(f"removed {cache.prune()} cached files")
+        _report(cache.clear() if args.action == "clear" else cache.prune())
     return 0
 
 

@@ -3,16 +3,23 @@ from . import _fijit
 
 
 def info():
-    """Dict with root, version_dir, enabled, entries, bytes, max_bytes."""
+    """Dict with root, version_dir, enabled (kernels found and stored on
+    disk), read_only (found but not stored: the folder cannot be written),
+    entries, bytes, max_bytes, stale_temp_files and stale_temp_bytes
+    (temporaries of killed writers that prune removes)."""
     return _fijit.cache_info()
 
 
 def clear():
-    """Removes every cached kernel (all versions); returns files removed."""
+    """Removes every version folder fijit made under the cache root (only
+    those holding its marker file; symlinks are never followed) and the
+    memory tier. Returns a dict: files (cached kernels removed), bytes,
+    temp_files, folders (the version folders removed)."""
     return _fijit.cache_clear()
 
 
 def prune():
-    """Removes other versions' entries and evicts least recently used ones
-    beyond $FIJIT_CACHE_MAX_BYTES; returns files removed."""
+    """Removes the other versions' folders fijit made, temporaries of killed
+    writers older than a few minutes, and least recently used entries
+    beyond $FIJIT_CACHE_MAX_BYTES. Returns a dict like clear()."""
     return _fijit.cache_prune()

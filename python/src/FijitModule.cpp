@@ -127,6 +127,15 @@ void launchBatchPrefill(const fijit::AttentionKernel &k,
   runReleased([&](std::string &error) { return k.launchBatchPrefill(a, error); });
 }
 
+py::dict removalDict(const fijit::CacheRemoval &r) {
+  py::dict d;
+  d["files"] = r.files;
+  d["bytes"] = r.bytes;
+  d["temp_files"] = r.tempFiles;
+  d["folders"] = r.folders;
+  return d;
+}
+
 } // namespace
 
 PYBIND11_MODULE(_fijit, m) {
@@ -223,11 +232,14 @@ PYBIND11_MODULE(_fijit, m) {
     d["root"] = info.root;
     d["version_dir"] = info.versionDir;
     d["enabled"] = info.enabled;
+    d["read_only"] = info.readOnly;
     d["entries"] = info.entries;
     d["bytes"] = info.bytes;
     d["max_bytes"] = info.maxBytes;
+    d["stale_temp_files"] = info.staleTempFiles;
+    d["stale_temp_bytes"] = info.staleTempBytes;
     return d;
   });
-  m.def("cache_clear", &fijit::cacheClear);
-  m.def("cache_prune", &fijit::cachePrune);
+  m.def("cache_clear", [] { return removalDict(fijit::cacheClear()); });
+  m.def("cache_prune", [] { return removalDict(fijit::cachePrune()); });
 }

@@ -184,3 +184,39 @@ def driver_present():
         return True
     except OSError:
         return False
+
+
+def _llvm_xxh3():
+    """llvm::xxh3_64bits from LLVM's shared library (the checksum of cache
+    files), or None where that library is missing."""
+    import glob
+    for lib in sorted(glob.glob("/usr/lib/llvm-*/lib/libLLVM.so.*")):
+        try:
+            fn = getattr(ctypes.CDLL(lib),
+                         "_ZN4llvm11xxh3_64bitsENS_8ArrayRefIhEE")
+        except (OSError, AttributeError):
+            continue
+        # ArrayRef<uint8_t> {data, size} travels in two registers.
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_uint64
+        return fn
+    return None
+
+
+def forge_cache_file(path, binding, payload, like):
+    """Writes `payload` to `path` as a well-formed cache file that claims to
+    hold `binding` (an entry's name, an index file's config), in the format
+    of the existing cache file `like`: what someone who can write the cache
+    could plant. Skips the test where LLVM's xxh3 is not at hand."""
+    xxh3 = _llvm_xxh3()
+    if xxh3 is None:
+        pytest.skip("needs LLVM's shared library for the cache checksum")
+    magic = Path(like).read_bytes().split(b"\n", 1)[0]
+    payload = payload.encode() if isinstance(payload, str) else payload
+    if magic == b"FIJIT-ENTRY 1":  # payload-only checksum, no binding
+        data = b"%d\n%016x\n" % (len(payload), xxh3(payload, len(payload)))
+    else:
+        summed = binding.encode() + b"\n" + payload
+        data = b"%s\n%d %016x\n" % (binding.encode(), len(payload),
+                                     xxh3(summed, len(summed)))
+    Path(path).write_bytes(magic + b"\n" + data + payload)

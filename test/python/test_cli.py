@@ -12,7 +12,7 @@ VERSION_DIR = f"v{fijit.__version__}-{fijit.build_id}-llvm{fijit.llvm_version}"
 def info_fields(stdout):
     fields = dict(re.findall(r"^([a-z ]+):\s+(.*)$", stdout, re.M))
     assert set(fields) == {"root", "version dir", "enabled", "entries",
-                           "size"}, stdout
+                           "size", "stale temps"}, stdout
     return fields
 
 
@@ -59,12 +59,27 @@ def test_info_reports_unusable_cache(tmp_path):
     assert "not usable" in r.stderr
 
 
+def old_version(cache_dir, n, marked=True):
+    """A version folder of an older fijit holding n entries of 3 bytes
+    (with fijit's marker unless `marked` is False)."""
+    folder = cache_dir / "v0.0.1-llvm21.1.0"
+    (folder / "entries").mkdir(parents=True)
+    if marked:
+        (folder / ".fijit-cache").write_text("a fijit cache version folder")
+    for i in range(n):
+        (folder / "entries" / (str(i) * 64 + ".ptx")).write_text("old")
+    return folder
+
+
 def test_clear(cache_dir):
     fill(2)
+    size = sum(p.stat().st_size for p in cache_files(cache_dir))
     assert len(cache_files(cache_dir)) == 2
     r = run_cli("cache", "clear")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "removed 2 cached files"
+    assert r.stdout.splitlines() == [
+        f"removed 2 cached files ({size} bytes) and 0 temp files",
+        f"removed {cache_dir / VERSION_DIR}"]
     assert not cache_files(cache_dir, "*")
     assert not list(cache_dir.glob("v*"))
     assert info_fields(run_cli("cache", "info").stdout)["entries"] == "0"
@@ -74,15 +89,15 @@ def test_clear(cache_dir):
 
 
 def test_clear_removes_other_versions(cache_dir):
-    old = cache_dir / "v0.0.1-llvm21.1.0" / "entries"
-    old.mkdir(parents=True)
-    (old / ("0" * 64 + ".ptx")).write_text("old")
+    old = old_version(cache_dir, 1)
     unrelated = cache_dir / "notes.txt"
     unrelated.write_text("keep me")
     r = run_cli("cache", "clear")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "removed 1 cached files"
-    assert not (cache_dir / "v0.0.1-llvm21.1.0").exists()
+    assert r.stdout.splitlines() == [
+        "removed 1 cached files (3 bytes) and 0 temp files",
+        f"removed {old}"]
+    assert not old.exists()
     assert unrelated.read_text() == "keep me"
 
 
@@ -93,25 +108,28 @@ def test_clear_in_process_forgets_memory_tier(cache_dir):
         b = fijit.compile_attention(**%r)
         report(tiers=[a.tier, b.tier], removed=removed)
     """ % (SMALL, SMALL))
-    assert r.result == {"tiers": ["compiled", "compiled"], "removed": 1}
+    assert r.result["tiers"] == ["compiled", "compiled"]
+    removed = r.result["removed"]
+    assert removed["files"] == 1 and removed["bytes"] > 0
+    assert removed["folders"] == [str(cache_dir / VERSION_DIR)]
     assert len(cache_files(cache_dir)) == 1
 
 
 def test_prune(cache_dir):
     fill(1)
     (current,) = cache_files(cache_dir)
-    old = cache_dir / "v0.0.1-llvm21.1.0" / "entries"
-    old.mkdir(parents=True)
-    for i in range(2):
-        (old / (str(i) * 64 + ".ptx")).write_text("old")
+    old = old_version(cache_dir, 2)
     r = run_cli("cache", "prune")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "removed 2 cached files"
-    assert not (cache_dir / "v0.0.1-llvm21.1.0").exists()
+    assert r.stdout.splitlines() == [
+        "removed 2 cached files (6 bytes) and 0 temp files",
+        f"removed {old}"]
+    assert not old.exists()
     assert cache_files(cache_dir) == [current]
     # nothing left to prune
     r = run_cli("cache", "prune")
-    assert r.returncode == 0 and r.stdout.strip() == "removed 0 cached files"
+    assert r.returncode == 0
+    assert r.stdout.strip() == "removed 0 cached files (0 bytes) and 0 temp files"
 
 
 def test_prune_evicts_beyond_bound(cache_dir):
@@ -121,7 +139,7 @@ def test_prune_evicts_beyond_bound(cache_dir):
     bound = files[0].stat().st_size * 3 // 2
     r = run_cli("cache", "prune", FIJIT_CACHE_MAX_BYTES=bound)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "removed 2 cached files"
+    assert r.stdout.startswith("removed 2 cached files (")
     left = cache_files(cache_dir)
     assert len(left) == 1
     assert sum(p.stat().st_size for p in left) <= bound

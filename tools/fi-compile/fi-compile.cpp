@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,10 @@ int main(int argc, char **argv) {
   // config's own kernel (never a stand-in, even once --load set up CUDA).
   setenv("FIJIT_CACHE_DIR", out.c_str(), /*overwrite=*/1);
   setenv("FIJIT_TIERED", "0", /*overwrite=*/1);
+  // A bundle holds every kernel asked for: the caller's bound on their own
+  // cache must not evict any of them.
+  setenv("FIJIT_CACHE_MAX_BYTES", std::to_string(UINT64_MAX).c_str(),
+         /*overwrite=*/1);
 
   // Batch prefill plans take other tiles for long requests: bundle those
   // kernels right after their configs.
@@ -87,6 +92,7 @@ int main(int argc, char **argv) {
   }
 
   int failures = 0;
+  std::set<std::string> keys;
   for (const std::string &config : all) {
     std::string error;
     auto kernel = fijit::getAttentionKernel(config, error);
@@ -98,6 +104,7 @@ int main(int argc, char **argv) {
       ++failures;
       continue;
     }
+    keys.insert(kernel->key());
     std::printf("%s %s %-8s %7.1f ms  %s\n", kernel->kernelName().c_str(),
                 kernel->key().substr(0, 12).c_str(), kernel->tier(),
                 kernel->compileMs(), kernel->config().c_str());
@@ -112,5 +119,21 @@ int main(int argc, char **argv) {
               info.versionDir.c_str(),
               static_cast<unsigned long long>(info.entries),
               static_cast<unsigned long long>(info.bytes), out.c_str());
+  // A cache folder that could not be written leaves the kernels in memory
+  // only: the bundle would lack them.
+  size_t missing = 0;
+  for (const std::string &key : keys)
+    if (!std::filesystem::is_regular_file(info.versionDir + "/entries/" + key +
+                                          ".ptx", ec))
+      ++missing;
+  if (missing) {
+    std::fprintf(stderr,
+                 "fi-compile: error: bundle %s lacks %zu of the %zu kernels "
+                 "compiled%s\n",
+                 info.versionDir.c_str(), missing, keys.size(),
+                 info.enabled ? "" : " (its folder is not usable; see the "
+                                     "warning above)");
+    return 1;
+  }
   return failures ? 1 : 0;
 }

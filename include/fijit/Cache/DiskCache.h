@@ -1,10 +1,12 @@
 //===- DiskCache.h - Crash- and race-safe on-disk cache ---------*- C++ -*-===//
 //
 // Layout under the root ($FIJIT_CACHE_DIR, else $XDG_CACHE_HOME/fijit, else
-// ~/.cache/fijit):
+// ~/.cache/fijit of the user's home):
 //
 //   v<fijit>-<build>-llvm<llvm>/   one folder per version and source
 //                                  hash: never stale
+//     .fijit-cache                 marker: clear and prune remove only
+//                                  folders that hold it
 //     index/<config hash>          config -> key, so a new process skips
 //                                  building IR on a hit
 //     entries/<key>.ptx            PTX
@@ -12,12 +14,16 @@
 //     locks/<key>.lock             flock()ed while one process compiles
 //
 // Every file is written to a temporary name in its folder and renamed, so
-// readers never see half an entry; entries carry a checksum that is checked
-// before use (a bad entry is deleted with a warning and rebuilt). Reads
-// refresh an entry's mtime; writes evict the least recently used entries
-// beyond $FIJIT_CACHE_MAX_BYTES. A folder that cannot be written turns the
-// disk tier off with one warning; the memory tier keeps working. A bundle
-// ($FIJIT_BUNDLE_DIR, same layout) is only ever read.
+// readers never see half an entry. Each file's header names what it holds
+// (an entry its own name, an index file its canonical config) and carries
+// a checksum of that and the payload; a file whose header does not match
+// what was asked for is a miss with one warning, never a load. Folders are
+// 0700 and files 0600; the cache is private to the user who owns its root
+// (docs/architecture.md, "Trust model"). Reads refresh an entry's mtime;
+// writes evict the least recently used entries beyond
+// $FIJIT_CACHE_MAX_BYTES. A folder that cannot be written stops new writes
+// with one warning (its entries are still served); the memory tier keeps
+// working. A bundle ($FIJIT_BUNDLE_DIR, same layout) is only ever read.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,6 +37,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace fijit {
 
@@ -49,18 +56,25 @@ public:
   /// fi-compile and shipped with an application), or null.
   static DiskCache *bundle();
 
+  /// `root` empty: no disk tier (one warning on first use).
   explicit DiskCache(std::string root, uint64_t maxBytes,
                      bool readOnly = false);
 
-  bool enabled() const { return !disabled; }
+  /// Whether kernels are both found and stored on disk.
+  bool enabled() const { return !refused && !writesOff; }
+  /// Whether stored kernels are served though new ones are not stored.
+  bool readOnlyNow() const { return !refused && writesOff; }
   const std::string &root() const { return rootDir; }
   const std::string &versionDir() const { return dir; }
   uint64_t maxBytes() const { return limit; }
 
+  /// The key the index holds for canonical config text `config`.
   std::optional<std::string> lookupKey(llvm::StringRef config);
   void storeKey(llvm::StringRef config, llvm::StringRef key);
 
-  /// Verified payload of an entry, or nothing (missing or corrupted).
+  /// Verified payload of entry `name` (`<key>.ptx` or
+  /// `<key>.sm<cc>-drv<version>.cubin`), or nothing (missing, corrupted,
+  /// written for another name, or not a regular file of this user's).
   std::optional<std::string> read(llvm::StringRef name);
   void write(llvm::StringRef name, llvm::StringRef payload);
 
@@ -84,28 +98,48 @@ public:
   struct Stats {
     uint64_t entries = 0;
     uint64_t bytes = 0;
+    /// Temporaries of writers killed before their rename, older than
+    /// staleTempSeconds (prune removes them).
+    uint64_t staleTemps = 0;
+    uint64_t staleTempBytes = 0;
   };
   Stats stats();
-  /// Removes every entry of every version; returns how many files went.
-  uint64_t clear();
-  /// Evicts least recently used entries beyond the size bound and removes
-  /// other versions' folders; returns how many files went.
-  uint64_t prune();
+
+  struct Removal {
+    uint64_t files = 0; ///< entries
+    uint64_t bytes = 0; ///< their size
+    uint64_t tempFiles = 0;
+    std::vector<std::string> folders; ///< version folders removed whole
+  };
+  /// Removes every version folder fijit made under the root.
+  Removal clear();
+  /// Removes the other version folders fijit made, stale temporaries, and
+  /// least recently used entries beyond the size bound.
+  Removal prune();
+
+  /// A temporary this much older than now belongs to a killed writer.
+  static constexpr int64_t staleTempSeconds = 300;
 
 private:
-  void disable(const llvm::Twine &why);
-  bool ensureDirs();
-  std::string entryPath(llvm::StringRef name) const;
-  uint64_t evict(uint64_t bound);
-  /// Deletes the version folders under the root (all, or all but this
-  /// build's); returns how many entry files they held. Caller holds mutex.
-  uint64_t removeVersions(bool keepCurrent);
+  class Folder;
+  std::optional<Folder> openRootFolder(bool create, bool &vanished);
+  std::optional<Folder> openVersion(bool create, bool &vanished);
+  std::optional<Folder> openSub(const char *sub, bool create, bool &vanished);
+  std::optional<std::string> readIn(const char *sub, llvm::StringRef name,
+                                    llvm::StringRef binding);
+  std::optional<Folder> writeIn(const char *sub, llvm::StringRef name,
+                                llvm::StringRef binding,
+                                llvm::StringRef payload);
+  void refuse(llvm::StringRef where, const llvm::Twine &why);
+  void stopWriting(const llvm::Twine &why);
+  void evict(int entries, uint64_t bound, Removal &removed);
+  void removeVersion(int rootFd, llvm::StringRef name, Removal &removed);
 
   std::string rootDir, dir;
   uint64_t limit;
   bool readOnly;
-  bool disabled = false;
-  bool dirsReady = false;
+  bool refused = false;   ///< not this user's private folder: no disk tier
+  bool writesOff = false; ///< writes failed: hits only
   std::mutex mutex;
 };
 
