@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fijit {
@@ -47,6 +48,13 @@ FIJIT_API const char *buildId();
 /// Parses and validates a config; on success stores its canonical text form.
 FIJIT_API bool canonicalizeConfig(const std::string &config,
                                   std::string &canonical, std::string &error);
+
+/// Like canonicalizeConfig for (key, value) pairs: each value is parsed as
+/// its field alone, so a value holding ',' or '=' is refused, never read as
+/// further fields.
+FIJIT_API bool canonicalizeConfigFields(
+    const std::vector<std::pair<std::string, std::string>> &fields,
+    std::string &canonical, std::string &error);
 
 /// The config (canonical text) to plan a batch prefill with when its
 /// requests average `meanQoLen` query rows: two warpgroups of 128-key tiles
@@ -159,9 +167,12 @@ public:
   /// Keys per split and number of splits launchDecode uses, and the
   /// workspace bytes it then needs. `kvChunk` in: 0 to let the plan choose,
   /// or the keys per split wanted; out: that chunk rounded up to whole KV
-  /// tiles.
-  void planDecode(int64_t batch, int64_t maxKvLen, int64_t &kvChunk,
-                  int64_t &numSplits, int64_t &workspaceBytes) const;
+  /// tiles. False (with the reason) when the batch, the length or the
+  /// chunk is beyond what the launch grid and the kernel's 32-bit indices
+  /// address.
+  bool planDecode(int64_t batch, int64_t maxKvLen, int64_t &kvChunk,
+                  int64_t &numSplits, int64_t &workspaceBytes,
+                  std::string &error) const;
 
   /// Loads the kernel into the current CUDA context (done by launch too).
   bool load(std::string &error) const;

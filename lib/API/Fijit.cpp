@@ -27,6 +27,18 @@ bool canonicalizeConfig(const std::string &config, std::string &canonical,
   return true;
 }
 
+bool canonicalizeConfigFields(
+    const std::vector<std::pair<std::string, std::string>> &fields,
+    std::string &canonical, std::string &error) {
+  auto parsed = AttentionConfig::fromFields(fields);
+  if (!parsed) {
+    error = llvm::toString(parsed.takeError());
+    return false;
+  }
+  canonical = parsed->resolved().toString();
+  return true;
+}
+
 bool planBatchPrefillConfig(const std::string &config, int64_t meanQoLen,
                             std::string &planned, std::string &error) {
   auto parsed = AttentionConfig::parse(config);

@@ -407,6 +407,18 @@ llvm::Error invalidField(llvm::StringRef key, T value,
 bool isHalfType(DType t) { return t == DType::F16 || t == DType::BF16; }
 bool isFP8Type(DType t) { return t == DType::F8E4M3 || t == DType::F8E5M2; }
 
+/// Prefill grids put the query heads on grid.y, which has 65535 CTAs.
+constexpr int64_t kMaxHeads = 65535;
+/// Kernels take positions, lengths and strides as 32-bit integers.
+constexpr int64_t kMaxLength = INT32_MAX;
+
+/// 0, or a value that float32 (what kernels compute with) holds as a normal
+/// number together with its reciprocal and its product with log2(e): the
+/// soft-cap enters as 1/cap and cap*log2(e), the scale as scale*log2(e).
+bool inKernelFloatRange(double v) {
+  return v == 0 || (v >= std::ldexp(1.0, -126) && v <= std::ldexp(1.0, 126));
+}
+
 /// 0 (default) or a multiple of 16 in [16, 256].
 bool isValidTile(int64_t tile) {
   return tile == 0 || (tile >= 16 && tile <= 256 && tile % 16 == 0);
@@ -586,6 +598,10 @@ llvm::Error AttentionConfig::validate() const {
 
   if (numQOHeads < 1)
     return invalidField("num_qo_heads", numQOHeads, "must be at least 1");
+  if (numQOHeads > kMaxHeads)
+    return invalidField("num_qo_heads", numQOHeads,
+                        "must be at most 65535 (query heads index the launch "
+                        "grid's y dimension)");
   if (numKVHeads < 1)
     return invalidField("num_kv_heads", numKVHeads, "must be at least 1");
   if (numQOHeads % numKVHeads != 0)
@@ -609,6 +625,10 @@ llvm::Error AttentionConfig::validate() const {
 
   if (pageSize < 1)
     return invalidField("page_size", pageSize, "must be at least 1");
+  if (pageSize > kMaxLength)
+    return invalidField("page_size", pageSize,
+                        "must be at most 2147483647 (kernels index keys with "
+                        "32-bit positions)");
   if (!isPaged(kind) && pageSize != 1)
     return invalidField("page_size", pageSize,
                         "only paged kinds (batch_prefill_paged, "
@@ -622,14 +642,26 @@ llvm::Error AttentionConfig::validate() const {
   if (windowLeft < -1)
     return invalidField("window_left", windowLeft,
                         "must be at least -1 (-1 disables the window)");
+  if (windowLeft > kMaxLength)
+    return invalidField("window_left", windowLeft,
+                        "must be at most 2147483647 (kernels index keys with "
+                        "32-bit positions)");
   // `!(x >= 0)` also catches NaN.
   if (!(logitsSoftCap >= 0) || !std::isfinite(logitsSoftCap))
     return invalidField("logits_soft_cap", logitsSoftCap,
                         "must be finite and at least 0 (0 disables it)");
+  if (!inKernelFloatRange(logitsSoftCap))
+    return invalidField("logits_soft_cap", logitsSoftCap,
+                        "must be 0 (disables it) or in [2^-126, 2^126], "
+                        "where float32 holds it and its reciprocal");
   if (!(smScale >= 0) || !std::isfinite(smScale))
     return invalidField("sm_scale", smScale,
                         "must be finite and at least 0 "
                         "(0 means 1/sqrt(head_dim_qk))");
+  if (!inKernelFloatRange(smScale))
+    return invalidField("sm_scale", smScale,
+                        "must be 0 (1/sqrt(head_dim_qk)) or in [2^-126, "
+                        "2^126], where float32 holds it and its reciprocal");
 
   if (!llvm::is_contained({0, 1, 2, 4, 8, 12}, tuning.numWarps))
     return invalidField("num_warps", tuning.numWarps,
@@ -699,40 +731,48 @@ std::string AttentionConfig::toString() const {
   return result;
 }
 
+llvm::Expected<AttentionConfig> AttentionConfig::fromFields(
+    llvm::ArrayRef<std::pair<std::string, std::string>> fields) {
+  AttentionConfig config;
+  llvm::StringSet<> seen;
+  for (const auto &[key, value] : fields) {
+    if (!isKnownKey(key))
+      return unknownKey(key);
+    if (!seen.insert(key).second)
+      return makeError(llvm::formatv("config key '{0}' given twice", key));
+    // The value is parsed as its field's text alone, so a separator in it
+    // is part of a bad value, never a second field.
+    llvm::Error err = llvm::Error::success();
+    forEachField(config, [&](llvm::StringRef fieldKey, auto &field) {
+      if (err || fieldKey != key)
+        return;
+      err = parseText(key, value, field);
+    });
+    if (err)
+      return err;
+  }
+  if (llvm::Error err = config.validate())
+    return err;
+  return config;
+}
+
 llvm::Expected<AttentionConfig>
 AttentionConfig::parse(llvm::StringRef text) {
-  AttentionConfig config;
+  std::vector<std::pair<std::string, std::string>> fields;
   text = text.trim();
   if (!text.empty()) {
     llvm::SmallVector<llvm::StringRef, 24> items;
     text.split(items, ',');
-    llvm::StringSet<> seen;
     for (llvm::StringRef item : items) {
       item = item.trim();
       if (!item.contains('='))
         return makeError(llvm::formatv(
             "malformed config item '{0}': expected key=value", item));
       auto [rawKey, rawValue] = item.split('=');
-      llvm::StringRef key = rawKey.trim();
-      llvm::StringRef value = rawValue.trim();
-      if (!isKnownKey(key))
-        return unknownKey(key);
-      if (!seen.insert(key).second)
-        return makeError(llvm::formatv("config key '{0}' given twice", key));
-
-      llvm::Error err = llvm::Error::success();
-      forEachField(config, [&](llvm::StringRef fieldKey, auto &field) {
-        if (err || fieldKey != key)
-          return;
-        err = parseText(key, value, field);
-      });
-      if (err)
-        return err;
+      fields.emplace_back(rawKey.trim().str(), rawValue.trim().str());
     }
   }
-  if (llvm::Error err = config.validate())
-    return err;
-  return config;
+  return fromFields(fields);
 }
 
 std::string AttentionConfig::toJSON() const {

@@ -417,7 +417,8 @@ static int64_t multiprocessorCount() {
 }
 
 /// Bytes of split-KV partials: f32 output rows and LSEs per split, none
-/// without a split.
+/// without a split. With splits and batch below 2^16 (planDecode) and
+/// heads below 2^16 (validate) this stays below 2^59.
 static int64_t decodeWorkspaceBytes(const AttentionConfig &cfg,
                                     int64_t numSplits, int64_t batch) {
   return numSplits > 1
@@ -472,16 +473,45 @@ static int64_t chooseDecodeChunk(const AttentionConfig &cfg, int64_t batch,
   return (tiles + bestSplits - 1) / bestSplits * tile;
 }
 
-void AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
+bool AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  int64_t &kvChunk, int64_t &numSplits,
-                                 int64_t &workspaceBytes) const {
+                                 int64_t &workspaceBytes,
+                                 std::string &error) const {
   const AttentionConfig &cfg = state->config;
+  // Requests are grid.z and splits grid.y (65535 CTAs each); lengths and
+  // chunks reach the kernel as 32-bit integers.
+  constexpr int64_t kMaxGridYZ = 65535;
+  if (batch < 0 || batch > kMaxGridYZ) {
+    error = "batch=" + std::to_string(batch) +
+            " must be in [0, 65535] (requests index the launch grid's z "
+            "dimension)";
+    return false;
+  }
+  if (maxKvLen < 0 || maxKvLen > INT32_MAX) {
+    error = "max_kv_len=" + std::to_string(maxKvLen) +
+            " must be in [0, 2^31) (kernels index keys with 32-bit positions)";
+    return false;
+  }
+  if (kvChunk < 0 || kvChunk > INT32_MAX) {
+    error = "kv_chunk=" + std::to_string(kvChunk) +
+            " must be 0 (the plan chooses) or in [1, 2^31)";
+    return false;
+  }
   int64_t tile = cfg.tuning.tileKV;
-  if (kvChunk <= 0)
+  if (kvChunk == 0)
     kvChunk = chooseDecodeChunk(cfg, batch, maxKvLen);
-  kvChunk = (kvChunk + tile - 1) / tile * tile;
+  // Whole tiles, and still a 32-bit value.
+  kvChunk = std::min((kvChunk + tile - 1) / tile, INT32_MAX / tile) * tile;
   numSplits = std::max<int64_t>(1, (maxKvLen + kvChunk - 1) / kvChunk);
+  if (numSplits > kMaxGridYZ) {
+    error = "kv_chunk=" + std::to_string(kvChunk) + " splits max_kv_len=" +
+            std::to_string(maxKvLen) + " into " + std::to_string(numSplits) +
+            " chunks; the launch grid's y dimension allows 65535: use a "
+            "larger kv_chunk";
+    return false;
+  }
   workspaceBytes = decodeWorkspaceBytes(cfg, numSplits, batch);
+  return true;
 }
 
 bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
@@ -510,6 +540,14 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
     error = paged ? "batch_prefill_paged needs qo_indptr, kv_indptr, "
                     "kv_indices and kv_last_page_len"
                   : "batch_prefill_ragged needs qo_indptr and kv_indptr";
+    return false;
+  }
+  // Requests are grid.z (65535 CTAs); query rows reach the kernel as
+  // 32-bit integers.
+  if (a.batch > 65535 || a.maxQoLen > INT32_MAX) {
+    error = "batch=" + std::to_string(a.batch) + " and max_qo_len=" +
+            std::to_string(a.maxQoLen) +
+            " must be at most 65535 and below 2^31";
     return false;
   }
   if (a.batch <= 0 || a.maxQoLen <= 0)
@@ -566,7 +604,8 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
     return true;
   // A chunk from plan() is used as given; only a launch without one plans.
   int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
-  planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed);
+  if (!planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed, error))
+    return false;
   if (needed > a.workspaceBytes) {
     error = "workspace too small: split-KV over " + std::to_string(numSplits) +
             " chunks needs " + std::to_string(needed) + " bytes, got " +

@@ -42,8 +42,10 @@ class AttentionConfig:
     __slots__ = ("_text", "_fields", "_given")
 
     def __init__(self, **fields):
-        text = ",".join(f"{k}={_format(v)}" for k, v in fields.items())
-        canonical = _fijit.canonicalize_config(text)
+        # Field by field, never joined into one text: a value such as
+        # mask="causal,head_dim_qk=64" is a bad mask, not two fields.
+        canonical = _fijit.canonicalize_config_fields(
+            [(k, _format(v)) for k, v in fields.items()])
         object.__setattr__(self, "_text", canonical)
         # What the caller chose; replace() re-resolves the defaults.
         object.__setattr__(self, "_given", dict(fields))

@@ -152,6 +152,16 @@ PYBIND11_MODULE(_fijit, m) {
   });
 
   m.def(
+      "canonicalize_config_fields",
+      [](const std::vector<std::pair<std::string, std::string>> &fields) {
+        std::string canonical, error;
+        if (!fijit::canonicalizeConfigFields(fields, canonical, error))
+          throw py::value_error(error);
+        return canonical;
+      },
+      py::arg("fields"));
+
+  m.def(
       "plan_batch_prefill_config",
       [](const std::string &text, int64_t meanQoLen) {
         std::string planned, error;
@@ -200,7 +210,9 @@ PYBIND11_MODULE(_fijit, m) {
           [](const fijit::AttentionKernel &k, int64_t batch, int64_t maxKvLen,
              int64_t kvChunk) {
             int64_t splits = 0, bytes = 0;
-            k.planDecode(batch, maxKvLen, kvChunk, splits, bytes);
+            std::string error;
+            if (!k.planDecode(batch, maxKvLen, kvChunk, splits, bytes, error))
+              throw py::value_error(error);
             return py::make_tuple(kvChunk, splits, bytes);
           },
           py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0)

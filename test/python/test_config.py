@@ -236,6 +236,12 @@ BAD = [
      "(batch_prefill_paged, batch_decode_paged) take a page size"),
     (dict(kind="single_decode", mask="causal"),
      "invalid mask=causal: decode kinds take mask=none"),
+    (dict(logits_soft_cap=1e300), "invalid logits_soft_cap=1e+300: must be "
+     "0 (disables it) or in [2^-126, 2^126], where float32 holds it and its "
+     "reciprocal"),
+    (dict(num_qo_heads=2 ** 40, num_kv_heads=1), "invalid num_qo_heads="
+     "1099511627776: must be at most 65535 (query heads index the launch "
+     "grid's y dimension)"),
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
      "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327680 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
@@ -317,3 +323,30 @@ def test_batch_prefill_plans_big_tiles_for_long_requests(kind):
 def test_other_kinds_plan_their_own_config(kind):
     cfg = AttentionConfig(kind=kind, num_qo_heads=32, num_kv_heads=8)
     assert cfg.for_batch_of(4096) == cfg
+
+
+# Keyword values are parsed field by field: a separator inside one is part of
+# a bad value, never a second field.
+SMUGGLED = [
+    (dict(mask="causal,head_dim_qk=64"), "invalid mask "
+     "'causal,head_dim_qk=64': expected one of none, causal, custom"),
+    (dict(target="sm_80,num_warps=8"), "invalid target 'sm_80,num_warps=8': "
+     "expected one of sm_80, sm_86, sm_89, sm_90a"),
+    (dict(head_dim_qk="64,head_dim_vo=64"),
+     "invalid head_dim_qk '64,head_dim_vo=64': expected an integer"),
+    (dict(sm_scale="0.5,logits_soft_cap=30"),
+     "invalid sm_scale '0.5,logits_soft_cap=30': expected a number"),
+    ({"mask=causal,head_dim_qk": 64},
+     f"unknown config key 'mask=causal,head_dim_qk'; known keys: {KNOWN_KEYS}"),
+]
+
+
+@pytest.mark.parametrize("fields, message", SMUGGLED,
+                         ids=[",".join(f) for f, _ in SMUGGLED])
+def test_keyword_values_cannot_carry_other_fields(fields, message):
+    with pytest.raises(ValueError) as e:
+        AttentionConfig(**fields)
+    assert str(e.value) == message
+    with pytest.raises(ValueError) as e:
+        fijit.compile_attention(**fields)
+    assert str(e.value) == message

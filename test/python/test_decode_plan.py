@@ -43,3 +43,32 @@ def test_two_stages_need_more_ctas_per_sm():
     assert plan(16, 16384, 32, 8, stages=2) == (8192, 2, 2 * 16 * 32 * 129 * 4)
     assert plan(64, 4096, 32, 8, stages=2)[1] == 2
     assert plan(256, 1024, 64, 8, stages=2) == (1024, 1, 0)
+
+
+@pytest.mark.parametrize("batch, kv_len, chunk, message", [
+    (1, 1000, -16, "kv_chunk=-16 must be 0 (the plan chooses) or in "
+     "[1, 2^31)"),
+    (1, 2 ** 40, 0, "max_kv_len=1099511627776 must be in [0, 2^31) (kernels "
+     "index keys with 32-bit positions)"),
+    (-1, 1000, 0, "batch=-1 must be in [0, 65535] (requests index the launch "
+     "grid's z dimension)"),
+    (1 << 20, 1000, 0, "batch=1048576 must be in [0, 65535] (requests index "
+     "the launch grid's z dimension)"),
+    (1, 2 ** 31 - 1, 16, "kv_chunk=64 splits max_kv_len=2147483647 into "
+     "33554432 chunks; the launch grid's y dimension allows 65535: use a "
+     "larger kv_chunk"),
+])
+def test_plan_beyond_the_grid_is_refused(batch, kv_len, chunk, message):
+    kernel = fijit.compile_attention(kind="batch_decode_paged", page_size=16,
+                                     num_qo_heads=32, num_kv_heads=8)
+    with pytest.raises(ValueError) as e:
+        kernel._native.plan_decode(batch, kv_len, chunk)
+    assert str(e.value) == message
+
+
+def test_longest_chunk_stays_32_bit():
+    kernel = fijit.compile_attention(kind="batch_decode_paged", page_size=16,
+                                     num_qo_heads=32, num_kv_heads=8)
+    chunk, splits, _ = kernel._native.plan_decode(1, 2 ** 31 - 1,
+                                                  2 ** 31 - 1)
+    assert chunk == (2 ** 31 - 1) // 64 * 64 and splits == 2

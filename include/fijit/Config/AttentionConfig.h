@@ -9,12 +9,14 @@
 #ifndef FIJIT_CONFIG_ATTENTIONCONFIG_H
 #define FIJIT_CONFIG_ATTENTIONCONFIG_H
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace fijit {
 
@@ -126,6 +128,10 @@ struct AttentionConfig {
   /// configs print equal text. `parse(print())` round-trips.
   std::string toString() const;
   static llvm::Expected<AttentionConfig> parse(llvm::StringRef text);
+  /// A config from (key, value text) pairs, each value parsed as its field's
+  /// text form alone, so no value can carry other fields; then validated.
+  static llvm::Expected<AttentionConfig>
+  fromFields(llvm::ArrayRef<std::pair<std::string, std::string>> fields);
 
   /// JSON object with the same keys as the text form.
   std::string toJSON() const;
