@@ -8,8 +8,17 @@ _DTYPE_NAMES = {"float16": "f16", "half": "f16", "bfloat16": "bf16",
                 "f16": "f16", "bf16": "bf16"}
 
 
+def require_torch(what):
+    if torch is None:
+        raise RuntimeError(
+            f"{what} needs torch (not installed) to find the GPU and "
+            "allocate outputs; without it, compile_attention(..., "
+            "target=...) gives a kernel to call with out= (and lse=)")
+
+
 def target_of(device):
     """The fijit target for a CUDA device."""
+    require_torch("this function")
     cc = torch.cuda.get_device_capability(device)
     if cc < (8, 0):
         raise ValueError(f"fijit needs compute capability 8.0 or newer; "
@@ -27,8 +36,13 @@ def dtype_name(dtype):
 
 
 def check_index_tensor(name, t):
-    if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
-        raise ValueError(f"{name} must be an int32 tensor")
+    if torch is None or not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be an int32 torch tensor, got "
+                         f"{type(t).__name__}"
+                         + (" (torch is not installed)" if torch is None
+                            else ""))
+    if t.dtype != torch.int32:
+        raise ValueError(f"{name} must be an int32 tensor, got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D")
 

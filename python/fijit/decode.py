@@ -6,7 +6,7 @@ import math
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_layout, dtype_name, page_table,
-                      paged_cache_strides, planned, target_of)
+                      paged_cache_strides, planned, require_torch, target_of)
 from .tensors import as_view, check, torch
 
 _decode_configs = {}
@@ -49,6 +49,7 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
     base 2, [num_qo_heads] with return_lse=True).
     """
+    require_torch("single_decode_with_kv_cache")
     qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
     if qv.ndim != 2 or kv.ndim != 3 or vv.ndim != 3:
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "

@@ -2,7 +2,7 @@
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_indptr, check_layout, dtype_name, page_table,
-                      paged_cache_strides, planned, target_of)
+                      paged_cache_strides, planned, require_torch, target_of)
 from .tensors import as_view, check, torch
 
 _configs = {}
@@ -21,6 +21,7 @@ def single_prefill_with_kv_cache(q, k, v, causal=False, sm_scale=None,
     (out, lse) with lse base 2 of shape [qo_len, num_qo_heads].
     The kernel is compiled on first use of each configuration and cached.
     """
+    require_torch("single_prefill_with_kv_cache")
     qv, kv = as_view(q, "q"), as_view(k, "k")
     vv = as_view(v, "v")
     if qv.ndim != 3 or kv.ndim != 3 or vv.ndim != 3:
@@ -127,8 +128,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
              head_dim_qk, head_dim_vo=None, causal=False, sm_scale=None,
              window_left=-1, logits_soft_cap=None, q_data_type="float16",
              kv_data_type=None, return_lse=False, **tuning):
-        kv = check_indptr("kv_indptr", kv_indptr,
-                          batch=qo_indptr.numel() - 1)
+        qo = check_indptr("qo_indptr", qo_indptr)
+        kv = check_indptr("kv_indptr", kv_indptr, batch=len(qo) - 1)
         self._plan = self._compile(
             qo_indptr, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
             1, causal, sm_scale, window_left, logits_soft_cap, q_data_type,
@@ -164,11 +165,12 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
              sm_scale=None, window_left=-1, logits_soft_cap=None,
              q_data_type="float16", kv_data_type=None, return_lse=False,
              **tuning):
+        qo = check_indptr("qo_indptr", qo_indptr)
         batch, _, max_page = page_table(paged_kv_indptr, paged_kv_indices,
                                         paged_kv_last_page_len, page_size)
-        if batch != qo_indptr.numel() - 1:
-            raise ValueError(f"qo_indptr describes {qo_indptr.numel() - 1} "
-                             f"requests but paged_kv_indptr {batch}")
+        if batch != len(qo) - 1:
+            raise ValueError(f"qo_indptr describes {len(qo) - 1} requests "
+                             f"but paged_kv_indptr {batch}")
         self._plan = self._compile(
             qo_indptr, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
             page_size, causal, sm_scale, window_left, logits_soft_cap,

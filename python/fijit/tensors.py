@@ -9,14 +9,26 @@ except ImportError:  # fijit compiles without torch
     torch = None
 
 DTYPES = ("f16", "bf16", "f32")
-_TYPESTR = {"<f2": "f16", "<f4": "f32"}
+# The array interface has no typestr for bfloat16 (torch refuses to export
+# one); such arrays come through torch or DLPack.
+_TYPESTR = {"<f2": ("f16", 2), "<f4": ("f32", 4)}
 
 
 class View:
+    """device None: the current CUDA device, asked for only when a check
+    needs it (after the shape and dtype checks, which need no GPU)."""
+
     def __init__(self, ptr, shape, strides, dtype, device, tensor=None):
         self.ptr, self.shape, self.strides = ptr, tuple(shape), tuple(strides)
-        self.dtype, self.device, self.tensor = dtype, device, tensor
+        self.dtype, self._device, self.tensor = dtype, device, tensor
         self.ndim = len(self.shape)
+
+    @property
+    def device(self):
+        if self._device is None:
+            self._device = (torch.cuda.current_device() if torch is not None
+                            else 0)
+        return self._device
 
     def new_empty(self, shape, dtype):
         if torch is None:
@@ -53,8 +65,14 @@ def as_view(x, name):
         raise ValueError(f"{name} must be a CUDA tensor (torch, "
                          f"__cuda_array_interface__ or DLPack), got "
                          f"{type(x).__name__}")
-    dtype = _TYPESTR.get(cai["typestr"], cai["typestr"])
-    itemsize = 2 if dtype == "f16" else 4
+    typestr = cai.get("typestr")
+    if typestr not in _TYPESTR:
+        raise ValueError(
+            f"{name} has element type {typestr!r} in its "
+            "__cuda_array_interface__; fijit reads float16 ('<f2') and "
+            "float32 ('<f4') through it, and bfloat16 (which it cannot "
+            "describe) as a torch tensor or through DLPack")
+    dtype, itemsize = _TYPESTR[typestr]
     shape = cai["shape"]
     if cai.get("strides") is None:
         strides, step = [], 1
@@ -63,10 +81,7 @@ def as_view(x, name):
             step *= dim
     else:
         strides = [s // itemsize for s in cai["strides"]]
-    device = 0
-    if torch is not None:
-        device = torch.cuda.current_device()
-    return View(cai["data"][0], shape, strides, dtype, device)
+    return View(cai["data"][0], shape, strides, dtype, None)
 
 
 def check(view, name, shape, dtype, like=None, contiguous=False):

@@ -317,3 +317,64 @@ def test_native_decode_refuses(change, error, message):
     with pytest.raises(error) as e:
         native_decode(kernel, **change)
     assert str(e.value) == message
+
+
+# --- clear errors for what the wrappers cannot take ------------------------
+
+def test_ragged_plan_with_lists():
+    wrapper = fijit.BatchPrefillWithRaggedKVCacheWrapper()
+    with pytest.raises(ValueError) as e:
+        wrapper.plan([0, 5], [0, 7], 4, 4, 64)
+    assert str(e.value) == ("qo_indptr must be an int32 torch tensor, got "
+                            "list (torch is not installed)")
+
+
+def test_paged_prefill_plan_with_lists():
+    wrapper = fijit.BatchPrefillWithPagedKVCacheWrapper()
+    with pytest.raises(ValueError) as e:
+        wrapper.plan([0, 5], [0, 1], [0], [5], 4, 4, 64, 16)
+    assert str(e.value).startswith("qo_indptr must be an int32 torch tensor")
+
+
+@pytest.mark.parametrize("call", ["prefill", "decode"])
+def test_convenience_functions_without_torch(call):
+    q, k, v, _ = arrays()
+    fn = (fijit.single_prefill_with_kv_cache if call == "prefill" else
+          fijit.single_decode_with_kv_cache)
+    with pytest.raises(RuntimeError) as e:
+        fn(q, k, v)
+    assert str(e.value) == (
+        f"single_{call}_with_kv_cache needs torch (not installed) to find "
+        "the GPU and allocate outputs; without it, compile_attention(..., "
+        "target=...) gives a kernel to call with out= (and lse=)")
+
+
+def test_array_interface_without_a_float_typestr():
+    kernel = compile_attention(**dict(F16, dtype_q="bf16", dtype_kv="bf16",
+                                      dtype_o="bf16"))
+    q, k, v, o = (FakeArray(a.__cuda_array_interface__["shape"],
+                            typestr="<V2") for a in arrays())
+    with pytest.raises(ValueError) as e:
+        kernel(q, k, v, out=o)
+    assert str(e.value) == (
+        "q has element type '<V2' in its __cuda_array_interface__; fijit "
+        "reads float16 ('<f2') and float32 ('<f4') through it, and bfloat16 "
+        "(which it cannot describe) as a torch tensor or through DLPack")
+
+
+def test_shapes_checked_before_the_device_is_asked(kernel, monkeypatch):
+    """With torch but no usable GPU, a wrong shape is reported as such, not
+    as torch's failure to find a device."""
+    import types
+
+    def no_device():
+        raise RuntimeError("Found no NVIDIA driver on your system")
+
+    fake = types.SimpleNamespace(
+        Tensor=type("Tensor", (), {}),
+        cuda=types.SimpleNamespace(current_device=no_device))
+    monkeypatch.setattr(fijit.tensors, "torch", fake)
+    q, k, v, o = arrays()
+    with pytest.raises(ValueError) as e:
+        kernel(FakeArray((QO, 8, D)), k, v, out=o)
+    assert str(e.value) == "q has shape [5, 8, 64]; expected [5, 4, 64]"
