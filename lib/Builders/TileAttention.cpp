@@ -134,24 +134,37 @@ void storeQueryRows(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   }
 }
 
+/// Registers per thread that the values live across the KV loop need,
+/// below which ptxas spills (or, under 32, refuses the kernel). Prefill: O
+/// accumulators, Q fragments, S and P of one tile, addresses and softmax
+/// state. Decode warps split each tile's keys (TileEngine's key warps):
+/// their O and the partial O merged across key warps, Q and K fragments,
+/// the packed probabilities of a warp's keys, addresses and softmax state;
+/// the constant is fitted to ptxas over every tile_kv x num_warps x head_dim
+/// (test/ptxas/ptxas_matrix.py).
+static int64_t liveRegisters(const AttentionConfig &cfg) {
+  const TuningKnobs &t = cfg.tuning;
+  bool decode = cfg.kind == KernelKind::SingleDecode ||
+                cfg.kind == KernelKind::BatchDecodePaged;
+  if (!decode)
+    return cfg.headDimVO / 2 + cfg.headDimQK / 4 + 3 * t.tileKV / 4 + 72;
+  int64_t rowWarps = t.tileQ / 16;
+  int64_t keyWarps = std::max<int64_t>(
+      1, std::min(t.numWarps / rowWarps, t.tileKV / 16));
+  int64_t keysPerWarp = t.tileKV / keyWarps;
+  return cfg.headDimVO + cfg.headDimQK / 2 + keysPerWarp / 4 + 24;
+}
+
 void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
                         const AttentionConfig &cfg) {
   int64_t smem = cfg.sharedMemoryBytes();
-  // Shared memory per SM bounds the CTAs that can be resident; 64K
-  // registers are split among them.
+  // The CTAs that can be resident split the SM's 64K registers, down to
+  // what the kernel's live values need: prefill is compute-bound, and a
+  // memory-bound decode kernel that spills loses more than the occupancy
+  // it gains.
   int64_t ctas = cfg.residentCTAsPerSM();
   int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
-  // Prefill is compute-bound: never go below what stays live across the KV
-  // loop (O accumulators, Q fragments, S and P of one tile, addresses and
-  // softmax state). Decode is memory-bound and keeps the occupancy (a third
-  // CTA per SM: 168 registers at head_dim 128, no spill now that each warp
-  // holds the scores of a quarter of the tile).
-  bool decode = cfg.kind == KernelKind::SingleDecode ||
-                cfg.kind == KernelKind::BatchDecodePaged;
-  int64_t live = cfg.headDimVO / 2 + cfg.headDimQK / 4 +
-                 3 * cfg.tuning.tileKV / 4 + 72;
-  if (!decode)
-    regs = std::max(regs, (live + 7) / 8 * 8);
+  regs = std::max(regs, (liveRegisters(cfg) + 7) / 8 * 8);
   func->setAttr("fijit.shared_memory_bytes", b.getI64IntegerAttr(smem));
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
                 b.getI32IntegerAttr(

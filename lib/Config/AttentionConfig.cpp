@@ -580,11 +580,32 @@ bool AttentionConfig::usesWgmma() const {
   return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
 }
 
+namespace {
+/// What one SM holds at once, per target (CUDA's occupancy tables).
+struct SMLimits {
+  int64_t sharedBytes, threads, ctas;
+};
+SMLimits smLimits(Target t) {
+  switch (t) {
+  case Target::SM80:
+    return {167936, 2048, 32};
+  case Target::SM86:
+    return {102400, 1536, 16};
+  case Target::SM89:
+    return {102400, 1536, 24};
+  case Target::SM90a:
+    return {233472, 2048, 32};
+  }
+  llvm_unreachable("unknown Target");
+}
+} // namespace
+
 int64_t AttentionConfig::residentCTAsPerSM() const {
-  int64_t smemPerSM = target == Target::SM90a  ? 233472
-                      : target == Target::SM80 ? 167936
-                                               : 102400;
-  return std::max<int64_t>(1, smemPerSM / (sharedMemoryBytes() + 1024));
+  SMLimits sm = smLimits(target);
+  int64_t bySharedMemory = sm.sharedBytes / (sharedMemoryBytes() + 1024);
+  int64_t byThreads = sm.threads / (resolved().tuning.numWarps * 32);
+  return std::max<int64_t>(1,
+                           std::min({bySharedMemory, byThreads, sm.ctas}));
 }
 
 llvm::Error AttentionConfig::validate() const {

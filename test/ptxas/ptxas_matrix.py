@@ -14,6 +14,10 @@ picks beyond the defaults:
                        dtype {f16, bf16} x causal {no, yes}
   batch_prefill_*      num_warps=8,tile_kv=128 (the plan for long
                        requests) bf16 x causal {no, yes}
+and the decode tuning sweep: single_decode bf16, group 1, on both targets,
+every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
+{1, 2, 4, 8} that fi-opt accepts (the others are listed as invalid), where
+a register cap below the kernel's live values once spilled or failed;
 shown as kind:tuning.
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
 `ptxas -arch=<target> -v` and prints the kernel's registers and spill
@@ -70,13 +74,26 @@ RUNTIME_TUNINGS = (
     ("batch_prefill_ragged", "num_warps=8,tile_kv=128", ("bf16",)),
     ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("bf16",)),
 )
+# The decode sweep: tile_kv x num_warps at every head dim (group 1).
+SWEEP_TILE_KV = (16, 32, 64, 128, 256)
+SWEEP_NUM_WARPS = (1, 2, 4, 8)
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
-# Points known to break the no-spill rule: (kind, head_dim, causal, group,
-# target) -> why. They are reported as XFAIL; one that no longer spills is
-# reported as XPASS and fails the run, so that its entry goes away with the
-# fix.
-KNOWN_SPILLS = {}
+# Points known to break the no-spill rule: (kind:tuning, head_dim, causal,
+# group, target) -> why. They are reported as XFAIL; one that no longer
+# spills is reported as XPASS and fails the run, so that its entry goes
+# away with the fix.
+_ONE_WARP = ("one warp holds the scores of every key of its tile beside "
+             "the O accumulators: past 255 registers at any cap (more warps "
+             "split the keys)")
+KNOWN_SPILLS = {
+    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_80"):
+        _ONE_WARP,
+    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_90a"):
+        _ONE_WARP,
+    ("single_decode:tile_kv=256,num_warps=1", 64, False, 1, "sm_90a"):
+        _ONE_WARP,
+}
 
 
 def find_ptxas(explicit):
@@ -129,6 +146,18 @@ def matrix():
                 "group": group,
                 "target": "sm_90a",
             }
+    for head_dim, tile_kv, warps, target in itertools.product(
+            HEAD_DIMS, SWEEP_TILE_KV, SWEEP_NUM_WARPS, TARGETS):
+        yield {
+            "kind": "single_decode",
+            "tuning": f"tile_kv={tile_kv},num_warps={warps}",
+            "head_dim": head_dim,
+            "dtype": "bf16",
+            "causal": False,
+            "group": 1,
+            "target": target,
+            "sweep": True,
+        }
 
 
 def config_text(point):
@@ -185,7 +214,7 @@ def last_lines(text, n=5):
 def run_point(point, fi_opt, ptxas, workdir):
     """Builds and assembles one config; returns a result dict."""
     result = dict(point, regs=None, spill_stores=None,
-                  spill_loads=None, smem=None, error=None)
+                  spill_loads=None, smem=None, error=None, invalid=None)
     name = point_name(point)
     config = "--fi-build=" + config_text(point)
     ptx = os.path.join(workdir, name + ".ptx")
@@ -194,7 +223,11 @@ def run_point(point, fi_opt, ptxas, workdir):
     launch = subprocess.run([fi_opt, config, "--fi-emit=launch"],
                             capture_output=True, text=True)
     if launch.returncode != 0:
-        result["error"] = "fi-opt launch: " + last_lines(launch.stderr)
+        # A sweep covers every knob value; validate() refuses some of them.
+        if point.get("sweep") and "invalid " in launch.stderr:
+            result["invalid"] = last_lines(launch.stderr, 1)
+        else:
+            result["error"] = "fi-opt launch: " + last_lines(launch.stderr)
         return result
     launch_info = json.loads(launch.stdout)
     result["smem"] = launch_info["shared_memory_bytes"]
@@ -239,8 +272,10 @@ def verdict(result):
     """(ok, status text) of one result."""
     if result["error"]:
         return False, "FAIL " + result["error"]
+    if result["invalid"]:
+        return True, "invalid config, not built: " + result["invalid"]
     spilled = result["spill_stores"] or result["spill_loads"]
-    known = KNOWN_SPILLS.get((result["kind"], result["head_dim"],
+    known = KNOWN_SPILLS.get((shown_kind(result), result["head_dim"],
                               result["causal"], result["group"],
                               result["target"]))
     if spilled and result["head_dim"] <= NO_SPILL_MAX_HEAD_DIM:
@@ -326,8 +361,10 @@ def main():
                 lambda p: run_point(p, fi_opt, ptxas, workdir), points))
 
     failures, xfails = print_table(results)
-    print("%d configs, %d failed, %d known to spill (XFAIL)" % (
-        len(results), failures, xfails))
+    invalid = sum(1 for r in results if r["invalid"])
+    print("%d configs, %d failed, %d known to spill (XFAIL), %d invalid "
+          "sweep points skipped" % (len(results) - invalid, failures, xfails,
+                                   invalid))
     return 1 if failures else 0
 
 

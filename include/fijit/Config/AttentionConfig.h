@@ -142,9 +142,9 @@ struct AttentionConfig {
   int64_t sharedMemoryBytes() const;
 
   /// CTAs of this config's tile kernel that fit on one SM of its target by
-  /// shared memory (the per-CTA 1 KB reservation included); the kernel's
-  /// register cap is chosen to admit as many (prefill only down to the
-  /// values live across its KV loop).
+  /// shared memory (the per-CTA 1 KB reservation included), threads and
+  /// the CTA limit; the kernel's register cap is chosen to admit as many,
+  /// but never below what the values live across its KV loop need.
   int64_t residentCTAsPerSM() const;
 
   /// Whether the tile kernel multiplies with sm_90a's warpgroup MMA (wgmma)
