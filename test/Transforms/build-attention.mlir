@@ -1,10 +1,13 @@
-// RUN: fi-opt %s --pass-pipeline='builtin.module(fi-build-attention{config="head_dim_qk=64,head_dim_vo=64,mask=causal,num_kv_heads=8"})' | FileCheck %s
+// RUN: fi-opt %s --pass-pipeline='builtin.module(fi-build-attention{config="head_dim_qk=64,head_dim_vo=64,mask=causal,num_kv_heads=8,num_warps=4,tile_kv=128"})' | FileCheck %s
 // RUN: fi-opt %s --pass-pipeline='builtin.module(fi-build-attention)' | FileCheck %s --check-prefix=DEFAULT
 
 // The pass form of the builders: fi-build-attention appends the kernel
 // module of its `config` option (canonical key=value text; fields left out
 // keep their defaults) to the module it runs on, so a lit test can start a
-// pipeline from a config. What was in the module stays.
+// pipeline from a config. What was in the module stays. The first RUN's
+// tuning knobs (num_warps=4,tile_kv=128: one warpgroup of the cp.async tile
+// engine) reach the kernel as given; the default there would be the
+// warp-specialised kernel (num_warps=12), checked with no option below.
 
 // CHECK-LABEL: module {
 // CHECK-NEXT: gpu.module @existing {
@@ -17,11 +20,18 @@
 // CHECK: arith.minsi
 // CHECK: gpu.return
 
-// No option: the default config (head_dim 128; on sm_90a two warpgroups
-// of 64 rows and 2 stages of 128-key tiles).
-// DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=128,tile_kv=128,num_warps=8,stages=2"}
-// On sm_90a the 128-row Q tile sits in two 64-column panels for wgmma.
-// DEFAULT: memref<2x128x64xbf16, #gpu.address_space<workgroup>>
+// No option: the default config (head_dim 128; on sm_90a the
+// warp-specialised kernel, num_warps=12: a TMA producer warpgroup and two
+// wgmma consumer warpgroups of 64 rows over 2 stages of 128-key tiles).
+// DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=128,tile_kv=128,num_warps=12,stages=2"}
+// Three tensor maps lead the arguments; 384 threads; Q, the K/V ring and
+// its 9 mbarriers in shared memory.
+// DEFAULT-NEXT: gpu.func @fijit_single_prefill(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr, {{.*}}) kernel attributes {fijit.shared_memory_bytes = 163912 : i64, fijit.tma_descriptors = 3 : i32, known_block_size = array<i32: 384, 1, 1>{{.*}}}
+// The producer's load loop, then the consumers' KV loop; no mask, so no
+// diagonal bound in either.
+// DEFAULT: nvvm.setmaxregister decrease 24
+// DEFAULT: scf.for
+// DEFAULT: nvvm.setmaxregister increase 240
 // DEFAULT: scf.for
 // DEFAULT-NOT: arith.minsi
 

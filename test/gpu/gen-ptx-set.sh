@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Writes PTX + launch metadata for the GPU correctness matrix:
 #   gen-ptx-set.sh FI_OPT OUTDIR
+# The default sm_90a configs (head dims 64/128/256) are the warp-specialised
+# kernel (num_warps=12), whose Q/K/V tensor maps ptx_harness.py encodes.
 set -euo pipefail
 fiopt=$1 out=$2
 mkdir -p "$out"

@@ -24,6 +24,15 @@ from attention_reference import reference  # noqa: E402
 
 _cuda = ctypes.CDLL("libcuda.so.1")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+# The warp-specialised sm_90a prefill (num_warps=12) reads Q, K and V
+# through TMA: its first three parameters are tensor maps, encoded as the
+# runtime does (lib/Runtime/TensorMap.cpp): [head_dim, rows, heads] boxes of
+# 64 columns x (tile_q or tile_kv) rows, 128-byte swizzle, zero fill.
+_WARP_SPECIALISED_WARPS = "12"
+_CU_TENSOR_MAP_DATA_TYPE = {torch.float16: 6, torch.bfloat16: 9}
+_CU_TENSOR_MAP_SWIZZLE_128B = 3
+_CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3
+_TMA_BOX_COLUMNS = 64
 
 
 def _check(rc, what):
@@ -31,6 +40,27 @@ def _check(rc, what):
         name = ctypes.c_char_p()
         _cuda.cuGetErrorString(rc, ctypes.byref(name))
         raise RuntimeError(f"{what} failed: {rc} {name.value}")
+
+
+def _tensor_map(t, row_stride, head_stride, rows, heads, box_rows):
+    """A CUtensorMap (128 bytes, 64-byte aligned) over `t`'s [heads, rows,
+    head_dim] view with the given element strides."""
+    d = t.shape[-1]
+    width = t.element_size()
+    if heads <= 1 and head_stride == 0:
+        head_stride = row_stride * max(rows, 1)
+    buf = ctypes.create_string_buffer(128 + 64)
+    addr = (ctypes.addressof(buf) + 63) & ~63
+    dims = (ctypes.c_uint64 * 3)(d, max(rows, 1), max(heads, 1))
+    strides = (ctypes.c_uint64 * 2)(row_stride * width, head_stride * width)
+    box = (ctypes.c_uint32 * 3)(_TMA_BOX_COLUMNS, box_rows, 1)
+    element_strides = (ctypes.c_uint32 * 3)(1, 1, 1)
+    _check(_cuda.cuTensorMapEncodeTiled(
+        ctypes.c_void_p(addr), _CU_TENSOR_MAP_DATA_TYPE[t.dtype], 3,
+        ctypes.c_void_p(t.data_ptr()), dims, strides, box, element_strides,
+        0, _CU_TENSOR_MAP_SWIZZLE_128B, _CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        0), "cuTensorMapEncodeTiled")
+    return buf, ctypes.c_void_p(addr)
 
 
 class PtxKernel:
@@ -74,14 +104,32 @@ class PtxKernel:
                         ctypes.c_int64(t.numel()), ctypes.c_int64(1)):
                 keep.append(val)
 
-        for t in (q, k, v, o, lse):
-            memref(t)
-        for val in (qo_len, kv_len, q.stride(0), q.stride(1), ksn, ksh, vsn,
-                    vsh, o.stride(0), o.stride(1)):
+        if self.config["num_warps"] == _WARP_SPECIALISED_WARPS:
+            # Tensor maps of Q, K and V (strides live in them), then O and
+            # LSE, the lengths and O's strides.
+            hk = int(self.config["num_kv_heads"])
+            tile_kv = int(self.config["tile_kv"])
+            maps = [_tensor_map(q, q.stride(0), q.stride(1), qo_len, hq,
+                                self.launch["tile_q"]),
+                    _tensor_map(k, ksn, ksh, kv_len, hk, tile_kv),
+                    _tensor_map(v, vsn, vsh, kv_len, hk, tile_kv)]
+            slots = [addr for _, addr in maps]
+            keep.append(maps)
+            for t in (o, lse):
+                memref(t)
+            ints = (qo_len, kv_len, o.stride(0), o.stride(1))
+        else:
+            slots = []
+            for t in (q, k, v, o, lse):
+                memref(t)
+            ints = (qo_len, kv_len, q.stride(0), q.stride(1), ksn, ksh, vsn,
+                    vsh, o.stride(0), o.stride(1))
+        for val in ints:
             keep.append(ctypes.c_int32(val))
         keep.append(ctypes.c_float(sm_scale))
-        params = (ctypes.c_void_p * len(keep))(
-            *[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in keep])
+        slots += [ctypes.cast(ctypes.pointer(x), ctypes.c_void_p)
+                  for x in keep if not isinstance(x, list)]
+        params = (ctypes.c_void_p * len(slots))(*slots)
         tile_q = self.launch["tile_q"]
         stream = torch.cuda.current_stream().cuda_stream
         _check(_cuda.cuLaunchKernel(

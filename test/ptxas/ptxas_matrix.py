@@ -8,12 +8,17 @@ The points, all with num_qo_heads=32 and GQA group {1, 4, 8}, target
   batch_prefill_paged  bf16 x causal {no, yes}, page_size 16
   single_decode        bf16, mask=none (decode takes no mask)
   batch_decode_paged   bf16, mask=none, page_size 16
+(single_prefill on sm_90a: the warp-specialised default, num_warps=12)
 plus, at head_dim 128 on sm_90a (group {1, 4, 8}), the kernels the runtime
 picks beyond the defaults:
   single_prefill       num_warps=4 (the stand-in of a cold config)
                        dtype {f16, bf16} x causal {no, yes}
   batch_prefill_*      num_warps=8,tile_kv=128 (the plan for long
                        requests) bf16 x causal {no, yes}
+and single_prefill's cp.async big tiles on sm_90a (the defaults before
+num_warps=12, still chosen by tuning), bf16 x causal {no, yes}:
+  head_dim 64          num_warps=4,tile_kv=128 (one warpgroup)
+  head_dim 128, 256    num_warps=8 (two warpgroups)
 and the decode tuning sweep: single_decode bf16, group 1, on both targets,
 every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
 {1, 2, 4, 8} that fi-opt accepts (the others are listed as invalid), where
@@ -67,12 +72,16 @@ KINDS = (
     ("batch_decode_paged", ("bf16",), (False,)),
 )
 PAGED_KINDS = ("batch_prefill_paged", "batch_decode_paged")
-# (kind, tuning, dtypes): other tiles the runtime picks, at head_dim 128 on
-# sm_90a.
+# (kind, tuning, dtypes, head dims), on sm_90a: other tiles the runtime
+# picks (at head_dim 128), then single_prefill's cp.async big tiles, the
+# defaults before the warp-specialised kernel (num_warps=12) and still a
+# tuning of their own.
 RUNTIME_TUNINGS = (
-    ("single_prefill", "num_warps=4", DTYPES),
-    ("batch_prefill_ragged", "num_warps=8,tile_kv=128", ("bf16",)),
-    ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("bf16",)),
+    ("single_prefill", "num_warps=4", DTYPES, (128,)),
+    ("batch_prefill_ragged", "num_warps=8,tile_kv=128", ("bf16",), (128,)),
+    ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("bf16",), (128,)),
+    ("single_prefill", "num_warps=4,tile_kv=128", ("bf16",), (64,)),
+    ("single_prefill", "num_warps=8", ("bf16",), (128, 256)),
 )
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
@@ -134,13 +143,13 @@ def matrix():
                 "group": group,
                 "target": target,
             }
-    for kind, tuning, dtypes in RUNTIME_TUNINGS:
-        for dtype, causal, group in itertools.product(dtypes, CAUSAL,
-                                                      GROUPS):
+    for kind, tuning, dtypes, head_dims in RUNTIME_TUNINGS:
+        for head_dim, dtype, causal, group in itertools.product(
+                head_dims, dtypes, CAUSAL, GROUPS):
             yield {
                 "kind": kind,
                 "tuning": tuning,
-                "head_dim": 128,
+                "head_dim": head_dim,
                 "dtype": dtype,
                 "causal": causal,
                 "group": group,

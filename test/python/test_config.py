@@ -19,7 +19,7 @@ GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
               "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
               "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
               "sm_scale=0,return_lse=false,target=sm_90a,tile_q=128,"
-              "tile_kv=128,num_warps=8,stages=2")
+              "tile_kv=128,num_warps=12,stages=2")
 
 
 def gqa():
@@ -49,8 +49,8 @@ def test_attribute_types():
         "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
         "page_size": 1, "mask": "none", "window_left": -1,
         "logits_soft_cap": 30.0, "pos_encoding": "none", "sm_scale": 0.125,
-        "return_lse": True, "target": "sm_90a", "tile_q": 64,
-        "tile_kv": 128, "num_warps": 4, "stages": 2,
+        "return_lse": True, "target": "sm_90a", "tile_q": 128,
+        "tile_kv": 128, "num_warps": 12, "stages": 2,
     }
     assert cfg.to_dict() == expected
     for key, value in expected.items():
@@ -78,20 +78,35 @@ def test_float_fields_round_trip_exactly():
 
 
 # (tile_q, num_warps, tile_kv, stages) on sm_90a, where single_prefill
-# takes big tiles for wgmma (head dims that are multiples of 64), and on
-# sm_80.
+# takes the warp-specialised kernel for head dims that are multiples of 64
+# (num_warps=12: a TMA producer warpgroup and two wgmma consumer warpgroups
+# of 64 rows), and on sm_80.
 @pytest.mark.parametrize("dims, sm90a, sm80", [
-    (64, (64, 4, 128, 2), (64, 4, 64, 3)),
+    (64, (128, 12, 128, 2), (64, 4, 64, 3)),
     (96, (64, 4, 64, 2), (64, 4, 64, 2)),
-    (128, (128, 8, 128, 2), (64, 4, 64, 2)),
-    (192, (128, 8, 64, 2), (64, 4, 32, 2)),
-    (256, (128, 8, 64, 2), (64, 4, 32, 2))])
+    (128, (128, 12, 128, 2), (64, 4, 64, 2)),
+    (192, (128, 12, 64, 2), (64, 4, 32, 2)),
+    (256, (128, 12, 64, 2), (64, 4, 32, 2))])
 def test_tuning_defaults_resolved(dims, sm90a, sm80):
     for target, want in (("sm_90a", sm90a), ("sm_80", sm80)):
         cfg = AttentionConfig(head_dim_qk=dims, head_dim_vo=dims,
                               target=target)
         assert (cfg.tile_q, cfg.num_warps, cfg.tile_kv,
                 cfg.stages) == want, target
+
+
+def test_cp_async_big_tiles_by_their_warps():
+    """The cp.async engine's big tiles (the sm_90a defaults before
+    num_warps=12) follow from its warps: one warpgroup with 128-key tiles at
+    head_dim 64, two with 128-key tiles up to head_dim 128, 64 above."""
+    def knobs(**fields):
+        cfg = AttentionConfig(**fields)
+        return (cfg.tile_q, cfg.num_warps, cfg.tile_kv, cfg.stages)
+    assert knobs(head_dim_qk=64, head_dim_vo=64, num_warps=4) == \
+        (64, 4, 128, 2)
+    assert knobs(num_warps=8) == (128, 8, 128, 2)
+    assert knobs(head_dim_qk=256, head_dim_vo=256, num_warps=8) == \
+        (128, 8, 64, 2)
 
 
 def test_batch_prefill_keeps_small_tiles():
@@ -102,6 +117,7 @@ def test_batch_prefill_keeps_small_tiles():
 
 def test_tile_q_and_num_warps_derive_each_other():
     assert AttentionConfig(num_warps=2).tile_q == 32
+    # tile_q=128 alone names 8 warps, not the warp-specialised 12.
     assert AttentionConfig(tile_q=128).num_warps == 8
     assert AttentionConfig(num_warps=1).tile_q == 16
 
@@ -165,7 +181,7 @@ def test_replace_re_resolves_default_knobs():
     small = AttentionConfig(head_dim_qk=64, head_dim_vo=64)
     big = small.replace(head_dim_qk=256, head_dim_vo=256)
     assert big == AttentionConfig(head_dim_qk=256, head_dim_vo=256)
-    assert (big.num_warps, big.tile_kv, big.stages) == (8, 64, 2)
+    assert (big.num_warps, big.tile_kv, big.stages) == (12, 64, 2)
 
 
 def test_immutable():
@@ -185,8 +201,10 @@ def test_equality_and_hash():
     b = AttentionConfig(kind="single_prefill", head_dim_qk=128,
                         head_dim_vo=128, num_qo_heads=32, num_kv_heads=8,
                         mask="causal", tile_kv=128, stages=2, tile_q=128,
-                        num_warps=8, dtype_q="bf16", return_lse=False)
+                        num_warps=12, dtype_q="bf16", return_lse=False)
     assert a == b and not (a != b)
+    # The same tiles on the two-warpgroup cp.async kernel are another one.
+    assert a != a.replace(num_warps=8)
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
     assert {a: 1}[b] == 1
@@ -242,7 +260,13 @@ BAD = [
     (dict(num_qo_heads=2 ** 40, num_kv_heads=1), "invalid num_qo_heads="
      "1099511627776: must be at most 65535 (query heads index the launch "
      "grid's y dimension)"),
+    # num_warps=12 (the default here) adds its ring's mbarriers: 8 bytes x
+    # (1 + 4 x stages).
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
+     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327816 bytes of "
+     "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
+    (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4,
+          num_warps=8),
      "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327680 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
 ]
