@@ -26,7 +26,7 @@ SHAPES = [(64, 1024, False), (64, 16384, False), (64, 16384, True),
           (256, 16384, True)]
 
 
-def run(d, n, causal, with_triton, tuning):
+def run(d, n, causal, with_triton, tuning, flashinfer=None, fi_dims=()):
     b, h = 16384 // n, 2048 // d
     q = torch.randn(n, b * h, d, device="cuda", dtype=torch.bfloat16)
     k, v = torch.randn_like(q), torch.randn_like(q)
@@ -61,6 +61,15 @@ def run(d, n, causal, with_triton, tuning):
                         qs, ks, vs, is_causal=causal), back_to_back=3) / 1e9
         except RuntimeError:
             row[name] = None
+    if flashinfer is not None and d in fi_dims:
+        # FlashInfer's FA3 backend on the same [N, B*H, D] tensors; its JIT
+        # compile happens in the first call, outside the timed region.
+        fi = lambda: flashinfer.single_prefill_with_kv_cache(  # noqa: E731
+            q, k, v, causal=causal, backend="fa3")
+        fo = fi().view(n, b, h, d).permute(1, 2, 0, 3)
+        fe = ((fo.float() - ref.float()).norm() / ref.float().norm()).item()
+        row["fa3"] = (flops / median_ms(fi, back_to_back=3) / 1e9
+                      if fe < 2e-2 else None)
     if with_triton and d <= 128:
         from triton_attention import triton_attention
         # Triton's kernel is per-request: time B=1 with all B*H heads folded.
@@ -75,6 +84,9 @@ def main():
     ap.add_argument("--no-triton", action="store_true")
     ap.add_argument("--tuning", default="", help="e.g. num_warps=8,stages=3")
     ap.add_argument("--shapes", default="all", help="all or D:N:causal,...")
+    ap.add_argument("--flashinfer", default="",
+                    help="head dims to time FlashInfer's FA3 backend at "
+                         "(e.g. 128; needs flashinfer importable)")
     args = ap.parse_args()
     tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
@@ -84,16 +96,20 @@ def main():
     rows = []
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"fijit {fijit.__version__}, tuning {tuning or 'default'}")
-    print("| D | N | causal | fijit | flash | cudnn | triton |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    fi_dims = tuple(int(x) for x in args.flashinfer.split(",") if x)
+    flashinfer = None
+    if fi_dims:
+        import flashinfer
+    print("| D | N | causal | fijit | flash | cudnn | triton | FlashInfer FA3 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for d, n, causal in shapes:
-        r = run(d, n, causal, not args.no_triton, tuning)
+        r = run(d, n, causal, not args.no_triton, tuning, flashinfer, fi_dims)
         rows.append(r)
         fmt = lambda x: "–" if x is None else f"{x:.0f}"  # noqa: E731
         print(f"| {d} | {n} | {'yes' if causal else 'no'} | "
               f"{fmt(r['fijit'])} | {fmt(r.get('flash'))} | "
-              f"{fmt(r.get('cudnn'))} | {fmt(r.get('triton'))} |",
-              flush=True)
+              f"{fmt(r.get('cudnn'))} | {fmt(r.get('triton'))} | "
+              f"{fmt(r.get('fa3'))} |", flush=True)
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
 

@@ -464,9 +464,12 @@ AttentionConfig AttentionConfig::resolved() const {
   // on short requests.
   bool bigTiles = kind == KernelKind::SinglePrefill && wgmmaShapes(*this);
   int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
-  bool specialised = t.numWarps == kWarpSpecialisedWarps;
+  // By default that is the warp-specialised kernel (TMA producer, two
+  // ping-ponging consumer warpgroups): 1.3-1.45x the two-warpgroup kernel
+  // at every head dim on H200 (bench/RESULTS.md).
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
-    t.numWarps = bigTileWarps;
+    t.numWarps = kWarpSpecialisedWarps;
+  bool specialised = t.numWarps == kWarpSpecialisedWarps;
   if (isPrefill(kind)) {
     // One 16-row MMA tile per warp ties tile_q to num_warps: derive
     // whichever of the two is missing from the other.
