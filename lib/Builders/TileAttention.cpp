@@ -400,13 +400,7 @@ SmallVector<AccFragment> TileEngine::computeScoresWgmma(Value slot) {
       wgmma.descriptorKMajor(slotAddress(ringOffset, kSlotBytes, slot));
   SmallVector<AccFragment> s(t.tileKV / 8, mmaQK.zeroAcc());
   wgmma.fence({});
-  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk) {
-    int64_t panel = kk / 4, within = kk % 4 * 32;
-    // Separate statements: argument evaluation order would decide the IR.
-    Value a = wgmma.advance(descQ, panel * t.tileQ * kPanelRowBytes + within);
-    Value bK = wgmma.advance(descK, panel * t.tileKV * kPanelRowBytes + within);
-    wgmma.mma(s, a, bK, /*transB=*/false, /*accumulate=*/kk > 0);
-  }
+  wgmma.mmaKMajorPanels(s, descQ, t.tileQ, descK, t.tileKV, cfg.headDimQK);
   wgmma.commitAndWait(s);
   return s;
 }

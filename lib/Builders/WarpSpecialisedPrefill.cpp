@@ -211,8 +211,7 @@ void WarpSpecialisedPrefill::produce() {
 }
 
 SmallVector<AccFragment> WarpSpecialisedPrefill::issueScores(Value slot) {
-  // A = this warpgroup's 64 rows of Q, B = K, both K-major: a k step of 16
-  // moves 32 bytes within a panel, every fourth starts the next panel.
+  // A = this warpgroup's 64 rows of Q, B = K, both K-major.
   Value qAddress = sharedOffset(
       b, smem,
       arith::MulIOp::create(b, consumer, cIdx(b, 64 * kPanelRowBytes)));
@@ -223,12 +222,7 @@ SmallVector<AccFragment> WarpSpecialisedPrefill::issueScores(Value slot) {
   Value descK = wgmma.descriptorKMajor(kAddress);
   SmallVector<AccFragment> s(t.tileKV / 8, mma.zeroAcc());
   wgmma.fence({});
-  for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk) {
-    int64_t panel = kk / 4, within = kk % 4 * 32;
-    Value a = wgmma.advance(descQ, panel * t.tileQ * kPanelRowBytes + within);
-    Value bK = wgmma.advance(descK, panel * t.tileKV * kPanelRowBytes + within);
-    wgmma.mma(s, a, bK, /*transB=*/false, /*accumulate=*/kk > 0);
-  }
+  wgmma.mmaKMajorPanels(s, descQ, t.tileQ, descK, t.tileKV, cfg.headDimQK);
   wgmma.commit();
   return s;
 }

@@ -189,6 +189,19 @@ void WgmmaEmitter::mma(MutableArrayRef<AccFragment> acc, Value descA,
   emit(acc, ValueRange{descA}, descB, transB, accumulate);
 }
 
+void WgmmaEmitter::mmaKMajorPanels(MutableArrayRef<AccFragment> acc,
+                                   Value descA, int64_t aRows, Value descB,
+                                   int64_t bRows, int64_t depth) {
+  constexpr int64_t kPanelRowBytes = 128;
+  for (int64_t kk = 0; kk < depth / 16; ++kk) {
+    int64_t panel = kk / 4, within = kk % 4 * 32;
+    // Separate statements: argument evaluation order would decide the IR.
+    Value a = advance(descA, panel * aRows * kPanelRowBytes + within);
+    Value bK = advance(descB, panel * bRows * kPanelRowBytes + within);
+    mma(acc, a, bK, /*transB=*/false, /*accumulate=*/kk > 0);
+  }
+}
+
 void WgmmaEmitter::mma(MutableArrayRef<AccFragment> acc, const AFragment &a,
                        Value descB, bool transB) {
   emit(acc, ValueRange(a), descB, transB, /*accumulate=*/true);

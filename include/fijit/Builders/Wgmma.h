@@ -48,6 +48,12 @@ public:
   /// A and B from shared memory, B MN-major with `transB`.
   void mma(llvm::MutableArrayRef<AccFragment> acc, mlir::Value descA,
            mlir::Value descB, bool transB, bool accumulate);
+  /// acc = A * B^T over `depth` (a multiple of 64) for two K-major operands
+  /// in 64-column panels of `aRows` and `bRows` 128-byte rows: a k step of
+  /// 16 moves 32 bytes within a panel, every fourth starts the next panel.
+  void mmaKMajorPanels(llvm::MutableArrayRef<AccFragment> acc,
+                       mlir::Value descA, int64_t aRows, mlir::Value descB,
+                       int64_t bRows, int64_t depth);
   /// acc += A * B with A from registers (the mma.sync A layout).
   void mma(llvm::MutableArrayRef<AccFragment> acc, const AFragment &a,
            mlir::Value descB, bool transB);
