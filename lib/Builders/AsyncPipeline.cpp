@@ -104,6 +104,10 @@ void setWarpgroupRegisters(ImplicitLocOpBuilder &b, int32_t count,
                : NVVM::SetMaxRegisterAction::decrease);
 }
 
+void keepWaitBehind(ImplicitLocOpBuilder &b) {
+  LLVM::FenceOp::create(b, LLVM::AtomicOrdering::acq_rel, "block");
+}
+
 Value electOneLane(ImplicitLocOpBuilder &b) {
   return NVVM::ElectSyncOp::create(b, b.getI1Type(), Value());
 }

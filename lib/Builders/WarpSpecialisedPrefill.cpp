@@ -428,6 +428,7 @@ TileResult WarpSpecialisedPrefill::consume() {
       Alphas a;
       SoftmaxState next =
           foldScores(b, st, sj, a, variant.linearLogitScale());
+      keepWaitBehind(b);
       wgmma.wait(o, 0, prevP);
       releaseByWarp(barrier(VEmpty, prevSlot));
       SmallVector<AFragment> pj = toOperands(sj);

@@ -66,6 +66,14 @@ void namedBarrierArrive(mlir::ImplicitLocOpBuilder &b, mlir::Value id,
 void setWarpgroupRegisters(mlir::ImplicitLocOpBuilder &b, int32_t count,
                            bool increase);
 
+/// A CTA-scope acquire-release fence (`fence.acq_rel.cta`). ptxas schedules
+/// a `wgmma.wait_group` as early as its basic block allows; a memory fence is
+/// the one instruction it does not move the wait above, so placing this
+/// right before a wait keeps the work in front of it under the GEMM in
+/// flight. The consumer has no memory operations pending there, so the fence
+/// itself waits for nothing.
+void keepWaitBehind(mlir::ImplicitLocOpBuilder &b);
+
 /// i1: whether this lane is the one elect.sync picks in its warp.
 mlir::Value electOneLane(mlir::ImplicitLocOpBuilder &b);
 

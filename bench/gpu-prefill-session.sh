@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One GPU call for prefill work: builds the extension against the carried core
+# (bench/run-on-gpu.sh none), compiles FlashInfer's FA3 modules in the
+# background (their nvcc time stays out of every timed region), runs
+# `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
+# SDPA flash, and any extra tunings. Results under $OUT.
+#   bench/gpu-prefill-session.sh [--no-tests] [--shapes S] [--tunings "T1;T2"]
+# Carry .carry/ (the packed core and a copy of ../shared/flashinfer).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/fijit-out}
+tests=1 shapes=all tunings=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-tests) tests=0 ;;
+    --shapes) shift; shapes=$1 ;;
+    --tunings) shift; tunings=$1 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+bash bench/run-on-gpu.sh none || exit 1
+export PYTHONUNBUFFERED=1 FIJIT_PYTHONPATH=/tmp/fijit-py PYTHONPATH=/tmp/fijit-py
+export FIJIT_CACHE_DIR=/tmp/fijit-cache
+# shellcheck disable=SC1091
+source .carry/flashinfer/env.sh
+python3 bench/prefill/warm_flashinfer.py --dims 64,128,256 \
+  >"$OUT/fa3-warm.log" 2>&1 &
+warm=$!
+rc=0
+if [ $tests = 1 ]; then
+  python3 -m pytest test/python -m gpu -q -p no:cacheprovider -x 2>&1 |
+    tee "$OUT/pytest-gpu.log" | tail -15
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
+wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 "$OUT/fa3-warm.log"; }
+cat "$OUT/fa3-warm.log" | grep '^\[warm\]'
+python3 bench/prefill/prefill.py --no-triton --flashinfer 64,128,256 \
+  --shapes "$shapes" --json "$OUT/prefill.json" 2>&1 | tee "$OUT/prefill.md"
+IFS=';' read -ra extra <<<"$tunings"
+for t in "${extra[@]}"; do
+  [ -n "$t" ] || continue
+  python3 bench/prefill/prefill.py --no-triton --tuning "${t%%@*}" \
+    --shapes "${t#*@}" 2>&1 | tee -a "$OUT/prefill-tunings.md"
+done
+exit $rc
