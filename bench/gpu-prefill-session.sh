@@ -24,7 +24,7 @@ export PYTHONUNBUFFERED=1 FIJIT_PYTHONPATH=/tmp/fijit-py PYTHONPATH=/tmp/fijit-p
 export FIJIT_CACHE_DIR=/tmp/fijit-cache
 # shellcheck disable=SC1091
 source .carry/flashinfer/env.sh
-python3 bench/prefill/warm_flashinfer.py --dims 64,128,256 \
+python3 bench/prefill/warm_flashinfer.py --dims 64,128,256 --batch \
   >"$OUT/fa3-warm.log" 2>&1 &
 warm=$!
 rc=0
@@ -37,6 +37,8 @@ wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 "$OUT/fa3-warm.log";
 cat "$OUT/fa3-warm.log" | grep '^\[warm\]'
 python3 bench/prefill/prefill.py --no-triton --flashinfer 64,128,256 \
   --shapes "$shapes" --json "$OUT/prefill.json" 2>&1 | tee "$OUT/prefill.md"
+python3 bench/prefill/batch.py --flashinfer --tunings ",num_warps=8:tile_kv=128" \
+  --json "$OUT/batch.json" 2>&1 | tee "$OUT/batch.md"
 IFS=';' read -ra extra <<<"$tunings"
 for t in "${extra[@]}"; do
   [ -n "$t" ] || continue

@@ -101,6 +101,8 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
                                 const AttentionConfig &cfg) {
+  if (cfg.warpSpecialised())
+    return buildWarpSpecialisedPrefill(b, cfg);
   if (failed(checkTileSupport(b, cfg)))
     return failure();
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);

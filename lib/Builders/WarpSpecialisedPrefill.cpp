@@ -12,15 +12,22 @@
 //    (ping-pong), so one's softmax runs under the other's GEMMs.
 // Only key tiles that some query of the CTA cannot fully see pay for masks.
 //
-// ABI: the tensor maps of Q, K and V (128-byte grid-constant parameters),
-// o and lse (flat memrefs), i32 qo_len, kv_len, o_stride_n, o_stride_h, f32
-// sm_scale. Grid (ceil(qo_len / 128), num_qo_heads), 384 threads; Q and K/V
-// strides live in the tensor maps.
+// ABI, single_prefill: the tensor maps of Q, K and V (128-byte grid-constant
+// parameters), o and lse (flat memrefs), i32 qo_len, kv_len, o_stride_n,
+// o_stride_h, f32 sm_scale. Grid (ceil(qo_len / 128), num_qo_heads), 384
+// threads; Q and K/V strides live in the tensor maps.
+// batch_prefill_ragged: the same maps over the packed [tokens, heads, dim]
+// tensors, o, lse, qo_indptr and kv_indptr (i32 memrefs), i32 o_stride_n,
+// o_stride_h, f32 sm_scale; grid (ceil(max_qo_len / 128), num_qo_heads,
+// batch). A request's tiles start at its indptr rows; rows of a box past the
+// request's end belong to the next one and are masked (keys) or not stored
+// (queries).
 //
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/AsyncPipeline.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KVCache.h"
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Wgmma.h"
 
@@ -103,6 +110,10 @@ private:
   void releaseByWarp(const MBarrier &bar);
   void pingPongSync();
   void pingPongArrive();
+  /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
+  /// bases and the variant's scalars).
+  void bindArguments(ValueRange args);
+  void emitCTA();
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -114,6 +125,9 @@ private:
   gpu::GPUFuncOp func;
 
   Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
+  /// First token row of this CTA's request in the packed Q/O and K/V
+  /// tensors (0 for single_prefill).
+  Value qoRowBase, kvRowBase;
   Value tid, lane, warp, smem;
   Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
   // Consumer state: which warpgroup (0, 1), its rows of this lane.
@@ -176,7 +190,8 @@ void WarpSpecialisedPrefill::produce() {
       };
       MBarrier qFull{sharedOffset(b, smem, plan.qFull())};
       qFull.arriveExpectTx(b, plan.qBytes);
-      Value qRow = i32Of(b, qStart), qHead = i32Of(b, head);
+      Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
+      Value qHead = i32Of(b, head);
       for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
         tmaLoadTile(b, tmaQ,
                     sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
@@ -190,7 +205,7 @@ void WarpSpecialisedPrefill::produce() {
       std::tie(slot, parity) = slotOf(tile);
       // A fresh empty barrier passes a wait on parity 1 at once.
       Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
-      Value row = i32Of(b, kvStartOf(tile));
+      Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
       auto load = [&](BarrierArray full, BarrierArray empty, Value map,
                       int64_t ring, int64_t slotBytes, int64_t headDim) {
         barrier(empty, slot).wait(b, emptyParity);
@@ -463,20 +478,36 @@ TileResult WarpSpecialisedPrefill::consume() {
   return res;
 }
 
-void WarpSpecialisedPrefill::emit() {
-  Block &entry = func.getBody().front();
-  b.setInsertionPointToStart(&entry);
-  auto args = entry.getArguments();
+void WarpSpecialisedPrefill::bindArguments(ValueRange args) {
   tmaQ = args[0];
   tmaK = args[1];
   tmaV = args[2];
   o = args[3];
   lse = args[4];
-  qoLen = toIndex(b, args[5]);
-  kvLen = toIndex(b, args[6]);
+  if (cfg.kind == KernelKind::SinglePrefill) {
+    qoLen = toIndex(b, args[5]);
+    kvLen = toIndex(b, args[6]);
+    oStrideN = toIndex(b, args[7]);
+    oStrideH = toIndex(b, args[8]);
+    variant.bind(b, args[9], qoLen, kvLen);
+    qoRowBase = kvRowBase = cIdx(b, 0);
+    return;
+  }
+  Value req = gpu::BlockIdOp::create(b, gpu::Dimension::z);
+  Value next = arith::AddIOp::create(b, req, cIdx(b, 1));
+  qoRowBase = loadIndex(b, args[5], req);
+  qoLen = arith::SubIOp::create(b, loadIndex(b, args[5], next), qoRowBase);
+  kvRowBase = loadIndex(b, args[6], req);
+  kvLen = arith::SubIOp::create(b, loadIndex(b, args[6], next), kvRowBase);
   oStrideN = toIndex(b, args[7]);
   oStrideH = toIndex(b, args[8]);
   variant.bind(b, args[9], qoLen, kvLen);
+}
+
+void WarpSpecialisedPrefill::emit() {
+  Block &entry = func.getBody().front();
+  b.setInsertionPointToStart(&entry);
+  bindArguments(entry.getArguments());
 
   tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
@@ -499,6 +530,19 @@ void WarpSpecialisedPrefill::emit() {
   head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   kvHead = arith::DivUIOp::create(b, head, cIdx(b, cfg.groupSize()));
   qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
+  if (cfg.kind == KernelKind::SinglePrefill) {
+    emitCTA();
+  } else {
+    // The grid covers the longest request: CTAs past this one's queries
+    // have nothing to do (the whole CTA leaves, before any barrier).
+    emitIf(b,
+           arith::CmpIOp::create(b, arith::CmpIPredicate::slt, qStart, qoLen),
+           [&] { emitCTA(); });
+  }
+  gpu::ReturnOp::create(b);
+}
+
+void WarpSpecialisedPrefill::emitCTA() {
   qEnd = arith::MinSIOp::create(
       b, arith::AddIOp::create(b, qStart, cIdx(b, t.tileQ)), qoLen);
   Value kvEnd;
@@ -513,16 +557,15 @@ void WarpSpecialisedPrefill::emit() {
   Value isProducer = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tid,
                                            cIdx(b, kWarpgroupThreads));
   auto roles = scf::IfOp::create(b, isProducer, /*withElseRegion=*/true);
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(roles.thenBlock()->getTerminator());
-    produce();
-    b.setInsertionPoint(roles.elseBlock()->getTerminator());
-    TileResult res = consume();
-    storeQueryRows(b, cfg, res, rows, qoLen, /*tokenBase=*/Value(), head, o,
-                   lse, oStrideN, oStrideH);
-  }
-  gpu::ReturnOp::create(b);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(roles.thenBlock()->getTerminator());
+  produce();
+  b.setInsertionPoint(roles.elseBlock()->getTerminator());
+  TileResult res = consume();
+  Value tokenBase =
+      cfg.kind == KernelKind::SinglePrefill ? Value() : qoRowBase;
+  storeQueryRows(b, cfg, res, rows, qoLen, tokenBase, head, o, lse, oStrideN,
+                 oStrideH);
 }
 
 } // namespace
@@ -531,10 +574,16 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
                                           const AttentionConfig &cfg) {
   MLIRContext *ctx = b.getContext();
   auto ptr = LLVM::LLVMPointerType::get(ctx);
+  Type i32 = b.getI32Type();
   SmallVector<Type> argTypes = {
       ptr, ptr, ptr, flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
       flatGlobalMemref(b, b.getF32Type())};
-  argTypes.append(4, b.getI32Type());
+  if (cfg.kind == KernelKind::SinglePrefill) {
+    argTypes.append(4, i32); // qo_len, kv_len, o_stride_n, o_stride_h
+  } else {
+    argTypes.append(2, flatGlobalMemref(b, i32)); // qo_indptr, kv_indptr
+    argTypes.append(2, i32);                      // o_stride_n, o_stride_h
+  }
   argTypes.push_back(b.getF32Type());
   auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),
                                      FunctionType::get(ctx, argTypes, {}));

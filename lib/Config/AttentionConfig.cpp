@@ -569,13 +569,20 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   if (!defaultTuning || !isPrefill(kind) || kind == KernelKind::SinglePrefill ||
       !bigTileHeadDims(*this) || meanQoLen < minRows)
     return resolved();
+  // Ragged batches take the warp-specialised kernel (TMA reaches packed
+  // rows); paged ones the two-warpgroup tile engine (cp.async through the
+  // page table).
+  if (warpSpecialisedKind(kind) && wgmmaShapes(*this)) {
+    planned.tuning.numWarps = kWarpSpecialisedWarps;
+    return planned.resolved();
+  }
   planned.tuning.numWarps = 8;
   planned.tuning.tileKV = 128;
   return planned.resolved();
 }
 
 bool AttentionConfig::warpSpecialised() const {
-  return kind == KernelKind::SinglePrefill && wgmmaShapes(*this) &&
+  return warpSpecialisedKind(kind) && wgmmaShapes(*this) &&
          resolved().tuning.numWarps == kWarpSpecialisedWarps;
 }
 
@@ -691,11 +698,12 @@ llvm::Error AttentionConfig::validate() const {
     return invalidField("num_warps", tuning.numWarps,
                         "allowed values are 0 (default), 1, 2, 4, 8, 12");
   if (tuning.numWarps == kWarpSpecialisedWarps &&
-      !(kind == KernelKind::SinglePrefill && wgmmaShapes(*this)))
+      !(warpSpecialisedKind(kind) && wgmmaShapes(*this)))
     return invalidField("num_warps", tuning.numWarps,
                         "12 (a TMA producer warpgroup and two wgmma consumer "
-                        "warpgroups) needs kind=single_prefill, target=sm_90a "
-                        "and head dims that are multiples of 64");
+                        "warpgroups) needs kind=single_prefill or "
+                        "batch_prefill_ragged, target=sm_90a and head dims "
+                        "that are multiples of 64");
   if (!isValidTile(tuning.tileQ))
     return invalidField("tile_q", tuning.tileQ,
                         "must be 0 (default) or a multiple of 16 in "

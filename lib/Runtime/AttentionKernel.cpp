@@ -165,6 +165,38 @@ static bool launchGrid(const CudaDriver &driver, CUfunction function,
   return true;
 }
 
+/// One [rows, heads, head_dim] operand of a TMA kernel; strides in elements.
+struct TokenRows {
+  void *base;
+  int64_t rows, rowStride, headStride;
+};
+
+/// The tensor maps of Q, K and V, in the kernel's parameter order, with the
+/// boxes of its tiles (tile_q rows of Q, tile_kv rows of K and V).
+static bool encodeQKVMaps(const CudaDriver &driver, const AttentionConfig &cfg,
+                          const TokenRows &q, const TokenRows &k,
+                          const TokenRows &v, KernelParams &params,
+                          std::string &error) {
+  const TuningKnobs &t = cfg.tuning;
+  TileMapShape shapes[3] = {
+      {q.base, cfg.dtypeQ, cfg.headDimQK, q.rows, cfg.numQOHeads, q.rowStride,
+       q.headStride, t.tileQ},
+      {k.base, cfg.dtypeKV, cfg.headDimQK, k.rows, cfg.numKVHeads, k.rowStride,
+       k.headStride, t.tileKV},
+      {v.base, cfg.dtypeKV, cfg.headDimVO, v.rows, cfg.numKVHeads, v.rowStride,
+       v.headStride, t.tileKV}};
+  const char *names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    auto map = encodeTileMap(driver, shapes[i], names[i]);
+    if (!map) {
+      error = llvm::toString(map.takeError());
+      return false;
+    }
+    params.tensorMap(*map);
+  }
+  return true;
+}
+
 /// What every launch checks first. cp.async moves 16 bytes: every row must
 /// start 16-byte aligned, so base pointers and row/head strides must be too;
 /// a kernel built with return_lse=true writes through `lse`.
@@ -560,13 +592,33 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
   const CudaDriver *driver = ready->driver;
   const State::Loaded *fn = &ready->loaded;
   KernelParams params;
-  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, a.qoIndptr, a.kvIndptr,
-                    a.kvIndices, a.kvLastPageLen})
-    params.memref(ptr);
-  for (int64_t v : {a.qStrideN, a.qStrideH, a.kStrideP, a.kStrideN,
-                    a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
-                    a.oStrideN, a.oStrideH})
-    params.i32(v);
+  if (cfg.warpSpecialised()) {
+    // Ragged Q, K and V as tensor maps over the packed token rows
+    // (WarpSpecialisedPrefill.cpp).
+    if (a.qoRows <= 0 || a.kvRows < 0) {
+      error = "the warp-specialised batch_prefill_ragged kernel needs "
+              "qo_rows (and kv_rows), the token rows of q and k/v";
+      return false;
+    }
+    if (!encodeQKVMaps(*driver, cfg,
+                       {a.q, a.qoRows, a.qStrideN, a.qStrideH},
+                       {a.k, a.kvRows, a.kStrideN, a.kStrideH},
+                       {a.v, a.kvRows, a.vStrideN, a.vStrideH}, params,
+                       error))
+      return false;
+    for (void *ptr : {a.o, a.lse, a.qoIndptr, a.kvIndptr})
+      params.memref(ptr);
+    for (int64_t v : {a.oStrideN, a.oStrideH})
+      params.i32(v);
+  } else {
+    for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, a.qoIndptr, a.kvIndptr,
+                      a.kvIndices, a.kvLastPageLen})
+      params.memref(ptr);
+    for (int64_t v : {a.qStrideN, a.qStrideH, a.kStrideP, a.kStrideN,
+                      a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
+                      a.oStrideN, a.oStrideH})
+      params.i32(v);
+  }
   params.f32(smScaleOf(cfg, a.smScale));
   int64_t tiles = (a.maxQoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
   return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, a.batch},
@@ -684,26 +736,11 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
   KernelParams params;
   if (cfg.warpSpecialised()) {
     // Q, K and V reach the kernel as tensor maps (WarpSpecialisedPrefill.cpp).
-    TileMapShape qMap{a.q, cfg.dtypeQ, cfg.headDimQK, a.qoLen,
-                      cfg.numQOHeads, a.qStrideN, a.qStrideH,
-                      cfg.tuning.tileQ};
-    TileMapShape kMap{a.k, cfg.dtypeKV, cfg.headDimQK, a.kvLen,
-                      cfg.numKVHeads, a.kStrideN, a.kStrideH,
-                      cfg.tuning.tileKV};
-    TileMapShape vMap = kMap;
-    vMap.base = a.v;
-    vMap.headDim = cfg.headDimVO;
-    vMap.rowStride = a.vStrideN;
-    vMap.headStride = a.vStrideH;
-    for (auto [shape, what] : {std::pair{qMap, "q"}, std::pair{kMap, "k"},
-                               std::pair{vMap, "v"}}) {
-      auto map = encodeTileMap(*driver, shape, what);
-      if (!map) {
-        error = llvm::toString(map.takeError());
-        return false;
-      }
-      params.tensorMap(*map);
-    }
+    if (!encodeQKVMaps(*driver, cfg, {a.q, a.qoLen, a.qStrideN, a.qStrideH},
+                       {a.k, a.kvLen, a.kStrideN, a.kStrideH},
+                       {a.v, a.kvLen, a.vStrideN, a.vStrideH}, params,
+                       error))
+      return false;
     for (void *ptr : {a.o, a.lse})
       params.memref(ptr);
     for (int64_t v : {a.qoLen, a.kvLen, a.oStrideN, a.oStrideH})

@@ -91,7 +91,7 @@ class _BatchPrefillWrapper:
                     total_qo=qo[-1], sm_scale=sm_scale)
 
     def _launch(self, p, cfg, q, k, v, kv_strides, kv_ptrs, out, lse,
-                return_lse):
+                return_lse, kv_rows=0):
         qv = as_view(q, "q")
         check(qv, "q", (p["total_qo"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)
@@ -112,7 +112,8 @@ class _BatchPrefillWrapper:
         p["kernel"]._native.launch_batch_prefill(
             ptrs, p["batch"], p["max_qo_len"], strides,
             float(p["sm_scale"] or 0.0),
-            torch.cuda.current_stream(q.device).cuda_stream)
+            torch.cuda.current_stream(q.device).cuda_stream,
+            qo_rows=p["total_qo"], kv_rows=kv_rows)
         return (out, lse) if return_lse else out
 
 
@@ -149,7 +150,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         strides = [0, k.stride(n), k.stride(h), 0, v.stride(n), v.stride(h)]
         return self._launch(p, cfg, q, k, v, strides,
                             [p["kv_indptr"].data_ptr(), 0, 0], out, lse,
-                            return_lse)
+                            return_lse, kv_rows=p["total_kv"])
 
 
 class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):

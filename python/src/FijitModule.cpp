@@ -107,7 +107,8 @@ void launchDecode(const fijit::AttentionKernel &k,
 void launchBatchPrefill(const fijit::AttentionKernel &k,
                         std::vector<uintptr_t> ptrs, int64_t batch,
                         int64_t maxQoLen, std::vector<int64_t> strides,
-                        float smScale, uintptr_t stream) {
+                        float smScale, uintptr_t stream, int64_t qoRows,
+                        int64_t kvRows) {
   if (ptrs.size() != 9 || strides.size() != 10)
     throw py::value_error("launch_batch_prefill needs 9 pointers (q, k, v, "
                           "o, lse, qo_indptr, kv_indptr, kv_indices, "
@@ -122,6 +123,8 @@ void launchBatchPrefill(const fijit::AttentionKernel &k,
                      strides);
   a.batch = batch;
   a.maxQoLen = maxQoLen;
+  a.qoRows = qoRows;
+  a.kvRows = kvRows;
   a.smScale = smScale;
   a.stream = reinterpret_cast<void *>(stream);
   runReleased([&](std::string &error) { return k.launchBatchPrefill(a, error); });
@@ -200,7 +203,8 @@ PYBIND11_MODULE(_fijit, m) {
            })
       .def("launch_batch_prefill", &launchBatchPrefill, py::arg("ptrs"),
            py::arg("batch"), py::arg("max_qo_len"), py::arg("strides"),
-           py::arg("sm_scale"), py::arg("stream"))
+           py::arg("sm_scale"), py::arg("stream"), py::arg("qo_rows") = 0,
+           py::arg("kv_rows") = 0)
       .def("launch_decode", &launchDecode, py::arg("ptrs"), py::arg("batch"),
            py::arg("kv_len"), py::arg("strides"), py::arg("kv_chunk"),
            py::arg("workspace"), py::arg("workspace_bytes"),

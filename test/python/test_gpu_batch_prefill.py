@@ -18,8 +18,12 @@ REQUESTS = [(1, 1), (17, 33), (0, 40), (100, 100), (64, 700), (333, 1000),
 # 1024 rows), with ragged tails again.
 LONG_REQUESTS = [(1500, 1500), (1300, 2000), (0, 50), (2600, 2600),
                  (1030, 1100), (300, 700)]
-BATCHES = {"short": (REQUESTS, "num_warps=4"),
-           "long": (LONG_REQUESTS, "num_warps=8")}
+# What the plan picks per batch and kind: long ragged batches take the
+# warp-specialised kernel (TMA over the packed rows), long paged ones two
+# warpgroups of the tile engine.
+BATCHES = {"short": (REQUESTS, {"ragged": "num_warps=4", "paged": "num_warps=4"}),
+           "long": (LONG_REQUESTS,
+                    {"ragged": "num_warps=12", "paged": "num_warps=8"})}
 
 
 def as_i32(values):
@@ -50,7 +54,7 @@ def test_ragged(batch, causal, heads, kv_layout):
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, kv_layout)
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
            causal=causal, q_data_type=torch.bfloat16, return_lse=True)
-    assert warps in str(w._plan["kernel"].kernel_config)
+    assert warps["ragged"] in str(w._plan["kernel"].kernel_config)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, kk, vv, out=out, return_lse=True)
     torch.cuda.synchronize()
@@ -79,7 +83,7 @@ def test_paged_matches_dense_and_plan_is_reused(batch, page_size, causal):
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, "NHD")
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
            page_size, causal=causal, q_data_type="bfloat16")
-    assert warps in str(w._plan["kernel"].kernel_config)
+    assert warps["paged"] in str(w._plan["kernel"].kernel_config)
     qi = indptr_of(qo)
     for _ in range(2):
         q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
@@ -92,6 +96,40 @@ def test_paged_matches_dense_and_plan_is_reused(batch, page_size, causal):
             sl = slice(qi[b], qi[b + 1])
             ref, _ = reference(q[sl], *dense[b], causal=causal)
             assert rel_err(out[sl], ref) < 2e-2, b
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("variant", [dict(causal=False), dict(causal=True),
+                                     dict(causal=True, window_left=300),
+                                     dict(logits_soft_cap=20.0)])
+def test_ragged_warp_specialised(d, variant):
+    """The TMA kernel over packed rows, forced on short and awkward requests:
+    boxes that run into the next request's rows (masked keys, unstored
+    queries), an empty request, GQA, f16."""
+    hq, hk = 8, 2
+    qo = [r[0] for r in REQUESTS]
+    kv = [r[1] for r in REQUESTS]
+    dt = torch.float16
+    q = torch.randn(sum(qo), hq, d, device="cuda", dtype=dt)
+    k = torch.randn(sum(kv), hk, d, device="cuda", dtype=dt)
+    v = torch.randn_like(k)
+    w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, "NHD")
+    w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
+           q_data_type=dt, return_lse=True, num_warps=12, **variant)
+    out = torch.full_like(q, float("nan"))
+    _, lse = w.run(q, k, v, out=out, return_lse=True)
+    torch.cuda.synchronize()
+    ref_args = {("soft_cap" if key == "logits_soft_cap" else key): value
+                for key, value in variant.items()}
+    qi, ki = indptr_of(qo), indptr_of(kv)
+    for b, (n_q, n_kv) in enumerate(REQUESTS):
+        if n_q == 0:
+            continue
+        sl_q, sl_k = slice(qi[b], qi[b + 1]), slice(ki[b], ki[b + 1])
+        ref, ref_lse = reference(q[sl_q], k[sl_k], v[sl_k], **ref_args)
+        assert rel_err(out[sl_q], ref) < 2e-2, b
+        finite = torch.isfinite(ref_lse)
+        assert (lse[sl_q][finite] - ref_lse[finite]).abs().max() < 1e-2, b
 
 
 def test_plan_checks_index_tensors():

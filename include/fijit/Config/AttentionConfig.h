@@ -52,6 +52,11 @@ struct TuningKnobs {
 /// num_warps of the warp-specialised sm_90a prefill kernel: one producer
 /// warpgroup that issues TMA loads and two consumer warpgroups on wgmma.
 inline constexpr int64_t kWarpSpecialisedWarps = 12;
+/// The kinds that kernel serves: TMA boxes reach their Q/K/V rows directly
+/// (a page table would need one box per page).
+inline bool warpSpecialisedKind(KernelKind k) {
+  return k == KernelKind::SinglePrefill || k == KernelKind::BatchPrefillRagged;
+}
 
 /// Warps that hold query rows (16 each) in a prefill kernel of `numWarps`.
 inline constexpr int64_t computeWarps(int64_t numWarps) {
