@@ -118,8 +118,9 @@ struct BatchPrefillLaunchArgs {
   void *qoIndptr = nullptr, *kvIndptr = nullptr, *kvIndices = nullptr;
   void *kvLastPageLen = nullptr;
   int64_t batch = 0, maxQoLen = 0;
-  /// Token rows of q/o and of ragged k/v (sum of the lengths): the extents
-  /// of the tensor maps that warp-specialised (TMA) kernels read through.
+  /// Token rows of q/o, and of ragged k/v (sum of the lengths) or pages of
+  /// the paged cache: the extents of the tensor maps that warp-specialised
+  /// (TMA) kernels read through.
   int64_t qoRows = 0, kvRows = 0;
   int64_t qStrideN = 0, qStrideH = 0;
   int64_t kStrideP = 0, kStrideN = 0, kStrideH = 0;

@@ -52,9 +52,8 @@ KVSource raggedKV(ImplicitLocOpBuilder &b, Value kvIndptr, Value req,
                      v);
 }
 
-KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, int64_t tileKV,
-                 Value kvIndptr, Value kvIndices, Value kvLastPageLen,
-                 Value req, Value kvHead, KVStrides k, KVStrides v) {
+PageRange pageRange(ImplicitLocOpBuilder &b, int64_t pageSize,
+                    Value kvIndptr, Value kvLastPageLen, Value req) {
   Value pageBegin = loadIndex(b, kvIndptr, req);
   Value pageEnd =
       loadIndex(b, kvIndptr, arith::AddIOp::create(b, req, cIdx(b, 1)));
@@ -70,6 +69,14 @@ KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, int64_t tileKV,
                                          numPages, cIdx(b, 0));
   Value kvLen = arith::SelectOp::create(
       b, hasPages, arith::AddIOp::create(b, full, tail), cIdx(b, 0));
+  return {pageBegin, numPages, kvLen};
+}
+
+KVSource pagedKV(ImplicitLocOpBuilder &b, int64_t pageSize, int64_t tileKV,
+                 Value kvIndptr, Value kvIndices, Value kvLastPageLen,
+                 Value req, Value kvHead, KVStrides k, KVStrides v) {
+  auto [pageBegin, numPages, kvLen] =
+      pageRange(b, pageSize, kvIndptr, kvLastPageLen, req);
   auto rows = [=](KVStrides s) -> RowOffsetFn {
     return [=](ImplicitLocOpBuilder &ib, Value pos) -> Value {
       Value size = cIdx(ib, pageSize);

@@ -22,6 +22,11 @@
 // batch). A request's tiles start at its indptr rows; rows of a box past the
 // request's end belong to the next one and are masked (keys) or not stored
 // (queries).
+// batch_prefill_paged: K and V maps are 4-D (head_dim, row in page, head,
+// page) over the page pool and a K/V tile is one box per page it spans
+// (min(page_size, tile_kv) rows, at page ids read from kv_indices); then o,
+// lse, qo_indptr, kv_indptr, kv_indices, kv_last_page_len, i32 o_stride_n,
+// o_stride_h, f32 sm_scale.
 //
 //===----------------------------------------------------------------------===//
 
@@ -110,6 +115,25 @@ private:
   void releaseByWarp(const MBarrier &bar);
   void pingPongSync();
   void pingPongArrive();
+  /// Q's boxes, by one thread.
+  void loadQ();
+  /// The K/V ring: by one thread, or by the whole warp (one box per lane).
+  void produceKV(bool wholeWarp);
+  /// TMA loads of K or V tile `tile` of packed rows into ring slot
+  /// `slotBase` (one box per 64 columns).
+  void loadKVTile(Value map, Value slotBase, int64_t headDim, Value tile,
+                  const MBarrier &full);
+  /// The box of a paged K/V tile that this lane loads: page id, row in the
+  /// page and place in the slot; `issues` is false for lanes past the boxes.
+  struct Box {
+    Value issues, page, row, smemOffset;
+  };
+  Box pageBoxOfLane(Value tile);
+  void loadKVBox(Value map, Value slotBase, int64_t headDim, const Box &box,
+                 const MBarrier &full);
+  Value c32(int64_t v) {
+    return arith::ConstantIntOp::create(b, b.getI32Type(), v);
+  }
   /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
   /// bases and the variant's scalars).
   void bindArguments(ValueRange args);
@@ -128,6 +152,9 @@ private:
   /// First token row of this CTA's request in the packed Q/O and K/V
   /// tensors (0 for single_prefill).
   Value qoRowBase, kvRowBase;
+  /// Paged K/V: the page table and this request's pages.
+  Value kvIndices;
+  PageRange pages;
   Value tid, lane, warp, smem;
   Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
   // Consumer state: which warpgroup (0, 1), its rows of this lane.
@@ -181,48 +208,107 @@ void WarpSpecialisedPrefill::produce() {
   setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
   Value firstWarp =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
   emitIf(b, firstWarp, [&] {
     emitIf(b, electOneLane(b), [&] {
-      for (Value map : {tmaQ, tmaK, tmaV})
-        prefetchTensorMap(b, map);
-      auto c32 = [&](int64_t v) {
-        return arith::ConstantIntOp::create(b, b.getI32Type(), v);
-      };
-      MBarrier qFull{sharedOffset(b, smem, plan.qFull())};
-      qFull.arriveExpectTx(b, plan.qBytes);
-      Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
-      Value qHead = i32Of(b, head);
-      for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
-        tmaLoadTile(b, tmaQ,
-                    sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
-                    {c32(p * kPanelCols), qRow, qHead}, qFull);
-      Value kvHead32 = i32Of(b, kvHead);
-      auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      Value tile = loop.getInductionVar();
-      Value slot, parity;
-      std::tie(slot, parity) = slotOf(tile);
-      // A fresh empty barrier passes a wait on parity 1 at once.
-      Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
-      Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
-      auto load = [&](BarrierArray full, BarrierArray empty, Value map,
-                      int64_t ring, int64_t slotBytes, int64_t headDim) {
-        barrier(empty, slot).wait(b, emptyParity);
-        MBarrier fullBar = barrier(full, slot);
-        fullBar.arriveExpectTx(b, slotBytes);
-        Value slotBase = sharedOffset(
-            b, sharedOffset(b, smem, ring),
-            arith::MulIOp::create(b, slot, cIdx(b, slotBytes)));
-        for (int64_t p = 0; p < headDim / kPanelCols; ++p)
-          tmaLoadTile(b, map,
-                      sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
-                      {c32(p * kPanelCols), row, kvHead32}, fullBar);
-      };
-      load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
-      load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
+      loadQ();
+      if (!paged)
+        produceKV(/*wholeWarp=*/false);
     });
+    // A paged tile is many boxes: lane i loads box i's page id and issues
+    // it, so no thread holds them all (the producer has 24 registers).
+    if (paged)
+      produceKV(/*wholeWarp=*/true);
   });
+}
+
+void WarpSpecialisedPrefill::loadQ() {
+  for (Value map : {tmaQ, tmaK, tmaV})
+    prefetchTensorMap(b, map);
+  MBarrier qFull{sharedOffset(b, smem, plan.qFull())};
+  qFull.arriveExpectTx(b, plan.qBytes);
+  Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
+  Value qHead = i32Of(b, head);
+  for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
+    tmaLoadTile(b, tmaQ, sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
+                {c32(p * kPanelCols), qRow, qHead}, qFull);
+}
+
+void WarpSpecialisedPrefill::produceKV(bool wholeWarp) {
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  Value slot, parity;
+  std::tie(slot, parity) = slotOf(tile);
+  // A fresh empty barrier passes a wait on parity 1 at once.
+  Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
+  Box box = wholeWarp ? pageBoxOfLane(tile) : Box{};
+  auto load = [&](BarrierArray full, BarrierArray empty, Value map,
+                  int64_t ring, int64_t slotBytes, int64_t headDim) {
+    barrier(empty, slot).wait(b, emptyParity);
+    MBarrier fullBar = barrier(full, slot);
+    if (wholeWarp)
+      emitIf(b,
+             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane,
+                                   cIdx(b, 0)),
+             [&] { fullBar.arriveExpectTx(b, slotBytes); });
+    else
+      fullBar.arriveExpectTx(b, slotBytes);
+    Value slotBase = sharedOffset(
+        b, sharedOffset(b, smem, ring),
+        arith::MulIOp::create(b, slot, cIdx(b, slotBytes)));
+    if (wholeWarp)
+      emitIf(b, box.issues,
+             [&] { loadKVBox(map, slotBase, headDim, box, fullBar); });
+    else
+      loadKVTile(map, slotBase, headDim, tile, fullBar);
+  };
+  load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
+  load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
+}
+
+void WarpSpecialisedPrefill::loadKVTile(Value map, Value slotBase,
+                                        int64_t headDim, Value tile,
+                                        const MBarrier &full) {
+  Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
+  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+    tmaLoadTile(b, map,
+                sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
+                {c32(p * kPanelCols), row, i32Of(b, kvHead)}, full);
+}
+
+WarpSpecialisedPrefill::Box
+WarpSpecialisedPrefill::pageBoxOfLane(Value tile) {
+  // Boxes past the request's last page re-read that page: the TMA must
+  // deliver the whole slot's bytes, and the mask hides those keys.
+  int64_t boxRows = std::min(cfg.pageSize, t.tileKV);
+  Value pageSize = cIdx(b, cfg.pageSize);
+  Value token = arith::AddIOp::create(
+      b, kvStartOf(tile), arith::MulIOp::create(b, lane, cIdx(b, boxRows)));
+  Value lastPage = arith::SubIOp::create(b, pages.count, cIdx(b, 1));
+  Value pageSlot = arith::MinSIOp::create(
+      b, arith::DivUIOp::create(b, token, pageSize), lastPage);
+  Box box;
+  box.issues = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, lane,
+                                     cIdx(b, t.tileKV / boxRows));
+  box.page = i32Of(b, loadIndex(b, kvIndices,
+                                arith::AddIOp::create(b, pages.first,
+                                                      pageSlot)));
+  box.row = i32Of(b, arith::RemUIOp::create(b, token, pageSize));
+  box.smemOffset = arith::MulIOp::create(
+      b, lane, cIdx(b, boxRows * kPanelRowBytes));
+  return box;
+}
+
+void WarpSpecialisedPrefill::loadKVBox(Value map, Value slotBase,
+                                       int64_t headDim, const Box &box,
+                                       const MBarrier &full) {
+  Value at = sharedOffset(b, slotBase, box.smemOffset);
+  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+    tmaLoadTile(b, map, sharedOffset(b, at, p * t.tileKV * kPanelRowBytes),
+                {c32(p * kPanelCols), box.row, i32Of(b, kvHead), box.page},
+                full);
 }
 
 SmallVector<AccFragment> WarpSpecialisedPrefill::issueScores(Value slot) {
@@ -497,11 +583,20 @@ void WarpSpecialisedPrefill::bindArguments(ValueRange args) {
   Value next = arith::AddIOp::create(b, req, cIdx(b, 1));
   qoRowBase = loadIndex(b, args[5], req);
   qoLen = arith::SubIOp::create(b, loadIndex(b, args[5], next), qoRowBase);
-  kvRowBase = loadIndex(b, args[6], req);
-  kvLen = arith::SubIOp::create(b, loadIndex(b, args[6], next), kvRowBase);
-  oStrideN = toIndex(b, args[7]);
-  oStrideH = toIndex(b, args[8]);
-  variant.bind(b, args[9], qoLen, kvLen);
+  int64_t scalars = 7;
+  if (cfg.kind == KernelKind::BatchPrefillPaged) {
+    kvIndices = args[7];
+    pages = pageRange(b, cfg.pageSize, args[6], args[8], req);
+    kvLen = pages.kvLen;
+    kvRowBase = cIdx(b, 0);
+    scalars = 9;
+  } else {
+    kvRowBase = loadIndex(b, args[6], req);
+    kvLen = arith::SubIOp::create(b, loadIndex(b, args[6], next), kvRowBase);
+  }
+  oStrideN = toIndex(b, args[scalars]);
+  oStrideH = toIndex(b, args[scalars + 1]);
+  variant.bind(b, args[scalars + 2], qoLen, kvLen);
 }
 
 void WarpSpecialisedPrefill::emit() {
@@ -581,8 +676,10 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
   if (cfg.kind == KernelKind::SinglePrefill) {
     argTypes.append(4, i32); // qo_len, kv_len, o_stride_n, o_stride_h
   } else {
-    argTypes.append(2, flatGlobalMemref(b, i32)); // qo_indptr, kv_indptr
-    argTypes.append(2, i32);                      // o_stride_n, o_stride_h
+    // qo_indptr, kv_indptr (and kv_indices, kv_last_page_len)
+    argTypes.append(cfg.kind == KernelKind::BatchPrefillPaged ? 4 : 2,
+                    flatGlobalMemref(b, i32));
+    argTypes.append(2, i32); // o_stride_n, o_stride_h
   }
   argTypes.push_back(b.getF32Type());
   auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),

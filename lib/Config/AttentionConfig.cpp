@@ -561,6 +561,16 @@ std::optional<AttentionConfig> AttentionConfig::standIn() const {
   return quick.resolved();
 }
 
+/// Whether a warp-specialised kernel with `tileKV`-key tiles can load this
+/// config's keys with TMA boxes: one per page of min(page_size, tile_kv)
+/// rows, whole 8-row atoms of the 128-byte swizzle, pages and tiles nested.
+static bool pagedBoxesFit(const AttentionConfig &c, int64_t tileKV) {
+  if (c.kind != KernelKind::BatchPrefillPaged)
+    return true;
+  int64_t box = std::min(c.pageSize, tileKV);
+  return box % 8 == 0 && (tileKV % c.pageSize == 0 || c.pageSize % tileKV == 0);
+}
+
 AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   auto [planned, defaultTuning] = withDefaultTuning(*this);
   // Causal requests need to be longer: their diagonal tiles, half masked,
@@ -569,10 +579,10 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   if (!defaultTuning || !isPrefill(kind) || kind == KernelKind::SinglePrefill ||
       !bigTileHeadDims(*this) || meanQoLen < minRows)
     return resolved();
-  // Ragged batches take the warp-specialised kernel (TMA reaches packed
-  // rows); paged ones the two-warpgroup tile engine (cp.async through the
-  // page table).
-  if (warpSpecialisedKind(kind) && wgmmaShapes(*this)) {
+  // The warp-specialised kernel where TMA boxes reach the keys: packed rows,
+  // or pages of whole 8-row swizzle atoms that tile 128 keys evenly; other
+  // paged caches take two warpgroups of the tile engine (cp.async).
+  if (pagedBoxesFit(*this, 128)) {
     planned.tuning.numWarps = kWarpSpecialisedWarps;
     return planned.resolved();
   }
@@ -701,9 +711,8 @@ llvm::Error AttentionConfig::validate() const {
       !(warpSpecialisedKind(kind) && wgmmaShapes(*this)))
     return invalidField("num_warps", tuning.numWarps,
                         "12 (a TMA producer warpgroup and two wgmma consumer "
-                        "warpgroups) needs kind=single_prefill or "
-                        "batch_prefill_ragged, target=sm_90a and head dims "
-                        "that are multiples of 64");
+                        "warpgroups) needs a prefill kind, target=sm_90a and "
+                        "head dims that are multiples of 64");
   if (!isValidTile(tuning.tileQ))
     return invalidField("tile_q", tuning.tileQ,
                         "must be 0 (default) or a multiple of 16 in "
@@ -718,6 +727,13 @@ llvm::Error AttentionConfig::validate() const {
 
   AttentionConfig r = resolved();
   const TuningKnobs &t = r.tuning;
+  if (t.numWarps == kWarpSpecialisedWarps && !pagedBoxesFit(r, t.tileKV))
+    return invalidField(
+        "page_size", pageSize,
+        "with num_warps=12 a K/V tile of " + llvm::Twine(t.tileKV) +
+            " keys is loaded one page at a time: pages must hold a multiple "
+            "of 8 keys and divide tile_kv or be a multiple of it (or use "
+            "num_warps=8)");
   if (isPrefill(kind) && t.tileQ != 16 * computeWarps(t.numWarps))
     return invalidField(
         "tile_q", t.tileQ,

@@ -165,10 +165,12 @@ static bool launchGrid(const CudaDriver &driver, CUfunction function,
   return true;
 }
 
-/// One [rows, heads, head_dim] operand of a TMA kernel; strides in elements.
+/// One [rows, heads, head_dim] operand of a TMA kernel (paged: `rows` per
+/// page, `pages` of them); strides in elements.
 struct TokenRows {
   void *base;
   int64_t rows, rowStride, headStride;
+  int64_t pages = 0, pageStride = 0;
 };
 
 /// The tensor maps of Q, K and V, in the kernel's parameter order, with the
@@ -178,13 +180,15 @@ static bool encodeQKVMaps(const CudaDriver &driver, const AttentionConfig &cfg,
                           const TokenRows &v, KernelParams &params,
                           std::string &error) {
   const TuningKnobs &t = cfg.tuning;
+  // A paged K/V tile is one box per page it spans.
+  int64_t kvBox = k.pages > 0 ? std::min(cfg.pageSize, t.tileKV) : t.tileKV;
   TileMapShape shapes[3] = {
       {q.base, cfg.dtypeQ, cfg.headDimQK, q.rows, cfg.numQOHeads, q.rowStride,
        q.headStride, t.tileQ},
       {k.base, cfg.dtypeKV, cfg.headDimQK, k.rows, cfg.numKVHeads, k.rowStride,
-       k.headStride, t.tileKV},
+       k.headStride, kvBox, k.pages, k.pageStride},
       {v.base, cfg.dtypeKV, cfg.headDimVO, v.rows, cfg.numKVHeads, v.rowStride,
-       v.headStride, t.tileKV}};
+       v.headStride, kvBox, v.pages, v.pageStride}};
   const char *names[3] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i) {
     auto map = encodeTileMap(driver, shapes[i], names[i]);
@@ -593,21 +597,28 @@ bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
   const State::Loaded *fn = &ready->loaded;
   KernelParams params;
   if (cfg.warpSpecialised()) {
-    // Ragged Q, K and V as tensor maps over the packed token rows
-    // (WarpSpecialisedPrefill.cpp).
-    if (a.qoRows <= 0 || a.kvRows < 0) {
-      error = "the warp-specialised batch_prefill_ragged kernel needs "
-              "qo_rows (and kv_rows), the token rows of q and k/v";
+    // Q, K and V as tensor maps over the packed token rows, or K and V over
+    // the page pool (WarpSpecialisedPrefill.cpp).
+    if (a.qoRows <= 0 || a.kvRows <= 0) {
+      error = "the warp-specialised batch prefill kernel needs qo_rows and "
+              "kv_rows: the token rows of q, and of ragged k/v or the pages "
+              "of the paged cache";
       return false;
     }
-    if (!encodeQKVMaps(*driver, cfg,
-                       {a.q, a.qoRows, a.qStrideN, a.qStrideH},
-                       {a.k, a.kvRows, a.kStrideN, a.kStrideH},
-                       {a.v, a.kvRows, a.vStrideN, a.vStrideH}, params,
-                       error))
+    TokenRows k{a.k, a.kvRows, a.kStrideN, a.kStrideH};
+    TokenRows v{a.v, a.kvRows, a.vStrideN, a.vStrideH};
+    if (paged) {
+      k = {a.k, cfg.pageSize, a.kStrideN, a.kStrideH, a.kvRows, a.kStrideP};
+      v = {a.v, cfg.pageSize, a.vStrideN, a.vStrideH, a.kvRows, a.vStrideP};
+    }
+    if (!encodeQKVMaps(*driver, cfg, {a.q, a.qoRows, a.qStrideN, a.qStrideH},
+                       k, v, params, error))
       return false;
     for (void *ptr : {a.o, a.lse, a.qoIndptr, a.kvIndptr})
       params.memref(ptr);
+    if (paged)
+      for (void *ptr : {a.kvIndices, a.kvLastPageLen})
+        params.memref(ptr);
     for (int64_t v : {a.oStrideN, a.oStrideH})
       params.i32(v);
   } else {

@@ -30,33 +30,41 @@ llvm::Expected<CUtensorMap> encodeTileMap(const CudaDriver &driver,
         "the CUDA driver lacks cuTensorMapEncodeTiled (CUDA 12 or newer "
         "needed for TMA kernels); update the NVIDIA driver");
   int64_t width = byteWidth(s.dtype);
+  bool paged = s.pages > 0;
   // A zero-sized dimension is invalid; an empty tensor is never read.
-  unsigned long long dims[3] = {
+  unsigned long long dims[4] = {
       static_cast<unsigned long long>(s.headDim),
       static_cast<unsigned long long>(std::max<int64_t>(s.rows, 1)),
-      static_cast<unsigned long long>(std::max<int64_t>(s.heads, 1))};
+      static_cast<unsigned long long>(std::max<int64_t>(s.heads, 1)),
+      static_cast<unsigned long long>(s.pages)};
   // The head stride of a one-head tensor is never used, but must still be
   // a nonzero multiple of 16 bytes.
   int64_t headStride = s.heads > 1 || s.headStride > 0
                            ? s.headStride
                            : s.rowStride * static_cast<int64_t>(dims[1]);
-  unsigned long long strides[2] = {
+  unsigned long long strides[3] = {
       static_cast<unsigned long long>(s.rowStride * width),
-      static_cast<unsigned long long>(headStride * width)};
-  unsigned box[3] = {static_cast<unsigned>(kBoxColumns),
-                     static_cast<unsigned>(s.boxRows), 1};
-  unsigned elementStrides[3] = {1, 1, 1};
+      static_cast<unsigned long long>(headStride * width),
+      static_cast<unsigned long long>(s.pageStride * width)};
+  unsigned box[4] = {static_cast<unsigned>(kBoxColumns),
+                     static_cast<unsigned>(s.boxRows), 1, 1};
+  unsigned elementStrides[4] = {1, 1, 1, 1};
   CUtensorMap map;
   CUresult rc = driver.cuTensorMapEncodeTiled(
-      &map, s.dtype == DType::F16 ? kDataTypeFloat16 : kDataTypeBFloat16, 3,
-      s.base, dims, strides, box, elementStrides, kInterleaveNone,
+      &map, s.dtype == DType::F16 ? kDataTypeFloat16 : kDataTypeBFloat16,
+      paged ? 4 : 3, s.base, dims, strides, box, elementStrides,
+      kInterleaveNone,
       kSwizzle128B, kL2Promotion256B, kOobFillZeros);
   if (rc)
     return driver.error(
         llvm::formatv("cuTensorMapEncodeTiled({0}: {1} rows x {2} heads x {3}, "
-                      "strides {4}/{5} elements)",
+                      "strides {4}/{5} elements{6})",
                       what, s.rows, s.heads, s.headDim, s.rowStride,
-                      s.headStride)
+                      s.headStride,
+                      paged ? llvm::formatv(", {0} pages {1} apart", s.pages,
+                                            s.pageStride)
+                                  .str()
+                            : std::string())
             .str(),
         rc);
   return map;

@@ -188,4 +188,5 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         return self._launch(
             p, cfg, q, k_cache, v_cache, strides,
             [p["kv_indptr"].data_ptr(), p["kv_indices"].data_ptr(),
-             p["kv_last_page_len"].data_ptr()], out, lse, return_lse)
+             p["kv_last_page_len"].data_ptr()], out, lse, return_lse,
+            kv_rows=k_cache.shape[0])

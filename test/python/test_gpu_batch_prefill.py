@@ -18,12 +18,14 @@ REQUESTS = [(1, 1), (17, 33), (0, 40), (100, 100), (64, 700), (333, 1000),
 # 1024 rows), with ragged tails again.
 LONG_REQUESTS = [(1500, 1500), (1300, 2000), (0, 50), (2600, 2600),
                  (1030, 1100), (300, 700)]
-# What the plan picks per batch and kind: long ragged batches take the
-# warp-specialised kernel (TMA over the packed rows), long paged ones two
-# warpgroups of the tile engine.
-BATCHES = {"short": (REQUESTS, {"ragged": "num_warps=4", "paged": "num_warps=4"}),
+# What the plan picks per batch and kind: long batches take the
+# warp-specialised kernel (TMA boxes of packed rows or of pages), except on
+# page size 1 (two warpgroups of the tile engine).
+BATCHES = {"short": (REQUESTS, {"ragged": "num_warps=4", "paged": "num_warps=4",
+                                "paged 1": "num_warps=4"}),
            "long": (LONG_REQUESTS,
-                    {"ragged": "num_warps=12", "paged": "num_warps=8"})}
+                    {"ragged": "num_warps=12", "paged": "num_warps=12",
+                     "paged 1": "num_warps=8"})}
 
 
 def as_i32(values):
@@ -83,7 +85,8 @@ def test_paged_matches_dense_and_plan_is_reused(batch, page_size, causal):
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, "NHD")
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
            page_size, causal=causal, q_data_type="bfloat16")
-    assert warps["paged"] in str(w._plan["kernel"].kernel_config)
+    expected = warps["paged 1" if page_size == 1 else "paged"]
+    assert expected in str(w._plan["kernel"].kernel_config)
     qi = indptr_of(qo)
     for _ in range(2):
         q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
@@ -130,6 +133,37 @@ def test_ragged_warp_specialised(d, variant):
         assert rel_err(out[sl_q], ref) < 2e-2, b
         finite = torch.isfinite(ref_lse)
         assert (lse[sl_q][finite] - ref_lse[finite]).abs().max() < 1e-2, b
+
+
+@pytest.mark.parametrize("page_size", [8, 16, 256])
+@pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_paged_warp_specialised(page_size, kv_layout, causal):
+    """The TMA kernel on a paged cache, forced on short requests: one box
+    per page (8 and 16 rows), a page bigger than the tile (256), boxes past
+    a request's last page, both layouts."""
+    hq, hk, d = 8, 2, 128
+    qo = [r[0] for r in REQUESTS]
+    kv = [r[1] for r in REQUESTS]
+    cache, indptr, indices, last, dense = random_paged(
+        kv, page_size, hk, d, kv_layout, torch.bfloat16)
+    w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, kv_layout)
+    w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
+           page_size, causal=causal, q_data_type="bfloat16", return_lse=True,
+           num_warps=12)
+    q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
+    out = torch.full_like(q, float("nan"))
+    _, lse = w.run(q, cache, out=out, return_lse=True)
+    torch.cuda.synchronize()
+    qi = indptr_of(qo)
+    for b, (n_q, _) in enumerate(REQUESTS):
+        if n_q == 0:
+            continue
+        sl = slice(qi[b], qi[b + 1])
+        ref, ref_lse = reference(q[sl], *dense[b], causal=causal)
+        assert rel_err(out[sl], ref) < 2e-2, b
+        finite = torch.isfinite(ref_lse)
+        assert (lse[sl][finite] - ref_lse[finite]).abs().max() < 1e-2, b
 
 
 def test_plan_checks_index_tensors():

@@ -39,6 +39,15 @@ KVSource denseKV(mlir::Value kvLen, mlir::Value kvHead, KVStrides k,
 KVSource raggedKV(mlir::ImplicitLocOpBuilder &b, mlir::Value kvIndptr,
                   mlir::Value req, mlir::Value kvHead, KVStrides k,
                   KVStrides v);
+/// A request's pages in a paged cache: the first entry of kv_indices, how
+/// many, and the keys they hold (all of every page but the last).
+struct PageRange {
+  mlir::Value first, count, kvLen;
+};
+PageRange pageRange(mlir::ImplicitLocOpBuilder &b, int64_t pageSize,
+                    mlir::Value kvIndptr, mlir::Value kvLastPageLen,
+                    mlir::Value req);
+
 /// `tileKV`: the kernel's KV tile; tiles start at multiples of it.
 KVSource pagedKV(mlir::ImplicitLocOpBuilder &b, int64_t pageSize,
                  int64_t tileKV, mlir::Value kvIndptr, mlir::Value kvIndices,

@@ -52,10 +52,12 @@ struct TuningKnobs {
 /// num_warps of the warp-specialised sm_90a prefill kernel: one producer
 /// warpgroup that issues TMA loads and two consumer warpgroups on wgmma.
 inline constexpr int64_t kWarpSpecialisedWarps = 12;
-/// The kinds that kernel serves: TMA boxes reach their Q/K/V rows directly
-/// (a page table would need one box per page).
+/// The kinds that kernel serves (its K/V tiles are TMA boxes: of packed
+/// rows, or one per page of a paged cache).
 inline bool warpSpecialisedKind(KernelKind k) {
-  return k == KernelKind::SinglePrefill || k == KernelKind::BatchPrefillRagged;
+  return k == KernelKind::SinglePrefill ||
+         k == KernelKind::BatchPrefillRagged ||
+         k == KernelKind::BatchPrefillPaged;
 }
 
 /// Warps that hold query rows (16 each) in a prefill kernel of `numWarps`.

@@ -6,7 +6,9 @@
 // views); their maps are 3-D (head_dim, rows, heads), innermost first, and a
 // box is one 64-column panel (128 bytes, the 128-byte swizzle's span) of
 // `boxRows` rows of one head, which lands in shared memory in exactly the
-// layout wgmma's 128-byte-swizzle descriptors read.
+// layout wgmma's 128-byte-swizzle descriptors read. A paged cache is 4-D
+// (head_dim, row in page, head, page) and a box is `boxRows` rows of one
+// page and head.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,6 +30,8 @@ struct TileMapShape {
   int64_t headDim = 0, rows = 0, heads = 0;
   int64_t rowStride = 0, headStride = 0;
   int64_t boxRows = 0;
+  /// Paged: `rows` per page, `pages` pages `pageStride` elements apart.
+  int64_t pages = 0, pageStride = 0;
 };
 
 /// Encodes the map; the error names `what` and the driver's reason. Rows
