@@ -1,7 +1,7 @@
 # Writes ${OUT}: FIJIT_BUILD_ID, a hash of every source that shapes the
 # kernels fijit emits. The disk cache keys its version folder on it, so a
 # rebuilt compiler never reads artifacts of another build of the same version.
-file(GLOB_RECURSE _sources ${SRC}/lib/*.cpp ${SRC}/include/*.h
+file(GLOB_RECURSE _sources ${SRC}/lib/*.cpp ${SRC}/lib/*.h ${SRC}/include/*.h
      ${SRC}/include/*.td)
 list(SORT _sources)
 set(_all "")

@@ -26,12 +26,14 @@ llvm_config.with_system_environment(["HOME", "TMP", "TEMP", "CUDA_HOME"])
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
-# fi-opt and fi-compile from this build; `not` also at the start of a RUN
-# line (the default substitution only rewrites it after a pipe).
+# fi-opt, fi-compile and the C++ unit tests from this build; `not` also at
+# the start of a RUN line (the default substitution only rewrites it after a
+# pipe).
 tool_dirs = [config.fijit_tools_dir, config.llvm_tools_dir]
 tools = [
     "fi-opt",
     "fi-compile",
+    "fijit-unit-tests",
     ToolSubst("not", unresolved="fatal", pre=r".-^/\<|%", post="-.="),
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)

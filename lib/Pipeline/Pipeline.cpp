@@ -3,7 +3,7 @@
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/FijitBuildId.h"
 #include "fijit/Builders/Builders.h"
-#include "fijit/Tools/RegisterFijit.h"
+#include "fijit/Pipeline/Registration.h"
 #include "fijit/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"

@@ -3,7 +3,7 @@
 #include "fijit/Tools/OptMain.h"
 #include "fijit/Builders/Builders.h"
 #include "fijit/Pipeline/Pipeline.h"
-#include "fijit/Tools/RegisterFijit.h"
+#include "fijit/Pipeline/Registration.h"
 
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "llvm/Support/CommandLine.h"

@@ -1,9 +1,10 @@
 """The split-KV plan of decode kernels, without a GPU.
 
-Without a usable device the plan assumes an H100's 132 SMs, so its choices
-are fixed here: (kv_chunk, num_splits, workspace bytes) for a batch and
-its longest request. See AttentionKernel::planDecode and
-docs/architecture.md ("The decode kernels").
+Without a usable device the plan assumes an H100 SXM (132 SMs,
+DeviceFacts::h100Sxm), so its choices are fixed here: (kv_chunk,
+num_splits, workspace bytes) for a batch and its longest request. See
+AttentionKernel::planDecode, test/Unit/DecodePlannerTest.cpp (other
+devices) and docs/architecture.md ("The decode kernels").
 """
 import pytest
 
@@ -12,7 +13,7 @@ from conftest import driver_present
 
 pytestmark = pytest.mark.skipif(
     driver_present(), reason="a CUDA driver is installed: the plan would "
-    "use that GPU's SM count instead of the H100's 132")
+    "use that GPU's SM count and limits instead of the H100's")
 
 
 def plan(batch, kv_len, hq, hk, **tuning):

@@ -1,6 +1,6 @@
-//===- RegisterFijit.cpp - Dialects and passes fijit uses -----------------===//
+//===- Registration.cpp - Dialects and passes fijit uses ------------------===//
 
-#include "fijit/Tools/RegisterFijit.h"
+#include "fijit/Pipeline/Registration.h"
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/Transforms/Passes.h"
 

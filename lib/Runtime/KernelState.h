@@ -1,0 +1,71 @@
+//===- KernelState.h - One kernel, shared by the runtime --------*- C++ -*-===//
+//
+// What the kernel store makes and every other part of the runtime reads:
+// one kernel's config, cache key and PTX, and per CUDA context the function
+// the module loader loaded. AttentionKernel objects share it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_LIB_RUNTIME_KERNELSTATE_H
+#define FIJIT_LIB_RUNTIME_KERNELSTATE_H
+
+#include "fijit/Config/AttentionConfig.h"
+#include "fijit/Runtime/CudaDriver.h"
+#include "fijit/fijit.h"
+
+#include "llvm/ADT/DenseMap.h"
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace fijit {
+
+struct AttentionKernel::State {
+  AttentionConfig config;
+  std::string configText, key, ptx, name;
+
+  struct Loaded {
+    CUmodule module = nullptr;
+    CUfunction function = nullptr;
+  };
+  std::mutex mutex;
+  llvm::DenseMap<CUcontext, Loaded> loaded;
+
+  /// The kernel's function in the current context, loaded on first use
+  /// (ModuleLoader.cpp).
+  llvm::Expected<Loaded> function(const CudaDriver &driver);
+
+  /// The driver and this kernel loaded in the current context: what every
+  /// launch needs first.
+  struct Ready {
+    const CudaDriver *driver;
+    Loaded loaded;
+  };
+  llvm::Expected<Ready> prepare() {
+    auto driver = CudaDriver::get();
+    if (!driver)
+      return driver.takeError();
+    auto fn = function(*driver);
+    if (!fn)
+      return fn.takeError();
+    return Ready{&*driver, *fn};
+  }
+};
+
+/// A state for `config` with no PTX yet and nothing loaded (a free function:
+/// members of State are exported with AttentionKernel's).
+std::shared_ptr<AttentionKernel::State>
+newKernelState(const AttentionConfig &config);
+
+/// Milliseconds since `start`, for logs and AttentionKernel::compileMs.
+inline double msSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+} // namespace fijit
+
+#endif // FIJIT_LIB_RUNTIME_KERNELSTATE_H

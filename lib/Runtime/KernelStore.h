@@ -1,0 +1,47 @@
+//===- KernelStore.h - Where kernels are found or compiled ------*- C++ -*-===//
+//
+// The tiers getAttentionKernel walks: the in-process front map (config text
+// -> kernel), the disk index (config -> key -> PTX), the read-only bundle,
+// then a compile under the key's inter-process lock. Background compiles
+// use the same tiers.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_LIB_RUNTIME_KERNELSTORE_H
+#define FIJIT_LIB_RUNTIME_KERNELSTORE_H
+
+#include "KernelState.h"
+
+#include "llvm/ADT/StringMap.h"
+
+namespace fijit {
+
+/// The memory tier: config text (as given and canonical) -> kernel state.
+class FrontMap {
+public:
+  std::shared_ptr<AttentionKernel::State> find(llvm::StringRef config);
+  void insert(llvm::StringRef config,
+              std::shared_ptr<AttentionKernel::State> state);
+  void clear();
+
+private:
+  std::mutex mutex;
+  llvm::StringMap<std::shared_ptr<AttentionKernel::State>> map;
+};
+
+FrontMap &frontMap();
+
+/// The disk tier, then the read-only bundle an application may ship; null
+/// when neither has `config`. `tier` names the one that had it.
+std::shared_ptr<AttentionKernel::State>
+findStored(const AttentionConfig &config, const char *&tier);
+
+/// `config`'s kernel from the disk tier or the bundle, else compiled under
+/// its key's lock (where another process may have finished it meanwhile)
+/// and stored on disk.
+llvm::Expected<std::shared_ptr<AttentionKernel::State>>
+resolveUncached(const AttentionConfig &config, const char *&tier);
+
+} // namespace fijit
+
+#endif // FIJIT_LIB_RUNTIME_KERNELSTORE_H
