@@ -134,6 +134,31 @@ void storeQueryRows(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   }
 }
 
+namespace {
+/// How the CTA's warps share a tile: `rowWarps` warps of 16 rows each and,
+/// per row group, `keyWarps` warps over the tile's keys in runs of
+/// `keysPerWarp`. Each warp's share is a whole number of 16-key MMA steps,
+/// as even as the steps allow: when the warps do not divide the steps, the
+/// last key warp's run ends `tailKeys` past the tile (those steps are
+/// masked), rather than leaving the leftover keys unattended.
+struct KeySplit {
+  int64_t rowWarps, keyWarps, keysPerWarp, tailKeys;
+};
+
+KeySplit keySplit(const TuningKnobs &t) {
+  int64_t rowWarps = t.tileQ / 16;
+  int64_t steps = t.tileKV / 16;
+  int64_t spareWarps = std::max<int64_t>(1, t.numWarps / rowWarps);
+  // The fewest steps per warp that the spare warps reach, then the fewest
+  // warps that take that many: a tile then costs ceil(steps / spare) steps.
+  int64_t keyWarpsWanted = std::min(spareWarps, steps);
+  int64_t stepsPerWarp = (steps + keyWarpsWanted - 1) / keyWarpsWanted;
+  int64_t keyWarps = (steps + stepsPerWarp - 1) / stepsPerWarp;
+  return {rowWarps, keyWarps, 16 * stepsPerWarp,
+          16 * (keyWarps * stepsPerWarp - steps)};
+}
+} // namespace
+
 /// Registers per thread that the values live across the KV loop need,
 /// below which ptxas spills (or, under 32, refuses the kernel). Prefill: O
 /// accumulators, Q fragments, S and P of one tile, addresses and softmax
@@ -148,11 +173,7 @@ static int64_t liveRegisters(const AttentionConfig &cfg) {
                 cfg.kind == KernelKind::BatchDecodePaged;
   if (!decode)
     return cfg.headDimVO / 2 + cfg.headDimQK / 4 + 3 * t.tileKV / 4 + 72;
-  int64_t rowWarps = t.tileQ / 16;
-  int64_t keyWarps = std::max<int64_t>(
-      1, std::min(t.numWarps / rowWarps, t.tileKV / 16));
-  int64_t keysPerWarp = t.tileKV / keyWarps;
-  return cfg.headDimVO + cfg.headDimQK / 2 + keysPerWarp / 4 + 24;
+  return cfg.headDimVO + cfg.headDimQK / 2 + keySplit(t).keysPerWarp / 4 + 24;
 }
 
 void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
@@ -231,6 +252,8 @@ private:
   void mergeKeyWarps(TileResult &result);
   /// `keyOffset + c`, or the constant alone when warps do not split keys.
   Value atKey(int64_t c);
+  /// -inf for the scores of the last key warp's steps past the tile.
+  void maskTail(MutableArrayRef<AccFragment> scores);
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -253,14 +276,29 @@ private:
   // them share every KV tile, `keysPerWarp` keys each, with their own
   // softmax state, merged through shared memory at the end. That keeps all
   // warps on the math instead of one, so each CTA pulls more bytes per
-  // second. Warps past rowWarps * keyWarps only help with the copies.
-  int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0;
-  Value rowWarp, keyWarp, keyOffset;
+  // second. Warps past rowWarps * keyWarps only help with the copies. The
+  // last key warp's run may end `tailKeys` past the tile (KeySplit).
+  int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0, tailKeys = 0;
+  Value rowWarp, keyWarp, keyOffset, lastKeyWarp;
 };
 
 Value TileEngine::atKey(int64_t c) {
-  return keyOffset ? arith::AddIOp::create(b, keyOffset, cIdx(b, c))
-                   : cIdx(b, c);
+  if (!keyOffset)
+    return cIdx(b, c);
+  Value key = arith::AddIOp::create(b, keyOffset, cIdx(b, c));
+  // Only the last key warp's tail steps reach past the tile; they read its
+  // last 16 rows instead (scores masked by maskTail), so every ldmatrix
+  // stays inside the slot.
+  if (c >= keysPerWarp - tailKeys)
+    key = arith::MinUIOp::create(b, key, cIdx(b, cfg.tuning.tileKV - 16));
+  return key;
+}
+
+void TileEngine::maskTail(MutableArrayRef<AccFragment> scores) {
+  Value ninf = negInf(b);
+  for (int64_t j = (keysPerWarp - tailKeys) / 8; j < keysPerWarp / 8; ++j)
+    for (Value &x : scores[j])
+      x = arith::SelectOp::create(b, lastKeyWarp, ninf, x);
 }
 
 void TileEngine::allocateSharedMemory() {
@@ -462,9 +500,11 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
-  rowWarps = t.tileQ / 16;
-  keyWarps = std::min(t.numWarps / rowWarps, t.tileKV / 16);
-  keysPerWarp = t.tileKV / keyWarps;
+  KeySplit split = keySplit(t);
+  rowWarps = split.rowWarps;
+  keyWarps = split.keyWarps;
+  keysPerWarp = split.keysPerWarp;
+  tailKeys = split.tailKeys;
   bool allCompute = rowWarps * keyWarps == t.numWarps;
   Value active;
   if (!allCompute)
@@ -479,6 +519,9 @@ TileResult TileEngine::emit() {
                   ? warp
                   : arith::DivUIOp::create(b, warp, cIdx(b, rowWarps));
     keyOffset = arith::MulIOp::create(b, keyWarp, cIdx(b, keysPerWarp));
+    if (tailKeys)
+      lastKeyWarp = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, keyWarp,
+                                          cIdx(b, keyWarps - 1));
   }
   // Results are read from warps 0 .. rowWarps - 1 (rows below tile_q); the
   // rows other warps report lie past tile_q, which every family skips.
@@ -547,6 +590,8 @@ TileResult TileEngine::emit() {
       SmallVector<AccFragment> scores =
           useWgmma ? computeScoresWgmma(slot) : computeScores(qA, slot);
       applyScoreVariant(b, variant, scores, maskRows, lane, kvStart);
+      if (tailKeys)
+        maskTail(scores);
       SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
       if (useWgmma)
         accumulatePVWgmma(scores, slot, out);
