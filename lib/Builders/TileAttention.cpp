@@ -134,31 +134,6 @@ void storeQueryRows(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   }
 }
 
-namespace {
-/// How the CTA's warps share a tile: `rowWarps` warps of 16 rows each and,
-/// per row group, `keyWarps` warps over the tile's keys in runs of
-/// `keysPerWarp`. Each warp's share is a whole number of 16-key MMA steps,
-/// as even as the steps allow: when the warps do not divide the steps, the
-/// last key warp's run ends `tailKeys` past the tile (those steps are
-/// masked), rather than leaving the leftover keys unattended.
-struct KeySplit {
-  int64_t rowWarps, keyWarps, keysPerWarp, tailKeys;
-};
-
-KeySplit keySplit(const TuningKnobs &t) {
-  int64_t rowWarps = t.tileQ / 16;
-  int64_t steps = t.tileKV / 16;
-  int64_t spareWarps = std::max<int64_t>(1, t.numWarps / rowWarps);
-  // The fewest steps per warp that the spare warps reach, then the fewest
-  // warps that take that many: a tile then costs ceil(steps / spare) steps.
-  int64_t keyWarpsWanted = std::min(spareWarps, steps);
-  int64_t stepsPerWarp = (steps + keyWarpsWanted - 1) / keyWarpsWanted;
-  int64_t keyWarps = (steps + stepsPerWarp - 1) / stepsPerWarp;
-  return {rowWarps, keyWarps, 16 * stepsPerWarp,
-          16 * (keyWarps * stepsPerWarp - steps)};
-}
-} // namespace
-
 /// Registers per thread that the values live across the KV loop need,
 /// below which ptxas spills (or, under 32, refuses the kernel). Prefill: O
 /// accumulators, Q fragments, S and P of one tile, addresses and softmax
@@ -173,12 +148,16 @@ static int64_t liveRegisters(const AttentionConfig &cfg) {
                 cfg.kind == KernelKind::BatchDecodePaged;
   if (!decode)
     return cfg.headDimVO / 2 + cfg.headDimQK / 4 + 3 * t.tileKV / 4 + 72;
-  return cfg.headDimVO + cfg.headDimQK / 2 + keySplit(t).keysPerWarp / 4 + 24;
+  // A warp holding more than 32 keys (big GQA groups, few warps) keeps
+  // their scores, probabilities and mask bounds beside O: about one
+  // register per key, measured at head_dim 64 (AttentionConfig's
+  // maxKeysPerWarp keeps head_dim 128 at 32 keys).
+  int64_t keys = warpSplit(t).keysPerWarp;
+  return cfg.headDimVO + cfg.headDimQK / 2 +
+         (keys <= 32 ? keys / 4 + 24 : keys + 8);
 }
 
-void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
-                        const AttentionConfig &cfg) {
-  int64_t smem = cfg.sharedMemoryBytes();
+int64_t tileRegisterCap(const AttentionConfig &cfg) {
   // The CTAs that can be resident split the SM's 64K registers, down to
   // what the kernel's live values need: prefill is compute-bound, and a
   // memory-bound decode kernel that spills loses more than the occupancy
@@ -186,10 +165,16 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
   int64_t ctas = cfg.residentCTAsPerSM();
   int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
   regs = std::max(regs, (liveRegisters(cfg) + 7) / 8 * 8);
+  return std::min<int64_t>(regs, 255);
+}
+
+void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
+                        const AttentionConfig &cfg) {
+  int64_t smem = cfg.sharedMemoryBytes();
   func->setAttr("fijit.shared_memory_bytes", b.getI64IntegerAttr(smem));
-  func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
-                b.getI32IntegerAttr(
-                    static_cast<int32_t>(std::min<int64_t>(regs, 255))));
+  func->setAttr(
+      NVVM::NVVMDialect::getMaxnregAttrName(),
+      b.getI32IntegerAttr(static_cast<int32_t>(tileRegisterCap(cfg))));
 }
 
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
@@ -277,7 +262,7 @@ private:
   // softmax state, merged through shared memory at the end. That keeps all
   // warps on the math instead of one, so each CTA pulls more bytes per
   // second. Warps past rowWarps * keyWarps only help with the copies. The
-  // last key warp's run may end `tailKeys` past the tile (KeySplit).
+  // last key warp's run may end `tailKeys` past the tile (WarpSplit).
   int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0, tailKeys = 0;
   Value rowWarp, keyWarp, keyOffset, lastKeyWarp;
 };
@@ -500,7 +485,7 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
-  KeySplit split = keySplit(t);
+  WarpSplit split = warpSplit(t);
   rowWarps = split.rowWarps;
   keyWarps = split.keyWarps;
   keysPerWarp = split.keysPerWarp;
