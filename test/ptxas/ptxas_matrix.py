@@ -23,7 +23,9 @@ and the decode tuning sweep: single_decode bf16, group 1, on both targets,
 every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
 {1, 2, 4, 8} that fi-opt accepts (the others are listed as invalid), where
 a register cap below the kernel's live values once spilled or failed;
-shown as kind:tuning.
+shown as kind:tuning. Then the seeded random sample (SAMPLE_SIZE valid
+configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
+last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
 `ptxas -arch=<target> -v` and prints the kernel's registers and spill
 stores/loads (every module holds exactly one kernel; decode merges its
@@ -41,7 +43,7 @@ Without ptxas (it ships with the CUDA toolkit only) it prints
 ptxas-matrix.test, which REQUIRES ptxas and so reports UNSUPPORTED instead.
 
 usage: ptxas_matrix.py [--fi-opt PATH] [--ptxas PATH] [--jobs N]
-                       [--workdir DIR]
+                       [--workdir DIR] [--only matrix|sample]
 """
 
 import argparse
@@ -105,17 +107,7 @@ NO_SPILL_MAX_HEAD_DIM = 128
 # group, target) -> why. They are reported as XFAIL; one that no longer
 # spills is reported as XPASS and fails the run, so that its entry goes
 # away with the fix.
-_ONE_WARP = ("one warp holds the scores of every key of its tile beside "
-             "the O accumulators: past 255 registers at any cap (more warps "
-             "split the keys)")
-KNOWN_SPILLS = {
-    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_80"):
-        _ONE_WARP,
-    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_90a"):
-        _ONE_WARP,
-    ("single_decode:tile_kv=256,num_warps=1", 64, False, 1, "sm_90a"):
-        _ONE_WARP,
-}
+KNOWN_SPILLS = {}
 
 
 def find_ptxas(explicit):
