@@ -72,14 +72,17 @@ constexpr int64_t kMergeUnroll = 4;
 
 /// Elements one thread merges in one pass over the splits. A pass keeps, per
 /// element, its state (3 floats) and the kMergeUnroll (lse, o) pairs loaded
-/// ahead, beside about 40 registers of indices and addresses; a big GQA
-/// group has more elements per thread than the register cap holds at once
-/// (group 64 at head_dim 64: 32), so they are merged in several passes.
-int64_t mergeElementsPerPass(const AttentionConfig &cfg) {
-  constexpr int64_t kRegistersPerElement = 3 + 2 * kMergeUnroll;
-  constexpr int64_t kOverhead = 40;
-  return std::max<int64_t>(
-      1, (tileRegisterCap(cfg) - kOverhead) / kRegistersPerElement);
+/// ahead, beside about 32 registers of indices and addresses. ptxas fits
+/// one pass of all of a thread's elements within about 6 registers each by
+/// keeping fewer loads in flight (measured up to GQA group 32); a bigger
+/// group has more (group 64 at head_dim 128: 64 a thread), which spilled,
+/// so those are merged in passes sized for every load in flight.
+int64_t mergeElementsPerPass(const AttentionConfig &cfg, int64_t elements) {
+  constexpr int64_t kOverhead = 32;
+  int64_t budget = tileRegisterCap(cfg) - kOverhead;
+  if (elements * 6 <= budget)
+    return elements;
+  return std::max<int64_t>(1, budget / (3 + 2 * kMergeUnroll));
 }
 
 SmallVector<MergedElement>
@@ -288,7 +291,7 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   emitIf(b, last, [&] {
     emitGpuFence(b);
     SmallVector<GroupElement> all = groupElements(b, cfg, ep, tid);
-    size_t perPass = mergeElementsPerPass(cfg);
+    size_t perPass = mergeElementsPerPass(cfg, all.size());
     for (size_t first = 0; first < all.size(); first += perPass) {
       ArrayRef<GroupElement> elements =
           ArrayRef(all).slice(first, std::min(perPass, all.size() - first));
