@@ -4,7 +4,8 @@
 # background (their nvcc time stays out of every timed region), runs
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
 # SDPA flash, and any extra tunings. Results under $OUT.
-#   bench/gpu-prefill-session.sh [--no-tests] [--shapes S] [--tunings "T1;T2"]
+#   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
+#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"]
 # Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
 # fi-jit.tgz.* from an earlier call's $OUT to skip FlashInfer's compiles).
 set -uo pipefail
@@ -51,6 +52,15 @@ python3 bench/prefill/prefill.py --no-triton --flashinfer 64,128,256 \
   --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
 python3 bench/prefill/batch.py --flashinfer --tunings ",num_warps=8:tile_kv=128" \
   2>&1 | tee "$OUT/batch.md"
+# A second core (FIJIT_B_PACK, e.g. .carry/fijit-prefix-b.tgz) timed on the
+# same shapes in the same call: an A/B of two builds.
+if [ -n "${FIJIT_B_PACK:-}" ]; then
+  FIJIT_PACK=$FIJIT_B_PACK FIJIT_SIDE=-b OUT=/tmp/fijit-setup \
+    bash bench/run-on-gpu.sh none >/dev/null &&
+    PYTHONPATH=/tmp/fijit-py-b FIJIT_PYTHONPATH=/tmp/fijit-py-b \
+      FIJIT_CACHE_DIR=/tmp/fijit-cache-b python3 bench/prefill/prefill.py \
+      --no-triton --shapes "$shapes" 2>&1 | tee "$OUT/prefill-b.md"
+fi
 IFS=';' read -ra extra <<<"$tunings"
 for t in "${extra[@]}"; do
   [ -n "$t" ] || continue
