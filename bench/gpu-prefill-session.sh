@@ -5,18 +5,21 @@
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
 # SDPA flash, and any extra tunings. Results under $OUT.
 #   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
-#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"]
+#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--fa3-dims 64,128,256]
+#       [--test-files "test/python/test_x.py ..."]
 # Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
 # fi-jit.tgz.* from an earlier call's $OUT to skip FlashInfer's compiles).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fijit-out}
-tests=1 shapes=all tunings=""
+tests=1 shapes=all tunings="" dims=64,128,256 test_files=test/python
 while [ $# -gt 0 ]; do
   case $1 in
     --no-tests) tests=0 ;;
     --shapes) shift; shapes=$1 ;;
     --tunings) shift; tunings=$1 ;;
+    --fa3-dims) shift; dims=$1 ;;
+    --test-files) shift; test_files=$1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -34,12 +37,13 @@ if ls .carry/fi-jit.tgz.* >/dev/null 2>&1; then
     cat .carry/fi-jit.tgz.* | tar -xzf - -C "$FLASHINFER_WORKSPACE_BASE" &&
     echo "[fijit] restored FlashInfer's JIT cache"
 fi
-python3 bench/prefill/warm_flashinfer.py --dims 64,128,256 --batch \
+python3 bench/prefill/warm_flashinfer.py --dims "$dims" --batch \
   >/tmp/fa3-warm.log 2>&1 &
 warm=$!
 rc=0
 if [ $tests = 1 ]; then
-  python3 -m pytest test/python -m gpu -q -p no:cacheprovider -x 2>&1 |
+  # shellcheck disable=SC2086
+  python3 -m pytest $test_files -m gpu -q -p no:cacheprovider 2>&1 |
     tee "$OUT/pytest-gpu.log" | tail -15
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
@@ -48,7 +52,7 @@ grep '^\[warm\]' /tmp/fa3-warm.log
 # Bring the compiled modules back (15 MB pieces) for the next call's carry.
 tar -czf - -C "$FLASHINFER_WORKSPACE_BASE" . | split -b 15m - "$OUT/fi-jit.tgz."
 ls -la "$OUT"/fi-jit.tgz.* | awk '{print $5, $9}'
-python3 bench/prefill/prefill.py --no-triton --flashinfer 64,128,256 \
+python3 bench/prefill/prefill.py --no-triton --flashinfer "$dims" \
   --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
 python3 bench/prefill/batch.py --flashinfer --tunings ",num_warps=8:tile_kv=128" \
   2>&1 | tee "$OUT/batch.md"
