@@ -5,7 +5,7 @@
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
 # SDPA flash, and any extra tunings. Results under $OUT.
 #   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
-#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--fa3-dims 64,128,256]
+#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--fa3-dims 64,128,256 | --no-fa3]
 #       [--test-files "test/python/test_x.py ..."]
 # Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
 # fi-jit.tgz.* from an earlier call's $OUT to skip FlashInfer's compiles).
@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
     --shapes) shift; shapes=$1 ;;
     --tunings) shift; tunings=$1 ;;
     --fa3-dims) shift; dims=$1 ;;
+    --no-fa3) dims="" ;;
     --test-files) shift; test_files=$1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -37,9 +38,12 @@ if ls .carry/fi-jit.tgz.* >/dev/null 2>&1; then
     cat .carry/fi-jit.tgz.* | tar -xzf - -C "$FLASHINFER_WORKSPACE_BASE" &&
     echo "[fijit] restored FlashInfer's JIT cache"
 fi
-python3 bench/prefill/warm_flashinfer.py --dims "$dims" --batch \
-  >/tmp/fa3-warm.log 2>&1 &
-warm=$!
+warm=""
+if [ -n "$dims" ]; then
+  python3 bench/prefill/warm_flashinfer.py --dims "$dims" --batch \
+    >/tmp/fa3-warm.log 2>&1 &
+  warm=$!
+fi
 rc=0
 if [ $tests = 1 ]; then
   # shellcheck disable=SC2086
@@ -47,14 +51,18 @@ if [ $tests = 1 ]; then
     tee "$OUT/pytest-gpu.log" | tail -15
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 /tmp/fa3-warm.log; }
-grep '^\[warm\]' /tmp/fa3-warm.log
-# Bring the compiled modules back (15 MB pieces) for the next call's carry.
-tar -czf - -C "$FLASHINFER_WORKSPACE_BASE" . | split -b 15m - "$OUT/fi-jit.tgz."
-ls -la "$OUT"/fi-jit.tgz.* | awk '{print $5, $9}'
-python3 bench/prefill/prefill.py --no-triton --flashinfer "$dims" \
+fa3=()
+if [ -n "$warm" ]; then
+  wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 /tmp/fa3-warm.log; }
+  grep '^\[warm\]' /tmp/fa3-warm.log
+  # Bring the compiled modules back (15 MB pieces) for the next call's carry.
+  tar -czf - -C "$FLASHINFER_WORKSPACE_BASE" . | split -b 15m - "$OUT/fi-jit.tgz."
+  ls -la "$OUT"/fi-jit.tgz.* | awk '{print $5, $9}'
+  fa3=(--flashinfer)
+fi
+python3 bench/prefill/prefill.py --no-triton ${dims:+--flashinfer "$dims"} \
   --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
-python3 bench/prefill/batch.py --flashinfer --tunings ",num_warps=8:tile_kv=128" \
+python3 bench/prefill/batch.py "${fa3[@]}" --tunings ",num_warps=8:tile_kv=128" \
   2>&1 | tee "$OUT/batch.md"
 # A second core (FIJIT_B_PACK, e.g. .carry/fijit-prefix-b.tgz) timed on the
 # same shapes in the same call: an A/B of two builds.
