@@ -598,13 +598,9 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   if (!defaultTuning || !isPrefill(kind) || kind == KernelKind::SinglePrefill ||
       !bigTileHeadDims(*this) || meanQoLen < minRows)
     return resolved();
-  // The warp-specialised kernel where TMA boxes reach the keys: packed rows,
-  // or pages of whole 8-row swizzle atoms that tile 128 keys evenly; other
-  // paged caches take two warpgroups of the tile engine (cp.async).
-  if (pagedBoxesFit(*this, 128)) {
-    planned.tuning.numWarps = kWarpSpecialisedWarps;
-    return planned.resolved();
-  }
+  // Two warpgroups of the tile engine. The warp-specialised kernel serves
+  // batches too (num_warps=12), but is planned only once its speed and
+  // results on batches are measured (bench/RESULTS.md).
   planned.tuning.numWarps = 8;
   planned.tuning.tileKV = 128;
   return planned.resolved();
