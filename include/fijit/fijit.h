@@ -11,7 +11,8 @@
 //     ... error names the bad field, value and what is allowed ...
 //   // k.ptx is ready for cuModuleLoadData; launch k.kernelName with
 //   // k.threadsPerBlock threads and k.sharedMemoryBytes of dynamic shared
-//   // memory (see Builders.h for the argument list).
+//   // memory (docs/architecture.md, "Kernel arguments", for the argument
+//   // list; fijit.signature in its builder IR names them).
 //
 //===----------------------------------------------------------------------===//
 
