@@ -4,8 +4,10 @@
 # background (their nvcc time stays out of every timed region), runs
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
 # SDPA flash, and any extra tunings. Results under $OUT.
-#   bench/gpu-prefill-session.sh [--no-tests] [--shapes S] [--tunings "T1;T2"]
-# Carry .carry/ (the packed core and a copy of ../shared/flashinfer).
+#   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
+#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"]
+# Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
+# fi-jit.tgz.* from an earlier call's $OUT to skip FlashInfer's compiles).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fijit-out}
@@ -19,13 +21,21 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-bash bench/run-on-gpu.sh none || exit 1
+# Few files come back from a call: setup logs stay on the machine.
+OUT=/tmp/fijit-setup bash bench/run-on-gpu.sh none || exit 1
 export PYTHONUNBUFFERED=1 FIJIT_PYTHONPATH=/tmp/fijit-py PYTHONPATH=/tmp/fijit-py
 export FIJIT_CACHE_DIR=/tmp/fijit-cache
 # shellcheck disable=SC1091
 source .carry/flashinfer/env.sh
+# FlashInfer modules compiled by an earlier call (see the end of this
+# script): restored, its warm-up below finds them and compiles nothing.
+if ls .carry/fi-jit.tgz.* >/dev/null 2>&1; then
+  mkdir -p "$FLASHINFER_WORKSPACE_BASE" &&
+    cat .carry/fi-jit.tgz.* | tar -xzf - -C "$FLASHINFER_WORKSPACE_BASE" &&
+    echo "[fijit] restored FlashInfer's JIT cache"
+fi
 python3 bench/prefill/warm_flashinfer.py --dims 64,128,256 --batch \
-  >"$OUT/fa3-warm.log" 2>&1 &
+  >/tmp/fa3-warm.log 2>&1 &
 warm=$!
 rc=0
 if [ $tests = 1 ]; then
@@ -33,12 +43,24 @@ if [ $tests = 1 ]; then
     tee "$OUT/pytest-gpu.log" | tail -15
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 "$OUT/fa3-warm.log"; }
-cat "$OUT/fa3-warm.log" | grep '^\[warm\]'
+wait $warm || { echo "FlashInfer warm-up failed:"; tail -20 /tmp/fa3-warm.log; }
+grep '^\[warm\]' /tmp/fa3-warm.log
+# Bring the compiled modules back (15 MB pieces) for the next call's carry.
+tar -czf - -C "$FLASHINFER_WORKSPACE_BASE" . | split -b 15m - "$OUT/fi-jit.tgz."
+ls -la "$OUT"/fi-jit.tgz.* | awk '{print $5, $9}'
 python3 bench/prefill/prefill.py --no-triton --flashinfer 64,128,256 \
-  --shapes "$shapes" --json "$OUT/prefill.json" 2>&1 | tee "$OUT/prefill.md"
+  --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
 python3 bench/prefill/batch.py --flashinfer --tunings ",num_warps=8:tile_kv=128" \
-  --json "$OUT/batch.json" 2>&1 | tee "$OUT/batch.md"
+  2>&1 | tee "$OUT/batch.md"
+# A second core (FIJIT_B_PACK, e.g. .carry/fijit-prefix-b.tgz) timed on the
+# same shapes in the same call: an A/B of two builds.
+if [ -n "${FIJIT_B_PACK:-}" ]; then
+  FIJIT_PACK=$FIJIT_B_PACK FIJIT_SIDE=-b OUT=/tmp/fijit-setup \
+    bash bench/run-on-gpu.sh none >/dev/null &&
+    PYTHONPATH=/tmp/fijit-py-b FIJIT_PYTHONPATH=/tmp/fijit-py-b \
+      FIJIT_CACHE_DIR=/tmp/fijit-cache-b python3 bench/prefill/prefill.py \
+      --no-triton --shapes "$shapes" 2>&1 | tee "$OUT/prefill-b.md"
+fi
 IFS=';' read -ra extra <<<"$tunings"
 for t in "${extra[@]}"; do
   [ -n "$t" ] || continue

@@ -64,11 +64,27 @@ struct MergedElement {
 /// rescaled sums) over the splits, `kMergeUnroll` at a time for all of this
 /// thread's elements together: their loads are independent, so each step
 /// waits for memory once, not once per load.
+constexpr int64_t kMergeUnroll = 4;
+
+/// Elements one thread merges in one pass over the splits. A pass keeps, per
+/// element, its state (3 floats) and the kMergeUnroll (lse, o) pairs loaded
+/// ahead, beside about 32 registers of indices and addresses. ptxas fits
+/// one pass of all of a thread's elements within about 6 registers each by
+/// keeping fewer loads in flight (measured up to GQA group 32); a bigger
+/// group has more (group 64 at head_dim 128: 64 a thread), which spilled,
+/// so those are merged in passes sized for every load in flight.
+int64_t mergeElementsPerPass(const AttentionConfig &cfg, int64_t elements) {
+  constexpr int64_t kOverhead = 32;
+  int64_t budget = tileRegisterCap(cfg) - kOverhead;
+  if (elements * 6 <= budget)
+    return elements;
+  return std::max<int64_t>(1, budget / (3 + 2 * kMergeUnroll));
+}
+
 SmallVector<MergedElement>
 emitMergeSplits(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                 const SplitPartials &parts,
                 ArrayRef<std::pair<Value, Value>> rowCols) {
-  constexpr int64_t kMergeUnroll = 4;
   Value dim = cIdx(b, cfg.headDimVO);
   // State per element: running max m, sum of weights w and weighted sum
   // acc, all relative to m.
@@ -270,17 +286,22 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value last = emitIsLastSplit(b, cfg, ep, tid);
   emitIf(b, last, [&] {
     emitGpuFence(b);
-    SmallVector<GroupElement> elements = groupElements(b, cfg, ep, tid);
-    SmallVector<std::pair<Value, Value>> rowCols;
-    for (const GroupElement &el : elements)
-      rowCols.push_back({el.row, el.col});
-    SmallVector<MergedElement> merged =
-        emitMergeSplits(b, cfg, ep.parts, rowCols);
-    for (auto [el, out] : llvm::zip_equal(elements, merged)) {
-      if (el.valid)
-        emitIf(b, el.valid, [&] { storeMerged(b, cfg, ep, el, out); });
-      else
-        storeMerged(b, cfg, ep, el, out);
+    SmallVector<GroupElement> all = groupElements(b, cfg, ep, tid);
+    size_t perPass = mergeElementsPerPass(cfg, all.size());
+    for (size_t first = 0; first < all.size(); first += perPass) {
+      ArrayRef<GroupElement> elements =
+          ArrayRef(all).slice(first, std::min(perPass, all.size() - first));
+      SmallVector<std::pair<Value, Value>> rowCols;
+      for (const GroupElement &el : elements)
+        rowCols.push_back({el.row, el.col});
+      SmallVector<MergedElement> merged =
+          emitMergeSplits(b, cfg, ep.parts, rowCols);
+      for (auto [el, out] : llvm::zip_equal(elements, merged)) {
+        if (el.valid)
+          emitIf(b, el.valid, [&] { storeMerged(b, cfg, ep, el, out); });
+        else
+          storeMerged(b, cfg, ep, el, out);
+      }
     }
   });
 }

@@ -144,16 +144,16 @@ static int64_t liveRegisters(const AttentionConfig &cfg) {
                 cfg.kind == KernelKind::BatchDecodePaged;
   if (!decode)
     return cfg.headDimVO / 2 + cfg.headDimQK / 4 + 3 * t.tileKV / 4 + 72;
-  int64_t rowWarps = t.tileQ / 16;
-  int64_t keyWarps = std::max<int64_t>(
-      1, std::min(t.numWarps / rowWarps, t.tileKV / 16));
-  int64_t keysPerWarp = t.tileKV / keyWarps;
-  return cfg.headDimVO + cfg.headDimQK / 2 + keysPerWarp / 4 + 24;
+  // A warp holding more than 32 keys (big GQA groups, few warps) keeps
+  // their scores, probabilities and mask bounds beside O: about one
+  // register per key, measured at head_dim 64 (AttentionConfig's
+  // maxKeysPerWarp keeps head_dim 128 at 32 keys).
+  int64_t keys = warpSplit(t).keysPerWarp;
+  return cfg.headDimVO + cfg.headDimQK / 2 +
+         (keys <= 32 ? keys / 4 + 24 : keys + 8);
 }
 
-void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
-                        const AttentionConfig &cfg) {
-  int64_t smem = cfg.sharedMemoryBytes();
+int64_t tileRegisterCap(const AttentionConfig &cfg) {
   // The CTAs that can be resident split the SM's 64K registers, down to
   // what the kernel's live values need: prefill is compute-bound, and a
   // memory-bound decode kernel that spills loses more than the occupancy
@@ -161,10 +161,16 @@ void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
   int64_t ctas = cfg.residentCTAsPerSM();
   int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
   regs = std::max(regs, (liveRegisters(cfg) + 7) / 8 * 8);
+  return std::min<int64_t>(regs, 255);
+}
+
+void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,
+                        const AttentionConfig &cfg) {
+  int64_t smem = cfg.sharedMemoryBytes();
   func->setAttr("fijit.shared_memory_bytes", b.getI64IntegerAttr(smem));
-  func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
-                b.getI32IntegerAttr(
-                    static_cast<int32_t>(std::min<int64_t>(regs, 255))));
+  func->setAttr(
+      NVVM::NVVMDialect::getMaxnregAttrName(),
+      b.getI32IntegerAttr(static_cast<int32_t>(tileRegisterCap(cfg))));
 }
 
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
@@ -227,6 +233,8 @@ private:
   void mergeKeyWarps(TileResult &result);
   /// `keyOffset + c`, or the constant alone when warps do not split keys.
   Value atKey(int64_t c);
+  /// -inf for the scores of the last key warp's steps past the tile.
+  void maskTail(MutableArrayRef<AccFragment> scores);
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -249,14 +257,29 @@ private:
   // them share every KV tile, `keysPerWarp` keys each, with their own
   // softmax state, merged through shared memory at the end. That keeps all
   // warps on the math instead of one, so each CTA pulls more bytes per
-  // second. Warps past rowWarps * keyWarps only help with the copies.
-  int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0;
-  Value rowWarp, keyWarp, keyOffset;
+  // second. Warps past rowWarps * keyWarps only help with the copies. The
+  // last key warp's run may end `tailKeys` past the tile (WarpSplit).
+  int64_t rowWarps = 1, keyWarps = 1, keysPerWarp = 0, tailKeys = 0;
+  Value rowWarp, keyWarp, keyOffset, lastKeyWarp;
 };
 
 Value TileEngine::atKey(int64_t c) {
-  return keyOffset ? arith::AddIOp::create(b, keyOffset, cIdx(b, c))
-                   : cIdx(b, c);
+  if (!keyOffset)
+    return cIdx(b, c);
+  Value key = arith::AddIOp::create(b, keyOffset, cIdx(b, c));
+  // Only the last key warp's tail steps reach past the tile; they read its
+  // last 16 rows instead (scores masked by maskTail), so every ldmatrix
+  // stays inside the slot.
+  if (c >= keysPerWarp - tailKeys)
+    key = arith::MinUIOp::create(b, key, cIdx(b, cfg.tuning.tileKV - 16));
+  return key;
+}
+
+void TileEngine::maskTail(MutableArrayRef<AccFragment> scores) {
+  Value ninf = negInf(b);
+  for (int64_t j = (keysPerWarp - tailKeys) / 8; j < keysPerWarp / 8; ++j)
+    for (Value &x : scores[j])
+      x = arith::SelectOp::create(b, lastKeyWarp, ninf, x);
 }
 
 void TileEngine::allocateSharedMemory() {
@@ -458,9 +481,11 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
-  rowWarps = t.tileQ / 16;
-  keyWarps = std::min(t.numWarps / rowWarps, t.tileKV / 16);
-  keysPerWarp = t.tileKV / keyWarps;
+  WarpSplit split = warpSplit(t);
+  rowWarps = split.rowWarps;
+  keyWarps = split.keyWarps;
+  keysPerWarp = split.keysPerWarp;
+  tailKeys = split.tailKeys;
   bool allCompute = rowWarps * keyWarps == t.numWarps;
   Value active;
   if (!allCompute)
@@ -475,6 +500,9 @@ TileResult TileEngine::emit() {
                   ? warp
                   : arith::DivUIOp::create(b, warp, cIdx(b, rowWarps));
     keyOffset = arith::MulIOp::create(b, keyWarp, cIdx(b, keysPerWarp));
+    if (tailKeys)
+      lastKeyWarp = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, keyWarp,
+                                          cIdx(b, keyWarps - 1));
   }
   // Results are read from warps 0 .. rowWarps - 1 (rows below tile_q); the
   // rows other warps report lie past tile_q, which every family skips.
@@ -543,6 +571,8 @@ TileResult TileEngine::emit() {
       SmallVector<AccFragment> scores =
           useWgmma ? computeScoresWgmma(slot) : computeScores(qA, slot);
       applyScoreVariant(b, variant, scores, maskRows, lane, kvStart);
+      if (tailKeys)
+        maskTail(scores);
       SoftmaxState next = updateOnlineSoftmax(b, state, scores, out);
       if (useWgmma)
         accumulatePVWgmma(scores, slot, out);

@@ -444,6 +444,19 @@ double AttentionConfig::effectiveSmScale() const {
   return 1.0 / std::sqrt(static_cast<double>(headDimQK));
 }
 
+WarpSplit fijit::warpSplit(const TuningKnobs &t) {
+  int64_t rowWarps = t.tileQ / 16;
+  int64_t steps = t.tileKV / 16;
+  int64_t spareWarps = std::max<int64_t>(1, t.numWarps / rowWarps);
+  // The fewest steps per warp that the spare warps reach, then the fewest
+  // warps that take that many: a tile then costs ceil(steps / spare) steps.
+  int64_t keyWarpsWanted = std::min(spareWarps, steps);
+  int64_t stepsPerWarp = (steps + keyWarpsWanted - 1) / keyWarpsWanted;
+  int64_t keyWarps = (steps + stepsPerWarp - 1) / stepsPerWarp;
+  return {rowWarps, keyWarps, 16 * stepsPerWarp,
+          16 * (keyWarps * stepsPerWarp - steps)};
+}
+
 /// Head dims and target on which prefill can multiply with wgmma (given a
 /// multiple of 4 warps).
 static bool wgmmaShapes(const AttentionConfig &c) {
@@ -498,9 +511,15 @@ AttentionConfig AttentionConfig::resolved() const {
   // The other defaults fit the smallest shared-memory budget (sm_86/sm_89)
   // for every allowed head dim (256/256 needs exactly 101376 bytes), so they
   // hold on every target.
-  if (t.tileKV == 0)
+  if (t.tileKV == 0) {
     t.tileKV = bigTiles ? (maxHeadDim <= 128 ? 128 : 64)
                         : (maxHeadDim <= 128 ? 64 : 32);
+    // Few warps, or decode warps that each hold a whole tile (big GQA
+    // groups), take smaller tiles: a warp's share must fit its registers.
+    int64_t maxKeys = result.maxKeysPerWarp();
+    while (maxKeys && t.tileKV > 16 && warpSplit(t).keysPerWarp > maxKeys)
+      t.tileKV -= 16;
+  }
   if (t.stages == 0) {
     t.stages = maxHeadDim <= 64 && !bigTiles ? 3 : 2;
     // Decode streams K/V with nothing to compute on it: a third stage keeps
@@ -589,6 +608,26 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
   planned.tuning.numWarps = 8;
   planned.tuning.tileKV = 128;
   return planned.resolved();
+}
+
+int64_t AttentionConfig::maxKeysPerWarp() const {
+  int64_t maxHeadDim = std::max(headDimQK, headDimVO);
+  if (maxHeadDim > 128 || usesWgmma())
+    return 0;
+  bool small = maxHeadDim <= 64;
+  if (!isPrefill(kind))
+    // A decode warp's keys come on top of O, the partial O of the key-warp
+    // merge and Q; measured over tile_kv x num_warps x GQA group.
+    return small ? 64 : 32;
+  // A prefill warp holds its 16 rows' scores of the whole tile; with fewer
+  // warps each thread also issues more of the tile's copies (more live
+  // addresses).
+  int64_t warps = resolved().tuning.numWarps;
+  if (warps == 1)
+    return small ? 96 : 32;
+  if (warps == 2)
+    return small ? 160 : 80;
+  return small ? 160 : 112;
 }
 
 bool AttentionConfig::warpSpecialised() const {
@@ -753,6 +792,23 @@ llvm::Error AttentionConfig::validate() const {
                             " query heads of a group into tile_q rows; use "
                             "tile_q >= " +
                             llvm::Twine((groupSize() + 15) / 16 * 16));
+
+  if (int64_t maxKeys = r.maxKeysPerWarp();
+      maxKeys && warpSplit(t).keysPerWarp > maxKeys) {
+    // The largest tile whose share per warp fits, for the message.
+    TuningKnobs fit = t;
+    while (fit.tileKV > 16 && warpSplit(fit).keysPerWarp > maxKeys)
+      fit.tileKV -= 16;
+    return invalidField(
+        "tile_kv", t.tileKV,
+        llvm::formatv("with num_warps={0} and tile_q={1} each warp scores "
+                      "{2} keys of a tile at once, more than its 255 "
+                      "registers hold at head_dim {3} ({4} at most); use "
+                      "tile_kv <= {5} or more warps",
+                      t.numWarps, t.tileQ, warpSplit(t).keysPerWarp,
+                      std::max(headDimQK, headDimVO), maxKeys, fit.tileKV)
+            .str());
+  }
 
   int64_t needed = r.sharedMemoryBytes();
   int64_t allowed = maxSharedMemoryBytes(target);

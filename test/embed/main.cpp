@@ -53,8 +53,10 @@ int main() {
   if (!fijit::planBatchPrefillConfig("kind=batch_prefill_ragged", 4096,
                                      planned, error))
     return fail("planBatchPrefillConfig: " + error);
-  if (planned.find("num_warps=8") == std::string::npos)
-    return fail("long requests planned without big tiles: " + planned);
+  // Long ragged batches on sm_90a take the warp-specialised kernel.
+  if (planned.find("num_warps=12") == std::string::npos)
+    return fail("long requests planned without the warp-specialised "
+                "kernel: " + planned);
   std::printf("kernel %s from tier %s; long batches plan %s\n",
               cached->key().substr(0, 12).c_str(), cached->tier(),
               planned.c_str());

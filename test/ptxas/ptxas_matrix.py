@@ -23,7 +23,9 @@ and the decode tuning sweep: single_decode bf16, group 1, on both targets,
 every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
 {1, 2, 4, 8} that fi-opt accepts (the others are listed as invalid), where
 a register cap below the kernel's live values once spilled or failed;
-shown as kind:tuning.
+shown as kind:tuning. Then the seeded random sample (SAMPLE_SIZE valid
+configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
+last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
 `ptxas -arch=<target> -v` and prints the kernel's registers and spill
 stores/loads (every module holds exactly one kernel; decode merges its
@@ -41,7 +43,7 @@ Without ptxas (it ships with the CUDA toolkit only) it prints
 ptxas-matrix.test, which REQUIRES ptxas and so reports UNSUPPORTED instead.
 
 usage: ptxas_matrix.py [--fi-opt PATH] [--ptxas PATH] [--jobs N]
-                       [--workdir DIR]
+                       [--workdir DIR] [--only matrix|sample]
 """
 
 import argparse
@@ -49,6 +51,7 @@ import concurrent.futures
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -86,23 +89,25 @@ RUNTIME_TUNINGS = (
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
 SWEEP_NUM_WARPS = (1, 2, 4, 8)
+# The seeded random sample: SAMPLE_SIZE valid configs, the first ones that
+# validate among draws from random.Random(SAMPLE_SEED) over every kind,
+# head_dim {64, 128, 256}, dtype, GQA group {1 .. 64}, mask, sliding window,
+# soft-cap, LSE, KV layout, page size, target {sm_80, sm_90a} and the tuning
+# knobs (each left at its default or drawn from its whole range). Draws
+# that fi-opt refuses (shared memory, tile_q against num_warps, ...) are
+# counted and skipped, so the sample is the same on every run of one build.
+SAMPLE_SEED = 15
+SAMPLE_SIZE = 240
+SAMPLE_KINDS = ("single_prefill", "batch_prefill_ragged",
+                "batch_prefill_paged", "single_decode", "batch_decode_paged")
+SAMPLE_GROUPS = (1, 2, 4, 8, 16, 32, 64)
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
 # Points known to break the no-spill rule: (kind:tuning, head_dim, causal,
 # group, target) -> why. They are reported as XFAIL; one that no longer
 # spills is reported as XPASS and fails the run, so that its entry goes
 # away with the fix.
-_ONE_WARP = ("one warp holds the scores of every key of its tile beside "
-             "the O accumulators: past 255 registers at any cap (more warps "
-             "split the keys)")
-KNOWN_SPILLS = {
-    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_80"):
-        _ONE_WARP,
-    ("single_decode:tile_kv=128,num_warps=1", 128, False, 1, "sm_90a"):
-        _ONE_WARP,
-    ("single_decode:tile_kv=256,num_warps=1", 64, False, 1, "sm_90a"):
-        _ONE_WARP,
-}
+KNOWN_SPILLS = {}
 
 
 def find_ptxas(explicit):
@@ -169,34 +174,108 @@ def matrix():
         }
 
 
+def draw_sample_point(rng):
+    """One random config (valid or not) of the sample."""
+    kind = rng.choice(SAMPLE_KINDS)
+    prefill = "prefill" in kind
+    target = rng.choice(TARGETS)
+    head_dim = rng.choice(HEAD_DIMS)
+    group = rng.choice(SAMPLE_GROUPS)
+    knobs = []
+    if rng.random() < 0.5:
+        warps = [1, 2, 4, 8]
+        if kind == "single_prefill" and target == "sm_90a":
+            warps.append(12)
+        knobs.append("num_warps=%d" % rng.choice(warps))
+    if rng.random() < 0.5:
+        knobs.append("tile_kv=%d" % (16 * rng.randint(1, 16)))
+    if not prefill and rng.random() < 0.25:
+        # Prefill derives tile_q from num_warps; decode may pad the group
+        # further.
+        knobs.append("tile_q=%d" % (16 * rng.randint(1, 8)))
+    if rng.random() < 0.3:
+        knobs.append("stages=%d" % rng.randint(2, 4))
+    extra = []
+    if rng.random() < 0.25:
+        extra.append("window_left=%d" % rng.choice((0, 37, 256, 4000)))
+    if rng.random() < 0.25:
+        extra.append("logits_soft_cap=%g" % rng.choice((15.0, 30.0, 50.0)))
+    if rng.random() < 0.5:
+        extra.append("return_lse=true")
+    if rng.random() < 0.3:
+        extra.append("kv_layout=HND")
+    return {
+        "kind": kind,
+        "tuning": ",".join(knobs + extra),
+        "head_dim": head_dim,
+        "dtype": rng.choice(DTYPES),
+        "causal": prefill and rng.random() < 0.5,
+        "group": group,
+        "target": target,
+        "page_size": rng.choice((1, 16, 64)) if kind in PAGED_KINDS else None,
+        "sample": True,
+    }
+
+
+def sample_points(fi_opt, pool):
+    """(the first SAMPLE_SIZE valid draws in draw order, how many draws
+    were refused). Draws are validated SAMPLE_SIZE at a time by fi-opt."""
+    rng = random.Random(SAMPLE_SEED)
+    valid, refused, seen = [], 0, set()
+    while len(valid) < SAMPLE_SIZE:
+        batch = [draw_sample_point(rng) for _ in range(SAMPLE_SIZE)]
+        ok = pool.map(lambda p: subprocess.run(
+            [fi_opt, "--fi-build=" + config_text(p), "--fi-emit=config"],
+            capture_output=True).returncode == 0, batch)
+        for point, accepted in zip(batch, ok):
+            if len(valid) == SAMPLE_SIZE:
+                break
+            if not accepted:
+                refused += 1
+            elif config_text(point) not in seen:
+                seen.add(config_text(point))
+                point["sample"] = len(valid) + 1
+                valid.append(point)
+    return valid, refused
+
+
 def config_text(point):
     d, t = point["head_dim"], point["dtype"]
+    num_qo_heads = max(NUM_QO_HEADS, point["group"])
     fields = [
         "kind=" + point["kind"],
         f"head_dim_qk={d}", f"head_dim_vo={d}",
-        f"num_qo_heads={NUM_QO_HEADS}",
-        f"num_kv_heads={NUM_QO_HEADS // point['group']}",
+        f"num_qo_heads={num_qo_heads}",
+        f"num_kv_heads={num_qo_heads // point['group']}",
         f"dtype_q={t}", f"dtype_kv={t}", f"dtype_o={t}",
         "mask=" + ("causal" if point["causal"] else "none"),
         "target=" + point["target"],
     ]
     if point["kind"] in PAGED_KINDS:
-        fields.append(f"page_size={PAGE_SIZE}")
+        fields.append(f"page_size={point.get('page_size') or PAGE_SIZE}")
     if point["tuning"]:
         fields.append(point["tuning"])
     return ",".join(fields)
 
 
 def shown_kind(point):
-    """The kind, and its tuning where it is not the default."""
-    return point["kind"] + (":" + point["tuning"] if point["tuning"] else "")
+    """The kind, and its tuning where it is not the default (a sampled
+    point's page size too)."""
+    shown = point["kind"] + (":" + point["tuning"] if point["tuning"] else "")
+    if point.get("page_size"):
+        shown += ("," if point["tuning"] else ":") + (
+            "page_size=%d" % point["page_size"])
+    return shown
 
 
 def point_name(point):
     return "{kind}_d{head_dim}_{dtype}_{mask}_g{group}_{target}{tuning}".format(
         mask="causal" if point["causal"] else "none",
-        **dict(point, tuning=re.sub(r"[=,]", "_", "_" + point["tuning"])
-               if point["tuning"] else ""))
+        **dict(point, kind=point["kind"] + ("_s%d" % point["sample"]
+                                            if point.get("sample") else ""),
+               tuning=re.sub(r"[=,.]", "_", "_" + shown_kind(point)
+                             .partition(":")[2]) if ":" in shown_kind(point)
+               else ""))
 
 
 def parse_ptxas_log(log):
@@ -331,6 +410,24 @@ def print_table(results):
     return failures, xfails
 
 
+def sample_summary(results, refused):
+    """One line on the seeded sample: its size, the draws fi-opt refused,
+    the configs per kind and which spilled."""
+    per_kind = {k: sum(r["kind"] == k for r in results) for k in SAMPLE_KINDS}
+    spills = {}
+    for r in results:
+        if r["spill_stores"] or r["spill_loads"]:
+            small = r["head_dim"] <= NO_SPILL_MAX_HEAD_DIM
+            spills.setdefault(small, []).append(r)
+    return ("sample (seed %d): %d valid configs (%d draws refused by fi-opt; "
+            "%s), %d failed, %d spill at head_dim <= %d, %d at head_dim > %d"
+            % (SAMPLE_SEED, len(results), refused,
+               ", ".join("%s %d" % kv for kv in per_kind.items()),
+               sum(not verdict(r)[0] for r in results),
+               len(spills.get(True, [])), NO_SPILL_MAX_HEAD_DIM,
+               len(spills.get(False, [])), NO_SPILL_MAX_HEAD_DIM))
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -339,8 +436,13 @@ def main():
                         "build/bin/fi-opt next to this checkout, then PATH)")
     parser.add_argument("--ptxas", help="ptxas binary (default: "
                         "$CUDA_HOME/bin, /usr/local/cuda/bin, then PATH)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="configs compiled in parallel (default 2)")
+    parser.add_argument("--jobs", type=int, default=len(
+                            os.sched_getaffinity(0)),
+                        help="configs compiled in parallel (default: one "
+                        "per CPU this process may run on)")
+    parser.add_argument("--only", choices=("matrix", "sample"),
+                        help="run the fixed matrix or the seeded sample "
+                        "alone (default: both)")
     parser.add_argument("--workdir", help="where PTX and cubins are kept "
                         "(default: a temporary folder, removed at exit)")
     args = parser.parse_args()
@@ -361,19 +463,30 @@ def main():
     print("ptxas: %s (%s)" % (ptxas, version[-1] if version else "?"))
     print("fi-opt: %s" % fi_opt)
 
-    points = list(matrix())
-    with tempfile.TemporaryDirectory() as tmp:
+    # Each task runs fi-opt and ptxas as child processes, so threads keep
+    # `jobs` of them busy.
+    with tempfile.TemporaryDirectory() as tmp, \
+            concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        points = list(matrix()) if args.only != "sample" else []
+        sample, refused = [], 0
+        if args.only != "matrix":
+            sample, refused = sample_points(fi_opt, pool)
         workdir = args.workdir or tmp
         os.makedirs(workdir, exist_ok=True)
-        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(
-                lambda p: run_point(p, fi_opt, ptxas, workdir), points))
+        results = list(pool.map(
+            lambda p: run_point(p, fi_opt, ptxas, workdir), points + sample))
 
     failures, xfails = print_table(results)
-    invalid = sum(1 for r in results if r["invalid"])
-    print("%d configs, %d failed, %d known to spill (XFAIL), %d invalid "
-          "sweep points skipped" % (len(results) - invalid, failures, xfails,
-                                   invalid))
+    fixed = [r for r in results if not r.get("sample")]
+    invalid = sum(1 for r in fixed if r["invalid"])
+    if fixed:
+        print("%d configs, %d failed, %d known to spill (XFAIL), %d invalid "
+              "sweep points skipped" % (
+                  len(fixed) - invalid,
+                  sum(not verdict(r)[0] for r in fixed), xfails, invalid))
+    if sample:
+        print(sample_summary([r for r in results if r.get("sample")],
+                             refused))
     return 1 if failures else 0
 
 

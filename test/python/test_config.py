@@ -269,6 +269,10 @@ BAD = [
           num_warps=8),
      "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327680 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
+    (dict(kind="single_decode", num_warps=1, tile_kv=128),
+     "invalid tile_kv=128: with num_warps=1 and tile_q=16 each warp scores "
+     "128 keys of a tile at once, more than its 255 registers hold at "
+     "head_dim 128 (32 at most); use tile_kv <= 32 or more warps"),
 ]
 
 
@@ -300,6 +304,37 @@ def test_same_message_as_fi_opt(fields, message):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert r.stderr.strip() == f"fi-opt: error: {message}"
+
+
+@pytest.mark.parametrize("kind", ["single_prefill", "batch_prefill_ragged",
+                                  "single_decode", "batch_decode_paged"])
+@pytest.mark.parametrize("target", ["sm_80", "sm_86", "sm_90a"])
+def test_default_tiles_are_never_refused(kind, target):
+    # A tile_kv left at 0 shrinks to what a warp's registers hold, at every
+    # head dim, GQA group and warp count, rather than being refused for it.
+    # (Shared memory still refuses the biggest Q tiles at head_dim 256 on
+    # sm_86, 8 warps or group 128, whatever tile_kv.)
+    paged = dict(page_size=16) if kind.endswith("paged") else {}
+    for d in (64, 96, 128, 192, 256):
+        for group in (1, 2, 4, 8, 16, 32, 48, 64, 128):
+            heads = dict(num_qo_heads=max(group, 32),
+                         num_kv_heads=max(group, 32) // group)
+            for knobs in ({}, dict(num_warps=1), dict(num_warps=2),
+                          dict(num_warps=4), dict(num_warps=8),
+                          dict(tile_q=16)):
+                if "prefill" not in kind and (
+                        16 * knobs.get("num_warps", 8) < group or
+                        16 * knobs.get("num_warps", 8) <
+                        knobs.get("tile_q", 0) or "tile_q" in knobs and
+                        group > 16):
+                    continue  # tile_q must hold the group
+                try:
+                    AttentionConfig(kind=kind, head_dim_qk=d, head_dim_vo=d,
+                                    target=target, **heads, **paged,
+                                    **knobs)
+                except ValueError as e:
+                    assert "shared memory" in str(e), (d, group, knobs,
+                                                       str(e))
 
 
 def test_from_string_repeated_key():

@@ -45,6 +45,31 @@ def test_single_decode(head_dim, heads, kv_layout):
         assert (lse - ref_lse).abs().max().item() < 1e-2, kv_len
 
 
+# Tunings whose warps do not divide the KV tile's 16-key steps (e.g. 3
+# steps over 2 key warps): the last key warp's share is shorter, and every
+# key must still count (lengths below, at and past one tile, and not
+# multiples of it).
+@pytest.mark.parametrize("tuning", [
+    dict(tile_kv=48, num_warps=2),
+    dict(tile_kv=80, num_warps=4),
+    dict(tile_kv=112, num_warps=8),
+    dict(tile_kv=144, num_warps=8),
+])
+@pytest.mark.parametrize("heads", [(8, 8), (32, 1)])
+def test_single_decode_uneven_key_split(tuning, heads):
+    hq, hk, d = heads[0], heads[1], 64
+    for kv_len in [5, tuning["tile_kv"], 1000, 4099]:
+        q = torch.randn(hq, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(kv_len, hk, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        out = torch.full_like(q, float("nan"))
+        _, lse = fijit.single_decode_with_kv_cache(q, k, v, out=out,
+                                                   return_lse=True, **tuning)
+        ref, ref_lse = reference(q, k, v)
+        assert rel_err(out, ref) < 2e-2, kv_len
+        assert (lse - ref_lse).abs().max().item() < 1e-2, kv_len
+
+
 def random_paged(batch_lens, page_size, hk, d, kv_layout, dtype):
     """Shuffled pages, partly filled last pages; returns the cache, page
     table and dense per-request K/V for the reference."""

@@ -129,6 +129,11 @@ void storeQueryRows(mlir::ImplicitLocOpBuilder &b,
                     mlir::Value lse, mlir::Value oStrideN,
                     mlir::Value oStrideH);
 
+/// The registers per thread a tile-engine kernel is capped at (its
+/// .maxnreg): what the CTAs resident per SM leave each thread, never below
+/// what the values live across the KV loop need, at most 255.
+int64_t tileRegisterCap(const AttentionConfig &config);
+
 /// Marks a tile-engine kernel with its dynamic shared memory and the
 /// register budget that shared-memory occupancy leaves per thread (given only
 /// .maxntid, ptxas aims at more CTAs per SM than shared memory admits and

@@ -65,6 +65,17 @@ inline constexpr int64_t computeWarps(int64_t numWarps) {
   return numWarps == kWarpSpecialisedWarps ? numWarps - 4 : numWarps;
 }
 
+/// How the tile engine's warps share one KV tile (mma.sync path): `rowWarps`
+/// warps of 16 query rows each and, per row group, `keyWarps` warps over the
+/// tile's keys in runs of `keysPerWarp` (whole 16-key MMA steps, as even as
+/// the steps allow). Where the warps do not divide the steps, the last key
+/// warp's run ends `tailKeys` past the tile (those steps are masked) rather
+/// than leaving keys unattended. Prefill has one key warp per row group.
+struct WarpSplit {
+  int64_t rowWarps, keyWarps, keysPerWarp, tailKeys;
+};
+WarpSplit warpSplit(const TuningKnobs &resolvedKnobs);
+
 /// Whether a [rows, head_dim] tile of 16-bit elements is stored in shared
 /// memory with unpadded rows and its 16-byte chunks XOR-swizzled (chunk c of
 /// row r at c ^ (r % 8)): rows of whole 128-byte groups (head_dim 64, 128,
@@ -159,6 +170,13 @@ struct AttentionConfig {
   /// warpgroups (num_warps 4 or 8) and whose head dims are multiples of 64
   /// (the 128-byte swizzle panels wgmma reads).
   bool usesWgmma() const;
+
+  /// The most keys of a tile one warp of the mma.sync path may score at
+  /// once at this config's head dims and warps, or 0 for no limit (wgmma,
+  /// head dims above 128). Past it the warp's scores, probabilities, O
+  /// accumulators, Q fragments and copy addresses exceed the 255 registers
+  /// of a thread and ptxas spills (test/ptxas/ptxas_matrix.py).
+  int64_t maxKeysPerWarp() const;
 
   /// Whether the kernel is the warp-specialised sm_90a prefill (num_warps
   /// 12): TMA loads into an mbarrier ring by a producer warpgroup, two
