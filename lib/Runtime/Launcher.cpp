@@ -266,6 +266,7 @@ bool gridOf(const KernelSpec &spec, const Values &values,
 
 /// A tensor-map argument from the named values its layout lists.
 llvm::Expected<CUtensorMap> encodeMap(const CudaDriver &driver,
+                                      const KernelSpec &spec,
                                       const KernelArg &arg,
                                       const Values &values) {
   const TensorMapLayout &l = arg.map;
@@ -278,7 +279,10 @@ llvm::Expected<CUtensorMap> encodeMap(const CudaDriver &driver,
     shape.pageStride = values.integer(l.pageStride);
   }
   const std::string &extent = l.pages.empty() ? l.rows : l.pages;
-  if ((l.pages.empty() ? shape.rows : shape.pages) <= 0)
+  // A size that only shapes the map (a batch's qo_rows, kv_rows) must be
+  // given. A length the kernel also takes (single prefill's kv_len) may be
+  // 0: encodeTileMap gives the map one row, which the kernel never reads.
+  if ((l.pages.empty() ? shape.rows : shape.pages) <= 0 && !spec.find(extent))
     return llvm::createStringError(
         "this kernel reads " + arg.name + " through a tensor map: pass " +
         extent + ", the " + (l.pages.empty() ? "rows" : "pages") + " of " +
@@ -315,7 +319,7 @@ bool AttentionKernel::launchNamed(const NamedArgs &args,
   for (const KernelArg &arg : spec.args) {
     switch (arg.kind) {
     case ArgKind::TensorMap: {
-      auto map = encodeMap(*ready->driver, arg, values);
+      auto map = encodeMap(*ready->driver, spec, arg, values);
       if (!map) {
         error = llvm::toString(map.takeError());
         return false;
