@@ -11,7 +11,8 @@
 //     ... error names the bad field, value and what is allowed ...
 //   // k.ptx is ready for cuModuleLoadData; launch k.kernelName with
 //   // k.threadsPerBlock threads and k.sharedMemoryBytes of dynamic shared
-//   // memory (see Builders.h for the argument list).
+//   // memory (docs/architecture.md, "Kernel arguments", for the argument
+//   // list; fijit.signature in its builder IR names them).
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,9 +22,13 @@
 #include "fijit/Export.h"
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace fijit {
@@ -130,6 +135,40 @@ struct BatchPrefillLaunchArgs {
   void *stream = nullptr;
 };
 
+/// The values of one launch by name: device pointers, integers (lengths,
+/// counts, strides in elements) and floats. The names are those of the
+/// kernel's argument table (docs/architecture.md, "Kernel arguments") plus
+/// the sizes its grid and tensor maps are made from (`batch`,
+/// `max_qo_len`, `qo_rows`, `kv_rows`), `workspace`, `workspace_bytes` and
+/// `stream`. A name the kernel does not read is ignored, so one set serves
+/// every kernel of a kind; a name it reads and that is absent is 0 (null).
+/// Where a pointer or a float is read, an integer serves too.
+class NamedArgs {
+public:
+  using Value = std::variant<void *, int64_t, float>;
+
+  NamedArgs &pointer(std::string name, const void *value) {
+    values[std::move(name)] = const_cast<void *>(value);
+    return *this;
+  }
+  NamedArgs &integer(std::string name, int64_t value) {
+    values[std::move(name)] = value;
+    return *this;
+  }
+  NamedArgs &scalar(std::string name, float value) {
+    values[std::move(name)] = value;
+    return *this;
+  }
+  /// The value named `name`, or null.
+  const Value *find(std::string_view name) const {
+    auto it = values.find(name);
+    return it == values.end() ? nullptr : &it->second;
+  }
+
+private:
+  std::map<std::string, Value, std::less<>> values;
+};
+
 /// A compiled attention kernel: PTX plus, per CUDA context, the loaded
 /// function. Cheap to copy; copies share the loaded modules.
 class FIJIT_API AttentionKernel {
@@ -184,6 +223,13 @@ public:
   /// Loads the kernel into the current CUDA context on first use (cubin
   /// from the disk cache when present) and launches it on `args.stream`.
   bool launch(const LaunchArgs &args, std::string &error) const;
+
+  /// Any kind: packs the kernel's arguments from `args` by name, checks
+  /// them as its argument table says (alignment, strides, required index
+  /// arrays, lengths; decode plans its split-KV chunks and checks the
+  /// workspace), and launches its grid. launch, launchBatchPrefill and
+  /// launchDecode name their fields and call this.
+  bool launchNamed(const NamedArgs &args, std::string &error) const;
 
 private:
   std::shared_ptr<State> state;

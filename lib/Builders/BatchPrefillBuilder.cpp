@@ -6,13 +6,7 @@
 // grid.z picks the request. Causal masking aligns each request's last query
 // with its last key.
 //
-// Kernel ABI (see Builders.h for conventions):
-//   (q, k, v, o: memref<?xT>, lse: memref<?xf32>,
-//    qo_indptr, kv_indptr, kv_indices, kv_last_page_len: memref<?xi32>,
-//    q_stride_n, q_stride_h, k_stride_page, k_stride_n, k_stride_h,
-//    v_stride_page, v_stride_n, v_stride_h, o_stride_n, o_stride_h: i32,
-//    sm_scale: f32)
-// grid (ceil(max_qo_len / tile_q), num_qo_heads, batch). q and o are packed
+// Arguments and grid: KernelSpec.cpp (batchPrefill). q and o are packed
 // [sum(qo_len), heads, dim] with request b at rows qo_indptr[b] ..
 // qo_indptr[b+1]; ragged k/v likewise by kv_indptr (kv_indices and
 // kv_last_page_len unused); LSE is [sum(qo_len), num_qo_heads].
@@ -20,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/KVCache.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -32,21 +27,26 @@ namespace fijit {
 namespace {
 
 void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                          gpu::GPUFuncOp func) {
+                          gpu::GPUFuncOp func, const KernelArgs &args) {
   const TuningKnobs &t = cfg.tuning;
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
-  auto args = entry.getArguments();
-  Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
-  Value qoIndptr = args[5], kvIndptr = args[6], kvIndices = args[7];
-  Value kvLastPageLen = args[8];
-  Value qStrideN = toIndex(b, args[9]), qStrideH = toIndex(b, args[10]);
-  KVStrides kStrides{toIndex(b, args[11]), toIndex(b, args[12]),
-                     toIndex(b, args[13])};
-  KVStrides vStrides{toIndex(b, args[14]), toIndex(b, args[15]),
-                     toIndex(b, args[16])};
-  Value oStrideN = toIndex(b, args[17]), oStrideH = toIndex(b, args[18]);
-  Value smScale = args[19];
+  Value q = args["q"], k = args["k"], v = args["v"], o = args["o"];
+  Value lse = args["lse"];
+  Value qoIndptr = args["qo_indptr"], kvIndptr = args["kv_indptr"];
+  Value kvIndices = args["kv_indices"];
+  Value kvLastPageLen = args["kv_last_page_len"];
+  Value qStrideN = args.index(b, "q_stride_n");
+  Value qStrideH = args.index(b, "q_stride_h");
+  // Braced initialisers evaluate in order: the index casts keep the order
+  // of the table.
+  KVStrides kStrides{args.index(b, "k_stride_page"),
+                     args.index(b, "k_stride_n"), args.index(b, "k_stride_h")};
+  KVStrides vStrides{args.index(b, "v_stride_page"),
+                     args.index(b, "v_stride_n"), args.index(b, "v_stride_h")};
+  Value oStrideN = args.index(b, "o_stride_n");
+  Value oStrideH = args.index(b, "o_stride_h");
+  Value smScale = args["sm_scale"];
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -100,25 +100,15 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 } // namespace
 
 LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
-                                const AttentionConfig &cfg) {
+                                const AttentionConfig &cfg,
+                                const KernelSpec &spec) {
   if (cfg.warpSpecialised())
-    return buildWarpSpecialisedPrefill(b, cfg);
+    return buildWarpSpecialisedPrefill(b, cfg, spec);
   if (failed(checkTileSupport(b, cfg)))
     return failure();
-  Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
-  Type i32 = b.getI32Type();
-  SmallVector<Type> argTypes = {
-      flatGlobalMemref(b, qTy), flatGlobalMemref(b, kvTy),
-      flatGlobalMemref(b, kvTy),
-      flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
-      flatGlobalMemref(b, b.getF32Type()), flatGlobalMemref(b, i32),
-      flatGlobalMemref(b, i32), flatGlobalMemref(b, i32),
-      flatGlobalMemref(b, i32)};
-  argTypes.append(10, i32);
-  argTypes.push_back(b.getF32Type());
-  auto func = createTileKernel(b, cfg, argTypes);
+  auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
-  emitBatchPrefillBody(b, cfg, func);
+  emitBatchPrefillBody(b, cfg, func, KernelArgs(spec, func));
   return success();
 }
 

@@ -10,13 +10,8 @@
 // pair in `split_counters` tells it that it is last), so a split decode is
 // still one launch.
 //
-// Kernel ABI (see Builders.h for conventions):
-//   (q, k, v, o: memref<?xT>, lse, partial_o, partial_lse: memref<?xf32>,
-//    kv_indptr, kv_indices, kv_last_page_len, split_counters: memref<?xi32>,
-//    kv_len, q_stride_b, q_stride_h, k_stride_page, k_stride_n, k_stride_h,
-//    v_stride_page, v_stride_n, v_stride_h, o_stride_b, o_stride_h,
-//    kv_chunk, num_splits: i32, sm_scale: f32)
-// grid (num_kv_heads, num_splits, batch). single_decode reads kv_len and
+// Arguments, grid and workspace regions: KernelSpec.cpp (decode).
+// single_decode reads kv_len and
 // dense strides (the page arguments are unused); batch_decode_paged reads
 // each request's pages kv_indices[kv_indptr[b] .. kv_indptr[b+1]) with
 // kv_last_page_len[b] valid slots in the last one (FlashInfer's format).
@@ -27,6 +22,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/KVCache.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -311,24 +307,31 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 }
 
 void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                    gpu::GPUFuncOp func) {
+                    gpu::GPUFuncOp func, const KernelArgs &args) {
   const TuningKnobs &t = cfg.tuning;
   bool paged = cfg.kind == KernelKind::BatchDecodePaged;
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
-  auto args = entry.getArguments();
-  Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
-  Value partialO = args[5], partialLse = args[6];
-  Value indptr = args[7], indices = args[8], lastPageLen = args[9];
-  Value counters = args[10];
-  Value denseKvLen = toIndex(b, args[11]);
-  Value qStrideB = toIndex(b, args[12]), qStrideH = toIndex(b, args[13]);
-  Value kStrideP = toIndex(b, args[14]), kStrideN = toIndex(b, args[15]);
-  Value kStrideH = toIndex(b, args[16]), vStrideP = toIndex(b, args[17]);
-  Value vStrideN = toIndex(b, args[18]), vStrideH = toIndex(b, args[19]);
-  Value oStrideB = toIndex(b, args[20]), oStrideH = toIndex(b, args[21]);
-  Value kvChunk = toIndex(b, args[22]), numSplits = toIndex(b, args[23]);
-  Value smScale = args[24];
+  Value q = args["q"], k = args["k"], v = args["v"], o = args["o"];
+  Value lse = args["lse"];
+  Value partialO = args["partial_o"], partialLse = args["partial_lse"];
+  Value indptr = args["kv_indptr"], indices = args["kv_indices"];
+  Value lastPageLen = args["kv_last_page_len"];
+  Value counters = args["split_counters"];
+  Value denseKvLen = args.index(b, "kv_len");
+  Value qStrideB = args.index(b, "q_stride_b");
+  Value qStrideH = args.index(b, "q_stride_h");
+  Value kStrideP = args.index(b, "k_stride_page");
+  Value kStrideN = args.index(b, "k_stride_n");
+  Value kStrideH = args.index(b, "k_stride_h");
+  Value vStrideP = args.index(b, "v_stride_page");
+  Value vStrideN = args.index(b, "v_stride_n");
+  Value vStrideH = args.index(b, "v_stride_h");
+  Value oStrideB = args.index(b, "o_stride_b");
+  Value oStrideH = args.index(b, "o_stride_h");
+  Value kvChunk = args.index(b, "kv_chunk");
+  Value numSplits = args.index(b, "num_splits");
+  Value smScale = args["sm_scale"];
 
   // kv heads vary fastest across the grid: the CTAs of one request and
   // chunk then read neighbouring bytes of the same NHD rows together.
@@ -436,20 +439,13 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 } // namespace
 
-LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg) {
+LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                          const KernelSpec &spec) {
   if (failed(checkTileSupport(b, cfg)))
     return failure();
-  Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
-  Type oTy = elementType(b, cfg.dtypeO), f32 = b.getF32Type();
-  Type i32 = b.getI32Type();
-  SmallVector<Type> argTypes;
-  for (Type t : {qTy, kvTy, kvTy, oTy, f32, f32, f32, i32, i32, i32, i32})
-    argTypes.push_back(flatGlobalMemref(b, t));
-  argTypes.append(13, i32);
-  argTypes.push_back(f32);
-  auto func = createTileKernel(b, cfg, argTypes);
+  auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
-  emitDecodeBody(b, cfg, func);
+  emitDecodeBody(b, cfg, func, KernelArgs(spec, func));
   return success();
 }
 

@@ -1,6 +1,7 @@
 //===- KernelBuilder.cpp - Config -> gpu.module dispatch ------------------===//
 
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "llvm/Support/Error.h"
@@ -29,20 +30,22 @@ buildAttentionModule(ModuleOp module, const AttentionConfig &config) {
   documented.smScale = 0;
   gpuModule->setAttr("fijit.config",
                      b.getStringAttr(documented.toString()));
+  KernelSpec spec = KernelSpec::of(resolved);
+  attachSignature(gpuModule, spec);
   b.setInsertionPointToStart(gpuModule.getBody());
 
   LogicalResult built = failure();
   switch (resolved.kind) {
   case KernelKind::SinglePrefill:
-    built = buildSinglePrefill(b, resolved);
+    built = buildSinglePrefill(b, resolved, spec);
     break;
   case KernelKind::BatchPrefillPaged:
   case KernelKind::BatchPrefillRagged:
-    built = buildBatchPrefill(b, resolved);
+    built = buildBatchPrefill(b, resolved, spec);
     break;
   case KernelKind::SingleDecode:
   case KernelKind::BatchDecodePaged:
-    built = buildDecode(b, resolved);
+    built = buildDecode(b, resolved, spec);
     break;
   }
   if (failed(built)) {

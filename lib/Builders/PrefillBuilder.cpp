@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/TileAttention.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -20,19 +21,23 @@ namespace fijit {
 namespace {
 
 void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                     gpu::GPUFuncOp func) {
+                     gpu::GPUFuncOp func, const KernelArgs &args) {
   const TuningKnobs &t = cfg.tuning;
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
-  auto args = entry.getArguments();
-  Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
-  Value qoLen = toIndex(b, args[5]), kvLen = toIndex(b, args[6]);
-  Value qStrideN = toIndex(b, args[7]), qStrideH = toIndex(b, args[8]);
-  Value kStrideN = toIndex(b, args[9]), kStrideH = toIndex(b, args[10]);
-  Value vStrideN = toIndex(b, args[11]), vStrideH = toIndex(b, args[12]);
-  Value oStrideN = toIndex(b, args[13]), oStrideH = toIndex(b, args[14]);
+  Value q = args["q"], k = args["k"], v = args["v"], o = args["o"];
+  Value lse = args["lse"];
+  Value qoLen = args.index(b, "qo_len"), kvLen = args.index(b, "kv_len");
+  Value qStrideN = args.index(b, "q_stride_n");
+  Value qStrideH = args.index(b, "q_stride_h");
+  Value kStrideN = args.index(b, "k_stride_n");
+  Value kStrideH = args.index(b, "k_stride_h");
+  Value vStrideN = args.index(b, "v_stride_n");
+  Value vStrideH = args.index(b, "v_stride_h");
+  Value oStrideN = args.index(b, "o_stride_n");
+  Value oStrideH = args.index(b, "o_stride_h");
   AttentionVariant variant(cfg);
-  variant.bind(b, args[15], qoLen, kvLen);
+  variant.bind(b, args["sm_scale"], qoLen, kvLen);
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -74,22 +79,15 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 } // namespace
 
 LogicalResult buildSinglePrefill(ImplicitLocOpBuilder &b,
-                                 const AttentionConfig &cfg) {
+                                 const AttentionConfig &cfg,
+                                 const KernelSpec &spec) {
   if (failed(checkTileSupport(b, cfg)))
     return failure();
   if (cfg.warpSpecialised())
-    return buildWarpSpecialisedPrefill(b, cfg);
-  Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
-  SmallVector<Type> argTypes = {
-      flatGlobalMemref(b, qTy), flatGlobalMemref(b, kvTy),
-      flatGlobalMemref(b, kvTy),
-      flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
-      flatGlobalMemref(b, b.getF32Type())};
-  argTypes.append(10, b.getI32Type());
-  argTypes.push_back(b.getF32Type());
-  auto func = createTileKernel(b, cfg, argTypes);
+    return buildWarpSpecialisedPrefill(b, cfg, spec);
+  auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
-  emitPrefillBody(b, cfg, func);
+  emitPrefillBody(b, cfg, func, KernelArgs(spec, func));
   return success();
 }
 

@@ -2,6 +2,7 @@
 
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/Wgmma.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -82,13 +83,8 @@ MemRefType flatGlobalMemref(Builder &b, Type element) {
 
 gpu::GPUFuncOp createTileKernel(ImplicitLocOpBuilder &b,
                                 const AttentionConfig &cfg,
-                                ArrayRef<Type> argTypes) {
-  auto func = gpu::GPUFuncOp::create(
-      b, kernelName(cfg),
-      FunctionType::get(b.getContext(), argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+                                const KernelSpec &spec) {
+  auto func = createKernelFunc(b, kernelName(cfg), spec);
   annotateTileKernel(b, func, cfg);
   return func;
 }

@@ -12,26 +12,21 @@
 //    (ping-pong), so one's softmax runs under the other's GEMMs.
 // Only key tiles that some query of the CTA cannot fully see pay for masks.
 //
-// ABI, single_prefill: the tensor maps of Q, K and V (128-byte grid-constant
-// parameters), o and lse (flat memrefs), i32 qo_len, kv_len, o_stride_n,
-// o_stride_h, f32 sm_scale. Grid (ceil(qo_len / 128), num_qo_heads), 384
-// threads; Q and K/V strides live in the tensor maps.
-// batch_prefill_ragged: the same maps over the packed [tokens, heads, dim]
-// tensors, o, lse, qo_indptr and kv_indptr (i32 memrefs), i32 o_stride_n,
-// o_stride_h, f32 sm_scale; grid (ceil(max_qo_len / 128), num_qo_heads,
-// batch). A request's tiles start at its indptr rows; rows of a box past the
-// request's end belong to the next one and are masked (keys) or not stored
-// (queries).
+// Arguments and grid: KernelSpec.cpp (warpSpecialisedPrefill). Q, K and V
+// are tensor maps (128-byte grid-constant parameters) holding their strides.
+// batch_prefill_ragged: the maps are over the packed [tokens, heads, dim]
+// tensors. A request's tiles start at its indptr rows; rows of a box past
+// the request's end belong to the next one and are masked (keys) or not
+// stored (queries).
 // batch_prefill_paged: K and V maps are 4-D (head_dim, row in page, head,
 // page) over the page pool and a K/V tile is one box per page it spans
-// (min(page_size, tile_kv) rows, at page ids read from kv_indices); then o,
-// lse, qo_indptr, kv_indptr, kv_indices, kv_last_page_len, i32 o_stride_n,
-// o_stride_h, f32 sm_scale.
+// (min(page_size, tile_kv) rows, at page ids read from kv_indices).
 //
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/AsyncPipeline.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/KVCache.h"
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Wgmma.h"
@@ -93,7 +88,7 @@ public:
         mma(b, elementType(b, cfg.dtypeKV)),
         wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
 
-  void emit();
+  void emit(const KernelArgs &args);
 
 private:
   MBarrier barrier(BarrierArray which, Value slot);
@@ -136,7 +131,7 @@ private:
   }
   /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
   /// bases and the variant's scalars).
-  void bindArguments(ValueRange args);
+  void bindArguments(const KernelArgs &args);
   void emitCTA();
 
   ImplicitLocOpBuilder &b;
@@ -564,45 +559,45 @@ TileResult WarpSpecialisedPrefill::consume() {
   return res;
 }
 
-void WarpSpecialisedPrefill::bindArguments(ValueRange args) {
-  tmaQ = args[0];
-  tmaK = args[1];
-  tmaV = args[2];
-  o = args[3];
-  lse = args[4];
+void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
+  tmaQ = args["q"];
+  tmaK = args["k"];
+  tmaV = args["v"];
+  o = args["o"];
+  lse = args["lse"];
   if (cfg.kind == KernelKind::SinglePrefill) {
-    qoLen = toIndex(b, args[5]);
-    kvLen = toIndex(b, args[6]);
-    oStrideN = toIndex(b, args[7]);
-    oStrideH = toIndex(b, args[8]);
-    variant.bind(b, args[9], qoLen, kvLen);
+    qoLen = args.index(b, "qo_len");
+    kvLen = args.index(b, "kv_len");
+    oStrideN = args.index(b, "o_stride_n");
+    oStrideH = args.index(b, "o_stride_h");
+    variant.bind(b, args["sm_scale"], qoLen, kvLen);
     qoRowBase = kvRowBase = cIdx(b, 0);
     return;
   }
   Value req = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   Value next = arith::AddIOp::create(b, req, cIdx(b, 1));
-  qoRowBase = loadIndex(b, args[5], req);
-  qoLen = arith::SubIOp::create(b, loadIndex(b, args[5], next), qoRowBase);
-  int64_t scalars = 7;
+  Value qoIndptr = args["qo_indptr"], kvIndptr = args["kv_indptr"];
+  qoRowBase = loadIndex(b, qoIndptr, req);
+  qoLen = arith::SubIOp::create(b, loadIndex(b, qoIndptr, next), qoRowBase);
   if (cfg.kind == KernelKind::BatchPrefillPaged) {
-    kvIndices = args[7];
-    pages = pageRange(b, cfg.pageSize, args[6], args[8], req);
+    kvIndices = args["kv_indices"];
+    pages = pageRange(b, cfg.pageSize, kvIndptr, args["kv_last_page_len"],
+                      req);
     kvLen = pages.kvLen;
     kvRowBase = cIdx(b, 0);
-    scalars = 9;
   } else {
-    kvRowBase = loadIndex(b, args[6], req);
-    kvLen = arith::SubIOp::create(b, loadIndex(b, args[6], next), kvRowBase);
+    kvRowBase = loadIndex(b, kvIndptr, req);
+    kvLen = arith::SubIOp::create(b, loadIndex(b, kvIndptr, next), kvRowBase);
   }
-  oStrideN = toIndex(b, args[scalars]);
-  oStrideH = toIndex(b, args[scalars + 1]);
-  variant.bind(b, args[scalars + 2], qoLen, kvLen);
+  oStrideN = args.index(b, "o_stride_n");
+  oStrideH = args.index(b, "o_stride_h");
+  variant.bind(b, args["sm_scale"], qoLen, kvLen);
 }
 
-void WarpSpecialisedPrefill::emit() {
+void WarpSpecialisedPrefill::emit(const KernelArgs &args) {
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
-  bindArguments(entry.getArguments());
+  bindArguments(args);
 
   tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = arith::RemUIOp::create(b, tid, cIdx(b, 32));
@@ -666,36 +661,18 @@ void WarpSpecialisedPrefill::emitCTA() {
 } // namespace
 
 LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
-                                          const AttentionConfig &cfg) {
-  MLIRContext *ctx = b.getContext();
-  auto ptr = LLVM::LLVMPointerType::get(ctx);
-  Type i32 = b.getI32Type();
-  SmallVector<Type> argTypes = {
-      ptr, ptr, ptr, flatGlobalMemref(b, elementType(b, cfg.dtypeO)),
-      flatGlobalMemref(b, b.getF32Type())};
-  if (cfg.kind == KernelKind::SinglePrefill) {
-    argTypes.append(4, i32); // qo_len, kv_len, o_stride_n, o_stride_h
-  } else {
-    // qo_indptr, kv_indptr (and kv_indices, kv_last_page_len)
-    argTypes.append(cfg.kind == KernelKind::BatchPrefillPaged ? 4 : 2,
-                    flatGlobalMemref(b, i32));
-    argTypes.append(2, i32); // o_stride_n, o_stride_h
-  }
-  argTypes.push_back(b.getF32Type());
-  auto func = gpu::GPUFuncOp::create(b, kernelName(cfg),
-                                     FunctionType::get(ctx, argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  int32_t threads = static_cast<int32_t>(cfg.tuning.numWarps * 32);
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+                                          const AttentionConfig &cfg,
+                                          const KernelSpec &spec) {
+  auto func = createKernelFunc(b, kernelName(cfg), spec);
+  int32_t threads = static_cast<int32_t>(spec.threads);
   func->setAttr("fijit.shared_memory_bytes",
-                b.getI64IntegerAttr(cfg.sharedMemoryBytes()));
-  func->setAttr("fijit.tma_descriptors", b.getI32IntegerAttr(3));
+                b.getI64IntegerAttr(spec.sharedMemoryBytes));
   // setmaxnreg needs a fixed register count at entry: all 384 threads of
   // the one CTA an SM holds share its 64K registers.
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
                 b.getI32IntegerAttr(65536 / threads / 8 * 8));
   OpBuilder::InsertionGuard guard(b);
-  WarpSpecialisedPrefill(b, cfg, func).emit();
+  WarpSpecialisedPrefill(b, cfg, func).emit(KernelArgs(spec, func));
   return success();
 }
 

@@ -26,7 +26,7 @@ const std::string &AttentionKernel::key() const { return state->key; }
 const std::string &AttentionKernel::ptx() const { return state->ptx; }
 const std::string &AttentionKernel::kernelName() const { return state->name; }
 int AttentionKernel::threadsPerBlock() const {
-  return static_cast<int>(state->config.tuning.numWarps * 32);
+  return static_cast<int>(state->spec.threads);
 }
 int AttentionKernel::tileQ() const {
   return static_cast<int>(state->config.tuning.tileQ);
@@ -35,7 +35,7 @@ int AttentionKernel::numQOHeads() const {
   return static_cast<int>(state->config.numQOHeads);
 }
 long AttentionKernel::sharedMemoryBytes() const {
-  return static_cast<long>(state->config.sharedMemoryBytes());
+  return static_cast<long>(state->spec.sharedMemoryBytes);
 }
 bool AttentionKernel::returnsLSE() const { return state->config.returnLSE; }
 
@@ -75,8 +75,8 @@ bool AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  std::string &error) const {
   // The current GPU's facts, asked only when the plan chooses the chunk:
   // a launch with a planned chunk makes no driver call here.
-  auto plan = planDecodeSplits(state->config, currentDeviceFacts, batch,
-                               maxKvLen, kvChunk);
+  auto plan = planDecodeSplits(state->config, state->spec, currentDeviceFacts,
+                               batch, maxKvLen, kvChunk);
   if (!plan) {
     error = llvm::toString(plan.takeError());
     return false;

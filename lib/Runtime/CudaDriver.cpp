@@ -1,9 +1,11 @@
 //===- CudaDriver.cpp - The CUDA Driver API, loaded at run time -----------===//
 
 #include "fijit/Runtime/CudaDriver.h"
+#include "DriverForTesting.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
+#include <atomic>
 #include <dlfcn.h>
 #include <mutex>
 
@@ -13,7 +15,13 @@ static llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
+static std::atomic<const CudaDriver *> testDriver{nullptr};
+
+void setCudaDriverForTesting(const CudaDriver *driver) { testDriver = driver; }
+
 llvm::Expected<const CudaDriver &> CudaDriver::get() {
+  if (const CudaDriver *fake = testDriver.load())
+    return *fake;
   static CudaDriver driver;
   static std::string loadError;
   static std::once_flag once;

@@ -22,19 +22,16 @@ int64_t residentCTAsPerSM(const AttentionConfig &cfg,
       1, std::min({bySharedMemory, byThreads, device.maxCTAsPerSM}));
 }
 
-/// Bytes of split-KV partials: f32 output rows and LSEs per split, none
+/// Bytes of the kernel's workspace regions (split-KV partials), none
 /// without a split. With splits and batch below 2^16 (planDecodeSplits) and
 /// heads below 2^16 (validate) this stays below 2^59.
-static int64_t workspaceBytes(const AttentionConfig &cfg, int64_t numSplits,
+static int64_t workspaceBytes(const KernelSpec &spec, int64_t numSplits,
                               int64_t batch) {
-  return numSplits > 1
-             ? numSplits * batch * cfg.numQOHeads * (cfg.headDimVO + 1) * 4
-             : 0;
-}
-
-int64_t decodePartialLSEOffset(const AttentionConfig &cfg, int64_t numSplits,
-                               int64_t batch) {
-  return numSplits * batch * cfg.numQOHeads * cfg.headDimVO * 4;
+  if (numSplits <= 1)
+    return 0;
+  return spec.workspaceBytes([&](llvm::StringRef size) -> int64_t {
+    return size == "num_splits" ? numSplits : size == "batch" ? batch : 0;
+  });
 }
 
 /// Keys per split-KV chunk for `batch` requests of up to `maxKvLen` keys.
@@ -90,6 +87,14 @@ llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &cfg,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
                  int64_t maxKvLen, int64_t kvChunk) {
+  return planDecodeSplits(cfg, KernelSpec::of(cfg), device, batch, maxKvLen,
+                          kvChunk);
+}
+
+llvm::Expected<DecodePlan>
+planDecodeSplits(const AttentionConfig &cfg, const KernelSpec &spec,
+                 llvm::function_ref<DeviceFacts()> device, int64_t batch,
+                 int64_t maxKvLen, int64_t kvChunk) {
   // Requests are grid.z and splits grid.y (65535 CTAs each); lengths and
   // chunks reach the kernel as 32-bit integers.
   constexpr int64_t kMaxGridYZ = 65535;
@@ -119,7 +124,7 @@ planDecodeSplits(const AttentionConfig &cfg,
                      " into " + std::to_string(plan.numSplits) +
                      " chunks; the launch grid's y dimension allows 65535: "
                      "use a larger kv_chunk");
-  plan.workspaceBytes = workspaceBytes(cfg, plan.numSplits, batch);
+  plan.workspaceBytes = workspaceBytes(spec, plan.numSplits, batch);
   return plan;
 }
 

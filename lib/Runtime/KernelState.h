@@ -10,6 +10,7 @@
 #define FIJIT_LIB_RUNTIME_KERNELSTATE_H
 
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/KernelSpec.h"
 #include "fijit/Runtime/CudaDriver.h"
 #include "fijit/fijit.h"
 
@@ -24,6 +25,8 @@ namespace fijit {
 
 struct AttentionKernel::State {
   AttentionConfig config;
+  /// The launch contract of the kernel (Config/KernelSpec.h), made once.
+  KernelSpec spec;
   std::string configText, key, ptx, name;
 
   struct Loaded {

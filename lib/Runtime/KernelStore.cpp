@@ -45,6 +45,7 @@ std::shared_ptr<AttentionKernel::State>
 newKernelState(const AttentionConfig &config) {
   auto state = std::make_shared<AttentionKernel::State>();
   state->config = config;
+  state->spec = KernelSpec::of(config);
   state->configText = config.toString();
   state->name = ("fijit_" + stringify(config.kind)).str();
   return state;

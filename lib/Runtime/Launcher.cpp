@@ -1,371 +1,366 @@
-//===- Launcher.cpp - Argument packing and cuLaunchKernel -----------------===//
+//===- Launcher.cpp - One launch path for every kernel -------------------===//
 //
-// One launch method per kernel family: check the operands, load the kernel
-// into the current context (KernelState.h), pack the arguments in the order
-// of the kernel ABI (docs/architecture.md, "Kernel ABI") and launch on the
-// caller's stream.
+// A launch walks the kernel's argument table (Config/KernelSpec.h) and looks
+// each name up among the caller's named values: it checks what the table
+// says to check, derives what the runtime owns (decode's split plan),
+// encodes tensor maps, packs the parameters in the table's order and
+// launches the spec's grid on the caller's stream. The per-family entry
+// points (LaunchArgs.cpp) only name their fields.
 //
 //===----------------------------------------------------------------------===//
 
 #include "KernelState.h"
 
-#include "fijit/Runtime/DecodePlanner.h"
 #include "fijit/Runtime/TensorMap.h"
 
-#include <algorithm>
-#include <array>
+#include "llvm/ADT/StringMap.h"
+
 #include <climits>
 #include <cstdint>
-#include <initializer_list>
-#include <utility>
+#include <deque>
 #include <vector>
 
 namespace fijit {
 
 namespace {
-/// Kernel parameters in the order of the kernel ABI (Builders.h): memref
-/// descriptors of flat buffers (allocated, aligned, offset, size, stride),
-/// then i32 and f32 scalars. Values live here until the launch.
+
+/// The caller's named values plus those the runtime derives, which take
+/// precedence. Absent names read as 0 or null; an integer serves where a
+/// pointer or a float is read (Python passes addresses as integers).
+class Values {
+public:
+  explicit Values(const NamedArgs &given) : given(given) {}
+
+  void derive(llvm::StringRef name, int64_t value) { derived[name] = value; }
+
+  int64_t integer(llvm::StringRef name) const {
+    auto it = derived.find(name);
+    if (it != derived.end())
+      return it->second;
+    const NamedArgs::Value *v = given.find(name);
+    if (!v)
+      return 0;
+    if (auto *i = std::get_if<int64_t>(v))
+      return *i;
+    return 0;
+  }
+  void *pointer(llvm::StringRef name) const {
+    const NamedArgs::Value *v = given.find(name);
+    if (!v)
+      return nullptr;
+    if (auto *p = std::get_if<void *>(v))
+      return *p;
+    if (auto *i = std::get_if<int64_t>(v))
+      return reinterpret_cast<void *>(static_cast<intptr_t>(*i));
+    return nullptr;
+  }
+  float real(llvm::StringRef name) const {
+    const NamedArgs::Value *v = given.find(name);
+    if (!v)
+      return 0;
+    if (auto *f = std::get_if<float>(v))
+      return *f;
+    if (auto *i = std::get_if<int64_t>(v))
+      return static_cast<float>(*i);
+    return 0;
+  }
+  /// Whether `name` was given as something this launch cannot read.
+  bool wrongType(llvm::StringRef name, ArgKind kind) const {
+    const NamedArgs::Value *v = given.find(name);
+    if (!v)
+      return false;
+    switch (kind) {
+    case ArgKind::I32:
+      return !std::holds_alternative<int64_t>(*v);
+    case ArgKind::F32:
+      return std::holds_alternative<void *>(*v);
+    default:
+      return std::holds_alternative<float>(*v);
+    }
+  }
+
+private:
+  const NamedArgs &given;
+  llvm::StringMap<int64_t> derived;
+};
+
+/// Kernel parameters in the table's order; every value lives here until
+/// the launch. A buffer is a memref descriptor (allocated, aligned, offset,
+/// size, stride) of a flat buffer.
 class KernelParams {
 public:
-  /// A TMA kernel's leading 128-byte grid-constant parameters.
-  void tensorMap(const CUtensorMap &map) { maps.push_back(map); }
-  void memref(void *ptr) { memrefs.push_back({ptr, ptr, 0, 0, 1}); }
-  void i32(int64_t v) { ints.push_back(static_cast<int32_t>(v)); }
-  void f32(float v) { floats.push_back(v); }
-
-  /// Pointers to every value, memrefs first; valid while this lives.
-  void **pointers() {
-    slots.clear();
-    for (CUtensorMap &m : maps)
-      slots.push_back(&m);
-    for (Memref &m : memrefs)
-      slots.insert(slots.end(), {&m.allocated, &m.aligned, &m.offset,
-                                 &m.size, &m.stride});
-    for (int32_t &i : ints)
-      slots.push_back(&i);
-    for (float &f : floats)
-      slots.push_back(&f);
-    return slots.data();
+  void tensorMap(const CUtensorMap &map) { push(maps.emplace_back(map)); }
+  void memref(void *ptr) {
+    Memref &m = memrefs.emplace_back(Memref{ptr, ptr, 0, 0, 1});
+    slots.insert(slots.end(),
+                 {&m.allocated, &m.aligned, &m.offset, &m.size, &m.stride});
   }
+  void i32(int64_t v) { push(ints.emplace_back(static_cast<int32_t>(v))); }
+  void f32(float v) { push(floats.emplace_back(v)); }
+  void **pointers() { return slots.data(); }
 
 private:
   struct Memref {
     void *allocated, *aligned;
     int64_t offset, size, stride;
   };
-  std::vector<CUtensorMap> maps;
-  std::vector<Memref> memrefs;
-  std::vector<int32_t> ints;
-  std::vector<float> floats;
+  template <typename T> void push(T &value) { slots.push_back(&value); }
+  // Deques: growing them keeps the addresses in `slots` valid.
+  std::deque<CUtensorMap> maps;
+  std::deque<Memref> memrefs;
+  std::deque<int32_t> ints;
+  std::deque<float> floats;
   std::vector<void *> slots;
 };
 
-/// The launch's softmax scale: the caller's, or the config's when 0.
-float smScaleOf(const AttentionConfig &cfg, float requested) {
-  return requested > 0 ? requested
-                       : static_cast<float>(cfg.effectiveSmScale());
-}
-
-/// cuLaunchKernel with a 3-D grid and 1-D blocks; the driver's message
-/// (naming `what`) in `error` on failure.
-bool launchGrid(const CudaDriver &driver, CUfunction function,
-                std::array<int64_t, 3> grid, int64_t threads,
-                int64_t sharedBytes, void *stream, KernelParams &params,
-                const char *what, std::string &error) {
-  if (CUresult rc = driver.cuLaunchKernel(
-          function, static_cast<unsigned>(grid[0]),
-          static_cast<unsigned>(grid[1]), static_cast<unsigned>(grid[2]),
-          static_cast<unsigned>(threads), 1, 1,
-          static_cast<unsigned>(sharedBytes), static_cast<CUstream>(stream),
-          params.pointers(), nullptr)) {
-    error = llvm::toString(driver.error(what, rc));
-    return false;
+/// "a", "a and b", "a, b and c".
+std::string listed(const std::vector<std::string> &names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i)
+      out += i + 1 == names.size() ? " and " : ", ";
+    out += names[i];
   }
-  return true;
+  return out;
 }
 
-/// One [rows, heads, head_dim] operand of a TMA kernel (paged: `rows` per
-/// page, `pages` of them); strides in elements.
-struct TokenRows {
-  void *base;
-  int64_t rows, rowStride, headStride;
-  int64_t pages = 0, pageStride = 0;
-};
-
-/// The tensor maps of Q, K and V, in the kernel's parameter order, with the
-/// boxes of its tiles (tile_q rows of Q, tile_kv rows of K and V, or one
-/// page's share of a K/V tile).
-bool encodeQKVMaps(const CudaDriver &driver, const AttentionConfig &cfg,
-                   const TokenRows &q, const TokenRows &k, const TokenRows &v,
-                   KernelParams &params, std::string &error) {
-  const TuningKnobs &t = cfg.tuning;
-  int64_t kvBox = k.pages > 0 ? std::min(cfg.pageSize, t.tileKV) : t.tileKV;
-  TileMapShape shapes[3] = {
-      {q.base, cfg.dtypeQ, cfg.headDimQK, q.rows, cfg.numQOHeads, q.rowStride,
-       q.headStride, t.tileQ},
-      {k.base, cfg.dtypeKV, cfg.headDimQK, k.rows, cfg.numKVHeads, k.rowStride,
-       k.headStride, kvBox, k.pages, k.pageStride},
-      {v.base, cfg.dtypeKV, cfg.headDimVO, v.rows, cfg.numKVHeads, v.rowStride,
-       v.headStride, kvBox, v.pages, v.pageStride}};
-  const char *names[3] = {"q", "k", "v"};
-  for (int i = 0; i < 3; ++i) {
-    auto map = encodeTileMap(driver, shapes[i], names[i]);
-    if (!map) {
-      error = llvm::toString(map.takeError());
+/// What the table says to check, before anything touches the driver.
+/// cp.async and TMA move 16-byte rows: tensors must start 16-byte aligned
+/// and their strides keep every row so.
+bool checkOperands(const AttentionConfig &cfg, const KernelSpec &spec,
+                   const Values &values, std::string &error) {
+  // Every name the launch reads, with the kind of value it reads there: a
+  // tensor map is read from a pointer and integers.
+  std::vector<std::pair<std::string, ArgKind>> read;
+  for (const KernelArg &arg : spec.args) {
+    if (arg.kind != ArgKind::TensorMap) {
+      read.push_back({arg.name, arg.kind});
+      continue;
+    }
+    const TensorMapLayout &l = arg.map;
+    read.push_back({l.base, ArgKind::Buffer});
+    for (const std::string &n :
+         {l.rows, l.rowStride, l.headStride, l.pages, l.pageStride})
+      if (!n.empty())
+        read.push_back({n, ArgKind::I32});
+  }
+  for (const GridDim &dim : spec.grid)
+    if (!dim.size.empty())
+      read.push_back({dim.size, ArgKind::I32});
+  for (auto &[name, kind] : read)
+    if (values.wrongType(name, kind)) {
+      error = "launch argument " + name + " must be " +
+              (kind == ArgKind::I32   ? "an integer"
+               : kind == ArgKind::F32 ? "a number"
+                                      : "a device pointer");
       return false;
     }
-    params.tensorMap(*map);
-  }
-  return true;
-}
-
-/// What every launch checks first. cp.async moves 16 bytes: every row must
-/// start 16-byte aligned, so base pointers and row/head strides must be too;
-/// a kernel built with return_lse=true writes through `lse`.
-bool checkLaunchOperands(
-    const AttentionConfig &cfg, void *lse,
-    std::initializer_list<std::pair<const char *, void *>> pointers,
-    std::initializer_list<std::pair<const char *, int64_t>> strides,
-    std::string &error) {
-  if (cfg.returnLSE && !lse) {
+  if (cfg.returnLSE && spec.find("lse") && !values.pointer("lse")) {
     error = "this kernel was compiled with return_lse=true: pass an lse "
             "buffer";
     return false;
   }
-  for (auto [name, ptr] : pointers)
-    if (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16) {
-      error = std::string(name) + " must be a 16-byte aligned device pointer";
+  for (const KernelArg &arg : spec.args) {
+    bool tensor = arg.check == ArgCheck::Tensor;
+    std::string name = arg.kind == ArgKind::TensorMap ? arg.map.base
+                                                      : arg.name;
+    void *ptr = values.pointer(name);
+    if ((tensor || arg.kind == ArgKind::TensorMap) &&
+        (!ptr || reinterpret_cast<uintptr_t>(ptr) % 16)) {
+      error = name + " must be a 16-byte aligned device pointer";
       return false;
     }
-  for (auto [name, stride] : strides)
-    if (stride % 8) {
-      error = std::string(name) +
-              " strides must be multiples of 8 elements (16 bytes)";
-      return false;
+  }
+  for (const KernelArg &arg : spec.args) {
+    std::vector<std::pair<std::string, std::string>> strides;
+    if (arg.check == ArgCheck::Stride)
+      strides.push_back({arg.tensor, arg.name});
+    if (arg.kind == ArgKind::TensorMap)
+      for (const std::string &s :
+           {arg.map.rowStride, arg.map.headStride, arg.map.pageStride})
+        if (!s.empty())
+          strides.push_back({arg.name, s});
+    for (auto &[tensor, name] : strides)
+      if (values.integer(name) % 8) {
+        error = tensor + " strides must be multiples of 8 elements (16 bytes)";
+        return false;
+      }
+  }
+  std::vector<std::string> required, lengths;
+  bool missing = false, outOfRange = false;
+  for (const KernelArg &arg : spec.args) {
+    if (arg.check == ArgCheck::Required) {
+      required.push_back(arg.name);
+      missing |= !values.pointer(arg.name);
     }
+    if (arg.check == ArgCheck::Length) {
+      lengths.push_back(arg.name);
+      int64_t v = values.integer(arg.name);
+      outOfRange |= v < 0 || v > INT32_MAX;
+    }
+  }
+  if (missing) {
+    error = stringify(cfg.kind).str() + " needs " + listed(required);
+    return false;
+  }
+  if (outOfRange) {
+    error = listed(lengths) + " must be in [0, 2^31)";
+    return false;
+  }
   return true;
 }
-} // namespace
 
-bool AttentionKernel::launchBatchPrefill(const BatchPrefillLaunchArgs &a,
-                                         std::string &error) const {
-  const AttentionConfig &cfg = state->config;
-  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
-  if (!paged && cfg.kind != KernelKind::BatchPrefillRagged) {
-    error = "launchBatchPrefill needs a batch prefill kind, not kind=" +
-            stringify(cfg.kind).str();
+/// Decode's split-KV plan: the chunk (the caller's rounded to whole tiles,
+/// or planned) and the number of splits become kernel arguments; the
+/// workspace must hold the spec's regions and counters must be given when
+/// the splits merge.
+bool deriveDecodePlan(const AttentionKernel &kernel, Values &values,
+                      std::string &error) {
+  int64_t batch = values.integer("batch");
+  if (batch <= 0)
+    return true; // an empty grid: nothing is launched
+  int64_t kvChunk = values.integer("kv_chunk"), numSplits = 0, needed = 0;
+  if (!kernel.planDecode(batch, values.integer("kv_len"), kvChunk, numSplits,
+                         needed, error))
     return false;
-  }
-  if (!checkLaunchOperands(cfg, a.lse,
-                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                           {{"q", a.qStrideN},
-                            {"q", a.qStrideH},
-                            {"k", a.kStrideP},
-                            {"k", a.kStrideN},
-                            {"k", a.kStrideH},
-                            {"v", a.vStrideP},
-                            {"v", a.vStrideN},
-                            {"v", a.vStrideH}},
-                           error))
-    return false;
-  if (!a.qoIndptr || !a.kvIndptr ||
-      (paged && (!a.kvIndices || !a.kvLastPageLen))) {
-    error = paged ? "batch_prefill_paged needs qo_indptr, kv_indptr, "
-                    "kv_indices and kv_last_page_len"
-                  : "batch_prefill_ragged needs qo_indptr and kv_indptr";
-    return false;
-  }
-  // Requests are grid.z (65535 CTAs); query rows reach the kernel as
-  // 32-bit integers.
-  if (a.batch > 65535 || a.maxQoLen > INT32_MAX) {
-    error = "batch=" + std::to_string(a.batch) + " and max_qo_len=" +
-            std::to_string(a.maxQoLen) +
-            " must be at most 65535 and below 2^31";
-    return false;
-  }
-  if (a.batch <= 0 || a.maxQoLen <= 0)
-    return true;
-  auto ready = state->prepare();
-  if (!ready) {
-    error = llvm::toString(ready.takeError());
-    return false;
-  }
-  const CudaDriver *driver = ready->driver;
-  const State::Loaded *fn = &ready->loaded;
-  KernelParams params;
-  if (cfg.warpSpecialised()) {
-    // Q, K and V as tensor maps over the packed token rows, or K and V over
-    // the page pool (WarpSpecialisedPrefill.cpp).
-    if (a.qoRows <= 0 || a.kvRows <= 0) {
-      error = "the warp-specialised batch prefill kernel needs qo_rows and "
-              "kv_rows: the token rows of q, and of ragged k/v or the pages "
-              "of the paged cache";
-      return false;
-    }
-    TokenRows k{a.k, a.kvRows, a.kStrideN, a.kStrideH};
-    TokenRows v{a.v, a.kvRows, a.vStrideN, a.vStrideH};
-    if (paged) {
-      k = {a.k, cfg.pageSize, a.kStrideN, a.kStrideH, a.kvRows, a.kStrideP};
-      v = {a.v, cfg.pageSize, a.vStrideN, a.vStrideH, a.kvRows, a.vStrideP};
-    }
-    if (!encodeQKVMaps(*driver, cfg, {a.q, a.qoRows, a.qStrideN, a.qStrideH},
-                       k, v, params, error))
-      return false;
-    for (void *ptr : {a.o, a.lse, a.qoIndptr, a.kvIndptr})
-      params.memref(ptr);
-    if (paged)
-      for (void *ptr : {a.kvIndices, a.kvLastPageLen})
-        params.memref(ptr);
-    for (int64_t v : {a.oStrideN, a.oStrideH})
-      params.i32(v);
-  } else {
-    for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, a.qoIndptr, a.kvIndptr,
-                      a.kvIndices, a.kvLastPageLen})
-      params.memref(ptr);
-    for (int64_t v : {a.qStrideN, a.qStrideH, a.kStrideP, a.kStrideN,
-                      a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
-                      a.oStrideN, a.oStrideH})
-      params.i32(v);
-  }
-  params.f32(smScaleOf(cfg, a.smScale));
-  int64_t tiles = (a.maxQoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
-  return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, a.batch},
-                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(),
-                    a.stream, params, "cuLaunchKernel", error);
-}
-
-bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
-                                   std::string &error) const {
-  const AttentionConfig &cfg = state->config;
-  bool paged = cfg.kind == KernelKind::BatchDecodePaged;
-  if (cfg.kind != KernelKind::SingleDecode && !paged) {
-    error = "launchDecode needs a decode kind, not kind=" +
-            stringify(cfg.kind).str();
-    return false;
-  }
-  if (!checkLaunchOperands(cfg, a.lse,
-                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                           {{"q", a.qStrideB},
-                            {"q", a.qStrideH},
-                            {"k", a.kStrideP},
-                            {"k", a.kStrideN},
-                            {"k", a.kStrideH},
-                            {"v", a.vStrideP},
-                            {"v", a.vStrideN},
-                            {"v", a.vStrideH}},
-                           error))
-    return false;
-  if (paged && (!a.kvIndptr || !a.kvIndices || !a.kvLastPageLen)) {
-    error = "batch_decode_paged needs kv_indptr, kv_indices and "
-            "kv_last_page_len";
-    return false;
-  }
-  if (a.batch <= 0)
-    return true;
-  // A chunk from plan() is used as given; only a launch without one plans.
-  int64_t kvChunk = a.kvChunk, numSplits = 0, needed = 0;
-  if (!planDecode(a.batch, a.kvLen, kvChunk, numSplits, needed, error))
-    return false;
-  if (needed > a.workspaceBytes) {
+  values.derive("kv_chunk", kvChunk);
+  values.derive("num_splits", numSplits);
+  int64_t have = values.integer("workspace_bytes");
+  if (needed > have) {
     error = "workspace too small: split-KV over " + std::to_string(numSplits) +
             " chunks needs " + std::to_string(needed) + " bytes, got " +
-            std::to_string(a.workspaceBytes);
+            std::to_string(have);
     return false;
   }
-  if (numSplits > 1 && !a.splitCounters) {
+  if (numSplits > 1 && !values.pointer("split_counters")) {
     error = "split-KV over " + std::to_string(numSplits) +
             " chunks needs split_counters (int32 [batch * num_kv_heads], "
             "zeroed once)";
     return false;
   }
-  auto ready = state->prepare();
-  if (!ready) {
-    error = llvm::toString(ready.takeError());
-    return false;
-  }
-  const CudaDriver *driver = ready->driver;
-  const State::Loaded *fn = &ready->loaded;
-
-  char *ws = static_cast<char *>(a.workspace);
-  void *partialO = ws;
-  void *partialLse =
-      ws ? ws + decodePartialLSEOffset(cfg, numSplits, a.batch) : nullptr;
-  KernelParams params;
-  for (void *ptr : {a.q, a.k, a.v, a.o, a.lse, partialO, partialLse, a.kvIndptr,
-                    a.kvIndices, a.kvLastPageLen, a.splitCounters})
-    params.memref(ptr);
-  for (int64_t v : {a.kvLen, a.qStrideB, a.qStrideH, a.kStrideP, a.kStrideN,
-                    a.kStrideH, a.vStrideP, a.vStrideN, a.vStrideH,
-                    a.oStrideB, a.oStrideH, kvChunk, numSplits})
-    params.i32(v);
-  params.f32(smScaleOf(cfg, a.smScale));
-  return launchGrid(*driver, fn->function, {cfg.numKVHeads, numSplits, a.batch},
-                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(), a.stream,
-                    params, "cuLaunchKernel", error);
+  return true;
 }
 
-bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
+/// The grid of the spec; false (with the reason) past what CUDA launches or
+/// the kernel's 32-bit positions address.
+bool gridOf(const KernelSpec &spec, const Values &values,
+            std::array<int64_t, 3> &grid, std::string &error) {
+  grid = spec.gridFor([&](llvm::StringRef n) { return values.integer(n); });
+  static const char *axes[3] = {"x", "y", "z"};
+  for (int i = 0; i < 3; ++i) {
+    const GridDim &dim = spec.grid[i];
+    if (dim.size.empty())
+      continue;
+    int64_t size = values.integer(dim.size);
+    int64_t limit = i == 0 ? INT32_MAX : 65535;
+    if (size > INT32_MAX || grid[i] > limit) {
+      error = dim.size + "=" + std::to_string(size) + " is beyond the " +
+              (size > INT32_MAX ? std::string("kernel's 32-bit positions")
+                                : "launch grid (" + std::to_string(limit) +
+                                      " CTAs along " + axes[i] + ")");
+      return false;
+    }
+  }
+  return true;
+}
+
+/// A tensor-map argument from the named values its layout lists.
+llvm::Expected<CUtensorMap> encodeMap(const CudaDriver &driver,
+                                      const KernelSpec &spec,
+                                      const KernelArg &arg,
+                                      const Values &values) {
+  const TensorMapLayout &l = arg.map;
+  TileMapShape shape{values.pointer(l.base), l.dtype, l.headDim,
+                     l.rows.empty() ? l.rowsPerPage : values.integer(l.rows),
+                     l.heads, values.integer(l.rowStride),
+                     values.integer(l.headStride), l.boxRows};
+  if (!l.pages.empty()) {
+    shape.pages = values.integer(l.pages);
+    shape.pageStride = values.integer(l.pageStride);
+  }
+  const std::string &extent = l.pages.empty() ? l.rows : l.pages;
+  // A size that only shapes the map (a batch's qo_rows, kv_rows) must be
+  // given. A length the kernel also takes (single prefill's kv_len) may be
+  // 0: encodeTileMap gives the map one row, which the kernel never reads.
+  if ((l.pages.empty() ? shape.rows : shape.pages) <= 0 && !spec.find(extent))
+    return llvm::createStringError(
+        "this kernel reads " + arg.name + " through a tensor map: pass " +
+        extent + ", the " + (l.pages.empty() ? "rows" : "pages") + " of " +
+        arg.name + " (positive)");
+  return encodeTileMap(driver, shape, arg.name);
+}
+
+} // namespace
+
+bool AttentionKernel::launchNamed(const NamedArgs &args,
+                                  std::string &error) const {
   const AttentionConfig &cfg = state->config;
-  if (cfg.kind != KernelKind::SinglePrefill) {
-    bool decode = cfg.kind == KernelKind::SingleDecode ||
-                  cfg.kind == KernelKind::BatchDecodePaged;
-    error = "launch runs single_prefill kernels; kind=" +
-            stringify(cfg.kind).str() + " launches through " +
-            (decode ? "launchDecode" : "launchBatchPrefill");
+  const KernelSpec &spec = state->spec;
+  Values values(args);
+  if (!checkOperands(cfg, spec, values, error))
     return false;
-  }
-  if (!checkLaunchOperands(cfg, a.lse,
-                           {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}},
-                           {{"q", a.qStrideN},
-                            {"q", a.qStrideH},
-                            {"k", a.kStrideN},
-                            {"k", a.kStrideH},
-                            {"v", a.vStrideN},
-                            {"v", a.vStrideH}},
-                           error))
+  if (spec.find("num_splits") &&
+      !deriveDecodePlan(*this, values, error))
     return false;
-  if (a.qoLen < 0 || a.kvLen < 0 || a.qoLen > INT32_MAX ||
-      a.kvLen > INT32_MAX) {
-    error = "qo_len and kv_len must be in [0, 2^31)";
+  std::array<int64_t, 3> grid;
+  if (!gridOf(spec, values, grid, error))
     return false;
-  }
-  if (a.qoLen == 0)
-    return true;
+  if (grid[0] <= 0 || grid[1] <= 0 || grid[2] <= 0)
+    return true; // nothing to compute: no driver needed
 
   auto ready = state->prepare();
   if (!ready) {
     error = llvm::toString(ready.takeError());
     return false;
   }
-  const CudaDriver *driver = ready->driver;
-  const State::Loaded *fn = &ready->loaded;
-
+  auto sizes = [&](llvm::StringRef n) { return values.integer(n); };
+  char *workspace = static_cast<char *>(values.pointer("workspace"));
   KernelParams params;
-  if (cfg.warpSpecialised()) {
-    // Q, K and V reach the kernel as tensor maps (WarpSpecialisedPrefill.cpp).
-    if (!encodeQKVMaps(*driver, cfg, {a.q, a.qoLen, a.qStrideN, a.qStrideH},
-                       {a.k, a.kvLen, a.kStrideN, a.kStrideH},
-                       {a.v, a.kvLen, a.vStrideN, a.vStrideH}, params,
-                       error))
-      return false;
-    for (void *ptr : {a.o, a.lse})
-      params.memref(ptr);
-    for (int64_t v : {a.qoLen, a.kvLen, a.oStrideN, a.oStrideH})
-      params.i32(v);
-  } else {
-    for (void *ptr : {a.q, a.k, a.v, a.o, a.lse})
-      params.memref(ptr);
-    for (int64_t v : {a.qoLen, a.kvLen, a.qStrideN, a.qStrideH, a.kStrideN,
-                      a.kStrideH, a.vStrideN, a.vStrideH, a.oStrideN,
-                      a.oStrideH})
-      params.i32(v);
+  for (const KernelArg &arg : spec.args) {
+    switch (arg.kind) {
+    case ArgKind::TensorMap: {
+      auto map = encodeMap(*ready->driver, spec, arg, values);
+      if (!map) {
+        error = llvm::toString(map.takeError());
+        return false;
+      }
+      params.tensorMap(*map);
+      break;
+    }
+    case ArgKind::Buffer:
+    case ArgKind::Counter:
+      params.memref(values.pointer(arg.name));
+      break;
+    case ArgKind::Workspace:
+      params.memref(workspace
+                        ? workspace + spec.workspaceOffset(arg.name, sizes)
+                        : nullptr);
+      break;
+    case ArgKind::I32:
+      params.i32(values.integer(arg.name));
+      break;
+    case ArgKind::F32: {
+      float v = values.real(arg.name);
+      // sm_scale 0 (or absent): the config's scale, so every scale shares
+      // one kernel.
+      if (arg.name == "sm_scale" && v <= 0)
+        v = static_cast<float>(cfg.effectiveSmScale());
+      params.f32(v);
+      break;
+    }
+    }
   }
-  params.f32(smScaleOf(cfg, a.smScale));
-  int64_t tiles = (a.qoLen + cfg.tuning.tileQ - 1) / cfg.tuning.tileQ;
-  return launchGrid(*driver, fn->function, {tiles, cfg.numQOHeads, 1},
-                    cfg.tuning.numWarps * 32, cfg.sharedMemoryBytes(),
-                    a.stream, params, "cuLaunchKernel", error);
+  if (CUresult rc = ready->driver->cuLaunchKernel(
+          ready->loaded.function, static_cast<unsigned>(grid[0]),
+          static_cast<unsigned>(grid[1]), static_cast<unsigned>(grid[2]),
+          static_cast<unsigned>(spec.threads), 1, 1,
+          static_cast<unsigned>(spec.sharedMemoryBytes),
+          static_cast<CUstream>(values.pointer("stream")), params.pointers(),
+          nullptr)) {
+    error = llvm::toString(ready->driver->error("cuLaunchKernel", rc));
+    return false;
+  }
+  return true;
 }
 
 } // namespace fijit

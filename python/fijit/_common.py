@@ -111,7 +111,8 @@ def check_layout(kv_layout):
 
 def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
     """Checks both halves of a paged cache against the planned config and
-    page table; returns their [page, token, head] element strides."""
+    page table; returns them and their [page, token, head] element strides
+    by launch argument name."""
     k_cache, v_cache = split_cache(paged_kv_cache)
     nhd = kv_layout == "NHD"
     qv = as_view(q, "q")
@@ -126,9 +127,20 @@ def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
             raise ValueError(f"indices refers to page {max_page} but {name} "
                              f"has {view.shape[0]} pages")
     n, h = (1, 2) if nhd else (2, 1)
-    return k_cache, v_cache, [k_cache.stride(0), k_cache.stride(n),
-                              k_cache.stride(h), v_cache.stride(0),
-                              v_cache.stride(n), v_cache.stride(h)]
+    return k_cache, v_cache, kv_strides(k_cache, v_cache, n, h, page=0)
+
+
+def kv_strides(k, v, n, h, page=None):
+    """Element strides of k and v by launch argument name: token dimension
+    `n`, head dimension `h` and, for a paged cache, page dimension
+    `page`."""
+    out = {}
+    for name, t in (("k", k), ("v", v)):
+        out[f"{name}_stride_n"] = t.stride(n)
+        out[f"{name}_stride_h"] = t.stride(h)
+        if page is not None:
+            out[f"{name}_stride_page"] = t.stride(page)
+    return out
 
 
 def planned(plan, return_lse):

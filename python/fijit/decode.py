@@ -5,7 +5,7 @@ import math
 
 from .config import AttentionConfig
 from .kernel import compile_attention
-from ._common import (check_layout, dtype_name, page_table,
+from ._common import (check_layout, dtype_name, kv_strides, page_table,
                       paged_cache_strides, planned, require_torch, target_of)
 from .tensors import as_view, check, torch
 
@@ -25,17 +25,19 @@ def _split_counters(splits, pairs, device):
     return torch.zeros(pairs, dtype=torch.int32, device=device)
 
 
-def _launch_decode(kernel, q, k, v, o, lse, batch, kv_len, strides, kv_chunk,
-                   workspace, sm_scale, counters, indptr=None, indices=None,
-                   last_page_len=None):
-    ptrs = [q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
-            lse.data_ptr() if lse is not None else 0]
-    ptrs += [t.data_ptr() if t is not None else 0
-             for t in (indptr, indices, last_page_len, counters)]
-    kernel._native.launch_decode(
-        ptrs, batch, kv_len, strides, kv_chunk, workspace.data_ptr(),
-        workspace.numel() * workspace.element_size(), float(sm_scale or 0.0),
-        torch.cuda.current_stream(q.device).cuda_stream)
+def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale, **named):
+    """Launches with q, k, v, o, lse, the workspace and `named`: lengths,
+    strides and index tensors (None: not given) by launch argument name."""
+    tensors = {name: t.data_ptr() for name, t in named.items()
+               if hasattr(t, "data_ptr")}
+    kernel.launch(
+        q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), o=o.data_ptr(),
+        lse=lse.data_ptr() if lse is not None else 0,
+        workspace=workspace.data_ptr(),
+        workspace_bytes=workspace.numel() * workspace.element_size(),
+        sm_scale=float(sm_scale or 0.0),
+        stream=torch.cuda.current_stream(q.device).cuda_stream,
+        **{**named, **tensors})
 
 
 def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
@@ -85,13 +87,13 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
           cfg.dtype_o, like=qv)
     lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
                        device=q.device) if return_lse else None)
-    kv_chunk, splits, nbytes = kernel._native.plan_decode(1, kv_len)
+    kv_chunk, splits, nbytes = kernel.plan_decode(1, kv_len)
     n, h = (0, 1) if nhd else (1, 0)
-    strides = [0, q.stride(0), 0, k.stride(n), k.stride(h), 0, v.stride(n),
-               v.stride(h), 0, out.stride(0)]
-    _launch_decode(kernel, q, k, v, out, lse, 1, kv_len, strides, kv_chunk,
-                   _workspace(nbytes, q.device), sm_scale,
-                   _split_counters(splits, hk, q.device))
+    _launch_decode(kernel, q, k, v, out, lse, _workspace(nbytes, q.device),
+                   sm_scale, batch=1, kv_len=kv_len, kv_chunk=kv_chunk,
+                   split_counters=_split_counters(splits, hk, q.device),
+                   q_stride_h=q.stride(0), o_stride_h=out.stride(0),
+                   **kv_strides(k, v, n, h))
     return (out, lse) if return_lse else out
 
 
@@ -131,7 +133,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         max_len = max(lens, default=0)
         # Keys per split-KV chunk: the caller's, rounded up to whole tiles,
         # or the planner's.
-        kv_chunk, splits, nbytes = kernel._native.plan_decode(
+        kv_chunk, splits, nbytes = kernel.plan_decode(
             batch, max_len, int(fixed_split_size or 0))
         have = self._workspace.numel() * self._workspace.element_size()
         if nbytes > have:
@@ -150,7 +152,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         qv = as_view(q, "q")
         check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)
-        k_cache, v_cache, kv_strides = paged_cache_strides(
+        k_cache, v_cache, strides = paged_cache_strides(
             paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
         if out is None:
             out = torch.empty_like(q)
@@ -159,12 +161,15 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if cfg.return_lse and lse is None:
             lse = torch.empty(q.shape[:2], dtype=torch.float32,
                               device=q.device)
-        strides = ([q.stride(0), q.stride(1)] + kv_strides +
-                   [out.stride(0), out.stride(1)])
         _launch_decode(p["kernel"], q, k_cache, v_cache, out, lse,
-                       p["batch"], p["max_len"], strides, p["kv_chunk"],
-                       self._workspace, p["sm_scale"], p["counters"],
-                       p["indptr"], p["indices"], p["last_page_len"])
+                       self._workspace, p["sm_scale"], batch=p["batch"],
+                       kv_len=p["max_len"], kv_chunk=p["kv_chunk"],
+                       split_counters=p["counters"], kv_indptr=p["indptr"],
+                       kv_indices=p["indices"],
+                       kv_last_page_len=p["last_page_len"],
+                       q_stride_b=q.stride(0), q_stride_h=q.stride(1),
+                       o_stride_b=out.stride(0), o_stride_h=out.stride(1),
+                       **strides)
         return (out, lse) if return_lse else out
 
 

@@ -52,6 +52,24 @@ class AttentionKernel:
     def ir(self, stage):
         return self._native.ir(stage)
 
+    def launch(self, **named):
+        """Launches the kernel with named arguments: device pointers,
+        lengths and element strides as ints, ``sm_scale`` as a float (0: the
+        config's), ``stream`` as a CUstream handle. The names are the
+        kernel's argument table's (``docs/architecture.md``, "Kernel
+        arguments"); names a kernel does not read are ignored, so one set
+        serves every kernel of a kind, the stand-in included. The GIL is
+        released while launching."""
+        self._upgrade()
+        self._native.launch(**named)
+
+    def plan_decode(self, batch, max_kv_len, kv_chunk=0):
+        """Decode kinds: ``(kv_chunk, num_splits, workspace_bytes)`` of a
+        launch over ``batch`` requests of at most ``max_kv_len`` keys;
+        ``kv_chunk`` 0 lets the plan choose, else it is rounded up to whole
+        KV tiles."""
+        return tuple(self._native.plan_decode(batch, max_kv_len, kv_chunk))
+
     def load(self):
         """Loads the kernel into the current CUDA context now (a launch
         does it on first use): a cubin from the disk cache when one matches
@@ -111,11 +129,14 @@ class AttentionKernel:
         elif hasattr(stream, "cuda_stream"):
             stream = stream.cuda_stream
         n, h = (0, 1) if nhd else (1, 0)
-        strides = [qv.strides[0], qv.strides[1], kv.strides[n], kv.strides[h],
-                   vv.strides[n], vv.strides[h], ov.strides[0], ov.strides[1]]
-        self._native.launch(qv.ptr, kv.ptr, vv.ptr, ov.ptr, lse_ptr, qo_len,
-                            kv_len, strides, float(sm_scale or 0.0),
-                            int(stream or 0))
+        self._native.launch(
+            q=qv.ptr, k=kv.ptr, v=vv.ptr, o=ov.ptr, lse=lse_ptr,
+            qo_len=qo_len, kv_len=kv_len,
+            q_stride_n=qv.strides[0], q_stride_h=qv.strides[1],
+            k_stride_n=kv.strides[n], k_stride_h=kv.strides[h],
+            v_stride_n=vv.strides[n], v_stride_h=vv.strides[h],
+            o_stride_n=ov.strides[0], o_stride_h=ov.strides[1],
+            sm_scale=float(sm_scale or 0.0), stream=int(stream or 0))
         return (out, lse) if cfg.return_lse else out
 
 

@@ -1,8 +1,9 @@
 """FlashInfer-style single-request prefill."""
 from .config import AttentionConfig
 from .kernel import compile_attention
-from ._common import (check_indptr, check_layout, dtype_name, page_table,
-                      paged_cache_strides, planned, require_torch, target_of)
+from ._common import (check_indptr, check_layout, dtype_name, kv_strides,
+                      page_table, paged_cache_strides, planned, require_torch,
+                      target_of)
 from .tensors import as_view, check, torch
 
 _configs = {}
@@ -90,8 +91,9 @@ class _BatchPrefillWrapper:
                     batch=len(lens), max_qo_len=max(lens, default=0),
                     total_qo=qo[-1], sm_scale=sm_scale)
 
-    def _launch(self, p, cfg, q, k, v, kv_strides, kv_ptrs, out, lse,
-                return_lse, kv_rows=0):
+    def _launch(self, p, cfg, q, out, lse, return_lse, **kv):
+        """Launches with the plan's values, q, out, lse and `kv`: the k/v
+        pointers, strides, index arrays and kv_rows by name."""
         qv = as_view(q, "q")
         check(qv, "q", (p["total_qo"], cfg.num_qo_heads, cfg.head_dim_qk),
               cfg.dtype_q)
@@ -104,16 +106,15 @@ class _BatchPrefillWrapper:
         if cfg.return_lse and lse is None:
             lse = torch.empty(p["total_qo"], cfg.num_qo_heads,
                               dtype=torch.float32, device=q.device)
-        ptrs = [q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
-                lse.data_ptr() if lse is not None else 0,
-                p["qo_indptr"].data_ptr()] + kv_ptrs
-        strides = [q.stride(0), q.stride(1)] + kv_strides + [out.stride(0),
-                                                             out.stride(1)]
-        p["kernel"]._native.launch_batch_prefill(
-            ptrs, p["batch"], p["max_qo_len"], strides,
-            float(p["sm_scale"] or 0.0),
-            torch.cuda.current_stream(q.device).cuda_stream,
-            qo_rows=p["total_qo"], kv_rows=kv_rows)
+        p["kernel"].launch(
+            q=q.data_ptr(), o=out.data_ptr(),
+            lse=lse.data_ptr() if lse is not None else 0,
+            qo_indptr=p["qo_indptr"].data_ptr(), batch=p["batch"],
+            max_qo_len=p["max_qo_len"], qo_rows=p["total_qo"],
+            q_stride_n=q.stride(0), q_stride_h=q.stride(1),
+            o_stride_n=out.stride(0), o_stride_h=out.stride(1),
+            sm_scale=float(p["sm_scale"] or 0.0),
+            stream=torch.cuda.current_stream(q.device).cuda_stream, **kv)
         return (out, lse) if return_lse else out
 
 
@@ -147,10 +148,10 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
             check(as_view(t, name), name, shape, cfg.dtype_kv,
                   like=as_view(q, "q"))
         n, h = (0, 1) if nhd else (1, 0)
-        strides = [0, k.stride(n), k.stride(h), 0, v.stride(n), v.stride(h)]
-        return self._launch(p, cfg, q, k, v, strides,
-                            [p["kv_indptr"].data_ptr(), 0, 0], out, lse,
-                            return_lse, kv_rows=p["total_kv"])
+        return self._launch(p, cfg, q, out, lse, return_lse, k=k.data_ptr(),
+                            v=v.data_ptr(),
+                            kv_indptr=p["kv_indptr"].data_ptr(),
+                            kv_rows=p["total_kv"], **kv_strides(k, v, n, h))
 
 
 class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
@@ -186,7 +187,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         k_cache, v_cache, strides = paged_cache_strides(
             paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
         return self._launch(
-            p, cfg, q, k_cache, v_cache, strides,
-            [p["kv_indptr"].data_ptr(), p["kv_indices"].data_ptr(),
-             p["kv_last_page_len"].data_ptr()], out, lse, return_lse,
-            kv_rows=k_cache.shape[0])
+            p, cfg, q, out, lse, return_lse, k=k_cache.data_ptr(),
+            v=v_cache.data_ptr(), kv_indptr=p["kv_indptr"].data_ptr(),
+            kv_indices=p["kv_indices"].data_ptr(),
+            kv_last_page_len=p["kv_last_page_len"].data_ptr(),
+            kv_rows=k_cache.shape[0], **strides)

@@ -11,7 +11,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <type_traits>
 
 namespace py = pybind11;
 
@@ -30,18 +29,6 @@ template <typename Call> void runReleased(Call &&call) {
     throw std::runtime_error(error);
 }
 
-/// Stores `values[i]` through `slots[i]`, converting each.
-template <typename T, typename V>
-void assignAll(std::initializer_list<T *> slots, const std::vector<V> &values) {
-  size_t i = 0;
-  for (T *slot : slots) {
-    if constexpr (std::is_pointer_v<T>)
-      *slot = reinterpret_cast<T>(values[i++]);
-    else
-      *slot = static_cast<T>(values[i++]);
-  }
-}
-
 std::string stageText(const fijit::AttentionKernel &k,
                       const std::string &stage) {
   std::string text, error;
@@ -55,79 +42,30 @@ std::string stageText(const fijit::AttentionKernel &k,
   return text;
 }
 
-void launch(const fijit::AttentionKernel &k, uintptr_t q, uintptr_t kk,
-            uintptr_t v, uintptr_t o, uintptr_t lse, int64_t qoLen,
-            int64_t kvLen, std::vector<int64_t> strides, float smScale,
-            uintptr_t stream) {
-  if (strides.size() != 8)
-    throw py::value_error("launch needs 8 strides: q, k, v, o (n, h)");
-  fijit::LaunchArgs a;
-  a.q = reinterpret_cast<void *>(q);
-  a.k = reinterpret_cast<void *>(kk);
-  a.v = reinterpret_cast<void *>(v);
-  a.o = reinterpret_cast<void *>(o);
-  a.lse = reinterpret_cast<void *>(lse);
-  a.qoLen = qoLen;
-  a.kvLen = kvLen;
-  assignAll<int64_t>({&a.qStrideN, &a.qStrideH, &a.kStrideN, &a.kStrideH,
-                      &a.vStrideN, &a.vStrideH, &a.oStrideN, &a.oStrideH},
-                     strides);
-  a.smScale = smScale;
-  a.stream = reinterpret_cast<void *>(stream);
-  runReleased([&](std::string &error) { return k.launch(a, error); });
-}
-
-void launchDecode(const fijit::AttentionKernel &k,
-                  std::vector<uintptr_t> ptrs, int64_t batch, int64_t kvLen,
-                  std::vector<int64_t> strides, int64_t kvChunk,
-                  uintptr_t workspace, int64_t workspaceBytes, float smScale,
-                  uintptr_t stream) {
-  if (ptrs.size() != 9 || strides.size() != 10)
-    throw py::value_error("launch_decode needs 9 pointers (q, k, v, o, lse, "
-                          "indptr, indices, last_page_len, split_counters) "
-                          "and 10 strides");
-  fijit::DecodeLaunchArgs a;
-  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.kvIndptr, &a.kvIndices,
-                     &a.kvLastPageLen, &a.splitCounters},
-                    ptrs);
-  assignAll<int64_t>({&a.qStrideB, &a.qStrideH, &a.kStrideP, &a.kStrideN,
-                      &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
-                      &a.oStrideB, &a.oStrideH},
-                     strides);
-  a.batch = batch;
-  a.kvLen = kvLen;
-  a.kvChunk = kvChunk;
-  a.workspace = reinterpret_cast<void *>(workspace);
-  a.workspaceBytes = workspaceBytes;
-  a.smScale = smScale;
-  a.stream = reinterpret_cast<void *>(stream);
-  runReleased([&](std::string &error) { return k.launchDecode(a, error); });
-}
-
-void launchBatchPrefill(const fijit::AttentionKernel &k,
-                        std::vector<uintptr_t> ptrs, int64_t batch,
-                        int64_t maxQoLen, std::vector<int64_t> strides,
-                        float smScale, uintptr_t stream, int64_t qoRows,
-                        int64_t kvRows) {
-  if (ptrs.size() != 9 || strides.size() != 10)
-    throw py::value_error("launch_batch_prefill needs 9 pointers (q, k, v, "
-                          "o, lse, qo_indptr, kv_indptr, kv_indices, "
-                          "kv_last_page_len) and 10 strides");
-  fijit::BatchPrefillLaunchArgs a;
-  assignAll<void *>({&a.q, &a.k, &a.v, &a.o, &a.lse, &a.qoIndptr,
-                     &a.kvIndptr, &a.kvIndices, &a.kvLastPageLen},
-                    ptrs);
-  assignAll<int64_t>({&a.qStrideN, &a.qStrideH, &a.kStrideP, &a.kStrideN,
-                      &a.kStrideH, &a.vStrideP, &a.vStrideN, &a.vStrideH,
-                      &a.oStrideN, &a.oStrideH},
-                     strides);
-  a.batch = batch;
-  a.maxQoLen = maxQoLen;
-  a.qoRows = qoRows;
-  a.kvRows = kvRows;
-  a.smScale = smScale;
-  a.stream = reinterpret_cast<void *>(stream);
-  runReleased([&](std::string &error) { return k.launchBatchPrefill(a, error); });
+/// A keyword launch: int values are integers (device pointers among them),
+/// float values floats, None leaves the name out. The names are the
+/// kernel's (fijit::NamedArgs).
+void launchNamed(const fijit::AttentionKernel &k, const py::kwargs &kwargs) {
+  fijit::NamedArgs args;
+  for (auto [key, value] : kwargs) {
+    std::string name = py::cast<std::string>(key);
+    if (value.is_none())
+      continue;
+    if (py::isinstance<py::bool_>(value))
+      throw py::type_error("launch argument " + name +
+                           " must be an int or a float, not bool");
+    if (py::isinstance<py::int_>(value))
+      args.integer(name, py::cast<int64_t>(value));
+    else if (py::isinstance<py::float_>(value))
+      args.scalar(name, py::cast<float>(value));
+    else
+      throw py::type_error("launch argument " + name +
+                           " must be an int (a length, stride or device "
+                           "pointer) or a float, not " +
+                           std::string(py::str(value.get_type().attr(
+                               "__name__"))));
+  }
+  runReleased([&](std::string &error) { return k.launchNamed(args, error); });
 }
 
 py::dict removalDict(const fijit::CacheRemoval &r) {
@@ -201,14 +139,7 @@ PYBIND11_MODULE(_fijit, m) {
              if (!ok)
                throw std::runtime_error(error);
            })
-      .def("launch_batch_prefill", &launchBatchPrefill, py::arg("ptrs"),
-           py::arg("batch"), py::arg("max_qo_len"), py::arg("strides"),
-           py::arg("sm_scale"), py::arg("stream"), py::arg("qo_rows") = 0,
-           py::arg("kv_rows") = 0)
-      .def("launch_decode", &launchDecode, py::arg("ptrs"), py::arg("batch"),
-           py::arg("kv_len"), py::arg("strides"), py::arg("kv_chunk"),
-           py::arg("workspace"), py::arg("workspace_bytes"),
-           py::arg("sm_scale"), py::arg("stream"))
+      .def("launch", &launchNamed)
       .def(
           "plan_decode",
           [](const fijit::AttentionKernel &k, int64_t batch, int64_t maxKvLen,
@@ -219,10 +150,7 @@ PYBIND11_MODULE(_fijit, m) {
               throw py::value_error(error);
             return py::make_tuple(kvChunk, splits, bytes);
           },
-          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0)
-      .def("launch", &launch, py::arg("q"), py::arg("k"), py::arg("v"),
-           py::arg("o"), py::arg("lse"), py::arg("qo_len"), py::arg("kv_len"),
-           py::arg("strides"), py::arg("sm_scale"), py::arg("stream"));
+          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0);
 
   m.def(
       "compile_attention",

@@ -12,7 +12,7 @@
 // CHECK-LABEL: module {
 // CHECK-NEXT: gpu.module @existing {
 // CHECK-NEXT: gpu.func @helper()
-// CHECK: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=64,head_dim_vo=64,num_qo_heads=32,num_kv_heads=8,{{.*}},mask=causal,{{.*}},tile_q=64,tile_kv=128,num_warps=4,stages=2"}
+// CHECK: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=64,head_dim_vo=64,num_qo_heads=32,num_kv_heads=8,{{.*}},mask=causal,{{.*}},tile_q=64,tile_kv=128,num_warps=4,stages=2", fijit.grid = {{.*}}, fijit.signature = {{.*}}}
 // CHECK-NEXT: gpu.func @fijit_single_prefill({{.*}}) kernel attributes {fijit.shared_memory_bytes = 73728 : i64, known_block_size = array<i32: 128, 1, 1>{{.*}}}
 // CHECK: arith.divui %block_id_y, %{{.*}} : index
 // Causal: a row's visible columns end at min(kv_len, its diagonal + 1).
@@ -23,7 +23,7 @@
 // No option: the default config (head_dim 128; on sm_90a the
 // warp-specialised kernel, num_warps=12: a TMA producer warpgroup and two
 // wgmma consumer warpgroups of 64 rows over 2 stages of 128-key tiles).
-// DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=128,tile_kv=128,num_warps=12,stages=2"}
+// DEFAULT: gpu.module @fijit_kernels attributes {fijit.config = "kind=single_prefill,head_dim_qk=128,head_dim_vo=128,{{.*}},tile_q=128,tile_kv=128,num_warps=12,stages=2", fijit.grid = {{.*}}, fijit.signature = {{.*}}}
 // Three tensor maps lead the arguments; 384 threads; Q, the K/V ring and
 // its 9 mbarriers in shared memory.
 // DEFAULT-NEXT: gpu.func @fijit_single_prefill(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr, {{.*}}) kernel attributes {fijit.shared_memory_bytes = 163912 : i64, fijit.tma_descriptors = 3 : i32, known_block_size = array<i32: 384, 1, 1>{{.*}}}

@@ -19,7 +19,7 @@ def test_returns_kernel_with_ptx(kernel):
     assert "wgmma.mma_async.sync.aligned.m64n64k16" in kernel.ptx  # sm_90a
     assert kernel.name == "fijit_single_prefill"
     assert kernel.config == AttentionConfig(**SMALL)
-    assert kernel._native.config == str(kernel.config)
+    assert kernel.kernel_config == str(kernel.config)
     assert kernel.ir("ptx") == kernel.ptx
     assert kernel.key[:12] in repr(kernel)
 

@@ -20,7 +20,7 @@ def plan(batch, kv_len, hq, hk, **tuning):
     kernel = fijit.compile_attention(kind="batch_decode_paged", page_size=16,
                                      num_qo_heads=hq, num_kv_heads=hk,
                                      **tuning)
-    return tuple(kernel._native.plan_decode(batch, kv_len))
+    return kernel.plan_decode(batch, kv_len)
 
 
 @pytest.mark.parametrize("batch, kv_len, hq, hk", [
@@ -63,13 +63,12 @@ def test_plan_beyond_the_grid_is_refused(batch, kv_len, chunk, message):
     kernel = fijit.compile_attention(kind="batch_decode_paged", page_size=16,
                                      num_qo_heads=32, num_kv_heads=8)
     with pytest.raises(ValueError) as e:
-        kernel._native.plan_decode(batch, kv_len, chunk)
+        kernel.plan_decode(batch, kv_len, chunk)
     assert str(e.value) == message
 
 
 def test_longest_chunk_stays_32_bit():
     kernel = fijit.compile_attention(kind="batch_decode_paged", page_size=16,
                                      num_qo_heads=32, num_kv_heads=8)
-    chunk, splits, _ = kernel._native.plan_decode(1, 2 ** 31 - 1,
-                                                  2 ** 31 - 1)
+    chunk, splits, _ = kernel.plan_decode(1, 2 ** 31 - 1, 2 ** 31 - 1)
     assert chunk == (2 ** 31 - 1) // 64 * 64 and splits == 2

@@ -20,7 +20,9 @@ needs_no_driver = pytest.mark.skipif(
 F16 = dict(SMALL, num_kv_heads=2, dtype_q="f16", dtype_kv="f16",
            dtype_o="f16")
 QO, KV, HQ, HK, D = 5, 7, 4, 2, 64
-STRIDES = [HQ * D, D, HK * D, D, HK * D, D, HQ * D, D]
+STRIDES = dict(q_stride_n=HQ * D, q_stride_h=D, k_stride_n=HK * D,
+               k_stride_h=D, v_stride_n=HK * D, v_stride_h=D,
+               o_stride_n=HQ * D, o_stride_h=D)
 
 
 class FakeArray:
@@ -33,15 +35,16 @@ class FakeArray:
 
 
 class Recorder:
-    """Stands in for the native kernel: records launch arguments."""
+    """Stands in for the native kernel: records the named launch
+    arguments."""
 
     provisional = False
 
     def __init__(self):
         self.calls = []
 
-    def launch(self, *args):
-        self.calls.append(args)
+    def launch(self, **named):
+        self.calls.append(named)
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +73,8 @@ def arrays(q_ptr=4096, k_ptr=8192, v_ptr=12288, o_ptr=16384):
 
 def native_launch(kernel, q=4096, k=8192, v=12288, o=16384, lse=0, qo=QO,
                   kv=KV, strides=STRIDES, sm_scale=0.0, stream=0):
-    return kernel._native.launch(q, k, v, o, lse, qo, kv, list(strides),
-                                 sm_scale, stream)
+    return kernel.launch(q=q, k=k, v=v, o=o, lse=lse, qo_len=qo, kv_len=kv,
+                         sm_scale=sm_scale, stream=stream, **strides)
 
 
 # --- the native launch checks ---------------------------------------------
@@ -93,21 +96,31 @@ def test_native_launch_misaligned(kernel, which, ptr):
     assert str(e.value) == f"{which} must be a 16-byte aligned device pointer"
 
 
-@pytest.mark.parametrize("index, name", [(0, "q"), (1, "q"), (2, "k"),
-                                         (3, "k"), (4, "v"), (5, "v")])
-def test_native_launch_bad_stride(kernel, index, name):
-    strides = list(STRIDES)
-    strides[index] += 4
+@pytest.mark.parametrize("stride", sorted(STRIDES))
+def test_native_launch_bad_stride(kernel, stride):
+    strides = dict(STRIDES)
+    strides[stride] += 4
     with pytest.raises(RuntimeError) as e:
         native_launch(kernel, strides=strides)
-    assert str(e.value) == (f"{name} strides must be multiples of 8 elements "
-                            "(16 bytes)")
+    assert str(e.value) == (f"{stride[0]} strides must be multiples of 8 "
+                            "elements (16 bytes)")
 
 
-def test_native_launch_stride_count(kernel):
-    with pytest.raises(ValueError) as e:
-        native_launch(kernel, strides=STRIDES[:6])
-    assert str(e.value) == "launch needs 8 strides: q, k, v, o (n, h)"
+def test_native_launch_names_what_it_cannot_take(kernel):
+    with pytest.raises(TypeError) as e:
+        native_launch(kernel, strides={**STRIDES, "q_stride_n": "256"})
+    assert str(e.value) == ("launch argument q_stride_n must be an int (a "
+                            "length, stride or device pointer) or a float, "
+                            "not str")
+    with pytest.raises(RuntimeError) as e:
+        native_launch(kernel, strides={**STRIDES, "q_stride_n": 256.0})
+    assert str(e.value) == "launch argument q_stride_n must be an integer"
+
+
+def test_native_launch_ignores_names_the_kernel_does_not_read(kernel):
+    # One named set serves every kernel of a kind: extras are not errors.
+    assert native_launch(kernel, qo=0,
+                         strides={**STRIDES, "kv_indptr": 64}) is None
 
 
 @pytest.mark.parametrize("qo, kv", [(-1, 7), (5, -1), (2 ** 31, 7),
@@ -227,7 +240,8 @@ def test_launch_arguments_nhd():
     q, k, v, o = arrays()
     assert k_obj(q, k, v, out=o) is o
     (args,) = rec.calls
-    assert args == (4096, 8192, 12288, 16384, 0, QO, KV, STRIDES, 0.0, 0)
+    assert args == dict(q=4096, k=8192, v=12288, o=16384, lse=0, qo_len=QO,
+                        kv_len=KV, sm_scale=0.0, stream=0, **STRIDES)
 
 
 def test_launch_arguments_hnd_and_padding():
@@ -243,11 +257,14 @@ def test_launch_arguments_hnd_and_padding():
 
     k_obj(q, k, v, out=o, sm_scale=0.5, stream=Stream())
     (args,) = rec.calls
-    q_ptr, k_ptr, v_ptr, o_ptr, lse, qo, kv, strides, scale, stream = args
-    assert (qo, kv) == (QO, KV)
+    assert (args["qo_len"], args["kv_len"]) == (QO, KV)
     # HND: the sequence stride of k/v is D, the head stride KV * D
-    assert strides == [HQ * 96, 96, D, KV * D, D, KV * D, HQ * D, D]
-    assert (scale, stream) == (0.5, 1234)
+    strides = {n: s for n, s in args.items() if "_stride_" in n}
+    assert strides == dict(q_stride_n=HQ * 96, q_stride_h=96, k_stride_n=D,
+                           k_stride_h=KV * D, v_stride_n=D,
+                           v_stride_h=KV * D, o_stride_n=HQ * D,
+                           o_stride_h=D)
+    assert (args["sm_scale"], args["stream"]) == (0.5, 1234)
 
 
 def test_launch_hnd_shape_check():
@@ -266,7 +283,7 @@ def test_launch_arguments_lse():
     result = k_obj(q, k, v, out=o, lse=lse, stream=77)
     assert result == (o, lse)
     (args,) = rec.calls
-    assert args[4] == 20480 and args[-1] == 77
+    assert args["lse"] == 20480 and args["stream"] == 77
 
 
 @pytest.mark.parametrize("kind,hint", [
@@ -285,17 +302,19 @@ def test_calling_a_non_prefill_kernel_names_the_right_entry_point(kind, hint):
 DECODE = dict(kind="single_decode", head_dim_qk=64, head_dim_vo=64,
               num_qo_heads=4, num_kv_heads=4)
 # q (b, h), k (page, n, h), v (page, n, h), o (b, h): NHD, 4 heads of 64.
-DECODE_STRIDES = [256, 64, 0, 256, 64, 0, 256, 64, 256, 64]
+DECODE_STRIDES = dict(q_stride_b=256, q_stride_h=64, k_stride_n=256,
+                      k_stride_h=64, v_stride_n=256, v_stride_h=64,
+                      o_stride_b=256, o_stride_h=64)
 
 
 def native_decode(kernel, counters=4096 * 7, workspace=4096 * 8,
                   workspace_bytes=1 << 20, kv_len=1000, kv_chunk=256,
-                  ptrs=None):
-    if ptrs is None:
-        ptrs = [4096, 4096 * 2, 4096 * 3, 4096 * 4, 0, 0, 0, 0, counters]
-    return kernel._native.launch_decode(ptrs, 1, kv_len, DECODE_STRIDES,
-                                        kv_chunk, workspace, workspace_bytes,
-                                        0.0, 0)
+                  **named):
+    return kernel.launch(q=4096, k=4096 * 2, v=4096 * 3, o=4096 * 4,
+                         split_counters=counters, batch=1, kv_len=kv_len,
+                         kv_chunk=kv_chunk, workspace=workspace,
+                         workspace_bytes=workspace_bytes,
+                         **{**DECODE_STRIDES, **named})
 
 
 # 1000 keys in chunks of 256 make four splits, whose last CTA per kv head
@@ -308,14 +327,33 @@ def native_decode(kernel, counters=4096 * 7, workspace=4096 * 8,
     (dict(workspace_bytes=4000), RuntimeError,
      "workspace too small: split-KV over 4 chunks needs 4160 bytes, got "
      "4000"),
-    (dict(ptrs=[4096] * 8), ValueError,
-     "launch_decode needs 9 pointers (q, k, v, o, lse, indptr, indices, "
-     "last_page_len, split_counters) and 10 strides"),
-], ids=["no-counters", "small-workspace", "pointer-count"])
+    (dict(k_stride_page=12), RuntimeError,
+     "k strides must be multiples of 8 elements (16 bytes)"),
+], ids=["no-counters", "small-workspace", "page-stride"])
 def test_native_decode_refuses(change, error, message):
     kernel = compile_attention(**DECODE)
     with pytest.raises(error) as e:
         native_decode(kernel, **change)
+    assert str(e.value) == message
+
+
+# The kernel's argument table marks which index arrays a kind reads; the
+# ragged kinds read no page table.
+@pytest.mark.parametrize("kind, message", [
+    ("batch_decode_paged",
+     "batch_decode_paged needs kv_indptr, kv_indices and kv_last_page_len"),
+    ("batch_prefill_ragged",
+     "batch_prefill_ragged needs qo_indptr and kv_indptr"),
+    ("batch_prefill_paged",
+     "batch_prefill_paged needs qo_indptr, kv_indptr, kv_indices and "
+     "kv_last_page_len"),
+])
+def test_native_launch_needs_index_arrays(kind, message):
+    paged = dict(page_size=16) if "paged" in kind else {}
+    kernel = compile_attention(**{**DECODE, "kind": kind, **paged})
+    with pytest.raises(RuntimeError) as e:
+        kernel.launch(q=4096, k=8192, v=12288, o=16384, kv_indptr=20480,
+                      batch=1, max_qo_len=1)
     assert str(e.value) == message
 
 

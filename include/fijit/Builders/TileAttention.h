@@ -21,6 +21,7 @@
 #include "fijit/Builders/Fragments.h"
 #include "fijit/Builders/Softmax.h"
 #include "fijit/Builders/Variant.h"
+#include "fijit/Config/KernelSpec.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 
@@ -103,11 +104,12 @@ void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
 mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config);
 
-/// A tile-engine kernel: gpu.func of `argTypes` with its block size,
-/// shared memory and register budget, its entry block ready for the body.
+/// A tile-engine kernel: gpu.func with the arguments of `spec`, its block
+/// size, shared memory and register budget, its entry block ready for the
+/// body.
 mlir::gpu::GPUFuncOp createTileKernel(mlir::ImplicitLocOpBuilder &b,
                                       const AttentionConfig &config,
-                                      llvm::ArrayRef<mlir::Type> argTypes);
+                                      const KernelSpec &spec);
 
 /// Flat global memref<?xT> (a kernel's tensor argument).
 mlir::MemRefType flatGlobalMemref(mlir::Builder &b, mlir::Type element);

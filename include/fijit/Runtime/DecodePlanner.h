@@ -12,6 +12,7 @@
 #define FIJIT_RUNTIME_DECODEPLANNER_H
 
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/KernelSpec.h"
 #include "fijit/Runtime/DeviceFacts.h"
 
 #include "llvm/ADT/STLFunctionalExtras.h"
@@ -47,11 +48,12 @@ llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &config,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
                  int64_t maxKvLen, int64_t kvChunk = 0);
-
-/// Byte offset of the partial LSEs in a plan's workspace: they follow the
-/// partial outputs, [split][batch * num_qo_heads][head_dim_vo] floats.
-int64_t decodePartialLSEOffset(const AttentionConfig &config,
-                               int64_t numSplits, int64_t batch);
+/// The same with the kernel's spec already made (its workspace regions size
+/// the plan's workspace), as a launch has it.
+llvm::Expected<DecodePlan>
+planDecodeSplits(const AttentionConfig &config, const KernelSpec &spec,
+                 llvm::function_ref<DeviceFacts()> device, int64_t batch,
+                 int64_t maxKvLen, int64_t kvChunk = 0);
 
 } // namespace fijit
 

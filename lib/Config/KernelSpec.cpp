@@ -1,0 +1,326 @@
+//===- KernelSpec.cpp - The argument table of every kernel family --------===//
+//
+// The rows below are the kernels' ABI: their order is the order of the
+// kernel's parameters, and nothing else in fijit lists them.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fijit/Config/KernelSpec.h"
+
+#include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+
+namespace fijit {
+
+ElementType elementTypeOf(DType t) {
+  switch (t) {
+  case DType::F16:
+    return ElementType::F16;
+  case DType::BF16:
+    return ElementType::BF16;
+  case DType::F8E4M3:
+    return ElementType::F8E4M3;
+  case DType::F8E5M2:
+    return ElementType::F8E5M2;
+  case DType::F32:
+    return ElementType::F32;
+  }
+  llvm_unreachable("unknown dtype");
+}
+
+llvm::StringRef stringify(ArgKind kind) {
+  switch (kind) {
+  case ArgKind::TensorMap:
+    return "tensor_map";
+  case ArgKind::Buffer:
+    return "buffer";
+  case ArgKind::I32:
+    return "i32";
+  case ArgKind::F32:
+    return "f32";
+  case ArgKind::Workspace:
+    return "workspace";
+  case ArgKind::Counter:
+    return "counter";
+  }
+  llvm_unreachable("unknown argument kind");
+}
+
+namespace {
+
+/// Appends rows to a spec; one call per kernel argument.
+struct Rows {
+  KernelSpec &spec;
+
+  void push(KernelArg arg) { spec.args.push_back(std::move(arg)); }
+  void tensor(const char *name, DType dtype) {
+    push({name, ArgKind::Buffer, elementTypeOf(dtype), ArgCheck::Tensor});
+  }
+  void buffer(const char *name, ElementType element,
+              ArgCheck check = ArgCheck::None) {
+    push({name, ArgKind::Buffer, element, check});
+  }
+  void i32(const char *name, ArgCheck check = ArgCheck::None) {
+    push({name, ArgKind::I32, ElementType::I32, check});
+  }
+  /// The strides of `tensor` named in `names`, in order.
+  void strides(const char *tensor, std::initializer_list<const char *> names) {
+    for (const char *name : names)
+      push({name, ArgKind::I32, ElementType::I32, ArgCheck::Stride, tensor});
+  }
+  /// q, k, v and o as pointers to their elements.
+  void qkvo(const AttentionConfig &cfg) {
+    tensor("q", cfg.dtypeQ);
+    tensor("k", cfg.dtypeKV);
+    tensor("v", cfg.dtypeKV);
+    tensor("o", cfg.dtypeO);
+  }
+  void f32(const char *name) { push({name, ArgKind::F32, ElementType::F32}); }
+  void map(const char *name, TensorMapLayout layout) {
+    KernelArg arg{name, ArgKind::TensorMap};
+    arg.map = std::move(layout);
+    push(std::move(arg));
+  }
+  void workspace(const char *name, int64_t bytesPerUnit,
+                 std::vector<std::string> units) {
+    KernelArg arg{name, ArgKind::Workspace, ElementType::F32};
+    arg.workspace = {bytesPerUnit, std::move(units)};
+    push(std::move(arg));
+  }
+  void counter(const char *name) {
+    push({name, ArgKind::Counter, ElementType::I32});
+  }
+};
+
+ArgCheck requiredIf(bool required) {
+  return required ? ArgCheck::Required : ArgCheck::None;
+}
+
+/// Query rows per CTA along x, query heads along y (and requests along z).
+void prefillGrid(KernelSpec &spec, const AttentionConfig &cfg,
+                 const char *rows, bool batch) {
+  spec.grid = {GridDim{"q_tile", rows, cfg.tuning.tileQ},
+               GridDim{"qo_head", "", 1, cfg.numQOHeads},
+               batch ? GridDim{"request", "batch"} : GridDim{"", "", 1, 1}};
+}
+
+/// The Q, K and V tensor maps of the warp-specialised prefill: boxes of
+/// tile_q query rows and tile_kv key rows, or of one page's share of a key
+/// tile over the page pool.
+void qkvMaps(Rows &rows, const AttentionConfig &cfg, bool single) {
+  const TuningKnobs &t = cfg.tuning;
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  rows.map("q", {"q", single ? "qo_len" : "qo_rows", "q_stride_n",
+                 "q_stride_h", "", "", 0, cfg.dtypeQ, cfg.headDimQK,
+                 cfg.numQOHeads, t.tileQ});
+  for (auto [name, dim] : {std::pair{"k", cfg.headDimQK},
+                           std::pair{"v", cfg.headDimVO}}) {
+    std::string n = name;
+    TensorMapLayout layout{n, single ? "kv_len" : "kv_rows", n + "_stride_n",
+                           n + "_stride_h"};
+    if (paged) {
+      layout.rows.clear();
+      layout.rowsPerPage = cfg.pageSize;
+      layout.pages = "kv_rows";
+      layout.pageStride = n + "_stride_page";
+    }
+    layout.dtype = cfg.dtypeKV;
+    layout.headDim = dim;
+    layout.heads = cfg.numKVHeads;
+    layout.boxRows = paged ? std::min(cfg.pageSize, t.tileKV) : t.tileKV;
+    rows.map(name, layout);
+  }
+}
+
+/// single_prefill on the tile engine (PrefillBuilder.cpp).
+void singlePrefill(Rows &r, const AttentionConfig &cfg) {
+  r.qkvo(cfg);
+  r.buffer("lse", ElementType::F32);
+  r.i32("qo_len", ArgCheck::Length);
+  r.i32("kv_len", ArgCheck::Length);
+  r.strides("q", {"q_stride_n", "q_stride_h"});
+  r.strides("k", {"k_stride_n", "k_stride_h"});
+  r.strides("v", {"v_stride_n", "v_stride_h"});
+  r.strides("o", {"o_stride_n", "o_stride_h"});
+  r.f32("sm_scale");
+  prefillGrid(r.spec, cfg, "qo_len", /*batch=*/false);
+}
+
+/// batch_prefill_ragged and batch_prefill_paged on the tile engine
+/// (BatchPrefillBuilder.cpp); the ragged kernel ignores the page arguments.
+void batchPrefill(Rows &r, const AttentionConfig &cfg) {
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  r.qkvo(cfg);
+  r.buffer("lse", ElementType::F32);
+  r.buffer("qo_indptr", ElementType::I32, ArgCheck::Required);
+  r.buffer("kv_indptr", ElementType::I32, ArgCheck::Required);
+  r.buffer("kv_indices", ElementType::I32, requiredIf(paged));
+  r.buffer("kv_last_page_len", ElementType::I32, requiredIf(paged));
+  r.strides("q", {"q_stride_n", "q_stride_h"});
+  r.strides("k", {"k_stride_page", "k_stride_n", "k_stride_h"});
+  r.strides("v", {"v_stride_page", "v_stride_n", "v_stride_h"});
+  r.strides("o", {"o_stride_n", "o_stride_h"});
+  r.f32("sm_scale");
+  prefillGrid(r.spec, cfg, "max_qo_len", /*batch=*/true);
+}
+
+/// The sm_90a warp-specialised prefill of every prefill kind
+/// (WarpSpecialisedPrefill.cpp): Q, K and V strides live in the maps.
+void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
+  bool single = cfg.kind == KernelKind::SinglePrefill;
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  qkvMaps(r, cfg, single);
+  r.tensor("o", cfg.dtypeO);
+  r.buffer("lse", ElementType::F32);
+  if (single) {
+    r.i32("qo_len", ArgCheck::Length);
+    r.i32("kv_len", ArgCheck::Length);
+  } else {
+    r.buffer("qo_indptr", ElementType::I32, ArgCheck::Required);
+    r.buffer("kv_indptr", ElementType::I32, ArgCheck::Required);
+    if (paged) {
+      r.buffer("kv_indices", ElementType::I32, ArgCheck::Required);
+      r.buffer("kv_last_page_len", ElementType::I32, ArgCheck::Required);
+    }
+  }
+  r.strides("o", {"o_stride_n", "o_stride_h"});
+  r.f32("sm_scale");
+  prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
+}
+
+/// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV
+/// partials in the workspace, [split][request * num_qo_heads + head] rows
+/// of head_dim_vo floats, then one LSE per row.
+void decode(Rows &r, const AttentionConfig &cfg) {
+  bool paged = cfg.kind == KernelKind::BatchDecodePaged;
+  r.qkvo(cfg);
+  r.buffer("lse", ElementType::F32);
+  r.workspace("partial_o", cfg.numQOHeads * cfg.headDimVO * 4,
+              {"num_splits", "batch"});
+  r.workspace("partial_lse", cfg.numQOHeads * 4, {"num_splits", "batch"});
+  r.buffer("kv_indptr", ElementType::I32, requiredIf(paged));
+  r.buffer("kv_indices", ElementType::I32, requiredIf(paged));
+  r.buffer("kv_last_page_len", ElementType::I32, requiredIf(paged));
+  r.counter("split_counters");
+  r.i32("kv_len");
+  r.strides("q", {"q_stride_b", "q_stride_h"});
+  r.strides("k", {"k_stride_page", "k_stride_n", "k_stride_h"});
+  r.strides("v", {"v_stride_page", "v_stride_n", "v_stride_h"});
+  r.strides("o", {"o_stride_b", "o_stride_h"});
+  r.i32("kv_chunk");
+  r.i32("num_splits");
+  r.f32("sm_scale");
+  // kv heads vary fastest: the CTAs of one request and chunk read
+  // neighbouring bytes of the same NHD rows together.
+  r.spec.grid = {GridDim{"kv_head", "", 1, cfg.numKVHeads},
+                 GridDim{"split", "num_splits"},
+                 GridDim{"request", "batch"}};
+}
+
+} // namespace
+
+KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
+  KernelSpec spec;
+  Rows rows{spec};
+  switch (cfg.kind) {
+  case KernelKind::SinglePrefill:
+  case KernelKind::BatchPrefillRagged:
+  case KernelKind::BatchPrefillPaged:
+    if (cfg.warpSpecialised())
+      warpSpecialisedPrefill(rows, cfg);
+    else if (cfg.kind == KernelKind::SinglePrefill)
+      singlePrefill(rows, cfg);
+    else
+      batchPrefill(rows, cfg);
+    break;
+  case KernelKind::SingleDecode:
+  case KernelKind::BatchDecodePaged:
+    decode(rows, cfg);
+    break;
+  }
+  spec.threads = cfg.tuning.numWarps * 32;
+  spec.sharedMemoryBytes = cfg.sharedMemoryBytes();
+  return spec;
+}
+
+const KernelArg *KernelSpec::find(llvm::StringRef name) const {
+  for (const KernelArg &arg : args)
+    if (arg.name == name)
+      return &arg;
+  return nullptr;
+}
+
+unsigned KernelSpec::position(llvm::StringRef name) const {
+  for (auto [i, arg] : llvm::enumerate(args))
+    if (arg.name == name)
+      return static_cast<unsigned>(i);
+  llvm::report_fatal_error(
+      llvm::Twine("kernel spec has no argument '") + name + "'");
+}
+
+int64_t KernelSpec::tensorMaps() const {
+  return llvm::count_if(
+      args, [](const KernelArg &a) { return a.kind == ArgKind::TensorMap; });
+}
+
+std::array<int64_t, 3> KernelSpec::gridFor(SizeLookup sizes) const {
+  std::array<int64_t, 3> out;
+  for (auto [i, dim] : llvm::enumerate(grid))
+    out[i] = dim.size.empty()
+                 ? dim.constant
+                 : (sizes(dim.size) + dim.divisor - 1) / dim.divisor;
+  return out;
+}
+
+static int64_t regionBytes(const WorkspaceRegion &region, SizeLookup sizes) {
+  int64_t bytes = region.bytesPerUnit;
+  for (const std::string &unit : region.units)
+    bytes *= sizes(unit);
+  return bytes;
+}
+
+int64_t KernelSpec::workspaceBytes(SizeLookup sizes) const {
+  int64_t bytes = 0;
+  for (const KernelArg &arg : args)
+    if (arg.kind == ArgKind::Workspace)
+      bytes += regionBytes(arg.workspace, sizes);
+  return bytes;
+}
+
+int64_t KernelSpec::workspaceOffset(llvm::StringRef name,
+                                    SizeLookup sizes) const {
+  int64_t offset = 0;
+  for (const KernelArg &arg : args) {
+    if (arg.kind != ArgKind::Workspace)
+      continue;
+    if (arg.name == name)
+      return offset;
+    offset += regionBytes(arg.workspace, sizes);
+  }
+  llvm::report_fatal_error(llvm::Twine("no workspace region '") + name + "'");
+}
+
+std::vector<std::string> KernelSpec::signature() const {
+  std::vector<std::string> out;
+  for (const KernelArg &arg : args)
+    out.push_back(arg.name + ":" + stringify(arg.kind).str());
+  return out;
+}
+
+std::vector<std::string> KernelSpec::gridText() const {
+  std::vector<std::string> out;
+  for (const GridDim &dim : grid) {
+    std::string value =
+        dim.size.empty() ? std::to_string(dim.constant)
+        : dim.divisor == 1
+            ? dim.size
+            : llvm::formatv("ceil({0}/{1})", dim.size, dim.divisor).str();
+    out.push_back((dim.coordinate.empty() ? "" : dim.coordinate + "=") +
+                  value);
+  }
+  return out;
+}
+
+} // namespace fijit

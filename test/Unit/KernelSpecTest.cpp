@@ -1,0 +1,109 @@
+//===- KernelSpecTest.cpp - Grids, workspace and tables of KernelSpec -----===//
+//
+// What the launcher takes from a spec besides the argument order (which
+// test/Builders/signature.test fixes): the grid from the launch's sizes, the
+// decode workspace's regions (the kernel writes partial outputs
+// [split][request * num_qo_heads + head][head_dim_vo], then one LSE per
+// row), and the tensor maps of the warp-specialised prefill.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Check.h"
+
+#include "fijit/Config/KernelSpec.h"
+
+#include <map>
+
+using namespace fijit;
+
+namespace {
+
+KernelSpec specOf(const std::string &text) {
+  auto parsed = AttentionConfig::parse(text);
+  if (!parsed) {
+    std::cout << llvm::toString(parsed.takeError()) << "\n";
+    std::abort();
+  }
+  return KernelSpec::of(parsed->resolved());
+}
+
+/// A launch's sizes as a lookup.
+struct Sizes {
+  std::map<std::string, int64_t> values;
+  int64_t operator()(llvm::StringRef name) const {
+    auto it = values.find(name.str());
+    return it == values.end() ? 0 : it->second;
+  }
+};
+
+} // namespace
+
+FIJIT_TEST("kernel spec: grids from the launch's sizes") {
+  // 64-row tiles on sm_80: 1000 queries take 16 of them.
+  KernelSpec single =
+      specOf("kind=single_prefill,num_qo_heads=8,num_kv_heads=2,"
+             "target=sm_80");
+  Sizes sizes{{{"qo_len", 1000}, {"batch", 5}}};
+  auto grid = single.gridFor(sizes);
+  CHECK_EQ(grid[0], 16, "q tiles");
+  CHECK_EQ(grid[1], 8, "query heads");
+  CHECK_EQ(grid[2], 1, "no batch");
+  CHECK_EQ(single.threads, 128, "");
+
+  KernelSpec batch = specOf("kind=batch_prefill_ragged,num_warps=12");
+  grid = batch.gridFor(Sizes{{{"max_qo_len", 129}, {"batch", 5}}});
+  CHECK_EQ(grid[0], 2, "128-row tiles of the longest request");
+  CHECK_EQ(grid[2], 5, "one z per request");
+  CHECK_EQ(batch.threads, 384, "");
+
+  KernelSpec decode =
+      specOf("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+             "num_kv_heads=8");
+  grid = decode.gridFor(Sizes{{{"num_splits", 3}, {"batch", 4}}});
+  CHECK_EQ(grid[0], 8, "kv heads");
+  CHECK_EQ(grid[1], 3, "splits");
+  CHECK_EQ(grid[2], 4, "requests");
+}
+
+FIJIT_TEST("kernel spec: decode workspace holds the partial outputs, then "
+           "their LSEs") {
+  KernelSpec decode =
+      specOf("kind=single_decode,num_qo_heads=32,num_kv_heads=8,"
+             "head_dim_qk=128,head_dim_vo=128");
+  Sizes sizes{{{"num_splits", 3}, {"batch", 2}}};
+  int64_t rows = 3 * 2 * 32;
+  CHECK_EQ(decode.workspaceOffset("partial_o", sizes), 0, "");
+  CHECK_EQ(decode.workspaceOffset("partial_lse", sizes), rows * 128 * 4, "");
+  CHECK_EQ(decode.workspaceBytes(sizes), rows * (128 + 1) * 4, "");
+  // Prefill kernels have no workspace.
+  CHECK_EQ(specOf("kind=single_prefill").workspaceBytes(sizes), 0, "");
+}
+
+FIJIT_TEST("kernel spec: tensor maps of the warp-specialised prefill") {
+  KernelSpec single = specOf("kind=single_prefill,num_warps=12");
+  CHECK_EQ(single.tensorMaps(), 3, "q, k, v");
+  const KernelArg *q = single.find("q");
+  CHECK(q && q->kind == ArgKind::TensorMap, "");
+  if (q) {
+    CHECK_EQ(q->map.rows, "qo_len", "");
+    CHECK_EQ(q->map.rowStride, "q_stride_n", "");
+    CHECK_EQ(q->map.boxRows, 128, "tile_q rows a box");
+  }
+  CHECK(!single.find("q_stride_n"), "Q's strides live in its map");
+
+  // Paged K: pages of page_size rows over the pool; a box is one page's
+  // share of a 128-key tile.
+  KernelSpec paged =
+      specOf("kind=batch_prefill_paged,page_size=16,num_warps=12");
+  const KernelArg *k = paged.find("k");
+  CHECK(k && k->kind == ArgKind::TensorMap, "");
+  if (k) {
+    CHECK_EQ(k->map.rows, "", "rows per page are the config's");
+    CHECK_EQ(k->map.rowsPerPage, 16, "");
+    CHECK_EQ(k->map.pages, "kv_rows", "");
+    CHECK_EQ(k->map.pageStride, "k_stride_page", "");
+    CHECK_EQ(k->map.boxRows, 16, "");
+  }
+  // The tile engine's kernels take no maps.
+  CHECK_EQ(specOf("kind=single_prefill,num_warps=4").tensorMaps(), 0, "");
+}
