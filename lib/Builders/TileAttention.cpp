@@ -1,6 +1,7 @@
 //===- TileAttention.cpp - The FlashAttention-2 tile engine ---------------===//
 
 #include "fijit/Builders/TileAttention.h"
+#include "fijit/Config/SharedMemoryPlan.h"
 #include "fijit/Builders/Builders.h"
 #include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/Wgmma.h"
@@ -292,15 +293,15 @@ void TileEngine::allocateSharedMemory() {
   Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
   Value dyn = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), layout, wg));
-  // Row lengths and layouts as AttentionConfig::sharedMemoryBytes assumes.
+  // Offsets from the plan the launch sizes shared memory by; rows padded as
+  // it assumes.
+  SharedMemoryPlan plan = SharedMemoryPlan::of(cfg);
   int64_t rowQK = smemRowElements(dQK), rowVO = smemRowElements(dVO);
-  int64_t qBytes = t.tileQ * rowQK * byteWidth(cfg.dtypeQ);
   dynSmem = dyn;
-  ringOffset = qBytes;
-  int64_t kBytes = t.stages * t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
-  kSlotBytes = t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
-  vSlotBytes = t.tileKV * rowVO * byteWidth(cfg.dtypeKV);
-  vRingOffset = qBytes + kBytes;
+  ringOffset = plan.kRing;
+  kSlotBytes = plan.kSlotBytes;
+  vSlotBytes = plan.vSlotBytes;
+  vRingOffset = plan.vRing;
   // wgmma reads 64-column panels; mma.sync's ldmatrix reads whole rows.
   auto layoutOf = [&](int64_t headDim) {
     return useWgmma                    ? SmemLayout::Panelled
@@ -327,7 +328,7 @@ void TileEngine::allocateSharedMemory() {
             b,
             MemRefType::get(shape({t.stages}, t.tileKV, rowQK, layoutQK), kvTy,
                             layout, wg),
-            dyn, cIdx(b, qBytes), ValueRange{}),
+            dyn, cIdx(b, plan.kRing), ValueRange{}),
         layoutQK};
   sV = {memref::ViewOp::create(
             b,
@@ -621,10 +622,7 @@ void TileEngine::mergeKeyWarps(TileResult &result) {
   int64_t slots = (keyWarps - 1) * rowWarps;
   // It always fits: the ring holds stages >= 2 slots of tile_kv >= 16 *
   // keyWarps rows of K and V, and rowWarps * keyWarps <= num_warps <= 8.
-  assert(slots * numVals * 32 * 4 <= cfg.tuning.stages * cfg.tuning.tileKV *
-                                         (smemRowElements(cfg.headDimQK) +
-                                          smemRowElements(cfg.headDimVO)) *
-                                         byteWidth(cfg.dtypeKV) &&
+  assert(slots * numVals * 32 * 4 <= SharedMemoryPlan::of(cfg).ringBytes() &&
          "key-warp exchange larger than the K/V ring");
   auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
                                        gpu::AddressSpace::Workgroup);

@@ -30,6 +30,7 @@
 #include "fijit/Builders/KVCache.h"
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Wgmma.h"
+#include "fijit/Config/SharedMemoryPlan.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -53,38 +54,12 @@ constexpr int32_t kConsumerRegisters = 240;
 /// Named barriers of the ping-pong (0 is the CTA barrier).
 constexpr int64_t kFirstPingPongBarrier = 1;
 
-/// Byte offsets of the dynamic shared memory: the Q tile, `stages` K slots,
-/// `stages` V slots (each 1024-byte aligned, as the 128-byte swizzle needs),
-/// then the mbarriers. AttentionConfig::sharedMemoryBytes counts the same.
-struct SmemPlan {
-  int64_t stages, qBytes, kSlotBytes, vSlotBytes;
-  int64_t kRing, vRing, barriers;
-
-  explicit SmemPlan(const AttentionConfig &cfg) {
-    const TuningKnobs &t = cfg.tuning;
-    stages = t.stages;
-    qBytes = t.tileQ * cfg.headDimQK * byteWidth(cfg.dtypeQ);
-    kSlotBytes = t.tileKV * cfg.headDimQK * byteWidth(cfg.dtypeKV);
-    vSlotBytes = t.tileKV * cfg.headDimVO * byteWidth(cfg.dtypeKV);
-    kRing = qBytes;
-    vRing = kRing + stages * kSlotBytes;
-    barriers = vRing + stages * vSlotBytes;
-    assert(barriers + 8 * (1 + 4 * stages) == cfg.sharedMemoryBytes() &&
-           "shared-memory plan differs from AttentionConfig's");
-  }
-  /// Barrier arrays, in order: Q full; K full, K empty, V full, V empty.
-  int64_t qFull() const { return barriers; }
-  int64_t array(int64_t which) const {
-    return barriers + 8 * (1 + which * stages);
-  }
-};
-enum BarrierArray : int64_t { KFull = 0, KEmpty = 1, VFull = 2, VEmpty = 3 };
 
 class WarpSpecialisedPrefill {
 public:
   WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                          gpu::GPUFuncOp func)
-      : b(b), cfg(cfg), t(cfg.tuning), plan(cfg), variant(cfg),
+      : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)), variant(cfg),
         mma(b, elementType(b, cfg.dtypeKV)),
         wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
 
@@ -137,7 +112,7 @@ private:
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
   const TuningKnobs &t;
-  SmemPlan plan;
+  SharedMemoryPlan plan;
   AttentionVariant variant;
   MmaEmitter mma;
   WgmmaEmitter wgmma;
@@ -162,7 +137,7 @@ Value i32Of(ImplicitLocOpBuilder &b, Value index) {
 }
 
 MBarrier WarpSpecialisedPrefill::barrier(BarrierArray which, Value slot) {
-  Value addr = sharedOffset(b, smem, plan.array(which));
+  Value addr = sharedOffset(b, smem, plan.barrierArray(which));
   return {sharedOffset(b, addr, arith::MulIOp::create(b, slot, cIdx(b, 8)))};
 }
 
@@ -184,7 +159,7 @@ void WarpSpecialisedPrefill::initBarriers() {
   emitIf(b,
          arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
          [&] {
-           MBarrier{sharedOffset(b, smem, plan.qFull())}.init(b, 1);
+           MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.init(b, 1);
            for (int64_t s = 0; s < t.stages; ++s) {
              Value slot = cIdx(b, s);
              // Full: the producer's expect_tx arrival (plus the bytes).
@@ -220,7 +195,7 @@ void WarpSpecialisedPrefill::produce() {
 void WarpSpecialisedPrefill::loadQ() {
   for (Value map : {tmaQ, tmaK, tmaV})
     prefetchTensorMap(b, map);
-  MBarrier qFull{sharedOffset(b, smem, plan.qFull())};
+  MBarrier qFull{sharedOffset(b, smem, plan.qFullBarrier())};
   qFull.arriveExpectTx(b, plan.qBytes);
   Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
   Value qHead = i32Of(b, head);
@@ -474,7 +449,7 @@ TileResult WarpSpecialisedPrefill::consume() {
                                        kFirstPingPongBarrier),
           2 * kWarpgroupThreads);
     });
-    MBarrier{sharedOffset(b, smem, plan.qFull())}.wait(
+    MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(
         b, arith::ConstantIntOp::create(b, b.getI32Type(), 0));
 
     // Tile 0: S only.

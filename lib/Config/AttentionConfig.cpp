@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/SharedMemoryPlan.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
@@ -537,17 +538,7 @@ AttentionConfig AttentionConfig::resolved() const {
 }
 
 int64_t AttentionConfig::sharedMemoryBytes() const {
-  // resolved() only fills zero knobs, so this is a no-op on a resolved config.
-  TuningKnobs t = resolved().tuning;
-  int64_t qBytes = t.tileQ * smemRowElements(headDimQK) * byteWidth(dtypeQ);
-  int64_t kvRowElements =
-      smemRowElements(headDimQK) + smemRowElements(headDimVO);
-  int64_t kvBytes = t.stages * t.tileKV * kvRowElements * byteWidth(dtypeKV);
-  // The warp-specialised ring's mbarriers follow the tiles: one for Q, a
-  // full and an empty one per stage of K and of V.
-  int64_t barrierBytes =
-      t.numWarps == kWarpSpecialisedWarps ? 8 * (1 + 4 * t.stages) : 0;
-  return qBytes + kvBytes + barrierBytes;
+  return SharedMemoryPlan::of(*this).total;
 }
 
 /// This config with every tuning knob back at 0 (the defaults), and

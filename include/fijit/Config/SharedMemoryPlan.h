@@ -1,0 +1,50 @@
+//===- SharedMemoryPlan.h - One kernel's dynamic shared memory -*- C++ -*-===//
+//
+// Where each buffer of an attention kernel's dynamic shared memory starts:
+// the Q tile, `stages` K slots, `stages` V slots and, in the
+// warp-specialised kernel, its mbarriers. The builders lay their buffers out
+// by it and the launch sizes the kernel's shared memory by it, so the layout
+// is written down once.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_CONFIG_SHAREDMEMORYPLAN_H
+#define FIJIT_CONFIG_SHAREDMEMORYPLAN_H
+
+#include <cstdint>
+
+namespace fijit {
+
+struct AttentionConfig;
+
+/// The warp-specialised kernel's mbarrier arrays, in order after Q's.
+enum BarrierArray : int64_t { KFull = 0, KEmpty = 1, VFull = 2, VEmpty = 3 };
+
+/// Byte offsets and sizes (rows padded by smemRowElements; with head dims
+/// that are multiples of 64 every slot is a whole number of 1024-byte
+/// swizzle atoms, as TMA and wgmma need).
+struct SharedMemoryPlan {
+  int64_t stages = 0;
+  int64_t qBytes = 0;                ///< the Q tile, at offset 0
+  int64_t kRing = 0, kSlotBytes = 0; ///< `stages` K slots from kRing
+  int64_t vRing = 0, vSlotBytes = 0; ///< `stages` V slots from vRing
+  /// The warp-specialised kernel's mbarriers (8 bytes each): Q full, then
+  /// the BarrierArray arrays of `stages` each. Elsewhere none: at `total`.
+  int64_t barriers = 0;
+  int64_t total = 0;
+
+  /// The plan of `config`'s kernel (its tuning knobs resolved).
+  static SharedMemoryPlan of(const AttentionConfig &config);
+
+  int64_t qFullBarrier() const { return barriers; }
+  int64_t barrierArray(BarrierArray which) const {
+    return barriers + 8 * (1 + which * stages);
+  }
+  /// The K and V slots together, reused once the main loop is done.
+  int64_t ringBytes() const { return total - kRing - barrierBytes(); }
+  int64_t barrierBytes() const { return total - barriers; }
+};
+
+} // namespace fijit
+
+#endif // FIJIT_CONFIG_SHAREDMEMORYPLAN_H
