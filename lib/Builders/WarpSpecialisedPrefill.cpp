@@ -24,262 +24,12 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "fijit/Builders/AsyncPipeline.h"
-#include "fijit/Builders/Builders.h"
-#include "fijit/Builders/KernelArgs.h"
-#include "fijit/Builders/KVCache.h"
-#include "fijit/Builders/TileAttention.h"
-#include "fijit/Builders/Wgmma.h"
-#include "fijit/Config/SharedMemoryPlan.h"
-
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
-#include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "WarpSpecialisedPrefill.h"
 
 using namespace mlir;
 
 namespace fijit {
-namespace {
-
-constexpr int64_t kPanelCols = 64;      ///< columns of a 128-byte TMA box row
-constexpr int64_t kPanelRowBytes = 128; ///< bytes of one
-constexpr int64_t kWarpgroupThreads = 128;
-constexpr int64_t kConsumerWarps = 8;
-/// Registers after the hand-off: 128 * 24 + 256 * 240 <= 65536.
-constexpr int32_t kProducerRegisters = 24;
-constexpr int32_t kConsumerRegisters = 240;
-/// Named barriers of the ping-pong (0 is the CTA barrier).
-constexpr int64_t kFirstPingPongBarrier = 1;
-
-
-class WarpSpecialisedPrefill {
-public:
-  WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                         gpu::GPUFuncOp func)
-      : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)), variant(cfg),
-        mma(b, elementType(b, cfg.dtypeKV)),
-        wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
-
-  void emit(const KernelArgs &args);
-
-private:
-  MBarrier barrier(BarrierArray which, Value slot);
-  void initBarriers();
-  void produce();
-  TileResult consume();
-  /// S = Q K^T for this warpgroup's rows from K slot `slot`; issued and
-  /// committed, not waited for.
-  SmallVector<AccFragment> issueScores(Value slot);
-  /// out += P V from V slot `slot`; issued and committed.
-  void issuePV(MutableArrayRef<AFragment> p, Value slot,
-               MutableArrayRef<AccFragment> out);
-  /// Scores of the tile at `kvStart`, masked only where the tile needs it.
-  void scoreTile(MutableArrayRef<AccFragment> s, Value kvStart);
-  SmallVector<AFragment> toOperands(ArrayRef<AccFragment> probs);
-  /// Ring slot and phase parity (i32) of tile `tile`.
-  std::pair<Value, Value> slotOf(Value tile);
-  Value kvStartOf(Value tile);
-  void releaseByWarp(const MBarrier &bar);
-  void pingPongSync();
-  void pingPongArrive();
-  /// Q's boxes, by one thread.
-  void loadQ();
-  /// The K/V ring: by one thread, or by the whole warp (one box per lane).
-  void produceKV(bool wholeWarp);
-  /// TMA loads of K or V tile `tile` of packed rows into ring slot
-  /// `slotBase` (one box per 64 columns).
-  void loadKVTile(Value map, Value slotBase, int64_t headDim, Value tile,
-                  const MBarrier &full);
-  /// The box of a paged K/V tile that this lane loads: page id, row in the
-  /// page and place in the slot; `issues` is false for lanes past the boxes.
-  struct Box {
-    Value issues, page, row, smemOffset;
-  };
-  Box pageBoxOfLane(Value tile);
-  void loadKVBox(Value map, Value slotBase, int64_t headDim, const Box &box,
-                 const MBarrier &full);
-  Value c32(int64_t v) {
-    return arith::ConstantIntOp::create(b, b.getI32Type(), v);
-  }
-  /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
-  /// bases and the variant's scalars).
-  void bindArguments(const KernelArgs &args);
-  void emitCTA();
-
-  ImplicitLocOpBuilder &b;
-  const AttentionConfig &cfg;
-  const TuningKnobs &t;
-  SharedMemoryPlan plan;
-  AttentionVariant variant;
-  MmaEmitter mma;
-  WgmmaEmitter wgmma;
-  gpu::GPUFuncOp func;
-
-  Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
-  /// First token row of this CTA's request in the packed Q/O and K/V
-  /// tensors (0 for single_prefill).
-  Value qoRowBase, kvRowBase;
-  /// Paged K/V: the page table and this request's pages.
-  Value kvIndices;
-  PageRange pages;
-  Value tid, lane, warp, smem;
-  Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
-  // Consumer state: which warpgroup (0, 1), its rows of this lane.
-  Value consumer, consumerWarp;
-  std::array<Value, 2> rows;
-};
-
-Value i32Of(ImplicitLocOpBuilder &b, Value index) {
-  return arith::IndexCastOp::create(b, b.getI32Type(), index);
-}
-
-MBarrier WarpSpecialisedPrefill::barrier(BarrierArray which, Value slot) {
-  Value addr = sharedOffset(b, smem, plan.barrierArray(which));
-  return {sharedOffset(b, addr, arith::MulIOp::create(b, slot, cIdx(b, 8)))};
-}
-
-std::pair<Value, Value> WarpSpecialisedPrefill::slotOf(Value tile) {
-  Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
-  Value round = arith::DivUIOp::create(b, tile, cIdx(b, t.stages));
-  Value parity = arith::AndIOp::create(b, i32Of(b, round),
-                                       arith::ConstantIntOp::create(
-                                           b, b.getI32Type(), 1));
-  return {slot, parity};
-}
-
-Value WarpSpecialisedPrefill::kvStartOf(Value tile) {
-  return arith::AddIOp::create(
-      b, kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
-}
-
-void WarpSpecialisedPrefill::initBarriers() {
-  emitIf(b,
-         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
-         [&] {
-           MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.init(b, 1);
-           for (int64_t s = 0; s < t.stages; ++s) {
-             Value slot = cIdx(b, s);
-             // Full: the producer's expect_tx arrival (plus the bytes).
-             // Empty: one arrival per consumer warp once its reads retired.
-             barrier(KFull, slot).init(b, 1);
-             barrier(VFull, slot).init(b, 1);
-             barrier(KEmpty, slot).init(b, kConsumerWarps);
-             barrier(VEmpty, slot).init(b, kConsumerWarps);
-           }
-           fenceBarrierInit(b);
-         });
-  gpu::BarrierOp::create(b);
-}
-
-void WarpSpecialisedPrefill::produce() {
-  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
-  Value firstWarp =
-      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
-  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
-  emitIf(b, firstWarp, [&] {
-    emitIf(b, electOneLane(b), [&] {
-      loadQ();
-      if (!paged)
-        produceKV(/*wholeWarp=*/false);
-    });
-    // A paged tile is many boxes: lane i loads box i's page id and issues
-    // it, so no thread holds them all (the producer has 24 registers).
-    if (paged)
-      produceKV(/*wholeWarp=*/true);
-  });
-}
-
-void WarpSpecialisedPrefill::loadQ() {
-  for (Value map : {tmaQ, tmaK, tmaV})
-    prefetchTensorMap(b, map);
-  MBarrier qFull{sharedOffset(b, smem, plan.qFullBarrier())};
-  qFull.arriveExpectTx(b, plan.qBytes);
-  Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
-  Value qHead = i32Of(b, head);
-  for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
-    tmaLoadTile(b, tmaQ, sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
-                {c32(p * kPanelCols), qRow, qHead}, qFull);
-}
-
-void WarpSpecialisedPrefill::produceKV(bool wholeWarp) {
-  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value tile = loop.getInductionVar();
-  Value slot, parity;
-  std::tie(slot, parity) = slotOf(tile);
-  // A fresh empty barrier passes a wait on parity 1 at once.
-  Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
-  Box box = wholeWarp ? pageBoxOfLane(tile) : Box{};
-  auto load = [&](BarrierArray full, BarrierArray empty, Value map,
-                  int64_t ring, int64_t slotBytes, int64_t headDim) {
-    barrier(empty, slot).wait(b, emptyParity);
-    MBarrier fullBar = barrier(full, slot);
-    if (wholeWarp)
-      emitIf(b,
-             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane,
-                                   cIdx(b, 0)),
-             [&] { fullBar.arriveExpectTx(b, slotBytes); });
-    else
-      fullBar.arriveExpectTx(b, slotBytes);
-    Value slotBase = sharedOffset(
-        b, sharedOffset(b, smem, ring),
-        arith::MulIOp::create(b, slot, cIdx(b, slotBytes)));
-    if (wholeWarp)
-      emitIf(b, box.issues,
-             [&] { loadKVBox(map, slotBase, headDim, box, fullBar); });
-    else
-      loadKVTile(map, slotBase, headDim, tile, fullBar);
-  };
-  load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
-  load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
-}
-
-void WarpSpecialisedPrefill::loadKVTile(Value map, Value slotBase,
-                                        int64_t headDim, Value tile,
-                                        const MBarrier &full) {
-  Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
-  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
-    tmaLoadTile(b, map,
-                sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
-                {c32(p * kPanelCols), row, i32Of(b, kvHead)}, full);
-}
-
-WarpSpecialisedPrefill::Box
-WarpSpecialisedPrefill::pageBoxOfLane(Value tile) {
-  // Boxes past the request's last page re-read that page: the TMA must
-  // deliver the whole slot's bytes, and the mask hides those keys.
-  int64_t boxRows = std::min(cfg.pageSize, t.tileKV);
-  Value pageSize = cIdx(b, cfg.pageSize);
-  Value token = arith::AddIOp::create(
-      b, kvStartOf(tile), arith::MulIOp::create(b, lane, cIdx(b, boxRows)));
-  Value lastPage = arith::SubIOp::create(b, pages.count, cIdx(b, 1));
-  Value pageSlot = arith::MinSIOp::create(
-      b, arith::DivUIOp::create(b, token, pageSize), lastPage);
-  Box box;
-  box.issues = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, lane,
-                                     cIdx(b, t.tileKV / boxRows));
-  box.page = i32Of(b, loadIndex(b, kvIndices,
-                                arith::AddIOp::create(b, pages.first,
-                                                      pageSlot)));
-  box.row = i32Of(b, arith::RemUIOp::create(b, token, pageSize));
-  box.smemOffset = arith::MulIOp::create(
-      b, lane, cIdx(b, boxRows * kPanelRowBytes));
-  return box;
-}
-
-void WarpSpecialisedPrefill::loadKVBox(Value map, Value slotBase,
-                                       int64_t headDim, const Box &box,
-                                       const MBarrier &full) {
-  Value at = sharedOffset(b, slotBase, box.smemOffset);
-  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
-    tmaLoadTile(b, map, sharedOffset(b, at, p * t.tileKV * kPanelRowBytes),
-                {c32(p * kPanelCols), box.row, i32Of(b, kvHead), box.page},
-                full);
-}
+namespace warp_specialised {
 
 SmallVector<AccFragment> WarpSpecialisedPrefill::issueScores(Value slot) {
   // A = this warpgroup's 64 rows of Q, B = K, both K-major.
@@ -633,7 +383,7 @@ void WarpSpecialisedPrefill::emitCTA() {
                  oStrideH);
 }
 
-} // namespace
+} // namespace warp_specialised
 
 LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
                                           const AttentionConfig &cfg,
@@ -647,7 +397,8 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
                 b.getI32IntegerAttr(65536 / threads / 8 * 8));
   OpBuilder::InsertionGuard guard(b);
-  WarpSpecialisedPrefill(b, cfg, func).emit(KernelArgs(spec, func));
+  warp_specialised::WarpSpecialisedPrefill(b, cfg, func)
+      .emit(KernelArgs(spec, func));
   return success();
 }
 

@@ -1,0 +1,128 @@
+//===- WarpSpecialisedPrefill.h - The sm_90a prefill kernel -----*- C++ -*-===//
+//
+// Private to the Builders layer: the warp-specialised prefill's builder,
+// whose producer side (the TMA ring) is in WarpSpecialisedProducer.cpp and
+// consumer side (wgmma, softmax, ping-pong) in WarpSpecialisedPrefill.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FIJIT_LIB_BUILDERS_WARPSPECIALISEDPREFILL_H
+#define FIJIT_LIB_BUILDERS_WARPSPECIALISEDPREFILL_H
+
+#include "fijit/Builders/AsyncPipeline.h"
+#include "fijit/Builders/Builders.h"
+#include "fijit/Builders/KernelArgs.h"
+#include "fijit/Builders/KVCache.h"
+#include "fijit/Builders/TileAttention.h"
+#include "fijit/Builders/Wgmma.h"
+#include "fijit/Config/SharedMemoryPlan.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+
+namespace fijit {
+namespace warp_specialised {
+
+using namespace mlir;
+
+constexpr int64_t kPanelCols = 64;      ///< columns of a 128-byte TMA box row
+constexpr int64_t kPanelRowBytes = 128; ///< bytes of one
+constexpr int64_t kWarpgroupThreads = 128;
+constexpr int64_t kConsumerWarps = 8;
+/// Registers after the hand-off: 128 * 24 + 256 * 240 <= 65536.
+constexpr int32_t kProducerRegisters = 24;
+constexpr int32_t kConsumerRegisters = 240;
+/// Named barriers of the ping-pong (0 is the CTA barrier).
+constexpr int64_t kFirstPingPongBarrier = 1;
+
+
+class WarpSpecialisedPrefill {
+public:
+  WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                         gpu::GPUFuncOp func)
+      : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)), variant(cfg),
+        mma(b, elementType(b, cfg.dtypeKV)),
+        wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
+
+  void emit(const KernelArgs &args);
+
+private:
+  MBarrier barrier(BarrierArray which, Value slot);
+  void initBarriers();
+  void produce();
+  TileResult consume();
+  /// S = Q K^T for this warpgroup's rows from K slot `slot`; issued and
+  /// committed, not waited for.
+  SmallVector<AccFragment> issueScores(Value slot);
+  /// out += P V from V slot `slot`; issued and committed.
+  void issuePV(MutableArrayRef<AFragment> p, Value slot,
+               MutableArrayRef<AccFragment> out);
+  /// Scores of the tile at `kvStart`, masked only where the tile needs it.
+  void scoreTile(MutableArrayRef<AccFragment> s, Value kvStart);
+  SmallVector<AFragment> toOperands(ArrayRef<AccFragment> probs);
+  /// Ring slot and phase parity (i32) of tile `tile`.
+  std::pair<Value, Value> slotOf(Value tile);
+  Value kvStartOf(Value tile);
+  void releaseByWarp(const MBarrier &bar);
+  void pingPongSync();
+  void pingPongArrive();
+  /// Q's boxes, by one thread.
+  void loadQ();
+  /// The K/V ring: by one thread, or by the whole warp (one box per lane).
+  void produceKV(bool wholeWarp);
+  /// TMA loads of K or V tile `tile` of packed rows into ring slot
+  /// `slotBase` (one box per 64 columns).
+  void loadKVTile(Value map, Value slotBase, int64_t headDim, Value tile,
+                  const MBarrier &full);
+  /// The box of a paged K/V tile that this lane loads: page id, row in the
+  /// page and place in the slot; `issues` is false for lanes past the boxes.
+  struct Box {
+    Value issues, page, row, smemOffset;
+  };
+  Box pageBoxOfLane(Value tile);
+  void loadKVBox(Value map, Value slotBase, int64_t headDim, const Box &box,
+                 const MBarrier &full);
+  Value c32(int64_t v) {
+    return arith::ConstantIntOp::create(b, b.getI32Type(), v);
+  }
+  /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
+  /// bases and the variant's scalars).
+  void bindArguments(const KernelArgs &args);
+  void emitCTA();
+
+  ImplicitLocOpBuilder &b;
+  const AttentionConfig &cfg;
+  const TuningKnobs &t;
+  SharedMemoryPlan plan;
+  AttentionVariant variant;
+  MmaEmitter mma;
+  WgmmaEmitter wgmma;
+  gpu::GPUFuncOp func;
+
+  Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
+  /// First token row of this CTA's request in the packed Q/O and K/V
+  /// tensors (0 for single_prefill).
+  Value qoRowBase, kvRowBase;
+  /// Paged K/V: the page table and this request's pages.
+  Value kvIndices;
+  PageRange pages;
+  Value tid, lane, warp, smem;
+  Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
+  // Consumer state: which warpgroup (0, 1), its rows of this lane.
+  Value consumer, consumerWarp;
+  std::array<Value, 2> rows;
+};
+
+inline Value i32Of(ImplicitLocOpBuilder &b, Value index) {
+  return arith::IndexCastOp::create(b, b.getI32Type(), index);
+}
+
+} // namespace warp_specialised
+} // namespace fijit
+
+#endif // FIJIT_LIB_BUILDERS_WARPSPECIALISEDPREFILL_H

@@ -1,0 +1,160 @@
+//===- WarpSpecialisedProducer.cpp - The TMA side of the sm_90a prefill --===//
+//
+// The producer warpgroup of the warp-specialised prefill and the ring it
+// fills: mbarrier set-up, Q's boxes, and the K/V tiles, by one thread
+// (packed rows) or by the whole warp (one box per page of a paged cache).
+//
+//===----------------------------------------------------------------------===//
+
+#include "WarpSpecialisedPrefill.h"
+
+namespace fijit {
+namespace warp_specialised {
+
+MBarrier WarpSpecialisedPrefill::barrier(BarrierArray which, Value slot) {
+  Value addr = sharedOffset(b, smem, plan.barrierArray(which));
+  return {sharedOffset(b, addr, arith::MulIOp::create(b, slot, cIdx(b, 8)))};
+}
+
+std::pair<Value, Value> WarpSpecialisedPrefill::slotOf(Value tile) {
+  Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
+  Value round = arith::DivUIOp::create(b, tile, cIdx(b, t.stages));
+  Value parity = arith::AndIOp::create(b, i32Of(b, round),
+                                       arith::ConstantIntOp::create(
+                                           b, b.getI32Type(), 1));
+  return {slot, parity};
+}
+
+Value WarpSpecialisedPrefill::kvStartOf(Value tile) {
+  return arith::AddIOp::create(
+      b, kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
+}
+
+void WarpSpecialisedPrefill::initBarriers() {
+  emitIf(b,
+         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
+         [&] {
+           MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.init(b, 1);
+           for (int64_t s = 0; s < t.stages; ++s) {
+             Value slot = cIdx(b, s);
+             // Full: the producer's expect_tx arrival (plus the bytes).
+             // Empty: one arrival per consumer warp once its reads retired.
+             barrier(KFull, slot).init(b, 1);
+             barrier(VFull, slot).init(b, 1);
+             barrier(KEmpty, slot).init(b, kConsumerWarps);
+             barrier(VEmpty, slot).init(b, kConsumerWarps);
+           }
+           fenceBarrierInit(b);
+         });
+  gpu::BarrierOp::create(b);
+}
+
+void WarpSpecialisedPrefill::produce() {
+  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
+  Value firstWarp =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
+  bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  emitIf(b, firstWarp, [&] {
+    emitIf(b, electOneLane(b), [&] {
+      loadQ();
+      if (!paged)
+        produceKV(/*wholeWarp=*/false);
+    });
+    // A paged tile is many boxes: lane i loads box i's page id and issues
+    // it, so no thread holds them all (the producer has 24 registers).
+    if (paged)
+      produceKV(/*wholeWarp=*/true);
+  });
+}
+
+void WarpSpecialisedPrefill::loadQ() {
+  for (Value map : {tmaQ, tmaK, tmaV})
+    prefetchTensorMap(b, map);
+  MBarrier qFull{sharedOffset(b, smem, plan.qFullBarrier())};
+  qFull.arriveExpectTx(b, plan.qBytes);
+  Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));
+  Value qHead = i32Of(b, head);
+  for (int64_t p = 0; p < cfg.headDimQK / kPanelCols; ++p)
+    tmaLoadTile(b, tmaQ, sharedOffset(b, smem, p * t.tileQ * kPanelRowBytes),
+                {c32(p * kPanelCols), qRow, qHead}, qFull);
+}
+
+void WarpSpecialisedPrefill::produceKV(bool wholeWarp) {
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  Value slot, parity;
+  std::tie(slot, parity) = slotOf(tile);
+  // A fresh empty barrier passes a wait on parity 1 at once.
+  Value emptyParity = arith::XOrIOp::create(b, parity, c32(1));
+  Box box = wholeWarp ? pageBoxOfLane(tile) : Box{};
+  auto load = [&](BarrierArray full, BarrierArray empty, Value map,
+                  int64_t ring, int64_t slotBytes, int64_t headDim) {
+    barrier(empty, slot).wait(b, emptyParity);
+    MBarrier fullBar = barrier(full, slot);
+    if (wholeWarp)
+      emitIf(b,
+             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane,
+                                   cIdx(b, 0)),
+             [&] { fullBar.arriveExpectTx(b, slotBytes); });
+    else
+      fullBar.arriveExpectTx(b, slotBytes);
+    Value slotBase = sharedOffset(
+        b, sharedOffset(b, smem, ring),
+        arith::MulIOp::create(b, slot, cIdx(b, slotBytes)));
+    if (wholeWarp)
+      emitIf(b, box.issues,
+             [&] { loadKVBox(map, slotBase, headDim, box, fullBar); });
+    else
+      loadKVTile(map, slotBase, headDim, tile, fullBar);
+  };
+  load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
+  load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
+}
+
+void WarpSpecialisedPrefill::loadKVTile(Value map, Value slotBase,
+                                        int64_t headDim, Value tile,
+                                        const MBarrier &full) {
+  Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
+  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+    tmaLoadTile(b, map,
+                sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
+                {c32(p * kPanelCols), row, i32Of(b, kvHead)}, full);
+}
+
+WarpSpecialisedPrefill::Box
+WarpSpecialisedPrefill::pageBoxOfLane(Value tile) {
+  // Boxes past the request's last page re-read that page: the TMA must
+  // deliver the whole slot's bytes, and the mask hides those keys.
+  int64_t boxRows = std::min(cfg.pageSize, t.tileKV);
+  Value pageSize = cIdx(b, cfg.pageSize);
+  Value token = arith::AddIOp::create(
+      b, kvStartOf(tile), arith::MulIOp::create(b, lane, cIdx(b, boxRows)));
+  Value lastPage = arith::SubIOp::create(b, pages.count, cIdx(b, 1));
+  Value pageSlot = arith::MinSIOp::create(
+      b, arith::DivUIOp::create(b, token, pageSize), lastPage);
+  Box box;
+  box.issues = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, lane,
+                                     cIdx(b, t.tileKV / boxRows));
+  box.page = i32Of(b, loadIndex(b, kvIndices,
+                                arith::AddIOp::create(b, pages.first,
+                                                      pageSlot)));
+  box.row = i32Of(b, arith::RemUIOp::create(b, token, pageSize));
+  box.smemOffset = arith::MulIOp::create(
+      b, lane, cIdx(b, boxRows * kPanelRowBytes));
+  return box;
+}
+
+void WarpSpecialisedPrefill::loadKVBox(Value map, Value slotBase,
+                                       int64_t headDim, const Box &box,
+                                       const MBarrier &full) {
+  Value at = sharedOffset(b, slotBase, box.smemOffset);
+  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+    tmaLoadTile(b, map, sharedOffset(b, at, p * t.tileKV * kPanelRowBytes),
+                {c32(p * kPanelCols), box.row, i32Of(b, kvHead), box.page},
+                full);
+}
+
+} // namespace warp_specialised
+} // namespace fijit
