@@ -23,7 +23,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -148,25 +147,37 @@ public:
   using Value = std::variant<void *, int64_t, float>;
 
   NamedArgs &pointer(std::string name, const void *value) {
-    values[std::move(name)] = const_cast<void *>(value);
-    return *this;
+    return set(std::move(name), const_cast<void *>(value));
   }
   NamedArgs &integer(std::string name, int64_t value) {
-    values[std::move(name)] = value;
-    return *this;
+    return set(std::move(name), value);
   }
   NamedArgs &scalar(std::string name, float value) {
-    values[std::move(name)] = value;
-    return *this;
+    return set(std::move(name), value);
   }
   /// The value named `name`, or null.
   const Value *find(std::string_view name) const {
-    auto it = values.find(name);
-    return it == values.end() ? nullptr : &it->second;
+    for (const auto &[key, value] : values)
+      if (key == name)
+        return &value;
+    return nullptr;
   }
 
 private:
-  std::map<std::string, Value, std::less<>> values;
+  // A launch names a few dozen values: a flat list (one allocation, short
+  // names inline) costs less per launch than a tree of nodes.
+  NamedArgs &set(std::string name, Value value) {
+    for (auto &[key, old] : values)
+      if (key == name) {
+        old = value;
+        return *this;
+      }
+    if (values.empty())
+      values.reserve(32);
+    values.emplace_back(std::move(name), value);
+    return *this;
+  }
+  std::vector<std::pair<std::string, Value>> values;
 };
 
 /// A compiled attention kernel: PTX plus, per CUDA context, the loaded
