@@ -26,6 +26,8 @@
 
 #include "WarpSpecialisedPrefill.h"
 
+#include "fijit/Config/TargetFacts.h"
+
 using namespace mlir;
 
 namespace fijit {
@@ -393,9 +395,11 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
   func->setAttr("fijit.shared_memory_bytes",
                 b.getI64IntegerAttr(spec.sharedMemoryBytes));
   // setmaxnreg needs a fixed register count at entry: all 384 threads of
-  // the one CTA an SM holds share its 64K registers.
+  // the one CTA an SM holds share its registers.
+  int64_t registers = targetFacts(cfg.target).registersPerSM;
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
-                b.getI32IntegerAttr(65536 / threads / 8 * 8));
+                b.getI32IntegerAttr(
+                    static_cast<int32_t>(registers / threads / 8 * 8)));
   OpBuilder::InsertionGuard guard(b);
   warp_specialised::WarpSpecialisedPrefill(b, cfg, func)
       .emit(KernelArgs(spec, func));

@@ -96,34 +96,6 @@ llvm::StringRef fijit::stringify(Target v) {
   llvm_unreachable("unknown Target");
 }
 
-int fijit::smVersion(Target t) {
-  switch (t) {
-  case Target::SM80:
-    return 80;
-  case Target::SM86:
-    return 86;
-  case Target::SM89:
-    return 89;
-  case Target::SM90a:
-    return 90;
-  }
-  llvm_unreachable("unknown Target");
-}
-
-int64_t fijit::maxSharedMemoryBytes(Target t) {
-  // The opt-in per-block limits (cudaDevAttrMaxSharedMemoryPerBlockOptin).
-  switch (t) {
-  case Target::SM80:
-    return 166912;
-  case Target::SM86:
-  case Target::SM89:
-    return 101376;
-  case Target::SM90a:
-    return 232448;
-  }
-  llvm_unreachable("unknown Target");
-}
-
 int64_t fijit::byteWidth(DType t) {
   switch (t) {
   case DType::F16:

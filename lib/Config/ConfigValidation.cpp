@@ -9,6 +9,7 @@
 #include "ConfigFields.h"
 #include "ConfigRules.h"
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/Twine.h"

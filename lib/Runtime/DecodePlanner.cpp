@@ -14,12 +14,8 @@ static llvm::Error makeError(const std::string &message) {
 
 int64_t residentCTAsPerSM(const AttentionConfig &cfg,
                           const DeviceFacts &device) {
-  int64_t bySharedMemory =
-      device.sharedBytesPerSM /
-      (cfg.sharedMemoryBytes() + device.reservedSharedBytesPerCTA);
-  int64_t byThreads = device.maxThreadsPerSM / (cfg.tuning.numWarps * 32);
-  return std::max<int64_t>(
-      1, std::min({bySharedMemory, byThreads, device.maxCTAsPerSM}));
+  return residentCTAs(device.sm, cfg.sharedMemoryBytes(),
+                      cfg.tuning.numWarps * 32);
 }
 
 /// Bytes of the kernel's workspace regions (split-KV partials), none

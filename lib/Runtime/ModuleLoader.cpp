@@ -10,6 +10,7 @@
 #include "KernelState.h"
 
 #include "fijit/Cache/DiskCache.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "llvm/Support/FormatVariadic.h"
 

@@ -20,11 +20,11 @@ using namespace fijit;
 
 namespace {
 
-// The CUDA occupancy limits of each device (the driver's attributes).
-const DeviceFacts kH200{132, 233472, 1024, 2048, 32};
+// Each device: its SM count, and the SMs of its target.
+const DeviceFacts kH200 = DeviceFacts::of(Target::SM90a, 132);
 const DeviceFacts kH100 = DeviceFacts::h100Sxm();
-const DeviceFacts kA100{108, 167936, 1024, 2048, 32};
-const DeviceFacts kL40S{142, 102400, 1024, 1536, 24};
+const DeviceFacts kA100 = DeviceFacts::of(Target::SM80, 108);
+const DeviceFacts kL40S = DeviceFacts::of(Target::SM89, 142);
 
 struct Device {
   const char *name;
@@ -180,13 +180,14 @@ FIJIT_TEST("decode planner: every key of every request in exactly one "
         AttentionConfig cfg = anchorDecode(d.target, h[0], h[1], tuning);
         int64_t tile = cfg.tuning.tileKV;
         int64_t resident = residentCTAsPerSM(cfg, d.facts);
-        CHECK(resident * cfg.tuning.numWarps * 32 <= d.facts.maxThreadsPerSM,
+        CHECK(resident * cfg.tuning.numWarps * 32 <=
+                  d.facts.sm.maxThreadsPerSM,
               d.name);
         CHECK(resident * (cfg.sharedMemoryBytes() +
-                          d.facts.reservedSharedBytesPerCTA) <=
-                  d.facts.sharedBytesPerSM,
+                          d.facts.sm.reservedSharedBytesPerCTA) <=
+                  d.facts.sm.sharedBytesPerSM,
               d.name);
-        CHECK(resident <= d.facts.maxCTAsPerSM, d.name);
+        CHECK(resident <= d.facts.sm.maxCTAsPerSM, d.name);
         int64_t slots = resident * d.facts.multiprocessors;
         for (int64_t batch : batches)
           for (int64_t maxLen : lengths) {

@@ -141,16 +141,16 @@ CUresult fakeDeviceGetAttribute(int *value, int attribute, CUdevice) {
     *value = static_cast<int>(rec.facts.multiprocessors);
     return 0;
   case 39:
-    *value = static_cast<int>(rec.facts.maxThreadsPerSM);
+    *value = static_cast<int>(rec.facts.sm.maxThreadsPerSM);
     return 0;
   case 81:
-    *value = static_cast<int>(rec.facts.sharedBytesPerSM);
+    *value = static_cast<int>(rec.facts.sm.sharedBytesPerSM);
     return 0;
   case 106:
-    *value = static_cast<int>(rec.facts.maxCTAsPerSM);
+    *value = static_cast<int>(rec.facts.sm.maxCTAsPerSM);
     return 0;
   case 111:
-    *value = static_cast<int>(rec.facts.reservedSharedBytesPerCTA);
+    *value = static_cast<int>(rec.facts.sm.reservedSharedBytesPerCTA);
     return 0;
   }
   return 1; // CUDA_ERROR_INVALID_VALUE: nothing else is expected
@@ -883,7 +883,7 @@ void checkDecodePlanned(const std::string &config, bool paged,
     return;
   // currentDeviceFacts keeps a device's facts for the process: every test
   // of this file reports the same ones.
-  DeviceFacts a100{108, 167936, 1024, 2048, 32};
+  DeviceFacts a100 = DeviceFacts::of(Target::SM80, 108);
   rec.facts = a100;
   TestKernel k(config);
   DecodeLaunchArgs a = decodeArgs(paged);

@@ -195,10 +195,6 @@ llvm::StringRef stringify(MaskMode v);
 llvm::StringRef stringify(PosEncoding v);
 llvm::StringRef stringify(Target v);
 
-/// SM number of a target (80, 86, 89, 90).
-int smVersion(Target t);
-/// Largest dynamic shared memory one CTA may use on a target, in bytes.
-int64_t maxSharedMemoryBytes(Target t);
 /// Bytes of one element of a dtype.
 int64_t byteWidth(DType t);
 
