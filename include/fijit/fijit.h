@@ -49,6 +49,16 @@ FIJIT_API const char *llvmVersion();
 /// Hash of the sources this library was built from; part of cache folders.
 FIJIT_API const char *buildId();
 
+/// One key of a config's text form: its value's type ("int", "float",
+/// "bool" or "enum"), its default value as text and, for an enum, the
+/// values it accepts.
+struct ConfigKey {
+  std::string key, type, defaultValue;
+  std::vector<std::string> allowed;
+};
+/// Every config key in canonical order, from the table the parser reads.
+FIJIT_API std::vector<ConfigKey> configSchema();
+
 /// Parses and validates a config; on success stores its canonical text form.
 FIJIT_API bool canonicalizeConfig(const std::string &config,
                                   std::string &canonical, std::string &error);

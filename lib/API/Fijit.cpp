@@ -16,6 +16,14 @@ const char *version() { return FIJIT_VERSION; }
 const char *llvmVersion() { return FIJIT_LLVM_VERSION; }
 const char *buildId() { return FIJIT_BUILD_ID; }
 
+std::vector<ConfigKey> configSchema() {
+  std::vector<ConfigKey> out;
+  for (AttentionConfig::KeySchema &k : AttentionConfig::schema())
+    out.push_back({std::move(k.key), std::move(k.type),
+                   std::move(k.defaultValue), std::move(k.allowed)});
+  return out;
+}
+
 bool canonicalizeConfig(const std::string &config, std::string &canonical,
                         std::string &error) {
   auto parsed = AttentionConfig::parse(config);

@@ -1,8 +1,8 @@
 //===- ConfigText.cpp - The canonical key=value form of a config ----------===//
 //
-// The text of each field's values, the known keys, and printing and parsing
-// of the `key=value,...` form (every field, fixed order, so equal configs
-// print equal text and parse(print()) round-trips).
+// The text of each field's values, the known keys and their schema, and
+// printing and parsing of the `key=value,...` form (every field, fixed
+// order, so equal configs print equal text and parse(print()) round-trips).
 //
 //===----------------------------------------------------------------------===//
 
@@ -127,6 +127,38 @@ llvm::Error fijit::unknownKey(llvm::StringRef key) {
   return makeConfigError(
       llvm::formatv("unknown config key '{0}'; known keys: {1}", key,
                     llvm::join(configKeys(), ", ")));
+}
+
+namespace {
+// The schema's name of each field type.
+const char *typeName(int64_t) { return "int"; }
+const char *typeName(double) { return "float"; }
+const char *typeName(bool) { return "bool"; }
+template <typename E, typename = std::enable_if_t<std::is_enum_v<E>>>
+const char *typeName(E) {
+  return "enum";
+}
+
+std::vector<std::string> allowedValues(int64_t) { return {}; }
+std::vector<std::string> allowedValues(double) { return {}; }
+std::vector<std::string> allowedValues(bool) { return {}; }
+template <typename E, typename = std::enable_if_t<std::is_enum_v<E>>>
+std::vector<std::string> allowedValues(E) {
+  std::vector<std::string> out;
+  for (E value : parsableValues(E()))
+    out.push_back(stringify(value).str());
+  return out;
+}
+} // namespace
+
+std::vector<AttentionConfig::KeySchema> AttentionConfig::schema() {
+  std::vector<KeySchema> out;
+  const AttentionConfig defaults;
+  forEachField(defaults, [&](llvm::StringRef key, const auto &field) {
+    out.push_back(
+        {key.str(), typeName(field), formatValue(field), allowedValues(field)});
+  });
+  return out;
 }
 
 std::string AttentionConfig::toString() const {

@@ -85,6 +85,15 @@ PYBIND11_MODULE(_fijit, m) {
   m.attr("llvm_version") = fijit::llvmVersion();
   m.attr("build_id") = fijit::buildId();
 
+  // The config's keys as the C++ parser reads them: (key, type, default
+  // text, allowed values) in canonical order.
+  m.def("config_schema", [] {
+    py::list out;
+    for (const fijit::ConfigKey &k : fijit::configSchema())
+      out.append(py::make_tuple(k.key, k.type, k.defaultValue, k.allowed));
+    return out;
+  });
+
   m.def("canonicalize_config", [](const std::string &text) {
     std::string canonical, error;
     if (!fijit::canonicalizeConfig(text, canonical, error))

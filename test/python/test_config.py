@@ -62,6 +62,42 @@ def test_attribute_types():
     assert AttentionConfig(return_lse=False).return_lse is False
 
 
+def test_schema_is_the_parsers_table():
+    """Every key in canonical order with its type, default and (enums) the
+    values the parser accepts: config.py derives its field types from it."""
+    schema = AttentionConfig.schema()
+    assert ", ".join(schema) == KNOWN_KEYS
+    assert {k: v["type"] for k, v in schema.items()} == {
+        "kind": "enum", "head_dim_qk": "int", "head_dim_vo": "int",
+        "num_qo_heads": "int", "num_kv_heads": "int", "dtype_q": "enum",
+        "dtype_kv": "enum", "dtype_o": "enum", "kv_layout": "enum",
+        "page_size": "int", "mask": "enum", "window_left": "int",
+        "logits_soft_cap": "float", "pos_encoding": "enum",
+        "sm_scale": "float", "return_lse": "bool", "target": "enum",
+        "tile_q": "int", "tile_kv": "int", "num_warps": "int",
+        "stages": "int"}
+    assert schema["mask"]["allowed"] == ("none", "causal", "custom")
+    assert schema["dtype_kv"]["allowed"] == ("f16", "bf16", "e4m3", "e5m2")
+    assert schema["target"]["allowed"] == ("sm_80", "sm_86", "sm_89",
+                                           "sm_90a")
+    assert schema["head_dim_qk"]["allowed"] == ()
+    # The defaults are the default config's values (knobs: 0, resolved
+    # later), and every allowed enum value is accepted by the parser.
+    default = AttentionConfig().to_dict()
+    for key, entry in schema.items():
+        if key in ("tile_q", "tile_kv", "num_warps", "stages"):
+            assert entry["default"] == "0", key
+        else:
+            assert str(AttentionConfig.from_string(
+                f"{key}={entry['default']}")) == str(AttentionConfig()), key
+            assert default[key] == fijit.config._parse(key,
+                                                       entry["default"]), key
+    for value in schema["kv_layout"]["allowed"]:
+        assert AttentionConfig(kv_layout=value).kv_layout == value
+    with pytest.raises(TypeError):
+        schema["mask"] = {}
+
+
 def test_unknown_attribute_raises_attribute_error():
     cfg = gqa()
     with pytest.raises(AttributeError):

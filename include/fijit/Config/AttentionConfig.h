@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace fijit {
 
@@ -154,6 +155,17 @@ struct AttentionConfig {
   /// JSON object with the same keys as the text form.
   std::string toJSON() const;
   static llvm::Expected<AttentionConfig> fromJSON(llvm::StringRef json);
+
+  /// One key of the text form: its value's type ("int", "float", "bool" or
+  /// "enum"), the default value's text and, for an enum, the values it
+  /// accepts.
+  struct KeySchema {
+    std::string key, type, defaultValue;
+    std::vector<std::string> allowed;
+  };
+  /// Every key in canonical order, from the field table the parser reads,
+  /// so bindings derive their key tables rather than repeat them.
+  static std::vector<KeySchema> schema();
 
   /// Bytes of dynamic shared memory the kernel of this config needs (its
   /// knobs resolved first).
