@@ -89,7 +89,7 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   constexpr int kMaxDynamicShared = 8;
   if (CUresult rc = driver.cuFuncSetAttribute(
           l.function, kMaxDynamicShared,
-          static_cast<int>(config.sharedMemoryBytes())))
+          static_cast<int>(spec.sharedMemoryBytes)))
     return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
   loaded[*ctx] = l;
   return l;

@@ -15,6 +15,7 @@
 
 #include "DriverForTesting.h"
 #include "KernelState.h"
+#include "KernelStore.h"
 
 #include "fijit/Cache/DiskCache.h"
 #include "fijit/Runtime/DecodePlanner.h"
@@ -317,6 +318,28 @@ AttentionConfig configOf(const std::string &text) {
   return parsed->resolved();
 }
 
+/// The bytes of each parameter as a kernel's signature gives them.
+std::vector<size_t> paramSizesOf(const KernelSpec &spec) {
+  std::vector<size_t> sizes;
+  for (const KernelArg &arg : spec.args) {
+    switch (arg.kind) {
+    case ArgKind::TensorMap:
+      sizes.push_back(sizeof(CUtensorMap));
+      break;
+    case ArgKind::Buffer:
+    case ArgKind::Workspace:
+    case ArgKind::Counter:
+      sizes.insert(sizes.end(), {8, 8, 8, 8, 8});
+      break;
+    case ArgKind::I32:
+    case ArgKind::F32:
+      sizes.push_back(4);
+      break;
+    }
+  }
+  return sizes;
+}
+
 /// A kernel as the store hands it out, without its PTX: the fake driver
 /// never reads it.
 struct TestKernel {
@@ -328,28 +351,7 @@ struct TestKernel {
         kernel(state, "memory", 0) {}
   const AttentionConfig &cfg() const { return state->config; }
 
-  /// The bytes of each parameter as the kernel's signature gives them.
-  std::vector<size_t> paramSizes() const {
-    std::vector<size_t> sizes;
-    for (const KernelArg &arg : state->spec.args) {
-      switch (arg.kind) {
-      case ArgKind::TensorMap:
-        sizes.push_back(sizeof(CUtensorMap));
-        break;
-      case ArgKind::Buffer:
-      case ArgKind::Workspace:
-      case ArgKind::Counter:
-        sizes.insert(sizes.end(), {8, 8, 8, 8, 8});
-        break;
-      case ArgKind::I32:
-      case ArgKind::F32:
-        sizes.push_back(4);
-        break;
-      }
-    }
-    return sizes;
-  }
-  void arm() const { rec.paramSizes = paramSizes(); }
+  void arm() const { rec.paramSizes = paramSizesOf(state->spec); }
 };
 
 /// The parameters of one launch, in order, as bytes with names.
@@ -543,6 +545,87 @@ FIJIT_TEST("launch packing: single_prefill on the tile engine") {
   a.qoLen = 0;
   CHECK(k.kernel.launch(a, error), error);
   CHECK(rec.launches.empty(), "qo_len=0 launches nothing");
+}
+
+FIJIT_TEST("launch packing: a kernel found on disk launches from the spec "
+           "stored with it") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  // An entry for a config no other test asks the store for, whose stored
+  // contract differs from the one its config derives (more shared memory,
+  // kv_len under another name): the launch shows which one it used.
+  AttentionConfig cfg = configOf("kind=single_prefill,num_qo_heads=12,"
+                                 "num_kv_heads=4,target=sm_80");
+  KernelSpec stored = KernelSpec::of(cfg);
+  stored.sharedMemoryBytes += 4096;
+  stored.args[stored.position("kv_len")].name = "stored_kv_len";
+  std::string key(64, 'a'); // any key: the index binds the config to it
+  DiskCache &disk = DiskCache::global();
+  disk.write(key + ".ptx", encodeKernelEntry(stored, "// the stored PTX"));
+  disk.storeKey(cfg.toString(), key);
+
+  std::string error;
+  auto kernel = getAttentionKernel(cfg.toString(), error);
+  CHECK(kernel != nullptr, error);
+  if (!kernel)
+    return;
+  CHECK_EQ(std::string(kernel->tier()), "disk", "");
+  CHECK_EQ(kernel->ptx(), "// the stored PTX", "");
+  CHECK_EQ(kernel->sharedMemoryBytes(), stored.sharedMemoryBytes, "");
+
+  rec.paramSizes = paramSizesOf(stored);
+  NamedArgs args;
+  args.pointer("q", ptr(Q)).pointer("k", ptr(K)).pointer("v", ptr(V));
+  args.pointer("o", ptr(O)).pointer("lse", ptr(LSE));
+  args.integer("qo_len", 300).integer("kv_len", 777);
+  args.integer("stored_kv_len", 555);
+  args.integer("q_stride_n", 1024).integer("q_stride_h", 136);
+  args.integer("k_stride_n", 272).integer("k_stride_h", 144);
+  args.integer("v_stride_n", 304).integer("v_stride_h", 152);
+  args.integer("o_stride_n", 1216).integer("o_stride_h", 160);
+  args.scalar("sm_scale", 0.375f).pointer("stream", ptr(STREAM));
+  bool ok = kernel->launchNamed(args, error);
+  const Launch *l = onlyLaunch(ok, error, "stored spec");
+  if (!l)
+    return;
+  Params want;
+  want.memref("q", Q).memref("k", K).memref("v", V).memref("o", O);
+  want.memref("lse", LSE);
+  want.i32("qo_len", 300).i32("stored_kv_len", 555);
+  want.i32("q_stride_n", 1024).i32("q_stride_h", 136);
+  want.i32("k_stride_n", 272).i32("k_stride_h", 144);
+  want.i32("v_stride_n", 304).i32("v_stride_h", 152);
+  want.i32("o_stride_n", 1216).i32("o_stride_h", 160);
+  want.f32("sm_scale", 0.375f);
+  checkParams(*l, want, "stored spec");
+  checkLaunch(*l, {ceilDiv(300, cfg.tuning.tileQ), 12, 1},
+              static_cast<unsigned>(stored.threads), stored.sharedMemoryBytes,
+              STREAM, "stored spec");
+  CHECK(rec.functionAttributes.size() == 1 &&
+            rec.functionAttributes[0].second == stored.sharedMemoryBytes,
+        "the stored shared memory opted into");
+}
+
+FIJIT_TEST("kernel store: an entry holds the spec, then the PTX") {
+  AttentionConfig cfg =
+      configOf("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+               "num_kv_heads=8");
+  KernelSpec spec = KernelSpec::of(cfg);
+  std::string ptx = "//\n// Generated by LLVM NVPTX Back-End\n.version 8.0\n";
+  auto decoded = decodeKernelEntry(encodeKernelEntry(spec, ptx));
+  CHECK(bool(decoded), decoded ? "" : llvm::toString(decoded.takeError()));
+  if (!decoded)
+    return;
+  CHECK_EQ(decoded->spec.toJSON(), spec.toJSON(), "");
+  CHECK_EQ(decoded->ptx, ptx, "");
+  // PTX alone (no contract) does not read back as a kernel entry.
+  auto bare = decodeKernelEntry(ptx);
+  CHECK(!bare, "PTX without its spec");
+  if (!bare)
+    CHECK(llvm::toString(bare.takeError()).find("invalid kernel spec") !=
+              std::string::npos,
+          "");
 }
 
 FIJIT_TEST("launch packing: warp-specialised single_prefill (sm_90a)") {

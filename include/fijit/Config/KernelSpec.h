@@ -5,9 +5,9 @@
 // make the kernel's function type from the table and read its arguments by
 // name; the runtime packs a launch by walking the same table and looking
 // each name up among the caller's named values; the table's names and kinds
-// travel with the built module (`fijit.signature`). A kernel argument is
-// therefore written down here once (docs/architecture.md, "How to add a
-// kernel argument").
+// travel with the built module (`fijit.signature`) and the whole spec with
+// the cached kernel (toJSON). A kernel argument is therefore written down
+// here once (docs/architecture.md, "How to add a kernel argument").
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +18,7 @@
 
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
 
 #include <array>
 #include <cstdint>
@@ -125,6 +126,15 @@ struct KernelSpec {
   std::vector<std::string> signature() const;
   /// "coordinate=formula" per grid dimension (x, y, z): `fijit.grid`.
   std::vector<std::string> gridText() const;
+
+  /// The whole spec as one line of JSON: every argument (name, kind,
+  /// element, check, tensor map layout, workspace region), the grid, the
+  /// block size and the dynamic shared memory. It is stored with each
+  /// cached kernel, so a kernel found on disk or in a bundle is launched
+  /// from the contract it was built with, not one derived again from its
+  /// config (KernelSpecJSON.cpp).
+  std::string toJSON() const;
+  static llvm::Expected<KernelSpec> fromJSON(llvm::StringRef json);
 };
 
 llvm::StringRef stringify(ArgKind kind);
