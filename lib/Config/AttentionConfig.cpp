@@ -182,6 +182,7 @@ void forEachField(Config &c, Fn &&fn) {
   fn("pos_encoding", c.posEncoding);
   fn("sm_scale", c.smScale);
   fn("return_lse", c.returnLSE);
+  fn("cuda_graph", c.cudaGraph);
   fn("target", c.target);
   fn("tile_q", c.tuning.tileQ);
   fn("tile_kv", c.tuning.tileKV);
@@ -498,6 +499,11 @@ llvm::Error AttentionConfig::validate() const {
   // nothing for a mask to remove.
   if (!isPrefill(kind) && mask != MaskMode::None)
     return invalidField("mask", mask, "decode kinds take mask=none");
+
+  if (cudaGraph && isPrefill(kind))
+    return invalidField("cuda_graph", cudaGraph,
+                        "only decode kinds take cuda_graph=true (a prefill "
+                        "launch has no split schedule to read)");
 
   if (windowLeft < -1)
     return invalidField("window_left", windowLeft,

@@ -10,7 +10,7 @@ _INT_KEYS = {"head_dim_qk", "head_dim_vo", "num_qo_heads", "num_kv_heads",
              "page_size", "window_left", "tile_q", "tile_kv", "num_warps",
              "stages"}
 _FLOAT_KEYS = {"logits_soft_cap", "sm_scale"}
-_BOOL_KEYS = {"return_lse"}
+_BOOL_KEYS = {"return_lse", "cuda_graph"}
 
 
 def _format(value):
