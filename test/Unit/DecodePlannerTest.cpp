@@ -291,8 +291,8 @@ FIJIT_TEST("decode planner: a cap on the splits (cuda_graph=true) grows a "
   AttentionConfig cfg = anchorDecode("sm_90a", 32, 8, ",cuda_graph=true");
   auto device = [] { return kH100; };
   // Uncapped, one long request is cut into many splits.
-  DecodePlan free = plan(cfg, kH100, 1, 100000);
-  CHECK(free.numSplits > 4, "a long request splits");
+  DecodePlan uncapped = plan(cfg, kH100, 1, 100000);
+  CHECK(uncapped.numSplits > 4, "a long request splits");
   auto capped = planDecodeSplits(cfg, device, 1, 100000, 0, 4);
   CHECK(bool(capped), "");
   if (capped) {
