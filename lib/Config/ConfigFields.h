@@ -44,6 +44,7 @@ void forEachField(Config &c, Fn &&fn) {
   fn("pos_encoding", c.posEncoding);
   fn("sm_scale", c.smScale);
   fn("return_lse", c.returnLSE);
+  fn("cuda_graph", c.cudaGraph);
   fn("target", c.target);
   fn("tile_q", c.tuning.tileQ);
   fn("tile_kv", c.tuning.tileKV);

@@ -111,6 +111,11 @@ llvm::Error AttentionConfig::validate() const {
   if (!isPrefill(kind) && mask != MaskMode::None)
     return invalidField("mask", mask, "decode kinds take mask=none");
 
+  if (cudaGraph && isPrefill(kind))
+    return invalidField("cuda_graph", cudaGraph,
+                        "only decode kinds take cuda_graph=true (a prefill "
+                        "launch has no split schedule to read)");
+
   if (windowLeft < -1)
     return invalidField("window_left", windowLeft,
                         "must be at least -1 (-1 disables the window)");

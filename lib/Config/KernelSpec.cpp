@@ -192,14 +192,18 @@ void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
 
 /// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV
 /// partials in the workspace, [split][request * num_qo_heads + head] rows
-/// of head_dim_vo floats, then one LSE per row.
+/// of head_dim_vo floats, then one LSE per row. With cuda_graph=true the
+/// kernel reads kv_chunk and num_splits from `split_plan` (int32 [2], written
+/// by every plan) and the grid holds `max_splits`, the most any plan of the
+/// launch may use, so one captured launch serves every later plan.
 void decode(Rows &r, const AttentionConfig &cfg) {
   bool paged = cfg.kind == KernelKind::BatchDecodePaged;
+  const char *splits = cfg.cudaGraph ? "max_splits" : "num_splits";
   r.qkvo(cfg);
   r.buffer("lse", ElementType::F32);
   r.workspace("partial_o", cfg.numQOHeads * cfg.headDimVO * 4,
-              {"num_splits", "batch"});
-  r.workspace("partial_lse", cfg.numQOHeads * 4, {"num_splits", "batch"});
+              {splits, "batch"});
+  r.workspace("partial_lse", cfg.numQOHeads * 4, {splits, "batch"});
   r.buffer("kv_indptr", ElementType::I32, requiredIf(paged));
   r.buffer("kv_indices", ElementType::I32, requiredIf(paged));
   r.buffer("kv_last_page_len", ElementType::I32, requiredIf(paged));
@@ -209,14 +213,17 @@ void decode(Rows &r, const AttentionConfig &cfg) {
   r.strides("k", {"k_stride_page", "k_stride_n", "k_stride_h"});
   r.strides("v", {"v_stride_page", "v_stride_n", "v_stride_h"});
   r.strides("o", {"o_stride_b", "o_stride_h"});
-  r.i32("kv_chunk");
-  r.i32("num_splits");
+  if (cfg.cudaGraph) {
+    r.buffer("split_plan", ElementType::I32, ArgCheck::Required);
+  } else {
+    r.i32("kv_chunk");
+    r.i32("num_splits");
+  }
   r.f32("sm_scale");
   // kv heads vary fastest: the CTAs of one request and chunk read
   // neighbouring bytes of the same NHD rows together.
   r.spec.grid = {GridDim{"kv_head", "", 1, cfg.numKVHeads},
-                 GridDim{"split", "num_splits"},
-                 GridDim{"request", "batch"}};
+                 GridDim{"split", splits}, GridDim{"request", "batch"}};
 }
 
 } // namespace

@@ -152,14 +152,16 @@ PYBIND11_MODULE(_fijit, m) {
       .def(
           "plan_decode",
           [](const fijit::AttentionKernel &k, int64_t batch, int64_t maxKvLen,
-             int64_t kvChunk) {
+             int64_t kvChunk, int64_t maxSplits) {
             int64_t splits = 0, bytes = 0;
             std::string error;
-            if (!k.planDecode(batch, maxKvLen, kvChunk, splits, bytes, error))
+            if (!k.planDecode(batch, maxKvLen, kvChunk, splits, bytes, error,
+                              maxSplits))
               throw py::value_error(error);
             return py::make_tuple(kvChunk, splits, bytes);
           },
-          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0);
+          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0,
+          py::arg("max_splits") = 0);
 
   m.def(
       "compile_attention",

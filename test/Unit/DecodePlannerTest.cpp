@@ -286,3 +286,59 @@ FIJIT_TEST("decode planner: shapes beyond the grid or 32-bit positions are "
            "");
   CHECK_EQ(message(65535, 1000, 0), "no error", "");
 }
+
+FIJIT_TEST("decode planner: a cap on the splits (cuda_graph=true) grows a "
+           "chosen chunk to fit and sizes the workspace for the cap") {
+  AttentionConfig cfg = anchorDecode("sm_90a", 32, 8, ",cuda_graph=true");
+  auto device = [] { return kH100; };
+  // Uncapped, one long request is cut into many splits.
+  DecodePlan uncapped = plan(cfg, kH100, 1, 100000);
+  CHECK(uncapped.numSplits > 4, "a long request splits");
+  auto capped = planDecodeSplits(cfg, device, 1, 100000, 0, 4);
+  CHECK(bool(capped), "");
+  if (capped) {
+    // 100000 keys in 4 splits: 25000 rounded up to 64-key tiles.
+    CHECK_EQ(capped->kvChunk, 25024, "");
+    CHECK_EQ(capped->numSplits, 4, "");
+    // The grid holds 4 splits whatever this plan uses.
+    CHECK_EQ(capped->workspaceBytes, partials(4, 1, 32, 128), "");
+  }
+  // Below the cap the plan is the uncapped one; the workspace still fits
+  // the cap, and covers every key of every request.
+  for (int64_t len : {1, 300, 4096, 17000}) {
+    DecodePlan p = plan(cfg, kH100, 16, len);
+    auto c = planDecodeSplits(cfg, device, 16, len, 0, 64);
+    CHECK(bool(c), "");
+    if (!c)
+      continue;
+    if (p.numSplits <= 64) {
+      CHECK_EQ(c->kvChunk, p.kvChunk, "");
+      CHECK_EQ(c->numSplits, p.numSplits, "");
+    }
+    CHECK(c->kvChunk * c->numSplits >= len, "every key is in a split");
+    CHECK_EQ(c->workspaceBytes, partials(64, 16, 32, 128), "");
+  }
+  // A cap of one split: the plan never splits and needs no workspace.
+  auto one = planDecodeSplits(cfg, device, 8, 50000, 0, 1);
+  CHECK(bool(one), "");
+  if (one) {
+    CHECK_EQ(one->numSplits, 1, "");
+    CHECK(one->kvChunk >= 50000, "");
+    CHECK_EQ(one->workspaceBytes, 0, "");
+  }
+  // A chunk the caller fixed is kept: past the cap it is an error.
+  auto fixed = planDecodeSplits(cfg, device, 1, 1000, 64, 4);
+  CHECK(!fixed, "");
+  if (!fixed)
+    CHECK_EQ(llvm::toString(fixed.takeError()),
+             "kv_chunk=64 splits max_kv_len=1000 into 16 chunks, more than "
+             "the max_splits=4 its launch grid was fixed with",
+             "");
+  auto bad = planDecodeSplits(cfg, device, 1, 1000, 0, 65536);
+  CHECK(!bad, "");
+  if (!bad)
+    CHECK_EQ(llvm::toString(bad.takeError()),
+             "max_splits=65536 must be 0 (no cap) or in [1, 65535] (splits "
+             "index the launch grid's y dimension)",
+             "");
+}

@@ -486,7 +486,8 @@ unsigned ceilDiv(int64_t a, int64_t b) {
 constexpr uintptr_t Q = 0x1000, K = 0x2000, V = 0x3000, O = 0x4000,
                     LSE = 0x5000, QO_INDPTR = 0x6000, KV_INDPTR = 0x7000,
                     KV_INDICES = 0x8000, KV_LAST = 0x9000,
-                    WORKSPACE = 0xA0000, COUNTERS = 0xB000, STREAM = 0xC000;
+                    WORKSPACE = 0xA0000, COUNTERS = 0xB000, STREAM = 0xC000,
+                    SPLIT_PLAN = 0xD000;
 
 void *ptr(uintptr_t p) { return reinterpret_cast<void *>(p); }
 
@@ -1038,4 +1039,60 @@ FIJIT_TEST("launch packing: batch_decode_paged") {
                 k.cfg().sharedMemoryBytes(), STREAM,
                 "paged decode, one split");
   }
+}
+
+FIJIT_TEST("launch packing: batch_decode_paged with cuda_graph=true") {
+  // The schedule is the split_plan buffer (read by the kernel), the grid's
+  // y extent and the workspace regions max_splits, whatever kv_len and
+  // kv_chunk say: a launch a graph captured stays valid for later plans.
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  TestKernel k("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+               "num_kv_heads=8,cuda_graph=true");
+  const char *what = "graph decode";
+  DecodeLaunchArgs a = decodeArgs(/*paged=*/true);
+  a.batch = 3, a.kvLen = 999999, a.kvChunk = 64;
+  a.splitPlan = ptr(SPLIT_PLAN);
+  a.maxSplits = 5;
+  a.workspaceBytes = decodeWorkspace(5, 3);
+  k.arm();
+  std::string error;
+  bool ok = k.kernel.launchDecode(a, error);
+  if (const Launch *l = onlyLaunch(ok, error, what)) {
+    Params want = decodeParams(a, 0, 5);
+    // split_plan replaces the last two i32 (kv_chunk, num_splits).
+    auto scale = want.slots.back();
+    want.slots.resize(want.slots.size() - 3);
+    want.memref("split_plan", SPLIT_PLAN);
+    want.slots.push_back(scale);
+    checkParams(*l, want, what);
+    checkLaunch(*l, {8, 5, 3},
+                static_cast<unsigned>(k.cfg().tuning.numWarps * 32),
+                k.cfg().sharedMemoryBytes(), STREAM, what);
+  }
+  rec.launches.clear();
+  a.workspaceBytes = decodeWorkspace(5, 3) - 1;
+  CHECK(!k.kernel.launchDecode(a, error), "short workspace");
+  CHECK_EQ(error,
+           "workspace too small: a grid of max_splits=5 needs " +
+               std::to_string(decodeWorkspace(5, 3)) + " bytes, got " +
+               std::to_string(decodeWorkspace(5, 3) - 1),
+           "");
+  a.workspaceBytes = decodeWorkspace(5, 3);
+  a.splitCounters = nullptr;
+  CHECK(!k.kernel.launchDecode(a, error), "no counters");
+  CHECK(error.find("needs split_counters") != std::string::npos, error);
+  a.splitCounters = ptr(COUNTERS);
+  a.maxSplits = 0;
+  CHECK(!k.kernel.launchDecode(a, error), "no max_splits");
+  CHECK_EQ(error,
+           "a cuda_graph=true decode kernel needs max_splits, the splits "
+           "its launch grid holds (at least 1)",
+           "");
+  a.maxSplits = 5;
+  a.splitPlan = nullptr;
+  CHECK(!k.kernel.launchDecode(a, error), "no split_plan");
+  CHECK(error.find("split_plan") != std::string::npos, error);
+  CHECK(rec.launches.empty(), "refused launches launch nothing");
 }

@@ -111,6 +111,11 @@ struct AttentionConfig {
   /// launch argument, so this is the default the runtime passes.
   double smScale = 0.0;
   bool returnLSE = false;
+  /// Decode kinds: the kernel reads its split-KV schedule (keys per split,
+  /// splits) from a device buffer the plan writes, and its grid holds a
+  /// fixed number of splits, so a launch captured in a CUDA graph stays
+  /// right after later plans of other context lengths.
+  bool cudaGraph = false;
   Target target = Target::SM90a;
   TuningKnobs tuning;
 
