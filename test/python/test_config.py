@@ -74,7 +74,8 @@ def test_schema_is_the_parsers_table():
         "dtype_kv": "enum", "dtype_o": "enum", "kv_layout": "enum",
         "page_size": "int", "mask": "enum", "window_left": "int",
         "logits_soft_cap": "float", "pos_encoding": "enum",
-        "sm_scale": "float", "return_lse": "bool", "target": "enum",
+        "sm_scale": "float", "return_lse": "bool", "cuda_graph": "bool",
+        "target": "enum",
         "tile_q": "int", "tile_kv": "int", "num_warps": "int",
         "stages": "int"}
     assert schema["mask"]["allowed"] == ("none", "causal", "custom")
