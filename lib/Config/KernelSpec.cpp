@@ -187,7 +187,16 @@ void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
   }
   r.strides("o", {"o_stride_n", "o_stride_h"});
   r.f32("sm_scale");
-  prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
+  if (single && cfg.headDimVO <= 128) {
+    // Persistent: work tiles (query tile, head) spread over at most one CTA
+    // per SM (the kernel holds a whole SM's shared memory and registers).
+    // Not at head_dim 256, whose consumers would spill the walk's state.
+    r.spec.grid = {GridDim{"work_tile", "qo_len", cfg.tuning.tileQ, 1,
+                           cfg.numQOHeads, "multiprocessors"},
+                   GridDim{}, GridDim{}};
+    return;
+  }
+  prefillGrid(r.spec, cfg, "max_qo_len", /*batch=*/true);
 }
 
 /// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV
@@ -274,10 +283,15 @@ int64_t KernelSpec::tensorMaps() const {
 
 std::array<int64_t, 3> KernelSpec::gridFor(SizeLookup sizes) const {
   std::array<int64_t, 3> out;
-  for (auto [i, dim] : llvm::enumerate(grid))
-    out[i] = dim.size.empty()
-                 ? dim.constant
-                 : (sizes(dim.size) + dim.divisor - 1) / dim.divisor;
+  for (auto [i, dim] : llvm::enumerate(grid)) {
+    if (dim.size.empty()) {
+      out[i] = dim.constant;
+      continue;
+    }
+    out[i] = (sizes(dim.size) + dim.divisor - 1) / dim.divisor * dim.multiplier;
+    if (!dim.cap.empty())
+      out[i] = std::min(out[i], sizes(dim.cap));
+  }
   return out;
 }
 
@@ -324,6 +338,10 @@ std::vector<std::string> KernelSpec::gridText() const {
         : dim.divisor == 1
             ? dim.size
             : llvm::formatv("ceil({0}/{1})", dim.size, dim.divisor).str();
+    if (dim.multiplier != 1)
+      value += "*" + std::to_string(dim.multiplier);
+    if (!dim.cap.empty())
+      value = "min(" + value + "," + dim.cap + ")";
     out.push_back((dim.coordinate.empty() ? "" : dim.coordinate + "=") +
                   value);
   }

@@ -215,7 +215,9 @@ std::string KernelSpec::toJSON() const {
     gridArray.push_back(json::Object{{"coordinate", dim.coordinate},
                                      {"size", dim.size},
                                      {"divisor", dim.divisor},
-                                     {"constant", dim.constant}});
+                                     {"constant", dim.constant},
+                                     {"multiplier", dim.multiplier},
+                                     {"cap", dim.cap}});
   json::Value value(json::Object{{"args", std::move(argArray)},
                                  {"grid", std::move(gridArray)},
                                  {"threads", threads},
@@ -265,6 +267,8 @@ llvm::Expected<KernelSpec> KernelSpec::fromJSON(llvm::StringRef text) {
     r.text("size", dim.size);
     r.integer("divisor", dim.divisor);
     r.integer("constant", dim.constant);
+    r.integer("multiplier", dim.multiplier);
+    r.text("cap", dim.cap);
     if (dim.divisor < 1)
       r.fail("divisor: must be at least 1");
   }

@@ -11,6 +11,7 @@
 
 #include "KernelState.h"
 
+#include "fijit/Runtime/DeviceFacts.h"
 #include "fijit/Runtime/TensorMap.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -338,6 +339,9 @@ bool AttentionKernel::launchNamed(const NamedArgs &args,
     return false;
   if (spec.find("split_plan") && !checkGraphDecode(spec, values, error))
     return false;
+  for (const GridDim &dim : spec.grid)
+    if (dim.cap == "multiprocessors")
+      values.derive("multiprocessors", currentDeviceFacts().multiprocessors);
   std::array<int64_t, 3> grid;
   if (!gridOf(spec, values, grid, error))
     return false;

@@ -132,9 +132,17 @@ class PtxKernel:
                 scalar(ctypes.c_float(value(name)))
             else:
                 raise NotImplementedError(f"{name}: {kind} arguments")
-        grid = [dim["constant"] if not dim["size"] else
-                -(-value(dim["size"]) // dim["divisor"])
-                for dim in spec["grid"]]
+        def extent(dim):
+            if not dim["size"]:
+                return dim["constant"]
+            n = -(-value(dim["size"]) // dim["divisor"]) * dim["multiplier"]
+            if dim["cap"] == "multiprocessors":  # a persistent grid
+                n = min(n, torch.cuda.get_device_properties(
+                    0).multi_processor_count)
+            elif dim["cap"]:
+                n = min(n, value(dim["cap"]))
+            return n
+        grid = [extent(dim) for dim in spec["grid"]]
         params = (ctypes.c_void_p * len(slots))(*slots)
         stream = torch.cuda.current_stream().cuda_stream
         _check(_cuda.cuLaunchKernel(

@@ -88,13 +88,17 @@ struct KernelArg {
 };
 
 /// One dimension of the launch grid: `constant`, or ceil(size / divisor)
-/// of the named size `size`. `coordinate` says what the block index along
-/// it means in the kernel.
+/// of the named size `size` times `multiplier`, at most the named size `cap`
+/// where one is given (a persistent grid: `multiprocessors`, the device's
+/// SM count, which the launcher supplies). `coordinate` says what the block
+/// index along it means in the kernel.
 struct GridDim {
   std::string coordinate;
   std::string size;
   int64_t divisor = 1;
   int64_t constant = 1;
+  int64_t multiplier = 1;
+  std::string cap;
 };
 
 /// The named integer values of one launch (lengths, batch, num_splits);
@@ -118,6 +122,9 @@ struct KernelSpec {
   int64_t tensorMaps() const;
 
   std::array<int64_t, 3> gridFor(SizeLookup sizes) const;
+  /// Whether the grid is persistent: CTAs (at most one per SM) walk the
+  /// work tiles along x, block_id_x + k * grid_dim_x.
+  bool persistent() const { return !grid[0].cap.empty(); }
   /// Bytes of the workspace regions and the byte offset of one of them.
   int64_t workspaceBytes(SizeLookup sizes) const;
   int64_t workspaceOffset(llvm::StringRef name, SizeLookup sizes) const;
