@@ -299,9 +299,9 @@ BAD = [
      "1099511627776: must be at most 65535 (query heads index the launch "
      "grid's y dimension)"),
     # num_warps=12 (the default here) adds its ring's mbarriers: 8 bytes x
-    # (1 + 4 x stages).
+    # (2 + 4 x stages).
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
-     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327816 bytes of "
+     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327824 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4,
           num_warps=8),
