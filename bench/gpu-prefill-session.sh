@@ -48,7 +48,10 @@ fi
 rc=0
 if [ $tests = 1 ]; then
   # shellcheck disable=SC2086
-  python3 -m pytest $test_files -m gpu -q -p no:cacheprovider 2>&1 |
+  # FIJIT_TEST_TIMEOUT (seconds) leaves the benchmarks their share of a
+  # call's time limit.
+  timeout "${FIJIT_TEST_TIMEOUT:-0}" \
+    python3 -m pytest $test_files -m gpu -q -p no:cacheprovider 2>&1 |
     tee "$OUT/pytest-gpu.log" | tail -15
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
