@@ -16,6 +16,7 @@ and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
 import atexit
 
 from ._fijit import __version__, build_id, llvm_version
+from . import _log
 from .config import AttentionConfig
 from .kernel import (AttentionKernel, compile_attention,
                      wait_for_background_compiles)
@@ -26,9 +27,18 @@ from .decode import (BatchDecodeWithPagedKVCacheWrapper, merge_state,
                      merge_states, single_decode_with_kv_cache)
 from . import cache
 
-# Background compiles finish before the interpreter tears down, so their
-# kernels reach the disk cache and no compiler thread outlives Python.
-atexit.register(wait_for_background_compiles)
+_log.install()
+
+
+def _at_exit():
+    # Background compiles finish before the interpreter tears down, so their
+    # kernels reach the disk cache and no compiler thread outlives Python;
+    # then log lines go back to stderr, never into a dying interpreter.
+    wait_for_background_compiles()
+    _log.uninstall()
+
+
+atexit.register(_at_exit)
 
 __all__ = [
     "AttentionConfig",
