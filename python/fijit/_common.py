@@ -144,10 +144,10 @@ def kv_strides(k, v, n, h, page=None):
 
 
 def planned(plan, return_lse):
-    """The plan run() launches with, and its config; errors when plan() was
-    not called or did not ask for the LSE run() wants."""
+    """The plan run() launches with; errors when plan() was not called or
+    did not ask for the LSE run() wants."""
     if plan is None:
         raise RuntimeError("call plan() before run()")
-    if return_lse and not plan["cfg"].return_lse:
+    if return_lse and not plan["return_lse"]:
         raise ValueError("plan() was called with return_lse=False")
-    return plan, plan["cfg"]
+    return plan

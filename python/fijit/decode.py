@@ -6,8 +6,10 @@ import math
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_layout, dtype_name, kv_strides, page_table,
-                      paged_cache_strides, planned, require_torch, target_of)
+                      paged_cache_strides, planned, require_torch,
+                      split_cache, target_of)
 from .tensors import as_view, check, torch
+from . import _ops
 
 _decode_configs = {}
 
@@ -49,21 +51,37 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
     (NHD) or [num_kv_heads, kv_len, head_dim] (HND). The query heads of each
     GQA group share one pass over their kv head; long contexts are split
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
-    base 2, [num_qo_heads] with return_lse=True).
+    base 2, [num_qo_heads] with return_lse=True). Under torch.compile this
+    is one ``torch.ops.fijit.single_decode`` node.
     """
     require_torch("single_decode_with_kv_cache")
-    qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
-    if qv.ndim != 2 or kv.ndim != 3 or vv.ndim != 3:
+    check_layout(kv_layout)
+    if q.dim() != 2 or k.dim() != 3 or v.dim() != 3:
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
                          "[kv_len, num_kv_heads, head_dim] (NHD) or "
                          "[num_kv_heads, kv_len, head_dim] (HND)")
-    check_layout(kv_layout)
+    if out is None:
+        out = q.new_empty((q.shape[0], v.shape[2]))
+    lse = (q.new_empty((q.shape[0],), dtype=torch.float32) if return_lse
+           else None)
+    _ops.call("single_decode", q, k, v, out, lse, sm_scale,
+              int(window_left), float(logits_soft_cap or 0.0), kv_layout,
+              _ops.tuning_text(tuning))
+    return (out, lse) if return_lse else out
+
+
+def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
+                   kv_layout, tuning):
+    """torch.ops.fijit.single_decode: compiles (or fetches) the kernel of
+    these tensors' config, plans its split-KV chunks and launches it."""
+    qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
     nhd = kv_layout == "NHD"
     kv_len, hk = (kv.shape[0], kv.shape[1]) if nhd else (kv.shape[1],
                                                          kv.shape[0])
+    return_lse = lse is not None
     key = (qv.shape, qv.dtype, hk, kv.shape[2], vv.shape[2], kv.dtype,
-           int(window_left), float(logits_soft_cap or 0.0), bool(return_lse),
-           kv_layout, qv.device, tuple(sorted(tuning.items())))
+           window_left, logits_soft_cap, return_lse, kv_layout, qv.device,
+           tuning)
     cfg = _decode_configs.get(key)
     if cfg is None:
         cfg = AttentionConfig(
@@ -71,9 +89,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
             head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[0],
             num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
             dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
-            logits_soft_cap=float(logits_soft_cap or 0.0),
-            return_lse=bool(return_lse), target=target_of(qv.device),
-            **tuning)
+            logits_soft_cap=logits_soft_cap, return_lse=return_lse,
+            target=target_of(qv.device), **_ops.tuning_fields(tuning))
         _decode_configs[key] = cfg
     kernel = compile_attention(cfg)
     check(qv, "q", (cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
@@ -81,12 +98,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
              else (hk, kv_len, cfg.head_dim_qk))
     check(kv, "k", shape, cfg.dtype_kv, like=qv)
     check(vv, "v", shape[:2] + (cfg.head_dim_vo,), cfg.dtype_kv, like=qv)
-    if out is None:
-        out = q.new_empty((cfg.num_qo_heads, cfg.head_dim_vo))
     check(as_view(out, "out"), "out", (cfg.num_qo_heads, cfg.head_dim_vo),
           cfg.dtype_o, like=qv)
-    lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
-                       device=q.device) if return_lse else None)
     kv_chunk, splits, nbytes = kernel.plan_decode(1, kv_len)
     n, h = (0, 1) if nhd else (1, 0)
     _launch_decode(kernel, q, k, v, out, lse, _workspace(nbytes, q.device),
@@ -94,7 +107,9 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD", sm_scale=None,
                    split_counters=_split_counters(splits, hk, q.device),
                    q_stride_h=q.stride(0), o_stride_h=out.stride(0),
                    **kv_strides(k, v, n, h))
-    return (out, lse) if return_lse else out
+
+
+_ops.register("single_decode", _single_decode)
 
 
 class BatchDecodeWithPagedKVCacheWrapper:
@@ -102,7 +117,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
 
     ``plan`` does the host-side work once per batch shape (validates the page
     table, compiles or fetches the kernel, picks the split-KV chunk);
-    ``run`` only launches, so it can be captured in a CUDA graph.
+    ``run`` only launches, so it can be captured in a CUDA graph, and is
+    one ``torch.ops.fijit.batch_decode_paged`` node under torch.compile.
     """
 
     def __init__(self, float_workspace_buffer, kv_layout="NHD"):
@@ -116,6 +132,11 @@ class BatchDecodeWithPagedKVCacheWrapper:
              logits_soft_cap=None, q_data_type="float16", kv_data_type=None,
              sm_scale=None, return_lse=False, fixed_split_size=None,
              **tuning):
+        """Validates the page table (indptr, indices, last_page_len: int32,
+        FlashInfer's layout) on the host, compiles (or fetches) the kernel
+        and picks the split-KV chunk (``fixed_split_size`` keys, rounded up
+        to whole tiles, or the planner's); raises ValueError when the
+        workspace buffer is too small for the batch."""
         batch, lens, max_page = page_table(indptr, indices, last_page_len,
                                            page_size)
         q_dtype = dtype_name(q_data_type)
@@ -130,6 +151,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
             logits_soft_cap=float(logits_soft_cap or 0.0),
             return_lse=bool(return_lse), target=target_of(device), **tuning)
         kernel = compile_attention(cfg)
+        _ops.remember(kernel)
         max_len = max(lens, default=0)
         # Keys per split-KV chunk: the caller's, rounded up to whole tiles,
         # or the planner's.
@@ -139,38 +161,60 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if nbytes > have:
             raise ValueError(f"float_workspace_buffer holds {have} bytes; "
                              f"this batch needs {nbytes}")
-        self._plan = dict(kernel=kernel, batch=batch, max_len=max_len,
-                          kv_chunk=kv_chunk, splits=splits, cfg=cfg,
+        # Plain values only: run() is traced by torch.compile.
+        self._plan = dict(config=str(cfg), return_lse=cfg.return_lse,
+                          batch=batch, max_len=max_len, kv_chunk=kv_chunk,
                           counters=_split_counters(
                               splits, batch * num_kv_heads, device),
                           indptr=indptr, indices=indices,
                           last_page_len=last_page_len, max_page=max_page,
-                          sm_scale=sm_scale)
+                          sm_scale=(None if sm_scale is None
+                                    else float(sm_scale)))
 
     def run(self, q, paged_kv_cache, out=None, lse=None, return_lse=False):
-        p, cfg = planned(self._plan, return_lse)
-        qv = as_view(q, "q")
-        check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
-              cfg.dtype_q)
-        k_cache, v_cache, strides = paged_cache_strides(
-            paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
+        """Decode of the planned batch: q [batch, num_qo_heads, head_dim]
+        over the paged cache ((k_cache, v_cache) or one [num_pages, 2, ...]
+        tensor). Returns out [batch, num_qo_heads, head_dim] (and lse,
+        base 2, [batch, num_qo_heads], with return_lse=True). Only
+        launches: CUDA-graph capturable."""
+        p = planned(self._plan, return_lse)
+        k_cache, v_cache = split_cache(paged_kv_cache)
         if out is None:
             out = torch.empty_like(q)
-        check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o,
-              like=qv)
-        if cfg.return_lse and lse is None:
-            lse = torch.empty(q.shape[:2], dtype=torch.float32,
-                              device=q.device)
-        _launch_decode(p["kernel"], q, k_cache, v_cache, out, lse,
-                       self._workspace, p["sm_scale"], batch=p["batch"],
-                       kv_len=p["max_len"], kv_chunk=p["kv_chunk"],
-                       split_counters=p["counters"], kv_indptr=p["indptr"],
-                       kv_indices=p["indices"],
-                       kv_last_page_len=p["last_page_len"],
-                       q_stride_b=q.stride(0), q_stride_h=q.stride(1),
-                       o_stride_b=out.stride(0), o_stride_h=out.stride(1),
-                       **strides)
+        if p["return_lse"] and lse is None:
+            lse = q.new_empty(q.shape[:2], dtype=torch.float32)
+        _ops.call("batch_decode_paged", q, k_cache, v_cache, out, lse,
+                  self._workspace, p["counters"], p["indptr"], p["indices"],
+                  p["last_page_len"], p["config"], self._kv_layout,
+                  p["batch"], p["max_len"], p["kv_chunk"], p["max_page"],
+                  p["sm_scale"])
         return (out, lse) if return_lse else out
+
+
+def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
+                        split_counters, kv_indptr, kv_indices,
+                        kv_last_page_len, config, kv_layout, batch,
+                        max_kv_len, kv_chunk, max_page, sm_scale):
+    """torch.ops.fijit.batch_decode_paged: checks the tensors against the
+    planned kernel and launches it."""
+    kernel = _ops.kernel_for(config)
+    cfg = kernel.config
+    qv = as_view(q, "q")
+    check(qv, "q", (batch, cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
+    k_cache, v_cache, strides = paged_cache_strides(
+        (k_cache, v_cache), cfg, kv_layout, max_page, q)
+    check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o, like=qv)
+    _launch_decode(kernel, q, k_cache, v_cache, out, lse, workspace,
+                   sm_scale, batch=batch, kv_len=max_kv_len,
+                   kv_chunk=kv_chunk, split_counters=split_counters,
+                   kv_indptr=kv_indptr, kv_indices=kv_indices,
+                   kv_last_page_len=kv_last_page_len,
+                   q_stride_b=q.stride(0), q_stride_h=q.stride(1),
+                   o_stride_b=out.stride(0), o_stride_h=out.stride(1),
+                   **strides)
+
+
+_ops.register("batch_decode_paged", _batch_decode_paged)
 
 
 def merge_state(v_a, s_a, v_b, s_b):
