@@ -1,0 +1,146 @@
+"""fijit's entry points as torch.library custom ops: torch.compile(fullgraph=
+True) traces functions that call them, on CPU, with fake CUDA tensors (no
+GPU, no launch: the ops' fake implementations stand in)."""
+import pytest
+
+import fijit
+import fijit.decode
+import fijit.prefill
+
+torch = pytest.importorskip("torch", reason="needs torch (not installed)")
+if not hasattr(torch.library, "custom_op"):
+    pytest.skip("needs torch.library.custom_op (torch >= 2.4)",
+                allow_module_level=True)
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+
+OPS = ("single_prefill", "single_decode", "batch_prefill",
+       "batch_decode_paged")
+BF16 = dict(dtype=torch.bfloat16, device="cuda")
+I32 = dict(dtype=torch.int32)
+
+
+class Recorder:
+    """A torch.compile backend that keeps each graph it is given."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return gm.forward
+
+    def fijit_calls(self):
+        return [str(n.target) for g in self.graphs for n in g.graph.nodes
+                if n.op == "call_function" and "fijit" in str(n.target)]
+
+
+def test_ops_are_registered_with_their_writes():
+    for name in OPS:
+        schema = getattr(torch.ops.fijit, name).default._schema
+        written = {a.name for a in schema.arguments
+                   if a.alias_info is not None and a.alias_info.is_write}
+        assert {"out", "lse"} <= written, (name, written)
+        inputs = {a.name for a in schema.arguments if a.alias_info is None}
+        assert "q" in inputs and "out" not in inputs
+    decode = torch.ops.fijit.batch_decode_paged.default._schema
+    assert {a.name for a in decode.arguments if a.alias_info and
+            a.alias_info.is_write} == {"out", "lse", "workspace",
+                                       "split_counters"}
+
+
+def test_single_prefill_and_decode_trace_as_one_graph():
+    rec = Recorder()
+
+    def step(q, k, v, q_tok):
+        out, lse = fijit.single_prefill_with_kv_cache(
+            q, k, v, causal=True, return_lse=True, logits_soft_cap=30.0)
+        tok = fijit.single_decode_with_kv_cache(q_tok, k, v, window_left=64)
+        return out.float() * 2, lse, tok + 1
+
+    with FakeTensorMode():
+        q = torch.empty(100, 32, 128, **BF16)
+        k = torch.empty(300, 8, 128, **BF16)
+        v = torch.empty(300, 8, 64, **BF16)
+        q_tok = torch.empty(32, 128, **BF16)
+        out, lse, tok = torch.compile(step, fullgraph=True, backend=rec)(
+            q, k, v, q_tok)
+    assert len(rec.graphs) == 1
+    assert rec.fijit_calls() == ["fijit.single_prefill.default",
+                                 "fijit.single_decode.default"]
+    assert out.shape == (100, 32, 64) and out.dtype == torch.float32
+    assert lse.shape == (100, 32) and lse.dtype == torch.float32
+    assert tok.shape == (32, 64) and tok.dtype == torch.bfloat16
+    # The config travels as arguments of the node, not as Python state.
+    prefill = next(n for n in rec.graphs[0].graph.nodes
+                   if str(n.target) == "fijit.single_prefill.default")
+    assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "")
+
+
+def plan_wrappers(monkeypatch):
+    """The three batch wrappers planned on CPU index tensors (plan compiles
+    the kernels to PTX; no GPU is asked for its target)."""
+    for module in (fijit.decode, fijit.prefill):
+        monkeypatch.setattr(module, "target_of", lambda device: "sm_90a")
+    pages = dict(indptr=torch.tensor([0, 2, 5], **I32),
+                 indices=torch.arange(5, **I32),
+                 last=torch.tensor([16, 3], **I32))
+    decode = fijit.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty(64 << 20, dtype=torch.uint8))
+    decode.plan(pages["indptr"], pages["indices"], pages["last"],
+                num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16,
+                q_data_type=torch.bfloat16)
+    paged = fijit.BatchPrefillWithPagedKVCacheWrapper()
+    paged.plan(torch.tensor([0, 7, 20], **I32), pages["indptr"],
+               pages["indices"], pages["last"], num_qo_heads=32,
+               num_kv_heads=8, head_dim_qk=128, page_size=16, causal=True,
+               q_data_type=torch.bfloat16, return_lse=True)
+    ragged = fijit.BatchPrefillWithRaggedKVCacheWrapper()
+    ragged.plan(torch.tensor([0, 7, 20], **I32),
+                torch.tensor([0, 9, 30], **I32), 32, 8, 128,
+                q_data_type=torch.bfloat16)
+    return decode, paged, ragged
+
+
+@pytest.mark.parametrize("backend", ["record", "aot_eager"])
+def test_batch_wrappers_run_traces_as_one_graph(monkeypatch, backend):
+    decode, paged, ragged = plan_wrappers(monkeypatch)
+    rec = Recorder()
+
+    def step(q_pre, q_dec, k_cache, v_cache, q_rag, k_rag, v_rag):
+        out, lse = paged.run(q_pre, (k_cache, v_cache), return_lse=True)
+        tok = decode.run(q_dec, (k_cache, v_cache))
+        rag = ragged.run(q_rag, k_rag, v_rag)
+        return out, lse, tok, rag
+
+    # The plans' index tensors are real (CPU) tensors inside a fake trace.
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        k_cache = torch.empty(5, 16, 8, 128, **BF16)
+        v_cache = torch.empty(5, 16, 8, 128, **BF16)
+        compiled = torch.compile(step, fullgraph=True,
+                                 backend=rec if backend == "record"
+                                 else backend)
+        out, lse, tok, rag = compiled(
+            torch.empty(20, 32, 128, **BF16), torch.empty(2, 32, 128, **BF16),
+            k_cache, v_cache, torch.empty(20, 32, 128, **BF16),
+            torch.empty(30, 8, 128, **BF16), torch.empty(30, 8, 128, **BF16))
+    assert out.shape == (20, 32, 128) and lse.shape == (20, 32)
+    assert tok.shape == (2, 32, 128) and rag.shape == (20, 32, 128)
+    if backend == "record":
+        assert len(rec.graphs) == 1
+        assert rec.fijit_calls() == ["fijit.batch_prefill.default",
+                                     "fijit.batch_decode_paged.default",
+                                     "fijit.batch_prefill.default"]
+
+
+def test_eager_call_launches_without_the_dispatcher(monkeypatch):
+    """Outside a trace an entry point calls the op's implementation
+    directly: a CPU tensor fails there, with its message, and the op is not
+    dispatched."""
+    seen = []
+    monkeypatch.setattr(fijit._ops, "_ops", {
+        name: (lambda *a, name=name: seen.append(name), impl)
+        for name, (op, impl) in fijit._ops._ops.items()})
+    q = torch.empty(4, 32, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="q must be on a CUDA device"):
+        fijit.single_prefill_with_kv_cache(q, q[:, :8], q[:, :8])
+    assert seen == []
