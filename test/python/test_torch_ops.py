@@ -144,3 +144,19 @@ def test_eager_call_launches_without_the_dispatcher(monkeypatch):
     with pytest.raises(ValueError, match="q must be on a CUDA device"):
         fijit.single_prefill_with_kv_cache(q, q[:, :8], q[:, :8])
     assert seen == []
+
+
+def test_export_holds_the_op():
+    class Model(torch.nn.Module):
+        def forward(self, q, k, v):
+            return fijit.single_prefill_with_kv_cache(q, k, v,
+                                                      causal=True) * 2
+
+    with FakeTensorMode():
+        program = torch.export.export(Model(), (
+            torch.empty(100, 32, 128, **BF16),
+            torch.empty(300, 8, 128, **BF16),
+            torch.empty(300, 8, 128, **BF16)))
+    targets = [str(n.target) for n in program.graph.nodes
+               if n.op == "call_function"]
+    assert "fijit.single_prefill.default" in targets, targets
