@@ -4,7 +4,9 @@
 # wheel from the copy into a fresh virtual environment, and then, outside
 # any source tree, compiles the main job's config to PTX through the
 # installed package, runs the installed commands (fijit, fi-opt,
-# fi-compile) and the CPU pytest suite against the installed package.
+# fi-compile) and the CPU pytest suite against the installed package. The
+# wheel must be manylinux_2_28 by `auditwheel show`; no userland with an
+# older glibc is at hand to load it in, so that is not tried.
 # The build reuses ccache (paths relative to the copy, so the main build's
 # objects hit) and the copy's build folder across the two pip runs.
 #
@@ -46,6 +48,22 @@ if missing or len(ext) != 1 or libs != ["fijit/lib/libfijit.so"]:
     sys.exit(f"missing {missing}; extension {ext}; libfijit {libs}")
 PY
 
+# Portable: every ELF file loads on glibc 2.28 (cmake/FijitPortable.cmake).
+python3 -m venv "$tmp/tools" && "$tmp/tools/bin/python" -m pip \
+  --disable-pip-version-check -q install auditwheel >"$tmp/tools.log" 2>&1 ||
+  { cat "$tmp/tools.log" >&2; die "installing auditwheel failed"; }
+"$tmp/tools/bin/auditwheel" show "$wheel" >"$tmp/auditwheel.txt" 2>&1 ||
+  { cat "$tmp/auditwheel.txt" >&2; die "auditwheel show failed"; }
+"$py" - "$tmp/auditwheel.txt" <<'PY' || die "the wheel is not manylinux_2_28 (auditwheel above)"
+import re, sys
+text = " ".join(open(sys.argv[1]).read().split())
+tag = re.search(r'consistent with the following platform tag: "([^"]+)"', text)
+glibc = re.fullmatch(r"manylinux_2_(\d+)_x86_64", tag.group(1)) if tag else None
+if not glibc or int(glibc.group(1)) > 28:
+    sys.exit(open(sys.argv[1]).read())
+print(f"[fijit] wheel: auditwheel: {tag.group(1)}")
+PY
+
 start=$SECONDS
 log "wheel: pip install $src (reuses the build folder)"
 "${pip[@]}" install "$src" >"$tmp/install.log" 2>&1 ||
@@ -84,5 +102,5 @@ fijit collect-env >/dev/null || die "fijit collect-env failed"
 log "wheel: fijit --version, cache info, collect-env, fi-opt and fi-compile work"
 
 log "wheel: pytest (CPU) against the installed package"
-FIJIT_PYTHONPATH=$site "$host_python" -m pytest -q -p no:cacheprovider -m "not gpu" \
+FIJIT_PYTHONPATH=$site "$host_python" -m pytest -q -rs -p no:cacheprovider -m "not gpu" \
   "$src/test/python"
