@@ -5,19 +5,20 @@
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
 # SDPA flash, and any extra tunings. Results under $OUT.
 #   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
-#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--fa3-dims 64,128,256 | --no-fa3]
+#       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--batch-tunings ",T1,T2"] [--fa3-dims 64,128,256 | --no-fa3]
 #       [--test-files "test/python/test_x.py ..."]
 # Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
 # fi-jit.tgz.* from an earlier call's $OUT to skip FlashInfer's compiles).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fijit-out}
-tests=1 shapes=all tunings="" dims=64,128,256 test_files=test/python
+tests=1 shapes=all tunings="" batch_tunings=",num_warps=8:tile_kv=128" dims=64,128,256 test_files=test/python
 while [ $# -gt 0 ]; do
   case $1 in
     --no-tests) tests=0 ;;
     --shapes) shift; shapes=$1 ;;
     --tunings) shift; tunings=$1 ;;
+    --batch-tunings) shift; batch_tunings=$1 ;;
     --fa3-dims) shift; dims=$1 ;;
     --no-fa3) dims="" ;;
     --test-files) shift; test_files=$1 ;;
@@ -62,7 +63,7 @@ if [ -n "$warm" ]; then
 fi
 python3 bench/prefill/prefill.py --no-triton ${dims:+--flashinfer "$dims"} \
   --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
-python3 bench/prefill/batch.py "${fa3[@]}" --tunings ",num_warps=8:tile_kv=128" \
+python3 bench/prefill/batch.py "${fa3[@]}" --tunings "$batch_tunings" \
   2>&1 | tee "$OUT/batch.md"
 # A second core (FIJIT_B_PACK, e.g. .carry/fijit-prefix-b.tgz) timed on the
 # same shapes in the same call: an A/B of two builds.

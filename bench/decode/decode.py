@@ -69,7 +69,7 @@ def run(batch, n, hq, hk, tuning, variants=("dense", "paged16", "paged1"),
             cache, indptr, indices, last = paged_cache(k, v, page_size)
         w = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, layout)
         w.plan(indptr, indices, last, hq, hk, D, page_size,
-               q_data_type=torch.bfloat16, fixed_split_size=split, **tuning)
+               q_data_type=torch.bfloat16, kv_chunk=split, **tuning)
         out = torch.full_like(q, float("nan"))
         w.run(q, cache, out=out)
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()

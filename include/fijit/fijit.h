@@ -67,6 +67,16 @@ using LogHandler = void (*)(LogLevel level, const char *message,
 /// calls in flight, so it must not be called from a handler.
 FIJIT_API void setLogHandler(LogHandler handler, void *userData = nullptr);
 
+/// One key of a config's text form: its value's type ("int", "float",
+/// "bool" or "enum"), its default value as text and, for an enum, the
+/// values it accepts.
+struct ConfigKey {
+  std::string key, type, defaultValue;
+  std::vector<std::string> allowed;
+};
+/// Every config key in canonical order, from the table the parser reads.
+FIJIT_API std::vector<ConfigKey> configSchema();
+
 /// Parses and validates a config; on success stores its canonical text form.
 FIJIT_API bool canonicalizeConfig(const std::string &config,
                                   std::string &canonical, std::string &error);
@@ -127,6 +137,11 @@ struct DecodeLaunchArgs {
   /// before the first launch; every launch leaves them zero again. Launches
   /// that may run at the same time need their own.
   void *splitCounters = nullptr;
+  /// cuda_graph=true kernels: int32 [kv_chunk, num_splits] the kernel reads
+  /// at run time (kvChunk and kvLen then play no part), and the splits the
+  /// launch grid holds, at least any num_splits written there.
+  void *splitPlan = nullptr;
+  int64_t maxSplits = 0;
   float smScale = 0;
   void *stream = nullptr;
 };
@@ -239,12 +254,14 @@ public:
   /// Keys per split and number of splits launchDecode uses, and the
   /// workspace bytes it then needs. `kvChunk` in: 0 to let the plan choose,
   /// or the keys per split wanted; out: that chunk rounded up to whole KV
-  /// tiles. False (with the reason) when the batch, the length or the
-  /// chunk is beyond what the launch grid and the kernel's 32-bit indices
-  /// address.
+  /// tiles. `maxSplits` > 0: the splits a cuda_graph=true launch grid holds;
+  /// a chosen chunk grows so that the plan fits them, and the workspace is
+  /// sized for them. False (with the reason) when the batch, the length or
+  /// the chunk is beyond what the launch grid, `maxSplits` and the kernel's
+  /// 32-bit indices address.
   bool planDecode(int64_t batch, int64_t maxKvLen, int64_t &kvChunk,
                   int64_t &numSplits, int64_t &workspaceBytes,
-                  std::string &error) const;
+                  std::string &error, int64_t maxSplits = 0) const;
 
   /// Loads the kernel into the current CUDA context (done by launch too).
   bool load(std::string &error) const;

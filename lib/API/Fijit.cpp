@@ -28,6 +28,14 @@ bool cudaDriverStatus(std::string &text) {
   return true;
 }
 
+std::vector<ConfigKey> configSchema() {
+  std::vector<ConfigKey> out;
+  for (AttentionConfig::KeySchema &k : AttentionConfig::schema())
+    out.push_back({std::move(k.key), std::move(k.type),
+                   std::move(k.defaultValue), std::move(k.allowed)});
+  return out;
+}
+
 bool canonicalizeConfig(const std::string &config, std::string &canonical,
                         std::string &error) {
   auto parsed = AttentionConfig::parse(config);

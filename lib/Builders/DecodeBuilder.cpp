@@ -17,7 +17,8 @@
 // kv_last_page_len[b] valid slots in the last one (FlashInfer's format).
 // Partial rows are [split][request * num_qo_heads + head][head_dim_vo];
 // split_counters holds batch * num_kv_heads zeros before a launch and
-// again after it.
+// again after it. With cuda_graph=true kv_chunk and num_splits come from
+// the split_plan buffer and the grid's y extent is max_splits.
 //
 //===----------------------------------------------------------------------===//
 
@@ -329,8 +330,23 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value vStrideH = args.index(b, "v_stride_h");
   Value oStrideB = args.index(b, "o_stride_b");
   Value oStrideH = args.index(b, "o_stride_h");
-  Value kvChunk = args.index(b, "kv_chunk");
-  Value numSplits = args.index(b, "num_splits");
+  Value kvChunk, numSplits;
+  if (cfg.cudaGraph) {
+    // Read per launch, so a launch captured in a CUDA graph follows every
+    // later plan; the grid holds max_splits, of which the plan's first
+    // num_splits are active.
+    Value plan = args["split_plan"];
+    auto load = [&](int64_t i) {
+      return arith::IndexCastOp::create(
+          b, b.getIndexType(),
+          memref::LoadOp::create(b, plan, ValueRange{cIdx(b, i)}));
+    };
+    kvChunk = load(0);
+    numSplits = load(1);
+  } else {
+    kvChunk = args.index(b, "kv_chunk");
+    numSplits = args.index(b, "num_splits");
+  }
   Value smScale = args["sm_scale"];
 
   // kv heads vary fastest across the grid: the CTAs of one request and
@@ -375,6 +391,15 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.maskRow = [=](int64_t) { return queryPos; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
+  // A CTA past the plan's splits read no key (its chunk starts at kv_len)
+  // and neither stores nor counts.
+  Value active =
+      cfg.cudaGraph ? Value(arith::CmpIOp::create(
+                          b, arith::CmpIPredicate::ult, split, numSplits))
+                    : Value();
+  auto andActive = [&](Value cond) {
+    return active ? Value(arith::AndIOp::create(b, cond, active)) : cond;
+  };
 
   Value single = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
                                        numSplits, cIdx(b, 1));
@@ -384,7 +409,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     Value rowInGroup = res.rowInTile[r];
     Value inGroup = arith::CmpIOp::create(b, arith::CmpIPredicate::ult,
                                           rowInGroup, cIdx(b, group));
-    emitIf(b, inGroup, [&] {
+    emitIf(b, andActive(inGroup), [&] {
       Value head = arith::AddIOp::create(
           b, arith::MulIOp::create(b, kvHead, cIdx(b, group)), rowInGroup);
       // Row of (request, query head) in [batch, num_qo_heads].
@@ -433,7 +458,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                    oStrideH};
   Value splitKV = arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numSplits,
                                         cIdx(b, 1));
-  emitIf(b, splitKV, [&] { emitLastSplitMerge(b, cfg, ep); });
+  emitIf(b, andActive(splitKV), [&] { emitLastSplitMerge(b, cfg, ep); });
   gpu::ReturnOp::create(b);
 }
 

@@ -8,6 +8,7 @@
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Builders.h"
 #include "fijit/Builders/KernelArgs.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -54,10 +55,12 @@ int64_t tileRegisterCap(const AttentionConfig &cfg) {
   // what the kernel's live values need: prefill is compute-bound, and a
   // memory-bound decode kernel that spills loses more than the occupancy
   // it gains.
+  const TargetFacts &facts = targetFacts(cfg.target);
   int64_t ctas = cfg.residentCTAsPerSM();
-  int64_t regs = 65536 / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
+  int64_t regs =
+      facts.registersPerSM / (ctas * cfg.tuning.numWarps * 32) / 8 * 8;
   regs = std::max(regs, (liveRegisters(cfg) + 7) / 8 * 8);
-  return std::min<int64_t>(regs, 255);
+  return std::min(regs, facts.maxRegistersPerThread);
 }
 
 void annotateTileKernel(ImplicitLocOpBuilder &b, Operation *func,

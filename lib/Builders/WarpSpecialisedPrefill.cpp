@@ -26,6 +26,8 @@
 
 #include "WarpSpecialisedPrefill.h"
 
+#include "fijit/Config/TargetFacts.h"
+
 using namespace mlir;
 
 namespace fijit {
@@ -131,7 +133,6 @@ void WarpSpecialisedPrefill::pingPongArrive() {
 }
 
 TileResult WarpSpecialisedPrefill::consume() {
-  setWarpgroupRegisters(b, kConsumerRegisters, /*increase=*/true);
   Value ctid = arith::SubIOp::create(b, tid, cIdx(b, kWarpgroupThreads));
   consumerWarp = arith::DivUIOp::create(b, ctid, cIdx(b, 32));
   consumer = arith::DivUIOp::create(b, consumerWarp, cIdx(b, 4));
@@ -181,6 +182,8 @@ TileResult WarpSpecialisedPrefill::consume() {
     *alphas = {vals[at + 4 + numP * 4], vals[at + 5 + numP * 4]};
   };
 
+  // Every work tile's Q phase is waited for and released, keys or not.
+  MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(b, workParity);
   Value anyTile =
       arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numTiles, cIdx(b, 0));
   auto ifOp = scf::IfOp::create(b, ValueRange(initial).getTypes(), anyTile,
@@ -199,8 +202,6 @@ TileResult WarpSpecialisedPrefill::consume() {
                                        kFirstPingPongBarrier),
           2 * kWarpgroupThreads);
     });
-    MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(
-        b, arith::ConstantIntOp::create(b, b.getI32Type(), 0));
 
     // Tile 0: S only.
     Value zero = cIdx(b, 0);
@@ -275,6 +276,7 @@ TileResult WarpSpecialisedPrefill::consume() {
     scf::YieldOp::create(b, result);
   }
 
+  releaseByWarp(MBarrier{sharedOffset(b, smem, plan.qEmptyBarrier())});
   TileResult res;
   SoftmaxState state;
   unflatten(ifOp.getResults(), res.out, state, nullptr, nullptr);
@@ -319,6 +321,15 @@ void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
   variant.bind(b, args["sm_scale"], qoLen, kvLen);
 }
 
+/// Causal query tiles see more keys the later they are: start those first.
+static Value heavyFirst(ImplicitLocOpBuilder &b, const AttentionVariant &v,
+                        Value qTile, Value qTiles) {
+  if (!v.isCausal())
+    return qTile;
+  return arith::SubIOp::create(
+      b, arith::SubIOp::create(b, qTiles, cIdx(b, 1)), qTile);
+}
+
 void WarpSpecialisedPrefill::emit(const KernelArgs &args) {
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
@@ -334,30 +345,53 @@ void WarpSpecialisedPrefill::emit(const KernelArgs &args) {
                          MemRefLayoutAttrInterface{}, wg));
   smem = wgmma.sharedAddress(dyn);
 
-  // Causal CTAs see more keys the later their queries: start those first.
-  Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  if (variant.isCausal())
-    qTile = arith::SubIOp::create(
-        b,
-        arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
-                              cIdx(b, 1)),
-        qTile);
-  head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-  kvHead = arith::DivUIOp::create(b, head, cIdx(b, cfg.groupSize()));
-  qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
-  if (cfg.kind == KernelKind::SinglePrefill) {
-    emitCTA();
+  if (persistent) {
+    emitRoles();
   } else {
-    // The grid covers the longest request: CTAs past this one's queries
-    // have nothing to do (the whole CTA leaves, before any barrier).
-    emitIf(b,
-           arith::CmpIOp::create(b, arith::CmpIPredicate::slt, qStart, qoLen),
-           [&] { emitCTA(); });
+    // One CTA per (query tile, head[, request]). A batch's grid covers the
+    // longest request: CTAs past this one's queries have nothing to do (the
+    // whole CTA leaves, before any barrier).
+    setWorkTile(heavyFirst(b, variant,
+                           gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                           gpu::GridDimOp::create(b, gpu::Dimension::x)),
+                gpu::BlockIdOp::create(b, gpu::Dimension::y));
+    ringBase = cIdx(b, 0);
+    workParity = c32(0);
+    if (cfg.kind == KernelKind::SinglePrefill)
+      emitRoles();
+    else
+      emitIf(b,
+             arith::CmpIOp::create(b, arith::CmpIPredicate::slt, qStart,
+                                   qoLen),
+             [&] { emitRoles(); });
   }
   gpu::ReturnOp::create(b);
 }
 
-void WarpSpecialisedPrefill::emitCTA() {
+void WarpSpecialisedPrefill::emitRoles() {
+  initBarriers();
+  Value isProducer = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tid,
+                                           cIdx(b, kWarpgroupThreads));
+  auto roles = scf::IfOp::create(b, isProducer, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(roles.thenBlock()->getTerminator());
+  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
+  forEachWorkTile([&] { produce(); });
+  b.setInsertionPoint(roles.elseBlock()->getTerminator());
+  setWarpgroupRegisters(b, kConsumerRegisters, /*increase=*/true);
+  forEachWorkTile([&] {
+    TileResult res = consume();
+    Value tokenBase =
+        cfg.kind == KernelKind::SinglePrefill ? Value() : qoRowBase;
+    storeQueryRows(b, cfg, res, rows, qoLen, tokenBase, head, o, lse,
+                   oStrideN, oStrideH);
+  });
+}
+
+void WarpSpecialisedPrefill::setWorkTile(Value qTile, Value qHead) {
+  head = qHead;
+  kvHead = arith::DivUIOp::create(b, head, cIdx(b, cfg.groupSize()));
+  qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
   qEnd = arith::MinSIOp::create(
       b, arith::AddIOp::create(b, qStart, cIdx(b, t.tileQ)), qoLen);
   Value kvEnd;
@@ -367,20 +401,41 @@ void WarpSpecialisedPrefill::emitCTA() {
       arith::AddIOp::create(b, arith::SubIOp::create(b, kvEnd, kvBegin),
                             cIdx(b, t.tileKV - 1)),
       cIdx(b, t.tileKV));
+}
 
-  initBarriers();
-  Value isProducer = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tid,
-                                           cIdx(b, kWarpgroupThreads));
-  auto roles = scf::IfOp::create(b, isProducer, /*withElseRegion=*/true);
+void WarpSpecialisedPrefill::forEachWorkTile(
+    llvm::function_ref<void()> body) {
+  if (!persistent) {
+    body(); // one work tile per CTA, set by emit()
+    return;
+  }
+  // Persistent (KernelSpec's grid: at most one CTA per SM): CTA i takes
+  // work tiles i, i + grid, ..., head-major so that neighbours share K/V
+  // in L2. The ring's count and the Q buffer's phase run on across work
+  // tiles, so the producer loads the next tile's Q and K/V under this
+  // one's last GEMMs and epilogue.
+  Value qTiles = arith::DivUIOp::create(
+      b, arith::AddIOp::create(b, qoLen, cIdx(b, t.tileQ - 1)),
+      cIdx(b, t.tileQ));
+  Value total = arith::MulIOp::create(b, qTiles, cIdx(b, cfg.numQOHeads));
+  auto loop = scf::ForOp::create(
+      b, gpu::BlockIdOp::create(b, gpu::Dimension::x), total,
+      gpu::GridDimOp::create(b, gpu::Dimension::x),
+      ValueRange{cIdx(b, 0), cIdx(b, 0)});
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(roles.thenBlock()->getTerminator());
-  produce();
-  b.setInsertionPoint(roles.elseBlock()->getTerminator());
-  TileResult res = consume();
-  Value tokenBase =
-      cfg.kind == KernelKind::SinglePrefill ? Value() : qoRowBase;
-  storeQueryRows(b, cfg, res, rows, qoLen, tokenBase, head, o, lse, oStrideN,
-                 oStrideH);
+  b.setInsertionPointToStart(loop.getBody());
+  Value work = loop.getInductionVar();
+  setWorkTile(heavyFirst(b, variant,
+                         arith::RemUIOp::create(b, work, qTiles), qTiles),
+              arith::DivUIOp::create(b, work, qTiles));
+  ringBase = loop.getRegionIterArgs()[0];
+  Value done = loop.getRegionIterArgs()[1];
+  workParity = i32Of(b, arith::AndIOp::create(b, done, cIdx(b, 1)));
+  body();
+  scf::YieldOp::create(b, ValueRange{arith::AddIOp::create(b, ringBase,
+                                                           numTiles),
+                                     arith::AddIOp::create(b, done,
+                                                           cIdx(b, 1))});
 }
 
 } // namespace warp_specialised
@@ -393,11 +448,13 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
   func->setAttr("fijit.shared_memory_bytes",
                 b.getI64IntegerAttr(spec.sharedMemoryBytes));
   // setmaxnreg needs a fixed register count at entry: all 384 threads of
-  // the one CTA an SM holds share its 64K registers.
+  // the one CTA an SM holds share its registers.
+  int64_t registers = targetFacts(cfg.target).registersPerSM;
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
-                b.getI32IntegerAttr(65536 / threads / 8 * 8));
+                b.getI32IntegerAttr(
+                    static_cast<int32_t>(registers / threads / 8 * 8)));
   OpBuilder::InsertionGuard guard(b);
-  warp_specialised::WarpSpecialisedPrefill(b, cfg, func)
+  warp_specialised::WarpSpecialisedPrefill(b, cfg, func, spec.persistent())
       .emit(KernelArgs(spec, func));
   return success();
 }

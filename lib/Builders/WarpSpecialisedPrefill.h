@@ -44,10 +44,11 @@ constexpr int64_t kFirstPingPongBarrier = 1;
 class WarpSpecialisedPrefill {
 public:
   WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
-                         gpu::GPUFuncOp func)
-      : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)), variant(cfg),
-        mma(b, elementType(b, cfg.dtypeKV)),
-        wgmma(b, elementType(b, cfg.dtypeKV)), func(func) {}
+                         gpu::GPUFuncOp func, bool persistent)
+      : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)),
+        variant(cfg), mma(b, elementType(b, cfg.dtypeKV)),
+        wgmma(b, elementType(b, cfg.dtypeKV)), func(func),
+        persistent(persistent) {}
 
   void emit(const KernelArgs &args);
 
@@ -93,7 +94,12 @@ private:
   /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
   /// bases and the variant's scalars).
   void bindArguments(const KernelArgs &args);
-  void emitCTA();
+  /// This work tile's query tile and head, and the key tiles it sees.
+  void setWorkTile(Value qTile, Value qHead);
+  /// The barriers, then the producer's and the consumers' work.
+  void emitRoles();
+  /// Runs `body` (one role's work) for each work tile of this CTA.
+  void forEachWorkTile(llvm::function_ref<void()> body);
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -103,11 +109,17 @@ private:
   MmaEmitter mma;
   WgmmaEmitter wgmma;
   gpu::GPUFuncOp func;
+  /// The grid walks work tiles (KernelSpec::persistent), else one per CTA.
+  bool persistent;
 
   Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
   /// First token row of this CTA's request in the packed Q/O and K/V
   /// tensors (0 for single_prefill).
   Value qoRowBase, kvRowBase;
+  /// Where this work tile's K/V tiles start in the ring's running count,
+  /// and the parity (i32) of the Q buffer's phase: both advance per work
+  /// tile of a persistent CTA.
+  Value ringBase, workParity;
   /// Paged K/V: the page table and this request's pages.
   Value kvIndices;
   PageRange pages;

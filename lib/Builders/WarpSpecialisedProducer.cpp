@@ -17,6 +17,7 @@ MBarrier WarpSpecialisedPrefill::barrier(BarrierArray which, Value slot) {
 }
 
 std::pair<Value, Value> WarpSpecialisedPrefill::slotOf(Value tile) {
+  tile = arith::AddIOp::create(b, tile, ringBase);
   Value slot = arith::RemUIOp::create(b, tile, cIdx(b, t.stages));
   Value round = arith::DivUIOp::create(b, tile, cIdx(b, t.stages));
   Value parity = arith::AndIOp::create(b, i32Of(b, round),
@@ -35,6 +36,9 @@ void WarpSpecialisedPrefill::initBarriers() {
          arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
          [&] {
            MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.init(b, 1);
+           // Q empty: every consumer warp, once done with a work tile.
+           MBarrier{sharedOffset(b, smem, plan.qEmptyBarrier())}.init(
+               b, kConsumerWarps);
            for (int64_t s = 0; s < t.stages; ++s) {
              Value slot = cIdx(b, s);
              // Full: the producer's expect_tx arrival (plus the bytes).
@@ -50,7 +54,6 @@ void WarpSpecialisedPrefill::initBarriers() {
 }
 
 void WarpSpecialisedPrefill::produce() {
-  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
   Value firstWarp =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
   bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
@@ -70,6 +73,10 @@ void WarpSpecialisedPrefill::produce() {
 void WarpSpecialisedPrefill::loadQ() {
   for (Value map : {tmaQ, tmaK, tmaV})
     prefetchTensorMap(b, map);
+  // The consumers are done with the last work tile's Q (a fresh barrier
+  // passes a wait on parity 1 at once).
+  MBarrier{sharedOffset(b, smem, plan.qEmptyBarrier())}.wait(
+      b, arith::XOrIOp::create(b, workParity, c32(1)));
   MBarrier qFull{sharedOffset(b, smem, plan.qFullBarrier())};
   qFull.arriveExpectTx(b, plan.qBytes);
   Value qRow = i32Of(b, arith::AddIOp::create(b, qoRowBase, qStart));

@@ -187,19 +187,32 @@ void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
   }
   r.strides("o", {"o_stride_n", "o_stride_h"});
   r.f32("sm_scale");
-  prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
+  if (single && cfg.headDimVO <= 128) {
+    // Persistent: work tiles (query tile, head) spread over at most one CTA
+    // per SM (the kernel holds a whole SM's shared memory and registers).
+    // Not at head_dim 256, whose consumers would spill the walk's state.
+    r.spec.grid = {GridDim{"work_tile", "qo_len", cfg.tuning.tileQ, 1,
+                           cfg.numQOHeads, "multiprocessors"},
+                   GridDim{}, GridDim{}};
+    return;
+  }
+  prefillGrid(r.spec, cfg, "max_qo_len", /*batch=*/true);
 }
 
 /// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV
 /// partials in the workspace, [split][request * num_qo_heads + head] rows
-/// of head_dim_vo floats, then one LSE per row.
+/// of head_dim_vo floats, then one LSE per row. With cuda_graph=true the
+/// kernel reads kv_chunk and num_splits from `split_plan` (int32 [2], written
+/// by every plan) and the grid holds `max_splits`, the most any plan of the
+/// launch may use, so one captured launch serves every later plan.
 void decode(Rows &r, const AttentionConfig &cfg) {
   bool paged = cfg.kind == KernelKind::BatchDecodePaged;
+  const char *splits = cfg.cudaGraph ? "max_splits" : "num_splits";
   r.qkvo(cfg);
   r.buffer("lse", ElementType::F32);
   r.workspace("partial_o", cfg.numQOHeads * cfg.headDimVO * 4,
-              {"num_splits", "batch"});
-  r.workspace("partial_lse", cfg.numQOHeads * 4, {"num_splits", "batch"});
+              {splits, "batch"});
+  r.workspace("partial_lse", cfg.numQOHeads * 4, {splits, "batch"});
   r.buffer("kv_indptr", ElementType::I32, requiredIf(paged));
   r.buffer("kv_indices", ElementType::I32, requiredIf(paged));
   r.buffer("kv_last_page_len", ElementType::I32, requiredIf(paged));
@@ -209,14 +222,17 @@ void decode(Rows &r, const AttentionConfig &cfg) {
   r.strides("k", {"k_stride_page", "k_stride_n", "k_stride_h"});
   r.strides("v", {"v_stride_page", "v_stride_n", "v_stride_h"});
   r.strides("o", {"o_stride_b", "o_stride_h"});
-  r.i32("kv_chunk");
-  r.i32("num_splits");
+  if (cfg.cudaGraph) {
+    r.buffer("split_plan", ElementType::I32, ArgCheck::Required);
+  } else {
+    r.i32("kv_chunk");
+    r.i32("num_splits");
+  }
   r.f32("sm_scale");
   // kv heads vary fastest: the CTAs of one request and chunk read
   // neighbouring bytes of the same NHD rows together.
   r.spec.grid = {GridDim{"kv_head", "", 1, cfg.numKVHeads},
-                 GridDim{"split", "num_splits"},
-                 GridDim{"request", "batch"}};
+                 GridDim{"split", splits}, GridDim{"request", "batch"}};
 }
 
 } // namespace
@@ -267,10 +283,15 @@ int64_t KernelSpec::tensorMaps() const {
 
 std::array<int64_t, 3> KernelSpec::gridFor(SizeLookup sizes) const {
   std::array<int64_t, 3> out;
-  for (auto [i, dim] : llvm::enumerate(grid))
-    out[i] = dim.size.empty()
-                 ? dim.constant
-                 : (sizes(dim.size) + dim.divisor - 1) / dim.divisor;
+  for (auto [i, dim] : llvm::enumerate(grid)) {
+    if (dim.size.empty()) {
+      out[i] = dim.constant;
+      continue;
+    }
+    out[i] = (sizes(dim.size) + dim.divisor - 1) / dim.divisor * dim.multiplier;
+    if (!dim.cap.empty())
+      out[i] = std::min(out[i], sizes(dim.cap));
+  }
   return out;
 }
 
@@ -317,6 +338,10 @@ std::vector<std::string> KernelSpec::gridText() const {
         : dim.divisor == 1
             ? dim.size
             : llvm::formatv("ceil({0}/{1})", dim.size, dim.divisor).str();
+    if (dim.multiplier != 1)
+      value += "*" + std::to_string(dim.multiplier);
+    if (!dim.cap.empty())
+      value = "min(" + value + "," + dim.cap + ")";
     out.push_back((dim.coordinate.empty() ? "" : dim.coordinate + "=") +
                   value);
   }

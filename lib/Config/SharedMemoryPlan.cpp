@@ -19,10 +19,11 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   p.kRing = p.qBytes;
   p.vRing = p.kRing + t.stages * p.kSlotBytes;
   p.barriers = p.vRing + t.stages * p.vSlotBytes;
-  // The warp-specialised ring's mbarriers follow the tiles: one for Q, a
-  // full and an empty one per stage of K and of V.
+  // The warp-specialised ring's mbarriers follow the tiles: a full and an
+  // empty one for Q (the persistent kernel reloads it per work tile), and
+  // per stage of K and of V.
   int64_t barrierCount =
-      t.numWarps == kWarpSpecialisedWarps ? 1 + 4 * t.stages : 0;
+      t.numWarps == kWarpSpecialisedWarps ? 2 + 4 * t.stages : 0;
   p.total = p.barriers + 8 * barrierCount;
   return p;
 }

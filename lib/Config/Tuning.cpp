@@ -2,8 +2,8 @@
 //
 // Tuning policy: the tile, warp and stage defaults per kind, head dim and
 // target (resolved), the batch plan (forBatchOf), stand-ins for cold
-// configs, the key split between warps, and the per-target SM limits that
-// occupancy is estimated from. Measurements behind each rule are in
+// configs, the key split between warps, and occupancy (from the target's
+// SM limits, TargetFacts.h). Measurements behind each rule are in
 // bench/RESULTS.md.
 //
 //===----------------------------------------------------------------------===//
@@ -11,9 +11,9 @@
 #include "ConfigRules.h"
 #include "fijit/Config/AttentionConfig.h"
 #include "fijit/Config/SharedMemoryPlan.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/Support/ErrorHandling.h"
 
 #include <algorithm>
 #include <optional>
@@ -202,31 +202,7 @@ bool AttentionConfig::usesWgmma() const {
   return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
 }
 
-namespace {
-/// What one SM holds at once, per target (CUDA's occupancy tables).
-struct SMLimits {
-  int64_t sharedBytes, threads, ctas;
-};
-SMLimits smLimits(Target t) {
-  switch (t) {
-  case Target::SM80:
-    return {167936, 2048, 32};
-  case Target::SM86:
-    return {102400, 1536, 16};
-  case Target::SM89:
-    return {102400, 1536, 24};
-  case Target::SM90a:
-    return {233472, 2048, 32};
-  }
-  llvm_unreachable("unknown Target");
-}
-} // namespace
-
 int64_t AttentionConfig::residentCTAsPerSM() const {
-  SMLimits sm = smLimits(target);
-  int64_t bySharedMemory = sm.sharedBytes / (sharedMemoryBytes() + 1024);
-  int64_t byThreads = sm.threads / (resolved().tuning.numWarps * 32);
-  return std::max<int64_t>(1,
-                           std::min({bySharedMemory, byThreads, sm.ctas}));
+  return residentCTAs(targetFacts(target).sm, sharedMemoryBytes(),
+                      resolved().tuning.numWarps * 32);
 }
-

@@ -72,11 +72,11 @@ bool AttentionKernel::load(std::string &error) const {
 bool AttentionKernel::planDecode(int64_t batch, int64_t maxKvLen,
                                  int64_t &kvChunk, int64_t &numSplits,
                                  int64_t &workspaceBytes,
-                                 std::string &error) const {
+                                 std::string &error, int64_t maxSplits) const {
   // The current GPU's facts, asked only when the plan chooses the chunk:
   // a launch with a planned chunk makes no driver call here.
   auto plan = planDecodeSplits(state->config, state->spec, currentDeviceFacts,
-                               batch, maxKvLen, kvChunk);
+                               batch, maxKvLen, kvChunk, maxSplits);
   if (!plan) {
     error = llvm::toString(plan.takeError());
     return false;

@@ -4,6 +4,7 @@
 #include "KernelStore.h"
 
 #include "fijit/Cache/DiskCache.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "llvm/Support/FormatVariadic.h"
 

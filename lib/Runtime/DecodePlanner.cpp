@@ -14,23 +14,23 @@ static llvm::Error makeError(const std::string &message) {
 
 int64_t residentCTAsPerSM(const AttentionConfig &cfg,
                           const DeviceFacts &device) {
-  int64_t bySharedMemory =
-      device.sharedBytesPerSM /
-      (cfg.sharedMemoryBytes() + device.reservedSharedBytesPerCTA);
-  int64_t byThreads = device.maxThreadsPerSM / (cfg.tuning.numWarps * 32);
-  return std::max<int64_t>(
-      1, std::min({bySharedMemory, byThreads, device.maxCTAsPerSM}));
+  return residentCTAs(device.sm, cfg.sharedMemoryBytes(),
+                      cfg.tuning.numWarps * 32);
 }
 
-/// Bytes of the kernel's workspace regions (split-KV partials), none
-/// without a split. With splits and batch below 2^16 (planDecodeSplits) and
-/// heads below 2^16 (validate) this stays below 2^59.
+/// Bytes of the kernel's workspace regions (split-KV partials), none when
+/// the grid holds one split. With splits and batch below 2^16
+/// (planDecodeSplits) and heads below 2^16 (validate) this stays below 2^59.
 static int64_t workspaceBytes(const KernelSpec &spec, int64_t numSplits,
-                              int64_t batch) {
-  if (numSplits <= 1)
+                              int64_t maxSplits, int64_t batch) {
+  int64_t gridSplits = maxSplits ? maxSplits : numSplits;
+  if (gridSplits <= 1)
     return 0;
   return spec.workspaceBytes([&](llvm::StringRef size) -> int64_t {
-    return size == "num_splits" ? numSplits : size == "batch" ? batch : 0;
+    return size == "num_splits"   ? numSplits
+           : size == "max_splits" ? gridSplits
+           : size == "batch"      ? batch
+                                  : 0;
   });
 }
 
@@ -86,15 +86,15 @@ static int64_t chooseChunk(const AttentionConfig &cfg,
 llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &cfg,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
-                 int64_t maxKvLen, int64_t kvChunk) {
+                 int64_t maxKvLen, int64_t kvChunk, int64_t maxSplits) {
   return planDecodeSplits(cfg, KernelSpec::of(cfg), device, batch, maxKvLen,
-                          kvChunk);
+                          kvChunk, maxSplits);
 }
 
 llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &cfg, const KernelSpec &spec,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
-                 int64_t maxKvLen, int64_t kvChunk) {
+                 int64_t maxKvLen, int64_t kvChunk, int64_t maxSplits) {
   // Requests are grid.z and splits grid.y (65535 CTAs each); lengths and
   // chunks reach the kernel as 32-bit integers.
   constexpr int64_t kMaxGridYZ = 65535;
@@ -109,6 +109,10 @@ planDecodeSplits(const AttentionConfig &cfg, const KernelSpec &spec,
   if (kvChunk < 0 || kvChunk > INT32_MAX)
     return makeError("kv_chunk=" + std::to_string(kvChunk) +
                      " must be 0 (the plan chooses) or in [1, 2^31)");
+  if (maxSplits < 0 || maxSplits > kMaxGridYZ)
+    return makeError("max_splits=" + std::to_string(maxSplits) +
+                     " must be 0 (no cap) or in [1, 65535] (splits index "
+                     "the launch grid's y dimension)");
   int64_t tile = cfg.tuning.tileKV;
   DecodePlan plan;
   plan.kvChunk =
@@ -116,15 +120,32 @@ planDecodeSplits(const AttentionConfig &cfg, const KernelSpec &spec,
   // Whole tiles, and still a 32-bit value.
   plan.kvChunk =
       std::min((plan.kvChunk + tile - 1) / tile, INT32_MAX / tile) * tile;
-  plan.numSplits =
-      std::max<int64_t>(1, (maxKvLen + plan.kvChunk - 1) / plan.kvChunk);
+  auto splitsOf = [&](int64_t chunk) {
+    return std::max<int64_t>(1, (maxKvLen + chunk - 1) / chunk);
+  };
+  plan.numSplits = splitsOf(plan.kvChunk);
+  if (maxSplits && plan.numSplits > maxSplits && !kvChunk) {
+    // The fewest whole tiles per split that fit the cap.
+    int64_t perSplit = (maxKvLen + maxSplits - 1) / maxSplits;
+    plan.kvChunk = std::min((perSplit + tile - 1) / tile, INT32_MAX / tile) *
+                   tile;
+    plan.numSplits = splitsOf(plan.kvChunk);
+  }
+  if (maxSplits && plan.numSplits > maxSplits)
+    return makeError("kv_chunk=" + std::to_string(plan.kvChunk) +
+                     " splits max_kv_len=" + std::to_string(maxKvLen) +
+                     " into " + std::to_string(plan.numSplits) +
+                     " chunks, more than the max_splits=" +
+                     std::to_string(maxSplits) +
+                     " its launch grid was fixed with");
   if (plan.numSplits > kMaxGridYZ)
     return makeError("kv_chunk=" + std::to_string(plan.kvChunk) +
                      " splits max_kv_len=" + std::to_string(maxKvLen) +
                      " into " + std::to_string(plan.numSplits) +
                      " chunks; the launch grid's y dimension allows 65535: "
                      "use a larger kv_chunk");
-  plan.workspaceBytes = workspaceBytes(spec, plan.numSplits, batch);
+  plan.workspaceBytes =
+      workspaceBytes(spec, plan.numSplits, maxSplits, batch);
   return plan;
 }
 

@@ -25,18 +25,19 @@ static std::optional<DeviceFacts> queryDeviceFacts(const CudaDriver &driver,
   DeviceFacts facts;
   for (auto [field, attribute] :
        {std::pair{&facts.multiprocessors, kMultiprocessorCount},
-        std::pair{&facts.maxThreadsPerSM, kMaxThreadsPerMultiprocessor},
-        std::pair{&facts.sharedBytesPerSM, kMaxSharedMemoryPerMultiprocessor},
-        std::pair{&facts.maxCTAsPerSM, kMaxBlocksPerMultiprocessor},
-        std::pair{&facts.reservedSharedBytesPerCTA,
+        std::pair{&facts.sm.maxThreadsPerSM, kMaxThreadsPerMultiprocessor},
+        std::pair{&facts.sm.sharedBytesPerSM,
+                  kMaxSharedMemoryPerMultiprocessor},
+        std::pair{&facts.sm.maxCTAsPerSM, kMaxBlocksPerMultiprocessor},
+        std::pair{&facts.sm.reservedSharedBytesPerCTA,
                   kReservedSharedMemoryPerBlock}}) {
     int value = 0;
     if (driver.cuDeviceGetAttribute(&value, attribute, dev))
       return std::nullopt;
     *field = value;
   }
-  if (facts.multiprocessors <= 0 || facts.maxThreadsPerSM <= 0 ||
-      facts.maxCTAsPerSM <= 0)
+  if (facts.multiprocessors <= 0 || facts.sm.maxThreadsPerSM <= 0 ||
+      facts.sm.maxCTAsPerSM <= 0)
     return std::nullopt;
   return facts;
 }

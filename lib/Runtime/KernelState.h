@@ -58,7 +58,11 @@ struct AttentionKernel::State {
 };
 
 /// A state for `config` with no PTX yet and nothing loaded (a free function:
-/// members of State are exported with AttentionKernel's).
+/// members of State are exported with AttentionKernel's): with the launch
+/// contract stored beside a cached kernel, or made from the config for a
+/// kernel about to be compiled.
+std::shared_ptr<AttentionKernel::State>
+newKernelState(const AttentionConfig &config, KernelSpec spec);
 std::shared_ptr<AttentionKernel::State>
 newKernelState(const AttentionConfig &config);
 

@@ -42,29 +42,70 @@ FrontMap &frontMap() {
 }
 
 std::shared_ptr<AttentionKernel::State>
-newKernelState(const AttentionConfig &config) {
+newKernelState(const AttentionConfig &config, KernelSpec spec) {
   auto state = std::make_shared<AttentionKernel::State>();
   state->config = config;
-  state->spec = KernelSpec::of(config);
+  state->spec = std::move(spec);
   state->configText = config.toString();
   state->name = ("fijit_" + stringify(config.kind)).str();
   return state;
 }
 
 std::shared_ptr<AttentionKernel::State>
+newKernelState(const AttentionConfig &config) {
+  return newKernelState(config, KernelSpec::of(config));
+}
+
+std::string encodeKernelEntry(const KernelSpec &spec, llvm::StringRef ptx) {
+  // The JSON is printed without line breaks, so the first one ends it.
+  return spec.toJSON() + "\n" + ptx.str();
+}
+
+llvm::Expected<StoredKernel> decodeKernelEntry(llvm::StringRef payload) {
+  auto [specText, ptx] = payload.split('\n');
+  auto spec = KernelSpec::fromJSON(specText);
+  if (!spec)
+    return spec.takeError();
+  return StoredKernel{std::move(*spec), ptx.str()};
+}
+
+/// `config`'s kernel from the payload of its entry `<key>.ptx`, or null
+/// (with a warning) when its contract does not read back.
+static std::shared_ptr<AttentionKernel::State>
+stateFromEntry(const AttentionConfig &config, llvm::StringRef key,
+               llvm::StringRef payload) {
+  auto stored = decodeKernelEntry(payload);
+  if (!stored) {
+    logMessage("ignoring cached kernel " + key + ": " +
+                   llvm::toString(stored.takeError()),
+               /*warning=*/true);
+    return nullptr;
+  }
+  auto state = newKernelState(config, std::move(stored->spec));
+  state->key = key.str();
+  state->ptx = std::move(stored->ptx);
+  return state;
+}
+
+std::shared_ptr<AttentionKernel::State>
+findStoredIn(DiskCache &cache, const AttentionConfig &config) {
+  std::string text = config.toString();
+  if (auto key = cache.lookupKey(text))
+    if (auto payload = cache.read(*key + ".ptx"))
+      return stateFromEntry(config, *key, *payload);
+  return nullptr;
+}
+
+std::shared_ptr<AttentionKernel::State>
 findStored(const AttentionConfig &config, const char *&tier) {
-  auto state = newKernelState(config);
   for (auto [cache, name] : {std::pair{&DiskCache::global(), "disk"},
                              std::pair{DiskCache::bundle(), "bundle"}}) {
     if (!cache)
       continue;
-    if (auto key = cache->lookupKey(state->configText))
-      if (auto ptx = cache->read(*key + ".ptx")) {
-        state->key = *key;
-        state->ptx = std::move(*ptx);
-        tier = name;
-        return state;
-      }
+    if (auto state = findStoredIn(*cache, config)) {
+      tier = name;
+      return state;
+    }
   }
   return nullptr;
 }
@@ -83,11 +124,12 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
   auto hook = [&](const std::string &builderIR) {
     state->key = hashHex(builderIR + "\n" + pipelineFingerprint(config.target));
     lock = disk.lock(state->key);
-    if (auto ptx = disk.read(state->key + ".ptx")) {
-      state->ptx = std::move(*ptx);
-      foundWhileWaiting = true;
-      return false;
-    }
+    if (auto payload = disk.read(state->key + ".ptx"))
+      if (auto found = stateFromEntry(config, state->key, *payload)) {
+        state = std::move(found);
+        foundWhileWaiting = true;
+        return false;
+      }
     return true;
   };
   auto result = compileAttentionToStage(config, Stage::PTX, hook);
@@ -97,7 +139,8 @@ resolveUncached(const AttentionConfig &config, const char *&tier) {
     tier = "disk";
   } else {
     state->ptx = std::move(result->stageText);
-    disk.write(state->key + ".ptx", state->ptx);
+    disk.write(state->key + ".ptx",
+               encodeKernelEntry(state->spec, state->ptx));
     tier = "compiled";
     const StageTimings &t = result->timings;
     logMessage(llvm::formatv(

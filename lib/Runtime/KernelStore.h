@@ -1,9 +1,9 @@
 //===- KernelStore.h - Where kernels are found or compiled ------*- C++ -*-===//
 //
 // The tiers getAttentionKernel walks: the in-process front map (config text
-// -> kernel), the disk index (config -> key -> PTX), the read-only bundle,
-// then a compile under the key's inter-process lock. Background compiles
-// use the same tiers.
+// -> kernel), the disk index (config -> key -> launch contract and PTX), the
+// read-only bundle, then a compile under the key's inter-process lock.
+// Background compiles use the same tiers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +11,8 @@
 #define FIJIT_LIB_RUNTIME_KERNELSTORE_H
 
 #include "KernelState.h"
+
+#include "fijit/Cache/DiskCache.h"
 
 #include "llvm/ADT/StringMap.h"
 
@@ -30,6 +32,21 @@ private:
 };
 
 FrontMap &frontMap();
+
+/// The payload of a kernel's cache entry (`<key>.ptx`): its launch contract
+/// (KernelSpec::toJSON, one line), then its PTX. A kernel found on disk or
+/// in a bundle is launched from the contract it was built with.
+std::string encodeKernelEntry(const KernelSpec &spec, llvm::StringRef ptx);
+struct StoredKernel {
+  KernelSpec spec;
+  std::string ptx;
+};
+llvm::Expected<StoredKernel> decodeKernelEntry(llvm::StringRef payload);
+
+/// `config`'s kernel from one cache (its index, then the entry), or null:
+/// no entry, or one whose contract does not read back (a warning).
+std::shared_ptr<AttentionKernel::State>
+findStoredIn(DiskCache &cache, const AttentionConfig &config);
 
 /// The disk tier, then the read-only bundle an application may ship; null
 /// when neither has `config`. `tier` names the one that had it.

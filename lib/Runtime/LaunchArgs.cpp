@@ -77,6 +77,7 @@ bool AttentionKernel::launchDecode(const DecodeLaunchArgs &a,
   n.integer("workspace_bytes", a.workspaceBytes);
   n.integer("batch", a.batch).integer("kv_len", a.kvLen);
   n.integer("kv_chunk", a.kvChunk);
+  n.pointer("split_plan", a.splitPlan).integer("max_splits", a.maxSplits);
   n.integer("q_stride_b", a.qStrideB).integer("q_stride_h", a.qStrideH);
   n.integer("k_stride_page", a.kStrideP).integer("k_stride_n", a.kStrideN);
   n.integer("k_stride_h", a.kStrideH);

@@ -11,6 +11,7 @@
 
 #include "KernelState.h"
 
+#include "fijit/Runtime/DeviceFacts.h"
 #include "fijit/Runtime/TensorMap.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -241,6 +242,40 @@ bool deriveDecodePlan(const AttentionKernel &kernel, Values &values,
   return true;
 }
 
+/// A cuda_graph=true decode launch reads its plan from `split_plan`: its
+/// grid holds `max_splits`, for which the workspace and counters must
+/// suffice (what the plan wrote is checked by the plan, not here).
+bool checkGraphDecode(const KernelSpec &spec, const Values &values,
+                      std::string &error) {
+  int64_t batch = values.integer("batch");
+  int64_t maxSplits = values.integer("max_splits");
+  if (batch <= 0)
+    return true; // an empty grid: nothing is launched
+  if (maxSplits < 1) {
+    error = "a cuda_graph=true decode kernel needs max_splits, the splits "
+            "its launch grid holds (at least 1)";
+    return false;
+  }
+  if (maxSplits == 1)
+    return true; // one split writes the output directly
+  int64_t needed = spec.workspaceBytes(
+      [&](llvm::StringRef n) { return values.integer(n); });
+  int64_t have = values.integer("workspace_bytes");
+  if (needed > have) {
+    error = "workspace too small: a grid of max_splits=" +
+            std::to_string(maxSplits) + " needs " + std::to_string(needed) +
+            " bytes, got " + std::to_string(have);
+    return false;
+  }
+  if (!values.pointer("split_counters")) {
+    error = "a grid of max_splits=" + std::to_string(maxSplits) +
+            " needs split_counters (int32 [batch * num_kv_heads], zeroed "
+            "once)";
+    return false;
+  }
+  return true;
+}
+
 /// The grid of the spec; false (with the reason) past what CUDA launches or
 /// the kernel's 32-bit positions address.
 bool gridOf(const KernelSpec &spec, const Values &values,
@@ -302,6 +337,11 @@ bool AttentionKernel::launchNamed(const NamedArgs &args,
   if (spec.find("num_splits") &&
       !deriveDecodePlan(*this, values, error))
     return false;
+  if (spec.find("split_plan") && !checkGraphDecode(spec, values, error))
+    return false;
+  for (const GridDim &dim : spec.grid)
+    if (dim.cap == "multiprocessors")
+      values.derive("multiprocessors", currentDeviceFacts().multiprocessors);
   std::array<int64_t, 3> grid;
   if (!gridOf(spec, values, grid, error))
     return false;

@@ -10,6 +10,7 @@
 #include "KernelState.h"
 
 #include "fijit/Cache/DiskCache.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -88,7 +89,7 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   constexpr int kMaxDynamicShared = 8;
   if (CUresult rc = driver.cuFuncSetAttribute(
           l.function, kMaxDynamicShared,
-          static_cast<int>(config.sharedMemoryBytes())))
+          static_cast<int>(spec.sharedMemoryBytes)))
     return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
   loaded[*ctx] = l;
   return l;

@@ -2,6 +2,7 @@
 
 #include "fijit/Tools/OptMain.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Config/KernelSpec.h"
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/Pipeline/Registration.h"
 
@@ -47,8 +48,8 @@ int runConfigMode(int argc, char **argv) {
       "fi-emit",
       cl::desc("With --fi-build: what to print: builder, nvvm, llvm, ptx "
                "(stages), config (canonical text), json, launch (kernel name, "
-               "threads, shared memory), stand-in (the config served while "
-               "this one compiles, or none), timing"),
+               "threads, shared memory, launch contract), stand-in (the "
+               "config served while this one compiles, or none), timing"),
       cl::init("builder"), cl::cat(category));
   cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                 cl::init("-"), cl::cat(category));
@@ -65,12 +66,16 @@ int runConfigMode(int argc, char **argv) {
     text = config->resolved().toJSON() + "\n";
   } else if (emitWhat == "launch") {
     AttentionConfig r = config->resolved();
+    // The kernel's whole launch contract, as a cache entry stores it, so a
+    // launcher without fijit (test/gpu/ptx_harness.py) packs by name.
+    KernelSpec spec = KernelSpec::of(r);
     llvm::json::Object launch{
         {"kernel", kernelName(r)},
-        {"threads", r.tuning.numWarps * 32},
+        {"threads", spec.threads},
         {"tile_q", r.tuning.tileQ},
-        {"shared_memory_bytes", r.sharedMemoryBytes()},
-        {"config", r.toString()}};
+        {"shared_memory_bytes", spec.sharedMemoryBytes},
+        {"config", r.toString()},
+        {"spec", llvm::cantFail(llvm::json::parse(spec.toJSON()))}};
     text = llvm::formatv("{0:2}\n", llvm::json::Value(std::move(launch)));
   } else if (emitWhat == "stand-in") {
     std::optional<AttentionConfig> standIn = config->standIn();

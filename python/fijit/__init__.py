@@ -12,6 +12,8 @@
 
 Kernels are compiled in-process (no nvcc, no CUDA toolkit), cached in memory
 and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
+The wrappers and functions take FlashInfer 0.7's arguments; ``fijit.flashinfer``
+is a drop-in ``flashinfer`` for serving engines (docs/python.md).
 """
 import atexit
 
@@ -22,9 +24,13 @@ from .kernel import (AttentionKernel, compile_attention,
                      wait_for_background_compiles)
 from .prefill import (BatchPrefillWithPagedKVCacheWrapper,
                       BatchPrefillWithRaggedKVCacheWrapper,
-                      single_prefill_with_kv_cache)
-from .decode import (BatchDecodeWithPagedKVCacheWrapper, merge_state,
-                     merge_states, single_decode_with_kv_cache)
+                      single_prefill_with_kv_cache,
+                      single_prefill_with_kv_cache_return_lse)
+from .decode import (BatchDecodeWithPagedKVCacheWrapper,
+                     CUDAGraphBatchDecodeWithPagedKVCacheWrapper,
+                     fast_decode_plan, single_decode_with_kv_cache)
+from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
+                      merge_state_in_place, merge_states)
 from . import cache
 
 _log.install()
@@ -45,9 +51,14 @@ __all__ = [
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",
     "BatchPrefillWithRaggedKVCacheWrapper",
+    "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
+    "MultiLevelCascadeAttentionWrapper",
+    "fast_decode_plan",
     "merge_state",
+    "merge_state_in_place",
     "merge_states",
     "single_decode_with_kv_cache",
+    "single_prefill_with_kv_cache_return_lse",
     "AttentionKernel",
     "cache",
     "compile_attention",

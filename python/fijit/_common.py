@@ -47,10 +47,18 @@ def check_index_tensor(name, t):
         raise ValueError(f"{name} must be 1-D")
 
 
-def check_indptr(name, indptr, batch=None):
-    """Host copy of a validated indptr: starts at 0, never decreases."""
+def _host(t):
+    """A host list of an index tensor; a device tensor is copied back (the
+    device syncs, as FlashInfer's plan does for its host copies)."""
+    return (t if t.device.type == "cpu" else t.cpu()).tolist()
+
+
+def check_indptr(name, indptr, batch=None, host=None):
+    """Host copy of a validated indptr: starts at 0, never decreases.
+    `host`: the same values already on the host (no copy back)."""
     check_index_tensor(name, indptr)
-    values = indptr.tolist()
+    values = list(host.tolist() if hasattr(host, "tolist") else host) if (
+        host is not None) else _host(indptr)
     if not values or values[0] != 0 or any(
             b < a for a, b in zip(values, values[1:])):
         raise ValueError(f"{name} must start at 0 and never decrease")
@@ -60,10 +68,13 @@ def check_indptr(name, indptr, batch=None):
     return values
 
 
-def page_table(indptr, indices, last_page_len, page_size):
+def page_table(indptr, indices, last_page_len, page_size, host_indptr=None):
     """Validates FlashInfer's page table; returns (batch, kv lengths,
-    largest page id)."""
-    ip = check_indptr("indptr", indptr)
+    largest page id or None). Reads back what is not on the host: indptr
+    (unless `host_indptr` is given) and last_page_len (unless page_size is
+    1, where a used last page is full); page ids are checked only when
+    indices is on the host."""
+    ip = check_indptr("indptr", indptr, host=host_indptr)
     check_index_tensor("indices", indices)
     check_index_tensor("last_page_len", last_page_len)
     batch = len(ip) - 1
@@ -74,32 +85,46 @@ def page_table(indptr, indices, last_page_len, page_size):
     if ip[-1] > indices.numel():
         raise ValueError(f"indptr[-1] = {ip[-1]} but indices has only "
                          f"{indices.numel()} entries")
-    lp = last_page_len.tolist()
+    if page_size == 1 and last_page_len.device.type != "cpu":
+        lp = [1] * batch
+    else:
+        lp = _host(last_page_len)
     for b in range(batch):
         if ip[b + 1] > ip[b] and not 1 <= lp[b] <= page_size:
             raise ValueError(f"last_page_len[{b}] = {lp[b]} must be in "
                              f"[1, page_size={page_size}]")
     lens = [max(ip[b + 1] - ip[b] - 1, 0) * page_size +
             (lp[b] if ip[b + 1] > ip[b] else 0) for b in range(batch)]
-    used = indices[:ip[-1]]
-    if used.numel() and int(used.min().item()) < 0:
-        raise ValueError("indices holds a negative page id")
-    max_page = int(used.max().item()) if used.numel() else -1
+    max_page = None
+    if indices.device.type == "cpu":
+        used = indices[:ip[-1]]
+        if used.numel() and int(used.min().item()) < 0:
+            raise ValueError("indices holds a negative page id")
+        max_page = int(used.max().item()) if used.numel() else -1
     return batch, lens, max_page
 
 
-def split_cache(paged_kv_cache):
-    """(k_cache, v_cache) from a pair or one [num_pages, 2, ...] tensor."""
+def split_cache(paged_kv_cache, kv_layout="NHD"):
+    """(k_cache, v_cache), each [pages, page_size, heads, dim] (NHD) or
+    [pages, heads, page_size, dim] (HND), from a pair or one tensor with a
+    k/v dimension of size 2 after the pages. Page size 1 caches may leave
+    out the page_size dimension (3-D halves, a 4-D pair tensor), as
+    FlashInfer's do."""
+    nhd = kv_layout == "NHD"
     if isinstance(paged_kv_cache, (tuple, list)):
         if len(paged_kv_cache) != 2:
             raise ValueError("paged_kv_cache must be (k_cache, v_cache) or "
                              "one tensor with a k/v dimension of size 2")
-        return paged_kv_cache
+        return tuple(t.unsqueeze(-3 if nhd else -2) if t.dim() == 3 else t
+                     for t in paged_kv_cache)
+    if paged_kv_cache.dim() == 4:
+        paged_kv_cache = paged_kv_cache.unsqueeze(-3 if nhd else -2)
     if paged_kv_cache.dim() != 5 or paged_kv_cache.shape[1] != 2:
         raise ValueError("a combined paged_kv_cache must be [num_pages, 2, "
                          "page_size, num_kv_heads, head_dim] (NHD) or "
                          "[num_pages, 2, num_kv_heads, page_size, head_dim] "
-                         f"(HND); got {list(paged_kv_cache.shape)}")
+                         "(HND), without page_size for page size 1; got "
+                         f"{list(paged_kv_cache.shape)}")
     return paged_kv_cache[:, 0], paged_kv_cache[:, 1]
 
 
@@ -113,7 +138,7 @@ def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
     """Checks both halves of a paged cache against the planned config and
     page table; returns them and their [page, token, head] element strides
     by launch argument name."""
-    k_cache, v_cache = split_cache(paged_kv_cache)
+    k_cache, v_cache = split_cache(paged_kv_cache, kv_layout)
     nhd = kv_layout == "NHD"
     qv = as_view(q, "q")
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
@@ -123,7 +148,7 @@ def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
                  (view.shape[0], cfg.num_kv_heads, cfg.page_size,
                   cfg.head_dim_qk))
         check(view, name, shape, cfg.dtype_kv, like=qv)
-        if max_page >= view.shape[0]:
+        if max_page is not None and max_page >= view.shape[0]:
             raise ValueError(f"indices refers to page {max_page} but {name} "
                              f"has {view.shape[0]} pages")
     n, h = (1, 2) if nhd else (2, 1)
@@ -141,13 +166,3 @@ def kv_strides(k, v, n, h, page=None):
         if page is not None:
             out[f"{name}_stride_page"] = t.stride(page)
     return out
-
-
-def planned(plan, return_lse):
-    """The plan run() launches with; errors when plan() was not called or
-    did not ask for the LSE run() wants."""
-    if plan is None:
-        raise RuntimeError("call plan() before run()")
-    if return_lse and not plan["return_lse"]:
-        raise ValueError("plan() was called with return_lse=False")
-    return plan

@@ -12,6 +12,8 @@ dispatcher would add its cost to every eager launch and change nothing
 there. Without torch (or with a torch older than ``torch.library.
 custom_op``) the ops are plain functions.
 """
+from .config import AttentionConfig
+from ._contract import Variants
 from .tensors import torch
 
 _SCHEMAS = {
@@ -26,24 +28,32 @@ _SCHEMAS = {
         "float? sm_scale, int window_left, float logits_soft_cap, "
         "str kv_layout, str tuning) -> ()",
         ("out", "lse")),
+    # split_plan: the [kv_chunk, num_splits] schedule a cuda_graph=true
+    # kernel reads (plan() writes it, the launch only reads it); kv_len and
+    # kv_chunk are the schedule of the other kernels. window_left and
+    # logits_soft_cap pick the planned config's variant, as the LSE does.
     "batch_decode_paged": (
         "(Tensor q, Tensor k_cache, Tensor v_cache, Tensor(a!) out, "
         "Tensor(b!)? lse, Tensor(c!) workspace, Tensor(d!)? split_counters, "
         "Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, "
-        "str config, str kv_layout, int batch, int max_kv_len, int kv_chunk, "
-        "int max_page, float? sm_scale) -> ()",
+        "Tensor? split_plan, str config, str kv_layout, int batch, "
+        "int max_kv_len, int kv_chunk, int max_splits, int? max_page, "
+        "float? sm_scale, int window_left, float logits_soft_cap) -> ()",
         ("out", "lse", "workspace", "split_counters")),
+    # causal, window_left and logits_soft_cap pick the planned config's
+    # variant (forward() may change them), as the LSE does.
     "batch_prefill": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "Tensor qo_indptr, Tensor kv_indptr, Tensor? kv_indices, "
         "Tensor? kv_last_page_len, str config, str kv_layout, int batch, "
-        "int max_qo_len, int total_qo, int total_kv, int max_page, "
-        "float? sm_scale) -> ()",
+        "int max_qo_len, int total_qo, int total_kv, int? max_page, "
+        "float? sm_scale, bool causal, int window_left, "
+        "float logits_soft_cap) -> ()",
         ("out", "lse")),
 }
 
 _ops = {}
-_kernels = {}
+_variants = {}
 
 
 def _custom_op_api():
@@ -80,20 +90,26 @@ def call(name, *args):
     return impl(*args)
 
 
-def remember(kernel):
-    """Keeps a planned kernel by its canonical config so a traced run()
-    (whose op gets only text) launches that very kernel object."""
-    _kernels[str(kernel.config)] = kernel
+def variants(config):
+    """The kernels of a planned config (an AttentionConfig, or its canonical
+    text as a traced run() passes it): one Variants per config text in this
+    process, so the op launches the very kernels plan() compiled. The first
+    AttentionConfig given for a text is kept (its variants re-resolve the
+    defaults it left to the target); a text never planned here (a graph
+    loaded elsewhere) is parsed."""
+    text = str(config)
+    found = _variants.get(text)
+    if found is None:
+        if isinstance(config, str):
+            config = AttentionConfig.from_string(text)
+        found = _variants[text] = Variants(config)
+    return found
 
 
-def kernel_for(config):
-    """The kernel a plan stored under `config` (compiled if this process
-    never planned it, e.g. a graph loaded elsewhere)."""
-    kernel = _kernels.get(config)
-    if kernel is None:
-        from .kernel import compile_attention
-        kernel = _kernels[config] = compile_attention(config)
-    return kernel
+def kernel_for(config, **fields):
+    """The kernel of the planned `config` with `fields` changed (the LSE,
+    causal, window, soft-cap a run asks for); compiled on first use."""
+    return variants(config).get(**fields)
 
 
 def tuning_text(tuning):

@@ -2,15 +2,22 @@
 
 Validation lives in C++; an invalid value raises ValueError with the same
 message the C++ API and fi-opt print (naming the field, the value and what
-is allowed).
+is allowed). The keys and their types come from the C++ field table too
+(`_fijit.config_schema`), so this module lists none of them.
 """
+from types import MappingProxyType
+
 from . import _fijit
 
-_INT_KEYS = {"head_dim_qk", "head_dim_vo", "num_qo_heads", "num_kv_heads",
-             "page_size", "window_left", "tile_q", "tile_kv", "num_warps",
-             "stages"}
-_FLOAT_KEYS = {"logits_soft_cap", "sm_scale"}
-_BOOL_KEYS = {"return_lse"}
+# key -> {"type", "default", "allowed"}, in canonical order.
+_SCHEMA = MappingProxyType({
+    key: MappingProxyType({"type": type_, "default": default,
+                           "allowed": tuple(allowed)})
+    for key, type_, default, allowed in _fijit.config_schema()})
+
+# A canonical value's text as a Python value, by the schema's type.
+_FROM_TEXT = {"int": int, "float": float, "bool": lambda text: text == "true",
+              "enum": str}
 
 
 def _format(value):
@@ -22,13 +29,7 @@ def _format(value):
 
 
 def _parse(key, text):
-    if key in _INT_KEYS:
-        return int(text)
-    if key in _FLOAT_KEYS:
-        return float(text)
-    if key in _BOOL_KEYS:
-        return text == "true"
-    return text
+    return _FROM_TEXT[_SCHEMA[key]["type"]](text)
 
 
 class AttentionConfig:
@@ -53,6 +54,15 @@ class AttentionConfig:
             k: _parse(k, v)
             for k, v in (item.split("=", 1) for item in canonical.split(","))
         })
+
+    @staticmethod
+    def schema():
+        """Every key in canonical order: its value's ``type`` ("int",
+        "float", "bool" or "enum"), its ``default`` as canonical text (0
+        for a tuning knob: the target's default) and, for an enum, the
+        values it accepts (``allowed``). The C++ parser reads the same
+        table."""
+        return _SCHEMA
 
     @classmethod
     def from_string(cls, text):

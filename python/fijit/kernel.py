@@ -65,13 +65,17 @@ class AttentionKernel:
         self._upgrade()
         self._native.launch(**named)
 
-    def plan_decode(self, batch: int, max_kv_len: int,
-                    kv_chunk: int = 0) -> Tuple[int, int, int]:
+    def plan_decode(self, batch: int, max_kv_len: int, kv_chunk: int = 0,
+                    max_splits: int = 0) -> Tuple[int, int, int]:
         """Decode kinds: ``(kv_chunk, num_splits, workspace_bytes)`` of a
         launch over ``batch`` requests of at most ``max_kv_len`` keys;
         ``kv_chunk`` 0 lets the plan choose, else it is rounded up to whole
-        KV tiles."""
-        return tuple(self._native.plan_decode(batch, max_kv_len, kv_chunk))
+        KV tiles. ``max_splits`` > 0: the splits a cuda_graph=true launch
+        grid holds; a chosen chunk grows so the plan fits them (a fixed one
+        that cannot is a ValueError), and the workspace is sized for
+        them."""
+        return tuple(self._native.plan_decode(batch, max_kv_len, kv_chunk,
+                                              max_splits))
 
     def load(self) -> None:
         """Loads the kernel into the current CUDA context now (a launch

@@ -124,6 +124,15 @@ PYBIND11_MODULE(_fijit, m) {
   m.attr("llvm_version") = fijit::llvmVersion();
   m.attr("build_id") = fijit::buildId();
 
+  // The config's keys as the C++ parser reads them: (key, type, default
+  // text, allowed values) in canonical order.
+  m.def("config_schema", [] {
+    py::list out;
+    for (const fijit::ConfigKey &k : fijit::configSchema())
+      out.append(py::make_tuple(k.key, k.type, k.defaultValue, k.allowed));
+    return out;
+  });
+
   m.def("canonicalize_config", [](const std::string &text) {
     std::string canonical, error;
     if (!fijit::canonicalizeConfig(text, canonical, error))
@@ -182,17 +191,18 @@ PYBIND11_MODULE(_fijit, m) {
       .def(
           "plan_decode",
           [](const fijit::AttentionKernel &k, int64_t batch, int64_t maxKvLen,
-             int64_t kvChunk) {
+             int64_t kvChunk, int64_t maxSplits) {
             int64_t splits = 0, bytes = 0;
             std::string error;
             if (!released([&] {
                   return k.planDecode(batch, maxKvLen, kvChunk, splits, bytes,
-                                      error);
+                                      error, maxSplits);
                 }))
               throw py::value_error(error);
             return py::make_tuple(kvChunk, splits, bytes);
           },
-          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0);
+          py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0,
+          py::arg("max_splits") = 0);
 
   m.def(
       "compile_attention",

@@ -20,11 +20,11 @@ using namespace fijit;
 
 namespace {
 
-// The CUDA occupancy limits of each device (the driver's attributes).
-const DeviceFacts kH200{132, 233472, 1024, 2048, 32};
+// Each device: its SM count, and the SMs of its target.
+const DeviceFacts kH200 = DeviceFacts::of(Target::SM90a, 132);
 const DeviceFacts kH100 = DeviceFacts::h100Sxm();
-const DeviceFacts kA100{108, 167936, 1024, 2048, 32};
-const DeviceFacts kL40S{142, 102400, 1024, 1536, 24};
+const DeviceFacts kA100 = DeviceFacts::of(Target::SM80, 108);
+const DeviceFacts kL40S = DeviceFacts::of(Target::SM89, 142);
 
 struct Device {
   const char *name;
@@ -180,13 +180,14 @@ FIJIT_TEST("decode planner: every key of every request in exactly one "
         AttentionConfig cfg = anchorDecode(d.target, h[0], h[1], tuning);
         int64_t tile = cfg.tuning.tileKV;
         int64_t resident = residentCTAsPerSM(cfg, d.facts);
-        CHECK(resident * cfg.tuning.numWarps * 32 <= d.facts.maxThreadsPerSM,
+        CHECK(resident * cfg.tuning.numWarps * 32 <=
+                  d.facts.sm.maxThreadsPerSM,
               d.name);
         CHECK(resident * (cfg.sharedMemoryBytes() +
-                          d.facts.reservedSharedBytesPerCTA) <=
-                  d.facts.sharedBytesPerSM,
+                          d.facts.sm.reservedSharedBytesPerCTA) <=
+                  d.facts.sm.sharedBytesPerSM,
               d.name);
-        CHECK(resident <= d.facts.maxCTAsPerSM, d.name);
+        CHECK(resident <= d.facts.sm.maxCTAsPerSM, d.name);
         int64_t slots = resident * d.facts.multiprocessors;
         for (int64_t batch : batches)
           for (int64_t maxLen : lengths) {
@@ -284,4 +285,60 @@ FIJIT_TEST("decode planner: shapes beyond the grid or 32-bit positions are "
            "kv_chunk",
            "");
   CHECK_EQ(message(65535, 1000, 0), "no error", "");
+}
+
+FIJIT_TEST("decode planner: a cap on the splits (cuda_graph=true) grows a "
+           "chosen chunk to fit and sizes the workspace for the cap") {
+  AttentionConfig cfg = anchorDecode("sm_90a", 32, 8, ",cuda_graph=true");
+  auto device = [] { return kH100; };
+  // Uncapped, one long request is cut into many splits.
+  DecodePlan uncapped = plan(cfg, kH100, 1, 100000);
+  CHECK(uncapped.numSplits > 4, "a long request splits");
+  auto capped = planDecodeSplits(cfg, device, 1, 100000, 0, 4);
+  CHECK(bool(capped), "");
+  if (capped) {
+    // 100000 keys in 4 splits: 25000 rounded up to 64-key tiles.
+    CHECK_EQ(capped->kvChunk, 25024, "");
+    CHECK_EQ(capped->numSplits, 4, "");
+    // The grid holds 4 splits whatever this plan uses.
+    CHECK_EQ(capped->workspaceBytes, partials(4, 1, 32, 128), "");
+  }
+  // Below the cap the plan is the uncapped one; the workspace still fits
+  // the cap, and covers every key of every request.
+  for (int64_t len : {1, 300, 4096, 17000}) {
+    DecodePlan p = plan(cfg, kH100, 16, len);
+    auto c = planDecodeSplits(cfg, device, 16, len, 0, 64);
+    CHECK(bool(c), "");
+    if (!c)
+      continue;
+    if (p.numSplits <= 64) {
+      CHECK_EQ(c->kvChunk, p.kvChunk, "");
+      CHECK_EQ(c->numSplits, p.numSplits, "");
+    }
+    CHECK(c->kvChunk * c->numSplits >= len, "every key is in a split");
+    CHECK_EQ(c->workspaceBytes, partials(64, 16, 32, 128), "");
+  }
+  // A cap of one split: the plan never splits and needs no workspace.
+  auto one = planDecodeSplits(cfg, device, 8, 50000, 0, 1);
+  CHECK(bool(one), "");
+  if (one) {
+    CHECK_EQ(one->numSplits, 1, "");
+    CHECK(one->kvChunk >= 50000, "");
+    CHECK_EQ(one->workspaceBytes, 0, "");
+  }
+  // A chunk the caller fixed is kept: past the cap it is an error.
+  auto fixed = planDecodeSplits(cfg, device, 1, 1000, 64, 4);
+  CHECK(!fixed, "");
+  if (!fixed)
+    CHECK_EQ(llvm::toString(fixed.takeError()),
+             "kv_chunk=64 splits max_kv_len=1000 into 16 chunks, more than "
+             "the max_splits=4 its launch grid was fixed with",
+             "");
+  auto bad = planDecodeSplits(cfg, device, 1, 1000, 0, 65536);
+  CHECK(!bad, "");
+  if (!bad)
+    CHECK_EQ(llvm::toString(bad.takeError()),
+             "max_splits=65536 must be 0 (no cap) or in [1, 65535] (splits "
+             "index the launch grid's y dimension)",
+             "");
 }

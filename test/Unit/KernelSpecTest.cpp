@@ -107,3 +107,67 @@ FIJIT_TEST("kernel spec: tensor maps of the warp-specialised prefill") {
   // The tile engine's kernels take no maps.
   CHECK_EQ(specOf("kind=single_prefill,num_warps=4").tensorMaps(), 0, "");
 }
+
+FIJIT_TEST("kernel spec: the JSON stored with a kernel reads back as the "
+           "same spec") {
+  for (const char *config :
+       {"kind=single_prefill,target=sm_80",
+        "kind=single_prefill,num_warps=12",
+        "kind=batch_prefill_ragged,num_warps=4",
+        "kind=batch_prefill_paged,page_size=16,num_warps=12,kv_layout=HND",
+        "kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+        "num_kv_heads=8",
+        "kind=single_decode,dtype_kv=e4m3"}) {
+    KernelSpec spec = specOf(config);
+    std::string text = spec.toJSON();
+    CHECK(text.find('\n') == std::string::npos, "one line");
+    auto back = KernelSpec::fromJSON(text);
+    CHECK(bool(back), config);
+    if (!back) {
+      llvm::consumeError(back.takeError());
+      continue;
+    }
+    CHECK_EQ(back->toJSON(), text, config);
+    CHECK(back->signature() == spec.signature(), config);
+    CHECK(back->gridText() == spec.gridText(), config);
+    CHECK_EQ(back->threads, spec.threads, config);
+    CHECK_EQ(back->sharedMemoryBytes, spec.sharedMemoryBytes, config);
+    for (size_t i = 0; i < spec.args.size() && i < back->args.size(); ++i) {
+      const KernelArg &a = spec.args[i], &b = back->args[i];
+      CHECK(a.element == b.element && a.check == b.check &&
+                a.tensor == b.tensor,
+            a.name);
+      CHECK(a.map.base == b.map.base && a.map.rows == b.map.rows &&
+                a.map.pages == b.map.pages &&
+                a.map.rowsPerPage == b.map.rowsPerPage &&
+                a.map.dtype == b.map.dtype && a.map.boxRows == b.map.boxRows,
+            a.name);
+      CHECK(a.workspace.bytesPerUnit == b.workspace.bytesPerUnit &&
+                a.workspace.units == b.workspace.units,
+            a.name);
+    }
+  }
+}
+
+FIJIT_TEST("kernel spec: JSON that is no spec is refused, naming where") {
+  std::string good = specOf("kind=single_prefill,target=sm_80").toJSON();
+  auto message = [](llvm::StringRef text) {
+    auto spec = KernelSpec::fromJSON(text);
+    return spec ? std::string("accepted")
+                : llvm::toString(spec.takeError());
+  };
+  CHECK_EQ(message("[]"), "invalid kernel spec: spec: expected an object",
+           "");
+  std::string badKind = good;
+  badKind.replace(badKind.find("\"kind\":\"buffer\""), 15,
+                  "\"kind\":\"pointer\"");
+  CHECK_EQ(message(badKind),
+           "invalid kernel spec: args[0]: kind: not a known value", "");
+  std::string noThreads = good;
+  noThreads.replace(noThreads.find("\"threads\""), 9, "\"thread\"");
+  CHECK_EQ(message(noThreads),
+           "invalid kernel spec: spec: threads: expected an integer", "");
+  CHECK(message(good.substr(0, good.size() - 1)).find("invalid kernel spec")
+            == 0,
+        "truncated");
+}

@@ -15,6 +15,7 @@
 
 #include "DriverForTesting.h"
 #include "KernelState.h"
+#include "KernelStore.h"
 
 #include "fijit/Cache/DiskCache.h"
 #include "fijit/Runtime/DecodePlanner.h"
@@ -141,16 +142,16 @@ CUresult fakeDeviceGetAttribute(int *value, int attribute, CUdevice) {
     *value = static_cast<int>(rec.facts.multiprocessors);
     return 0;
   case 39:
-    *value = static_cast<int>(rec.facts.maxThreadsPerSM);
+    *value = static_cast<int>(rec.facts.sm.maxThreadsPerSM);
     return 0;
   case 81:
-    *value = static_cast<int>(rec.facts.sharedBytesPerSM);
+    *value = static_cast<int>(rec.facts.sm.sharedBytesPerSM);
     return 0;
   case 106:
-    *value = static_cast<int>(rec.facts.maxCTAsPerSM);
+    *value = static_cast<int>(rec.facts.sm.maxCTAsPerSM);
     return 0;
   case 111:
-    *value = static_cast<int>(rec.facts.reservedSharedBytesPerCTA);
+    *value = static_cast<int>(rec.facts.sm.reservedSharedBytesPerCTA);
     return 0;
   }
   return 1; // CUDA_ERROR_INVALID_VALUE: nothing else is expected
@@ -275,6 +276,11 @@ std::string &testCacheRoot() {
 /// Installs the fake driver for one test. The module loader stores linked
 /// cubins in the disk cache, so the cache is pointed at a fresh folder
 /// first: the fake's cubins must never reach a real cache.
+/// The device the fake driver reports: an A100's 108 SMs.
+/// currentDeviceFacts keeps a device's facts for the process, so every test
+/// of this file sees the same ones.
+const DeviceFacts kFakeDeviceFacts = DeviceFacts::of(Target::SM80, 108);
+
 struct FakeDriverScope {
   CudaDriver driver = makeFakeDriver();
   bool usable = true;
@@ -300,7 +306,7 @@ struct FakeDriverScope {
       return;
     }
     rec = Recorder();
-    rec.facts = DeviceFacts::h100Sxm();
+    rec.facts = kFakeDeviceFacts;
     setCudaDriverForTesting(&driver);
   }
   ~FakeDriverScope() { setCudaDriverForTesting(nullptr); }
@@ -317,6 +323,28 @@ AttentionConfig configOf(const std::string &text) {
   return parsed->resolved();
 }
 
+/// The bytes of each parameter as a kernel's signature gives them.
+std::vector<size_t> paramSizesOf(const KernelSpec &spec) {
+  std::vector<size_t> sizes;
+  for (const KernelArg &arg : spec.args) {
+    switch (arg.kind) {
+    case ArgKind::TensorMap:
+      sizes.push_back(sizeof(CUtensorMap));
+      break;
+    case ArgKind::Buffer:
+    case ArgKind::Workspace:
+    case ArgKind::Counter:
+      sizes.insert(sizes.end(), {8, 8, 8, 8, 8});
+      break;
+    case ArgKind::I32:
+    case ArgKind::F32:
+      sizes.push_back(4);
+      break;
+    }
+  }
+  return sizes;
+}
+
 /// A kernel as the store hands it out, without its PTX: the fake driver
 /// never reads it.
 struct TestKernel {
@@ -328,28 +356,7 @@ struct TestKernel {
         kernel(state, "memory", 0) {}
   const AttentionConfig &cfg() const { return state->config; }
 
-  /// The bytes of each parameter as the kernel's signature gives them.
-  std::vector<size_t> paramSizes() const {
-    std::vector<size_t> sizes;
-    for (const KernelArg &arg : state->spec.args) {
-      switch (arg.kind) {
-      case ArgKind::TensorMap:
-        sizes.push_back(sizeof(CUtensorMap));
-        break;
-      case ArgKind::Buffer:
-      case ArgKind::Workspace:
-      case ArgKind::Counter:
-        sizes.insert(sizes.end(), {8, 8, 8, 8, 8});
-        break;
-      case ArgKind::I32:
-      case ArgKind::F32:
-        sizes.push_back(4);
-        break;
-      }
-    }
-    return sizes;
-  }
-  void arm() const { rec.paramSizes = paramSizes(); }
+  void arm() const { rec.paramSizes = paramSizesOf(state->spec); }
 };
 
 /// The parameters of one launch, in order, as bytes with names.
@@ -484,7 +491,8 @@ unsigned ceilDiv(int64_t a, int64_t b) {
 constexpr uintptr_t Q = 0x1000, K = 0x2000, V = 0x3000, O = 0x4000,
                     LSE = 0x5000, QO_INDPTR = 0x6000, KV_INDPTR = 0x7000,
                     KV_INDICES = 0x8000, KV_LAST = 0x9000,
-                    WORKSPACE = 0xA0000, COUNTERS = 0xB000, STREAM = 0xC000;
+                    WORKSPACE = 0xA0000, COUNTERS = 0xB000, STREAM = 0xC000,
+                    SPLIT_PLAN = 0xD000;
 
 void *ptr(uintptr_t p) { return reinterpret_cast<void *>(p); }
 
@@ -545,6 +553,87 @@ FIJIT_TEST("launch packing: single_prefill on the tile engine") {
   CHECK(rec.launches.empty(), "qo_len=0 launches nothing");
 }
 
+FIJIT_TEST("launch packing: a kernel found on disk launches from the spec "
+           "stored with it") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  // An entry for a config no other test asks the store for, whose stored
+  // contract differs from the one its config derives (more shared memory,
+  // kv_len under another name): the launch shows which one it used.
+  AttentionConfig cfg = configOf("kind=single_prefill,num_qo_heads=12,"
+                                 "num_kv_heads=4,target=sm_80");
+  KernelSpec stored = KernelSpec::of(cfg);
+  stored.sharedMemoryBytes += 4096;
+  stored.args[stored.position("kv_len")].name = "stored_kv_len";
+  std::string key(64, 'a'); // any key: the index binds the config to it
+  DiskCache &disk = DiskCache::global();
+  disk.write(key + ".ptx", encodeKernelEntry(stored, "// the stored PTX"));
+  disk.storeKey(cfg.toString(), key);
+
+  std::string error;
+  auto kernel = getAttentionKernel(cfg.toString(), error);
+  CHECK(kernel != nullptr, error);
+  if (!kernel)
+    return;
+  CHECK_EQ(std::string(kernel->tier()), "disk", "");
+  CHECK_EQ(kernel->ptx(), "// the stored PTX", "");
+  CHECK_EQ(kernel->sharedMemoryBytes(), stored.sharedMemoryBytes, "");
+
+  rec.paramSizes = paramSizesOf(stored);
+  NamedArgs args;
+  args.pointer("q", ptr(Q)).pointer("k", ptr(K)).pointer("v", ptr(V));
+  args.pointer("o", ptr(O)).pointer("lse", ptr(LSE));
+  args.integer("qo_len", 300).integer("kv_len", 777);
+  args.integer("stored_kv_len", 555);
+  args.integer("q_stride_n", 1024).integer("q_stride_h", 136);
+  args.integer("k_stride_n", 272).integer("k_stride_h", 144);
+  args.integer("v_stride_n", 304).integer("v_stride_h", 152);
+  args.integer("o_stride_n", 1216).integer("o_stride_h", 160);
+  args.scalar("sm_scale", 0.375f).pointer("stream", ptr(STREAM));
+  bool ok = kernel->launchNamed(args, error);
+  const Launch *l = onlyLaunch(ok, error, "stored spec");
+  if (!l)
+    return;
+  Params want;
+  want.memref("q", Q).memref("k", K).memref("v", V).memref("o", O);
+  want.memref("lse", LSE);
+  want.i32("qo_len", 300).i32("stored_kv_len", 555);
+  want.i32("q_stride_n", 1024).i32("q_stride_h", 136);
+  want.i32("k_stride_n", 272).i32("k_stride_h", 144);
+  want.i32("v_stride_n", 304).i32("v_stride_h", 152);
+  want.i32("o_stride_n", 1216).i32("o_stride_h", 160);
+  want.f32("sm_scale", 0.375f);
+  checkParams(*l, want, "stored spec");
+  checkLaunch(*l, {ceilDiv(300, cfg.tuning.tileQ), 12, 1},
+              static_cast<unsigned>(stored.threads), stored.sharedMemoryBytes,
+              STREAM, "stored spec");
+  CHECK(rec.functionAttributes.size() == 1 &&
+            rec.functionAttributes[0].second == stored.sharedMemoryBytes,
+        "the stored shared memory opted into");
+}
+
+FIJIT_TEST("kernel store: an entry holds the spec, then the PTX") {
+  AttentionConfig cfg =
+      configOf("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+               "num_kv_heads=8");
+  KernelSpec spec = KernelSpec::of(cfg);
+  std::string ptx = "//\n// Generated by LLVM NVPTX Back-End\n.version 8.0\n";
+  auto decoded = decodeKernelEntry(encodeKernelEntry(spec, ptx));
+  CHECK(bool(decoded), decoded ? "" : llvm::toString(decoded.takeError()));
+  if (!decoded)
+    return;
+  CHECK_EQ(decoded->spec.toJSON(), spec.toJSON(), "");
+  CHECK_EQ(decoded->ptx, ptx, "");
+  // PTX alone (no contract) does not read back as a kernel entry.
+  auto bare = decodeKernelEntry(ptx);
+  CHECK(!bare, "PTX without its spec");
+  if (!bare)
+    CHECK(llvm::toString(bare.takeError()).find("invalid kernel spec") !=
+              std::string::npos,
+          "");
+}
+
 FIJIT_TEST("launch packing: warp-specialised single_prefill (sm_90a)") {
   FakeDriverScope fake;
   if (!fake.usable)
@@ -579,9 +668,22 @@ FIJIT_TEST("launch packing: warp-specialised single_prefill (sm_90a)") {
   want.i32("o_stride_n", 1216).i32("o_stride_h", 160);
   want.f32("sm_scale", 0.375f);
   checkParams(*l, want, "single ws");
-  checkLaunch(*l, {ceilDiv(300, t.tileQ), 8, 1}, 384,
+  // Persistent: one CTA per work tile (query tile, head) up to one per SM.
+  checkLaunch(*l, {ceilDiv(300, t.tileQ) * 8, 1, 1}, 384,
               k.cfg().sharedMemoryBytes(), STREAM, "single ws");
   checkLoaded(k, "single ws");
+
+  // More work tiles than SMs: one CTA per SM (108, asked of the device;
+  // the fallback would be an H100's 132), each walking several.
+  rec.launches.clear();
+  rec.encodes.clear();
+  a.qoLen = 16384;
+  ok = k.kernel.launch(a, error);
+  if (const Launch *big = onlyLaunch(ok, error, "single ws, 16384 rows"))
+    checkLaunch(*big, {unsigned(kFakeDeviceFacts.multiprocessors), 1, 1},
+                384, k.cfg().sharedMemoryBytes(), STREAM,
+                "single ws, 16384 rows");
+  a.qoLen = 300;
 
   // No keys: the old launcher encoded one-row K and V maps (a zero-sized
   // dimension is invalid; an empty tensor is never read) and launched.
@@ -881,10 +983,7 @@ void checkDecodePlanned(const std::string &config, bool paged,
   FakeDriverScope fake;
   if (!fake.usable)
     return;
-  // currentDeviceFacts keeps a device's facts for the process: every test
-  // of this file reports the same ones.
-  DeviceFacts a100{108, 167936, 1024, 2048, 32};
-  rec.facts = a100;
+  const DeviceFacts &a100 = kFakeDeviceFacts;
   TestKernel k(config);
   DecodeLaunchArgs a = decodeArgs(paged);
   a.batch = 1, a.kvLen = 32768;
@@ -908,13 +1007,8 @@ void checkDecodePlanned(const std::string &config, bool paged,
   checkLaunch(*l, {8, static_cast<unsigned>(plan->numSplits), 1},
               static_cast<unsigned>(k.cfg().tuning.numWarps * 32),
               k.cfg().sharedMemoryBytes(), STREAM, what);
-  // Only the first plan of the process asks; later ones reuse its facts.
-  static bool asked = false;
-  if (!asked)
-    CHECK(std::find(rec.attributesAsked.begin(), rec.attributesAsked.end(),
-                    16) != rec.attributesAsked.end(),
-          what + ": the planner asks the device its SMs");
-  asked = true;
+  // The plan matches the one for 108 SMs, not the 132 of the fallback
+  // H100: the launcher asked the (fake) device.
 }
 
 } // namespace
@@ -955,4 +1049,60 @@ FIJIT_TEST("launch packing: batch_decode_paged") {
                 k.cfg().sharedMemoryBytes(), STREAM,
                 "paged decode, one split");
   }
+}
+
+FIJIT_TEST("launch packing: batch_decode_paged with cuda_graph=true") {
+  // The schedule is the split_plan buffer (read by the kernel), the grid's
+  // y extent and the workspace regions max_splits, whatever kv_len and
+  // kv_chunk say: a launch a graph captured stays valid for later plans.
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  TestKernel k("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
+               "num_kv_heads=8,cuda_graph=true");
+  const char *what = "graph decode";
+  DecodeLaunchArgs a = decodeArgs(/*paged=*/true);
+  a.batch = 3, a.kvLen = 999999, a.kvChunk = 64;
+  a.splitPlan = ptr(SPLIT_PLAN);
+  a.maxSplits = 5;
+  a.workspaceBytes = decodeWorkspace(5, 3);
+  k.arm();
+  std::string error;
+  bool ok = k.kernel.launchDecode(a, error);
+  if (const Launch *l = onlyLaunch(ok, error, what)) {
+    Params want = decodeParams(a, 0, 5);
+    // split_plan replaces the last two i32 (kv_chunk, num_splits).
+    auto scale = want.slots.back();
+    want.slots.resize(want.slots.size() - 3);
+    want.memref("split_plan", SPLIT_PLAN);
+    want.slots.push_back(scale);
+    checkParams(*l, want, what);
+    checkLaunch(*l, {8, 5, 3},
+                static_cast<unsigned>(k.cfg().tuning.numWarps * 32),
+                k.cfg().sharedMemoryBytes(), STREAM, what);
+  }
+  rec.launches.clear();
+  a.workspaceBytes = decodeWorkspace(5, 3) - 1;
+  CHECK(!k.kernel.launchDecode(a, error), "short workspace");
+  CHECK_EQ(error,
+           "workspace too small: a grid of max_splits=5 needs " +
+               std::to_string(decodeWorkspace(5, 3)) + " bytes, got " +
+               std::to_string(decodeWorkspace(5, 3) - 1),
+           "");
+  a.workspaceBytes = decodeWorkspace(5, 3);
+  a.splitCounters = nullptr;
+  CHECK(!k.kernel.launchDecode(a, error), "no counters");
+  CHECK(error.find("needs split_counters") != std::string::npos, error);
+  a.splitCounters = ptr(COUNTERS);
+  a.maxSplits = 0;
+  CHECK(!k.kernel.launchDecode(a, error), "no max_splits");
+  CHECK_EQ(error,
+           "a cuda_graph=true decode kernel needs max_splits, the splits "
+           "its launch grid holds (at least 1)",
+           "");
+  a.maxSplits = 5;
+  a.splitPlan = nullptr;
+  CHECK(!k.kernel.launchDecode(a, error), "no split_plan");
+  CHECK(error.find("split_plan") != std::string::npos, error);
+  CHECK(rec.launches.empty(), "refused launches launch nothing");
 }

@@ -3,7 +3,9 @@
 Used where the GPU machine has no LLVM: PTX and launch metadata are produced
 by `fi-opt --fi-emit=ptx|launch` elsewhere, then loaded here through the CUDA
 Driver API (ctypes) and checked against a float32 reference on fresh random
-inputs, with outputs poisoned before each launch.
+inputs, with outputs poisoned before each launch. Arguments are packed by
+name, in the order of the kernel's launch contract (the metadata's `spec`),
+and the grid comes from the contract's formula.
 
     python ptx_harness.py check DIR        # every DIR/*.ptx with DIR/*.json
     python ptx_harness.py bench DIR NAME   # time DIR/NAME.ptx vs SDPA
@@ -24,11 +26,10 @@ from attention_reference import reference  # noqa: E402
 
 _cuda = ctypes.CDLL("libcuda.so.1")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
-# The warp-specialised sm_90a prefill (num_warps=12) reads Q, K and V
-# through TMA: its first three parameters are tensor maps, encoded as the
-# runtime does (lib/Runtime/TensorMap.cpp): [head_dim, rows, heads] boxes of
-# 64 columns x (tile_q or tile_kv) rows, 128-byte swizzle, zero fill.
-_WARP_SPECIALISED_WARPS = "12"
+# Tensor-map arguments (the warp-specialised sm_90a prefill reads Q, K and V
+# through TMA) are encoded as the runtime does (lib/Runtime/TensorMap.cpp):
+# [head_dim, rows, heads] boxes of 64 columns x box_rows rows, 128-byte
+# swizzle, zero fill.
 _CU_TENSOR_MAP_DATA_TYPE = {torch.float16: 6, torch.bfloat16: 9}
 _CU_TENSOR_MAP_SWIZZLE_128B = 3
 _CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3
@@ -84,58 +85,85 @@ class PtxKernel:
                "cuModuleGetFunction")
         _check(_cuda.cuFuncSetAttribute(
             self.func, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            launch["shared_memory_bytes"]), "cuFuncSetAttribute")
+            launch["spec"]["shared_memory_bytes"]), "cuFuncSetAttribute")
 
-    def __call__(self, q, k, v, o, lse, sm_scale, kv_layout):
-        qo_len, hq, d = q.shape
-        if kv_layout == "NHD":
-            kv_len = k.shape[0]
-            ksn, ksh = k.stride(0), k.stride(1)
-            vsn, vsh = v.stride(0), v.stride(1)
-        else:
-            kv_len = k.shape[1]
-            ksn, ksh = k.stride(1), k.stride(0)
-            vsn, vsh = v.stride(1), v.stride(0)
-        keep = []
+    def __call__(self, **values):
+        """Launches with every kernel argument given by name, as the
+        kernel's launch contract (`spec` of `fi-opt --fi-emit=launch`)
+        names it; each is packed where the contract's table puts it."""
+        spec = self.launch["spec"]
 
-        def memref(t):
-            for val in (ctypes.c_void_p(t.data_ptr()),
-                        ctypes.c_void_p(t.data_ptr()), ctypes.c_int64(0),
-                        ctypes.c_int64(t.numel()), ctypes.c_int64(1)):
-                keep.append(val)
+        def value(name):
+            if name not in values:
+                raise KeyError(f"launch argument '{name}' not given")
+            return values[name]
 
-        if self.config["num_warps"] == _WARP_SPECIALISED_WARPS:
-            # Tensor maps of Q, K and V (strides live in them), then O and
-            # LSE, the lengths and O's strides.
-            hk = int(self.config["num_kv_heads"])
-            tile_kv = int(self.config["tile_kv"])
-            maps = [_tensor_map(q, q.stride(0), q.stride(1), qo_len, hq,
-                                self.launch["tile_q"]),
-                    _tensor_map(k, ksn, ksh, kv_len, hk, tile_kv),
-                    _tensor_map(v, vsn, vsh, kv_len, hk, tile_kv)]
-            slots = [addr for _, addr in maps]
-            keep.append(maps)
-            for t in (o, lse):
-                memref(t)
-            ints = (qo_len, kv_len, o.stride(0), o.stride(1))
-        else:
-            slots = []
-            for t in (q, k, v, o, lse):
-                memref(t)
-            ints = (qo_len, kv_len, q.stride(0), q.stride(1), ksn, ksh, vsn,
-                    vsh, o.stride(0), o.stride(1))
-        for val in ints:
-            keep.append(ctypes.c_int32(val))
-        keep.append(ctypes.c_float(sm_scale))
-        slots += [ctypes.cast(ctypes.pointer(x), ctypes.c_void_p)
-                  for x in keep if not isinstance(x, list)]
+        keep, slots = [], []
+
+        def scalar(val):
+            keep.append(val)
+            slots.append(ctypes.cast(ctypes.pointer(val), ctypes.c_void_p))
+
+        for arg in spec["args"]:
+            kind, name = arg["kind"], arg["name"]
+            if kind == "tensor_map":
+                m = arg["map"]
+                if m["pages"]:
+                    raise NotImplementedError(f"{name}: paged tensor maps")
+                buf, addr = _tensor_map(
+                    value(m["base"]), value(m["row_stride"]),
+                    value(m["head_stride"]), value(m["rows"]), m["heads"],
+                    m["box_rows"])
+                keep.append(buf)
+                slots.append(addr)
+            elif kind == "buffer":
+                # A flat memref descriptor: (allocated, aligned, offset,
+                # size, stride).
+                t = value(name)
+                ptr = t.data_ptr() if t is not None else 0
+                size = t.numel() if t is not None else 0
+                for val in (ctypes.c_void_p(ptr), ctypes.c_void_p(ptr),
+                            ctypes.c_int64(0), ctypes.c_int64(size),
+                            ctypes.c_int64(1)):
+                    scalar(val)
+            elif kind == "i32":
+                scalar(ctypes.c_int32(value(name)))
+            elif kind == "f32":
+                scalar(ctypes.c_float(value(name)))
+            else:
+                raise NotImplementedError(f"{name}: {kind} arguments")
+        def extent(dim):
+            if not dim["size"]:
+                return dim["constant"]
+            n = -(-value(dim["size"]) // dim["divisor"]) * dim["multiplier"]
+            if dim["cap"] == "multiprocessors":  # a persistent grid
+                n = min(n, torch.cuda.get_device_properties(
+                    0).multi_processor_count)
+            elif dim["cap"]:
+                n = min(n, value(dim["cap"]))
+            return n
+        grid = [extent(dim) for dim in spec["grid"]]
         params = (ctypes.c_void_p * len(slots))(*slots)
-        tile_q = self.launch["tile_q"]
         stream = torch.cuda.current_stream().cuda_stream
         _check(_cuda.cuLaunchKernel(
-            self.func, (qo_len + tile_q - 1) // tile_q, hq, 1,
-            self.launch["threads"], 1, 1, self.launch["shared_memory_bytes"],
-            ctypes.c_void_p(stream), params, None), "cuLaunchKernel")
+            self.func, *grid, spec["threads"], 1, 1,
+            spec["shared_memory_bytes"], ctypes.c_void_p(stream), params,
+            None), "cuLaunchKernel")
+
+
+def prefill_args(q, k, v, o, lse, sm_scale, kv_layout):
+    """The named arguments of a single prefill launch: the tensors, their
+    lengths and their element strides (k and v [kv_len, heads, dim] for
+    NHD, [heads, kv_len, dim] for HND)."""
+    nhd = kv_layout == "NHD"
+    n, h = (0, 1) if nhd else (1, 0)
+    return {"q": q, "k": k, "v": v, "o": o, "lse": lse,
+            "qo_len": q.shape[0], "kv_len": k.shape[n],
+            "q_stride_n": q.stride(0), "q_stride_h": q.stride(1),
+            "k_stride_n": k.stride(n), "k_stride_h": k.stride(h),
+            "v_stride_n": v.stride(n), "v_stride_h": v.stride(h),
+            "o_stride_n": o.stride(0), "o_stride_h": o.stride(1),
+            "sm_scale": sm_scale}
 
 
 def make_inputs(cfg, qo_len, kv_len, dtype):
@@ -162,7 +190,7 @@ def check_one(ptx, launch, lengths):
         q, k, v = make_inputs(cfg, qo_len, kv_len, dtype)
         o = torch.full_like(q, float("nan"))
         lse = torch.full((qo_len, q.shape[1]), float("nan"), device="cuda")
-        kern(q, k, v, o, lse, sm_scale, cfg["kv_layout"])
+        kern(**prefill_args(q, k, v, o, lse, sm_scale, cfg["kv_layout"]))
         torch.cuda.synchronize()
         ref, ref_lse = reference(q, k, v, causal, sm_scale, window, cap,
                                  cfg["kv_layout"])
@@ -229,7 +257,8 @@ def cmd_bench(directory, name, seq_len, heads):
     lse = torch.empty(seq_len, heads, device="cuda")
     scale = 1 / math.sqrt(d)
     flops = 4 * heads * seq_len * seq_len * d / (2 if causal else 1)
-    res = {"fijit": _time(lambda: kern(q, k, v, o, lse, scale, "NHD"))}
+    args = prefill_args(q, k, v, o, lse, scale, "NHD")
+    res = {"fijit": _time(lambda: kern(**args))}
     qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
     from torch.nn.attention import SDPBackend, sdpa_kernel
     for label, backend in (("flash", SDPBackend.FLASH_ATTENTION),

@@ -1,5 +1,6 @@
 """The disk cache, exercised across processes (the C++ side reads its
 environment once per process, so each scenario runs fresh interpreters)."""
+import json
 import os
 import re
 import stat
@@ -65,6 +66,33 @@ def test_eight_processes_compile_once(cache_dir, tmp_path):
     assert entry.name == results[0]["key"] + ".ptx"
     assert not cache_files(cache_dir, "*.tmp-*")
     assert len(list(cache_dir.glob("v*/index/*"))) == 1
+
+
+def test_entry_holds_the_launch_contract(cache_dir):
+    """A kernel's entry holds its launch contract (argument table, grid,
+    block and shared memory, as JSON) ahead of its PTX, so a process that
+    finds it launches from what the kernel was built with."""
+    describe = """
+        k = fijit.compile_attention(**%r)
+        report(tier=k.tier, ptx=k.ptx, builder=k.ir("builder"),
+               smem=k.shared_memory_bytes)
+    """ % (SMALL,)
+    first = run_fijit(describe).result
+    (entry,) = cache_files(cache_dir)
+    # The header (magic, what the file holds, size and checksum), then the
+    # payload: the contract on one line, then the PTX.
+    payload = entry.read_text().split("\n", 3)[3]
+    contract, ptx = payload.split("\n", 1)
+    spec = json.loads(contract)
+    assert ptx == first["ptx"]
+    signature = re.search(r"fijit\.signature = \[([^\]]*)\]",
+                          first["builder"]).group(1)
+    assert ", ".join(f'"{a["name"]}:{a["kind"]}"'
+                     for a in spec["args"]) == signature
+    assert spec["shared_memory_bytes"] == first["smem"]
+    again = run_fijit(describe).result
+    assert again["tier"] == "disk"
+    assert again["smem"] == first["smem"]
 
 
 def _flip(path):

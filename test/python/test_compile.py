@@ -31,9 +31,9 @@ def test_launch_geometry(kernel):
     assert native.threads_per_block == 12 * 32
     assert native.tile_q == 128
     # tile_q * 64 * 2 + stages(2) * tile_kv(128) * (64 + 64) * 2 (swizzled
-    # rows carry no padding) + the ring's mbarriers, 8 * (1 + 4 * stages)
+    # rows carry no padding) + the ring's mbarriers, 8 * (2 + 4 * stages)
     assert kernel.shared_memory_bytes == \
-        128 * 64 * 2 + 2 * 128 * 128 * 2 + 8 * (1 + 4 * 2)
+        128 * 64 * 2 + 2 * 128 * 128 * 2 + 8 * (2 + 4 * 2)
 
 
 @pytest.mark.parametrize("form", ["config", "string", "kwargs",

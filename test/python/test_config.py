@@ -12,14 +12,14 @@ from conftest import tool
 KNOWN_KEYS = ("kind, head_dim_qk, head_dim_vo, num_qo_heads, num_kv_heads, "
               "dtype_q, dtype_kv, dtype_o, kv_layout, page_size, mask, "
               "window_left, logits_soft_cap, pos_encoding, sm_scale, "
-              "return_lse, target, tile_q, tile_kv, num_warps, stages")
+              "return_lse, cuda_graph, target, tile_q, tile_kv, num_warps, stages")
 
 GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
               "num_qo_heads=32,num_kv_heads=8,dtype_q=bf16,dtype_kv=bf16,"
               "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
               "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
-              "sm_scale=0,return_lse=false,target=sm_90a,tile_q=128,"
-              "tile_kv=128,num_warps=12,stages=2")
+              "sm_scale=0,return_lse=false,cuda_graph=false,target=sm_90a,"
+              "tile_q=128,tile_kv=128,num_warps=12,stages=2")
 
 
 def gqa():
@@ -49,7 +49,8 @@ def test_attribute_types():
         "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
         "page_size": 1, "mask": "none", "window_left": -1,
         "logits_soft_cap": 30.0, "pos_encoding": "none", "sm_scale": 0.125,
-        "return_lse": True, "target": "sm_90a", "tile_q": 128,
+        "return_lse": True, "cuda_graph": False, "target": "sm_90a",
+        "tile_q": 128,
         "tile_kv": 128, "num_warps": 12, "stages": 2,
     }
     assert cfg.to_dict() == expected
@@ -60,6 +61,43 @@ def test_attribute_types():
         assert type(got) is type(value), (key, type(got))
     assert cfg.return_lse is True
     assert AttentionConfig(return_lse=False).return_lse is False
+
+
+def test_schema_is_the_parsers_table():
+    """Every key in canonical order with its type, default and (enums) the
+    values the parser accepts: config.py derives its field types from it."""
+    schema = AttentionConfig.schema()
+    assert ", ".join(schema) == KNOWN_KEYS
+    assert {k: v["type"] for k, v in schema.items()} == {
+        "kind": "enum", "head_dim_qk": "int", "head_dim_vo": "int",
+        "num_qo_heads": "int", "num_kv_heads": "int", "dtype_q": "enum",
+        "dtype_kv": "enum", "dtype_o": "enum", "kv_layout": "enum",
+        "page_size": "int", "mask": "enum", "window_left": "int",
+        "logits_soft_cap": "float", "pos_encoding": "enum",
+        "sm_scale": "float", "return_lse": "bool", "cuda_graph": "bool",
+        "target": "enum",
+        "tile_q": "int", "tile_kv": "int", "num_warps": "int",
+        "stages": "int"}
+    assert schema["mask"]["allowed"] == ("none", "causal", "custom")
+    assert schema["dtype_kv"]["allowed"] == ("f16", "bf16", "e4m3", "e5m2")
+    assert schema["target"]["allowed"] == ("sm_80", "sm_86", "sm_89",
+                                           "sm_90a")
+    assert schema["head_dim_qk"]["allowed"] == ()
+    # The defaults are the default config's values (knobs: 0, resolved
+    # later), and every allowed enum value is accepted by the parser.
+    default = AttentionConfig().to_dict()
+    for key, entry in schema.items():
+        if key in ("tile_q", "tile_kv", "num_warps", "stages"):
+            assert entry["default"] == "0", key
+        else:
+            assert str(AttentionConfig.from_string(
+                f"{key}={entry['default']}")) == str(AttentionConfig()), key
+            assert default[key] == fijit.config._parse(key,
+                                                       entry["default"]), key
+    for value in schema["kv_layout"]["allowed"]:
+        assert AttentionConfig(kv_layout=value).kv_layout == value
+    with pytest.raises(TypeError):
+        schema["mask"] = {}
 
 
 def test_unknown_attribute_raises_attribute_error():
@@ -261,9 +299,9 @@ BAD = [
      "1099511627776: must be at most 65535 (query heads index the launch "
      "grid's y dimension)"),
     # num_warps=12 (the default here) adds its ring's mbarriers: 8 bytes x
-    # (1 + 4 x stages).
+    # (2 + 4 x stages).
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4),
-     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327816 bytes of "
+     "invalid tiling tile_q=128,tile_kv=64,stages=4: needs 327824 bytes of "
      "shared memory, sm_90a allows 232448; lower tile_kv or stages"),
     (dict(head_dim_qk=256, head_dim_vo=256, tile_kv=64, stages=4,
           num_warps=8),

@@ -54,8 +54,8 @@ def test_ragged(batch, causal, heads, kv_layout):
               (k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()))
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, kv_layout)
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
-           causal=causal, q_data_type=torch.bfloat16, return_lse=True)
-    assert warps["ragged"] in str(w._plan["kernel"].kernel_config)
+           causal=causal, q_data_type=torch.bfloat16)
+    assert warps["ragged"] in str(w._cached_module.kernel_config)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, kk, vv, out=out, return_lse=True)
     torch.cuda.synchronize()
@@ -85,7 +85,7 @@ def test_paged_matches_dense_and_plan_is_reused(batch, page_size, causal):
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
            page_size, causal=causal, q_data_type="bfloat16")
     expected = warps["paged 1" if page_size == 1 else "paged"]
-    assert expected in str(w._plan["kernel"].kernel_config)
+    assert expected in str(w._cached_module.kernel_config)
     qi = indptr_of(qo)
     for _ in range(2):
         q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
@@ -117,7 +117,7 @@ def test_ragged_warp_specialised(d, variant):
     v = torch.randn_like(k)
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, "NHD")
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
-           q_data_type=dt, return_lse=True, num_warps=12, **variant)
+           q_data_type=dt, num_warps=12, **variant)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, k, v, out=out, return_lse=True)
     torch.cuda.synchronize()
@@ -148,8 +148,7 @@ def test_paged_warp_specialised(page_size, kv_layout, causal):
         kv, page_size, hk, d, kv_layout, torch.bfloat16)
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, kv_layout)
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
-           page_size, causal=causal, q_data_type="bfloat16", return_lse=True,
-           num_warps=12)
+           page_size, causal=causal, q_data_type="bfloat16", num_warps=12)
     q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, cache, out=out, return_lse=True)

@@ -116,8 +116,7 @@ def test_batch_decode_paged_matches_dense(page_size, kv_layout, heads,
     ws = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
     wrapper = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, kv_layout)
     wrapper.plan(indptr, indices, last, hq, hk, d, page_size,
-                 q_data_type=torch.bfloat16, return_lse=True,
-                 fixed_split_size=chunk)
+                 q_data_type=torch.bfloat16, kv_chunk=chunk)
     for _ in range(2):  # one plan, several runs
         q = torch.randn(len(lens), hq, d, device="cuda",
                         dtype=torch.bfloat16)
@@ -132,7 +131,7 @@ def test_batch_decode_paged_matches_dense(page_size, kv_layout, heads,
             assert rel_err(out[b], ref) < 2e-2, (b, n)
             assert (lse[b] - ref_lse).abs().max().item() < 1e-2, (b, n)
         # The last CTA of each split (request, kv head) resets its counter.
-        counters = wrapper._plan["counters"]
+        counters = wrapper._counters
         assert counters is None or (counters == 0).all()
 
 
@@ -146,7 +145,7 @@ def test_combined_cache_tensor_and_graph_capture():
     wrapper = fijit.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
     # Split-KV (256-key chunks), so every replay also counts and merges.
     wrapper.plan(indptr, indices, last, hq, hk, d, page_size,
-                 q_data_type="bfloat16", fixed_split_size=256)
+                 q_data_type="bfloat16", kv_chunk=256)
     q = torch.randn(len(lens), hq, d, device="cuda", dtype=torch.bfloat16)
     out = torch.empty_like(q)
     wrapper.run(q, combined, out=out)
@@ -174,7 +173,9 @@ def test_plan_rejects_bad_page_tables():
         w.plan(i32([0, 1]), i32([0]), i32([1, 1]), 32, 8, 128, 16)
     with pytest.raises(ValueError, match=r"last_page_len\[0\] = 17"):
         w.plan(i32([0, 1]), i32([0]), i32([17]), 32, 8, 128, 16)
-    w.plan(i32([0, 1]), i32([9]), i32([3]), 32, 8, 128, 16,
+    # Page ids are checked where the caller gives them on the host (a
+    # device tensor would have to be read back).
+    w.plan(i32([0, 1]), i32([9]).cpu(), i32([3]), 32, 8, 128, 16,
            q_data_type="bfloat16")
     q = torch.randn(1, 32, 128, device="cuda", dtype=torch.bfloat16)
     cache = torch.randn(4, 16, 8, 128, device="cuda", dtype=torch.bfloat16)

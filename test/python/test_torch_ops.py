@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch", reason="needs torch (not installed)")
 if not hasattr(torch.library, "custom_op"):
     pytest.skip("needs torch.library.custom_op (torch >= 2.4)",
                 allow_module_level=True)
-from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch._subclasses.fake_tensor import (  # noqa: E402
+    FakeTensorMode, unset_fake_temporarily)
 
 OPS = ("single_prefill", "single_decode", "batch_prefill",
        "batch_decode_paged")
@@ -46,6 +47,11 @@ def test_ops_are_registered_with_their_writes():
     assert {a.name for a in decode.arguments if a.alias_info and
             a.alias_info.is_write} == {"out", "lse", "workspace",
                                        "split_counters"}
+    # The graph-safe decode's schedule: read by the kernel, written only by
+    # plan() (outside the op).
+    split_plan = next(a for a in decode.arguments if a.name == "split_plan")
+    assert split_plan.alias_info is None
+    assert "max_splits" in {a.name for a in decode.arguments}
 
 
 def test_single_prefill_and_decode_trace_as_one_graph():
@@ -77,59 +83,110 @@ def test_single_prefill_and_decode_trace_as_one_graph():
 
 
 def plan_wrappers(monkeypatch):
-    """The three batch wrappers planned on CPU index tensors (plan compiles
-    the kernels to PTX; no GPU is asked for its target)."""
+    """The batch wrappers planned inside the caller's FakeTensorMode: host
+    (CPU) index tensors copied into the wrappers' device buffers, which are
+    fake CUDA tensors like the workspace; plan compiles the kernels to PTX
+    and no GPU is asked for its target. Decode twice: as is, and with
+    use_cuda_graph (its schedule in the split_plan buffer)."""
     for module in (fijit.decode, fijit.prefill):
         monkeypatch.setattr(module, "target_of", lambda device: "sm_90a")
-    pages = dict(indptr=torch.tensor([0, 2, 5], **I32),
-                 indices=torch.arange(5, **I32),
-                 last=torch.tensor([16, 3], **I32))
-    decode = fijit.BatchDecodeWithPagedKVCacheWrapper(
-        torch.empty(64 << 20, dtype=torch.uint8))
-    decode.plan(pages["indptr"], pages["indices"], pages["last"],
-                num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16,
-                q_data_type=torch.bfloat16)
-    paged = fijit.BatchPrefillWithPagedKVCacheWrapper()
-    paged.plan(torch.tensor([0, 7, 20], **I32), pages["indptr"],
+        # The page table is read on the host, as a real plan reads its CPU
+        # tensors (the fake mode would refuse the reads of page ids).
+        real = module.page_table
+
+        def host_page_table(*args, real=real, **kwargs):
+            with unset_fake_temporarily():
+                return real(*args, **kwargs)
+        monkeypatch.setattr(module, "page_table", host_page_table)
+    with unset_fake_temporarily():  # real host tensors, as a caller's
+        pages = dict(indptr=torch.tensor([0, 2, 5], **I32),
+                     indices=torch.arange(5, **I32),
+                     last=torch.tensor([16, 3], **I32))
+        qo_indptr = torch.tensor([0, 7, 20], **I32)
+        kv_indptr = torch.tensor([0, 9, 30], **I32)
+    workspace = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+    decode = fijit.BatchDecodeWithPagedKVCacheWrapper(workspace)
+    graph = fijit.BatchDecodeWithPagedKVCacheWrapper(
+        workspace, use_cuda_graph=True,
+        paged_kv_indptr_buffer=torch.empty(3, device="cuda", **I32),
+        paged_kv_indices_buffer=torch.empty(64, device="cuda", **I32),
+        paged_kv_last_page_len_buffer=torch.empty(2, device="cuda", **I32))
+    for w in (decode, graph):
+        w.plan(pages["indptr"], pages["indices"], pages["last"],
+               num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16,
+               q_data_type=torch.bfloat16)
+    paged = fijit.BatchPrefillWithPagedKVCacheWrapper(workspace)
+    paged.plan(qo_indptr, pages["indptr"],
                pages["indices"], pages["last"], num_qo_heads=32,
                num_kv_heads=8, head_dim_qk=128, page_size=16, causal=True,
-               q_data_type=torch.bfloat16, return_lse=True)
-    ragged = fijit.BatchPrefillWithRaggedKVCacheWrapper()
-    ragged.plan(torch.tensor([0, 7, 20], **I32),
-                torch.tensor([0, 9, 30], **I32), 32, 8, 128,
+               q_data_type=torch.bfloat16)
+    ragged = fijit.BatchPrefillWithRaggedKVCacheWrapper(workspace)
+    ragged.plan(qo_indptr, kv_indptr, 32, 8, 128,
                 q_data_type=torch.bfloat16)
-    return decode, paged, ragged
+    return decode, graph, paged, ragged
 
 
 @pytest.mark.parametrize("backend", ["record", "aot_eager"])
 def test_batch_wrappers_run_traces_as_one_graph(monkeypatch, backend):
-    decode, paged, ragged = plan_wrappers(monkeypatch)
     rec = Recorder()
 
     def step(q_pre, q_dec, k_cache, v_cache, q_rag, k_rag, v_rag):
         out, lse = paged.run(q_pre, (k_cache, v_cache), return_lse=True)
         tok = decode.run(q_dec, (k_cache, v_cache))
+        tok_graph, lse_graph = graph.run(q_dec, (k_cache, v_cache),
+                                         return_lse=True)
         rag = ragged.run(q_rag, k_rag, v_rag)
-        return out, lse, tok, rag
+        return out, lse, tok, tok_graph, lse_graph, rag
 
-    # The plans' index tensors are real (CPU) tensors inside a fake trace.
     with FakeTensorMode(allow_non_fake_inputs=True):
+        decode, graph, paged, ragged = plan_wrappers(monkeypatch)
         k_cache = torch.empty(5, 16, 8, 128, **BF16)
         v_cache = torch.empty(5, 16, 8, 128, **BF16)
         compiled = torch.compile(step, fullgraph=True,
                                  backend=rec if backend == "record"
                                  else backend)
-        out, lse, tok, rag = compiled(
+        out, lse, tok, tok_graph, lse_graph, rag = compiled(
             torch.empty(20, 32, 128, **BF16), torch.empty(2, 32, 128, **BF16),
             k_cache, v_cache, torch.empty(20, 32, 128, **BF16),
             torch.empty(30, 8, 128, **BF16), torch.empty(30, 8, 128, **BF16))
     assert out.shape == (20, 32, 128) and lse.shape == (20, 32)
-    assert tok.shape == (2, 32, 128) and rag.shape == (20, 32, 128)
+    assert tok.shape == tok_graph.shape == (2, 32, 128)
+    assert lse_graph.shape == (2, 32) and rag.shape == (20, 32, 128)
     if backend == "record":
         assert len(rec.graphs) == 1
         assert rec.fijit_calls() == ["fijit.batch_prefill.default",
                                      "fijit.batch_decode_paged.default",
+                                     "fijit.batch_decode_paged.default",
                                      "fijit.batch_prefill.default"]
+        nodes = [n for n in rec.graphs[0].graph.nodes
+                 if str(n.target) == "fijit.batch_decode_paged.default"]
+        # split_plan (argument 10) and max_splits (16): only the
+        # use_cuda_graph wrapper's launch reads its schedule from memory.
+        assert nodes[0].args[10] is None and nodes[0].args[16] == 0
+        assert nodes[1].args[10] is not None and nodes[1].args[16] >= 1
+        assert "cuda_graph=true" in nodes[1].args[11]
+        assert "cuda_graph=true" not in nodes[0].args[11]
+
+
+def test_forward_values_travel_as_op_arguments(monkeypatch):
+    """What forward() changes after the plan (causal, window, soft-cap)
+    picks the kernel variant inside the op, so the traced node carries it
+    as arguments, not as Python state."""
+    rec = Recorder()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        _, _, paged, _ = plan_wrappers(monkeypatch)
+        paged._forward_values(False, "NONE", False, 128, 50.0, 0.5)
+
+        def step(q, k_cache, v_cache):
+            return paged.run(q, (k_cache, v_cache))
+
+        torch.compile(step, fullgraph=True, backend=rec)(
+            torch.empty(20, 32, 128, **BF16),
+            torch.empty(5, 16, 8, 128, **BF16),
+            torch.empty(5, 16, 8, 128, **BF16))
+    (node,) = [n for g in rec.graphs for n in g.graph.nodes
+               if str(n.target) == "fijit.batch_prefill.default"]
+    assert node.args[-4:] == (0.5, False, 128, 50.0)
 
 
 def test_eager_call_launches_without_the_dispatcher(monkeypatch):

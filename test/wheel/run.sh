@@ -39,6 +39,8 @@ log "wheel: $(basename "$wheel"), $(($(stat -c %s "$wheel") / 1024 / 1024)) MiB,
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 need = ["fijit/__init__.py", "fijit/py.typed", "fijit/lib/libfijit.so",
+        "fijit/flashinfer/__init__.py",
+        "fijit/flashinfer/shim/flashinfer/__init__.py",
         "fijit/bin/fi-opt", "fijit/bin/fi-compile", "fijit/include/fijit/fijit.h",
         "fijit/lib/cmake/fijit/fijitConfig.cmake"]
 missing = [n for n in need if n not in names]
@@ -102,5 +104,9 @@ fijit collect-env >/dev/null || die "fijit collect-env failed"
 log "wheel: fijit --version, cache info, collect-env, fi-opt and fi-compile work"
 
 log "wheel: pytest (CPU) against the installed package"
+# The FlashInfer contract test reads FlashInfer's source beside the checkout
+# (the copy has none beside it).
+pack=${FIJIT_FLASHINFER_PACK:-$FIJIT_ROOT/../shared/flashinfer}
+if [ -d "$pack" ]; then export FIJIT_FLASHINFER_PACK=$pack; fi
 FIJIT_PYTHONPATH=$site "$host_python" -m pytest -q -rs -p no:cacheprovider -m "not gpu" \
   "$src/test/python"

@@ -9,7 +9,8 @@
 //                                  folders that hold it
 //     index/<config hash>          config -> key, so a new process skips
 //                                  building IR on a hit
-//     entries/<key>.ptx            PTX
+//     entries/<key>.ptx            the kernel (its launch contract, then
+//                                  its PTX: Runtime/KernelStore.cpp)
 //     entries/<key>.sm<cc>-drv<v>.cubin  the driver's SASS for one GPU arch
 //     locks/<key>.lock             flock()ed while one process compiles
 //

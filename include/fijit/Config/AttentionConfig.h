@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace fijit {
 
@@ -110,6 +111,11 @@ struct AttentionConfig {
   /// launch argument, so this is the default the runtime passes.
   double smScale = 0.0;
   bool returnLSE = false;
+  /// Decode kinds: the kernel reads its split-KV schedule (keys per split,
+  /// splits) from a device buffer the plan writes, and its grid holds a
+  /// fixed number of splits, so a launch captured in a CUDA graph stays
+  /// right after later plans of other context lengths.
+  bool cudaGraph = false;
   Target target = Target::SM90a;
   TuningKnobs tuning;
 
@@ -155,6 +161,17 @@ struct AttentionConfig {
   std::string toJSON() const;
   static llvm::Expected<AttentionConfig> fromJSON(llvm::StringRef json);
 
+  /// One key of the text form: its value's type ("int", "float", "bool" or
+  /// "enum"), the default value's text and, for an enum, the values it
+  /// accepts.
+  struct KeySchema {
+    std::string key, type, defaultValue;
+    std::vector<std::string> allowed;
+  };
+  /// Every key in canonical order, from the field table the parser reads,
+  /// so bindings derive their key tables rather than repeat them.
+  static std::vector<KeySchema> schema();
+
   /// Bytes of dynamic shared memory the kernel of this config needs (its
   /// knobs resolved first).
   int64_t sharedMemoryBytes() const;
@@ -195,10 +212,6 @@ llvm::StringRef stringify(MaskMode v);
 llvm::StringRef stringify(PosEncoding v);
 llvm::StringRef stringify(Target v);
 
-/// SM number of a target (80, 86, 89, 90).
-int smVersion(Target t);
-/// Largest dynamic shared memory one CTA may use on a target, in bytes.
-int64_t maxSharedMemoryBytes(Target t);
 /// Bytes of one element of a dtype.
 int64_t byteWidth(DType t);
 

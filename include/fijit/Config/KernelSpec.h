@@ -5,9 +5,9 @@
 // make the kernel's function type from the table and read its arguments by
 // name; the runtime packs a launch by walking the same table and looking
 // each name up among the caller's named values; the table's names and kinds
-// travel with the built module (`fijit.signature`). A kernel argument is
-// therefore written down here once (docs/architecture.md, "How to add a
-// kernel argument").
+// travel with the built module (`fijit.signature`) and the whole spec with
+// the cached kernel (toJSON). A kernel argument is therefore written down
+// here once (docs/architecture.md, "How to add a kernel argument").
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +18,7 @@
 
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
 
 #include <array>
 #include <cstdint>
@@ -87,13 +88,17 @@ struct KernelArg {
 };
 
 /// One dimension of the launch grid: `constant`, or ceil(size / divisor)
-/// of the named size `size`. `coordinate` says what the block index along
-/// it means in the kernel.
+/// of the named size `size` times `multiplier`, at most the named size `cap`
+/// where one is given (a persistent grid: `multiprocessors`, the device's
+/// SM count, which the launcher supplies). `coordinate` says what the block
+/// index along it means in the kernel.
 struct GridDim {
   std::string coordinate;
   std::string size;
   int64_t divisor = 1;
   int64_t constant = 1;
+  int64_t multiplier = 1;
+  std::string cap;
 };
 
 /// The named integer values of one launch (lengths, batch, num_splits);
@@ -117,6 +122,9 @@ struct KernelSpec {
   int64_t tensorMaps() const;
 
   std::array<int64_t, 3> gridFor(SizeLookup sizes) const;
+  /// Whether the grid is persistent: CTAs (at most one per SM) walk the
+  /// work tiles along x, block_id_x + k * grid_dim_x.
+  bool persistent() const { return !grid[0].cap.empty(); }
   /// Bytes of the workspace regions and the byte offset of one of them.
   int64_t workspaceBytes(SizeLookup sizes) const;
   int64_t workspaceOffset(llvm::StringRef name, SizeLookup sizes) const;
@@ -125,6 +133,15 @@ struct KernelSpec {
   std::vector<std::string> signature() const;
   /// "coordinate=formula" per grid dimension (x, y, z): `fijit.grid`.
   std::vector<std::string> gridText() const;
+
+  /// The whole spec as one line of JSON: every argument (name, kind,
+  /// element, check, tensor map layout, workspace region), the grid, the
+  /// block size and the dynamic shared memory. It is stored with each
+  /// cached kernel, so a kernel found on disk or in a bundle is launched
+  /// from the contract it was built with, not one derived again from its
+  /// config (KernelSpecJSON.cpp).
+  std::string toJSON() const;
+  static llvm::Expected<KernelSpec> fromJSON(llvm::StringRef json);
 };
 
 llvm::StringRef stringify(ArgKind kind);

@@ -28,8 +28,9 @@ struct SharedMemoryPlan {
   int64_t qBytes = 0;                ///< the Q tile, at offset 0
   int64_t kRing = 0, kSlotBytes = 0; ///< `stages` K slots from kRing
   int64_t vRing = 0, vSlotBytes = 0; ///< `stages` V slots from vRing
-  /// The warp-specialised kernel's mbarriers (8 bytes each): Q full, then
-  /// the BarrierArray arrays of `stages` each. Elsewhere none: at `total`.
+  /// The warp-specialised kernel's mbarriers (8 bytes each): Q full, Q
+  /// empty, then the BarrierArray arrays of `stages` each. Elsewhere none:
+  /// at `total`.
   int64_t barriers = 0;
   int64_t total = 0;
 
@@ -37,8 +38,9 @@ struct SharedMemoryPlan {
   static SharedMemoryPlan of(const AttentionConfig &config);
 
   int64_t qFullBarrier() const { return barriers; }
+  int64_t qEmptyBarrier() const { return barriers + 8; }
   int64_t barrierArray(BarrierArray which) const {
-    return barriers + 8 * (1 + which * stages);
+    return barriers + 8 * (2 + which * stages);
   }
   /// The K and V slots together, reused once the main loop is done.
   int64_t ringBytes() const { return total - kRing - barrierBytes(); }

@@ -41,19 +41,21 @@ int64_t residentCTAsPerSM(const AttentionConfig &config,
 /// The plan for `batch` requests of at most `maxKvLen` keys of `config`'s
 /// decode kernel (tuning resolved). `kvChunk` 0 lets the plan choose, from
 /// the facts `device` returns (asked only then); any other chunk is rounded
-/// up to whole KV tiles. An error names the value beyond what the launch
-/// grid (65535 requests, 65535 splits) and the kernel's 32-bit positions
-/// address.
+/// up to whole KV tiles. `maxSplits` > 0 caps the splits at what a launch
+/// grid fixed earlier holds (cuda_graph=true): a chosen chunk grows to fit,
+/// and the workspace is sized for `maxSplits`. An error names the value
+/// beyond what the launch grid (65535 requests, 65535 splits), the cap and
+/// the kernel's 32-bit positions address.
 llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &config,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
-                 int64_t maxKvLen, int64_t kvChunk = 0);
+                 int64_t maxKvLen, int64_t kvChunk = 0, int64_t maxSplits = 0);
 /// The same with the kernel's spec already made (its workspace regions size
 /// the plan's workspace), as a launch has it.
 llvm::Expected<DecodePlan>
 planDecodeSplits(const AttentionConfig &config, const KernelSpec &spec,
                  llvm::function_ref<DeviceFacts()> device, int64_t batch,
-                 int64_t maxKvLen, int64_t kvChunk = 0);
+                 int64_t maxKvLen, int64_t kvChunk = 0, int64_t maxSplits = 0);
 
 } // namespace fijit
 

@@ -11,22 +11,24 @@
 #ifndef FIJIT_RUNTIME_DEVICEFACTS_H
 #define FIJIT_RUNTIME_DEVICEFACTS_H
 
+#include "fijit/Config/TargetFacts.h"
+
 #include <cstdint>
 
 namespace fijit {
 
 struct DeviceFacts {
-  int64_t multiprocessors = 0;  ///< SMs
-  int64_t sharedBytesPerSM = 0; ///< shared memory one SM holds, bytes
-  /// Shared memory the driver reserves for each resident CTA, on top of
-  /// what the kernel asks for (1 KB since sm_80).
-  int64_t reservedSharedBytesPerCTA = 0;
-  int64_t maxThreadsPerSM = 0;
-  int64_t maxCTAsPerSM = 0;
+  int64_t multiprocessors = 0; ///< SMs
+  SMLimits sm;                 ///< what each of them holds
 
-  /// An H100 SXM: 132 SMs of 228 KB shared memory, 2048 threads and 32
-  /// CTAs each. Plans made without a usable GPU assume one.
-  static DeviceFacts h100Sxm() { return {132, 233472, 1024, 2048, 32}; }
+  /// A GPU of `target` with `multiprocessors` SMs, each holding what the
+  /// target's SMs do (Config/TargetFacts.h).
+  static DeviceFacts of(Target target, int64_t multiprocessors) {
+    return {multiprocessors, targetFacts(target).sm};
+  }
+  /// An H100 SXM: 132 SMs of sm_90a. Plans made without a usable GPU
+  /// assume one.
+  static DeviceFacts h100Sxm() { return of(Target::SM90a, 132); }
 };
 
 /// The facts of the device of the calling thread's CUDA context (the
