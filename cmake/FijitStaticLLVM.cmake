@@ -22,8 +22,16 @@ endif()
 # A linker script named like a shared library: CMake passes its full path and
 # the linker reads the GROUP of archives it lists.
 set(FIJIT_LLVM_LINKER_SCRIPT ${CMAKE_BINARY_DIR}/lib/libLLVM-fijit-static.so)
-file(WRITE ${FIJIT_LLVM_LINKER_SCRIPT}
-  "GROUP ( ${_fijit_llvm_archives} )\nINPUT ( -lz -lzstd )\n")
+if(FIJIT_PORTABLE)
+  # A wheel must not need the system's zlib or zstd (not in manylinux).
+  find_library(FIJIT_ZLIB_ARCHIVE NAMES libz.a REQUIRED)
+  find_library(FIJIT_ZSTD_ARCHIVE NAMES libzstd.a REQUIRED)
+  file(WRITE ${FIJIT_LLVM_LINKER_SCRIPT}
+    "GROUP ( ${_fijit_llvm_archives} ${FIJIT_ZLIB_ARCHIVE} ${FIJIT_ZSTD_ARCHIVE} )\n")
+else()
+  file(WRITE ${FIJIT_LLVM_LINKER_SCRIPT}
+    "GROUP ( ${_fijit_llvm_archives} )\nINPUT ( -lz -lzstd )\n")
+endif()
 
 if(TARGET LLVM)
   foreach(_cfg "" _RELEASE _RELWITHDEBINFO _DEBUG _MINSIZEREL)

@@ -22,7 +22,7 @@ APT_PACKAGES=(
   "llvm-$LLVM_VERSION-dev" "libmlir-$LLVM_VERSION-dev"
   "mlir-$LLVM_VERSION-tools" "llvm-$LLVM_VERSION-tools"
   libzstd-dev zlib1g-dev libedit-dev ccache "lld-$LLVM_VERSION"
-  ninja-build cmake g++ python3-pip python3-dev
+  ninja-build cmake g++ python3-pip python3-dev python3-venv
 )
 
 apt_quiet() {

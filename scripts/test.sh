@@ -36,6 +36,11 @@ step "lit (check-fijit)" lit_tests
 # 3. An installed, relocated fijit embedded through find_package(fijit).
 step "embed (find_package consumer)" "$FIJIT_ROOT/test/embed/run.sh"
 
+# 3b. `pip install .` from a clean copy of the checkout into a fresh virtual
+# environment; the installed package compiles the main job's config outside
+# the source tree, and its commands and the CPU pytest suite run against it.
+step "wheel (pip install from a clean copy)" "$FIJIT_ROOT/test/wheel/run.sh"
+
 # 4. pytest: Python API, cache (several processes at once) and error
 # messages; `gpu` tests run in step 5 or are skipped with their reason.
 python_tests() {

@@ -49,6 +49,24 @@ FIJIT_API const char *llvmVersion();
 /// Hash of the sources this library was built from; part of cache folders.
 FIJIT_API const char *buildId();
 
+/// Whether the CUDA driver can be used: true with its version in `text`
+/// ("12.4"), or false with the reason (no libcuda.so.1, cuInit failed, ...).
+/// Loads the driver on first use; needs no GPU to answer.
+FIJIT_API bool cudaDriverStatus(std::string &text);
+
+/// Severity of a log line.
+enum class LogLevel { Info, Warning };
+/// Receives each log line (no "fijit: " prefix, no newline) from whichever
+/// thread logs, possibly several at once.
+using LogHandler = void (*)(LogLevel level, const char *message,
+                            void *userData);
+/// Hands every log line to `handler`, Info lines included whatever FIJIT_LOG
+/// says (the handler filters). Null restores the default: warnings, and Info
+/// lines when FIJIT_LOG is set (and not 0), to stderr prefixed "fijit: ".
+/// Once it returns, the previous handler is no longer called; it waits for
+/// calls in flight, so it must not be called from a handler.
+FIJIT_API void setLogHandler(LogHandler handler, void *userData = nullptr);
+
 /// One key of a config's text form: its value's type ("int", "float",
 /// "bool" or "enum"), its default value as text and, for an enum, the
 /// values it accepts.

@@ -9,12 +9,24 @@
 #include "fijit/Config/AttentionConfig.h"
 #include "fijit/FijitBuildId.h"
 #include "fijit/Pipeline/Pipeline.h"
+#include "fijit/Runtime/CudaDriver.h"
 
 namespace fijit {
 
 const char *version() { return FIJIT_VERSION; }
 const char *llvmVersion() { return FIJIT_LLVM_VERSION; }
 const char *buildId() { return FIJIT_BUILD_ID; }
+
+bool cudaDriverStatus(std::string &text) {
+  auto driver = CudaDriver::get();
+  if (!driver) {
+    text = llvm::toString(driver.takeError());
+    return false;
+  }
+  text = std::to_string(driver->version / 1000) + "." +
+         std::to_string(driver->version % 1000 / 10);
+  return true;
+}
 
 std::vector<ConfigKey> configSchema() {
   std::vector<ConfigKey> out;

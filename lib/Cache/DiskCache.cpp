@@ -66,16 +66,6 @@ std::string hashHex(llvm::StringRef data) {
   return llvm::toHex(digest, /*LowerCase=*/true);
 }
 
-void logMessage(const llvm::Twine &message, bool warning) {
-  static const bool verbose = [] {
-    const char *v = std::getenv("FIJIT_LOG");
-    return v && *v && llvm::StringRef(v) != "0";
-  }();
-  if (warning || verbose)
-    llvm::errs() << (warning ? "fijit: warning: " : "fijit: ") << message
-                 << "\n";
-}
-
 DiskCache &DiskCache::global() {
   static DiskCache cache = [] {
     uint64_t maxBytes = 4ull << 30;

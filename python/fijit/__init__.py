@@ -18,6 +18,7 @@ is a drop-in ``flashinfer`` for serving engines (docs/python.md).
 import atexit
 
 from ._fijit import __version__, build_id, llvm_version
+from . import _log
 from .config import AttentionConfig
 from .kernel import (AttentionKernel, compile_attention,
                      wait_for_background_compiles)
@@ -32,9 +33,18 @@ from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                       merge_state_in_place, merge_states)
 from . import cache
 
-# Background compiles finish before the interpreter tears down, so their
-# kernels reach the disk cache and no compiler thread outlives Python.
-atexit.register(wait_for_background_compiles)
+_log.install()
+
+
+def _at_exit():
+    # Background compiles finish before the interpreter tears down, so their
+    # kernels reach the disk cache and no compiler thread outlives Python;
+    # then log lines go back to stderr, never into a dying interpreter.
+    wait_for_background_compiles()
+    _log.uninstall()
+
+
+atexit.register(_at_exit)
 
 __all__ = [
     "AttentionConfig",

@@ -1,14 +1,17 @@
-"""Command line (the build also writes a `fijit` launcher into build/bin):
+"""The `fijit` command (pip installs it; an in-tree build writes a launcher
+into build/bin; `python -m fijit` works everywhere):
 
-    python -m fijit cache info|clear|prune
-    python -m fijit warm [-j N] [--configs FILE] [CONFIG ...]
+    fijit --version
+    fijit cache info|clear|prune
+    fijit warm [-j N] [--configs FILE] [CONFIG ...]
+    fijit collect-env
 """
 import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from . import cache, __version__, llvm_version
+from . import _env, cache, __version__, build_id, llvm_version
 from .config import AttentionConfig
 from .kernel import compile_attention
 
@@ -56,7 +59,12 @@ def _report(removed):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="fijit", description=f"fijit {__version__} (LLVM {llvm_version})")
+    parser.add_argument(
+        "--version", action="version",
+        version=f"fijit {__version__} (build {build_id}, LLVM {llvm_version})")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("collect-env", help="print what a bug report needs: "
+                   "versions, paths, driver, GPUs, cache, FIJIT_* variables")
     cache_cmd = sub.add_parser("cache", help="inspect or clean the kernel "
                                "cache")
     cache_cmd.add_argument("action", choices=["info", "clear", "prune"])
@@ -71,7 +79,9 @@ def main(argv=None):
                           default=os.cpu_count() or 1,
                           help="compiles at a time (default: one per CPU)")
     args = parser.parse_args(argv)
-    if args.command == "warm":
+    if args.command == "collect-env":
+        print("\n".join(_env.collect()))
+    elif args.command == "warm":
         texts = args.configs + (_read_configs(args.file) if args.file else [])
         if not texts:
             parser.error("warm: give configs or --configs FILE")

@@ -1,8 +1,10 @@
 """The kernel cache: info, clear, prune."""
+from typing import Any, Dict
+
 from . import _fijit
 
 
-def info():
+def info() -> Dict[str, Any]:
     """Dict with root, version_dir, enabled (kernels found and stored on
     disk), read_only (found but not stored: the folder cannot be written),
     entries, bytes, max_bytes, stale_temp_files and stale_temp_bytes
@@ -10,7 +12,7 @@ def info():
     return _fijit.cache_info()
 
 
-def clear():
+def clear() -> Dict[str, Any]:
     """Removes every version folder fijit made under the cache root (only
     those holding its marker file; symlinks are never followed) and the
     memory tier. Returns a dict: files (cached kernels removed), bytes,
@@ -18,7 +20,7 @@ def clear():
     return _fijit.cache_clear()
 
 
-def prune():
+def prune() -> Dict[str, Any]:
     """Removes the other versions' folders fijit made, temporaries of killed
     writers older than a few minutes, and least recently used entries
     beyond $FIJIT_CACHE_MAX_BYTES. Returns a dict like clear()."""

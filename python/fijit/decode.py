@@ -1,16 +1,20 @@
 """Decode with FlashInfer 0.7's contract: one request over dense KV, and
 batches over a paged KV cache with plan/run wrappers that CUDA graphs can
-capture and replay after any number of re-plans (docs/python.md)."""
+capture and replay after any number of re-plans (docs/python.md). Each
+launch is a torch.library custom op (torch.ops.fijit.single_decode,
+batch_decode_paged: fijit/_ops.py), one graph node under torch.compile."""
 import functools
 
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_layout, kv_strides, page_table,
-                      paged_cache_strides, require_torch, target_of)
-from ._contract import (BACKENDS, Buffers, Variants, check_tuning,
-                        plan_dtypes, require, require_none,
-                        require_unit_scale, stage, unsupported)
+                      paged_cache_strides, require_torch, split_cache,
+                      target_of)
+from ._contract import (BACKENDS, Buffers, check_tuning, plan_dtypes,
+                        require, require_none, require_unit_scale, stage,
+                        unsupported)
 from .tensors import as_view, check, torch
+from . import _ops
 
 _decode_configs = {}
 # Longest context a plan may describe: positions are 32-bit in the kernel.
@@ -49,7 +53,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     (NHD) or [num_kv_heads, kv_len, head_dim] (HND). The query heads of each
     GQA group share one pass over their kv head; long contexts are split
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
-    base 2, [num_qo_heads] with return_lse=True).
+    base 2, [num_qo_heads] with return_lse=True). Under torch.compile this
+    is one ``torch.ops.fijit.single_decode`` node.
     """
     api = "single_decode_with_kv_cache"
     require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
@@ -57,18 +62,39 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
                        v_scale=v_scale)
     check_tuning(api, tuning)
     require_torch(api)
-    qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
-    if qv.ndim != 2 or kv.ndim != 3 or vv.ndim != 3:
+    if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        ndims = (q.dim(), k.dim(), v.dim())
+    else:  # __cuda_array_interface__ or DLPack arrays: shapes checked alike
+        ndims = tuple(as_view(t, name).ndim
+                      for t, name in ((q, "q"), (k, "k"), (v, "v")))
+    if ndims != (2, 3, 3):
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
                          "[kv_len, num_kv_heads, head_dim] (NHD) or "
                          "[num_kv_heads, kv_len, head_dim] (HND)")
     check_layout(kv_layout)
+    if out is None:
+        out = q.new_empty((q.shape[0], v.shape[2]))
+    lse = (torch.empty(q.shape[0], dtype=torch.float32, device=q.device)
+           if return_lse else None)
+    _ops.call("single_decode", q, k, v, out, lse,
+              None if sm_scale is None else float(sm_scale),
+              int(window_left), float(logits_soft_cap or 0.0), kv_layout,
+              _ops.tuning_text(tuning))
+    return (out, lse) if return_lse else out
+
+
+def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
+                   kv_layout, tuning):
+    """torch.ops.fijit.single_decode: compiles (or fetches) the kernel of
+    these tensors' config, plans its split-KV chunks and launches it."""
+    qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
     nhd = kv_layout == "NHD"
     kv_len, hk = (kv.shape[0], kv.shape[1]) if nhd else (kv.shape[1],
                                                          kv.shape[0])
+    return_lse = lse is not None
     key = (qv.shape, qv.dtype, hk, kv.shape[2], vv.shape[2], kv.dtype,
-           int(window_left), float(logits_soft_cap or 0.0), bool(return_lse),
-           kv_layout, qv.device, tuple(sorted(tuning.items())))
+           window_left, logits_soft_cap, return_lse, kv_layout, qv.device,
+           tuning)
     cfg = _decode_configs.get(key)
     if cfg is None:
         cfg = AttentionConfig(
@@ -76,9 +102,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
             head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[0],
             num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
             dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
-            logits_soft_cap=float(logits_soft_cap or 0.0),
-            return_lse=bool(return_lse), target=target_of(qv.device),
-            **tuning)
+            logits_soft_cap=logits_soft_cap, return_lse=return_lse,
+            target=target_of(qv.device), **_ops.tuning_fields(tuning))
         _decode_configs[key] = cfg
     kernel = compile_attention(cfg)
     check(qv, "q", (cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
@@ -86,12 +111,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
              else (hk, kv_len, cfg.head_dim_qk))
     check(kv, "k", shape, cfg.dtype_kv, like=qv)
     check(vv, "v", shape[:2] + (cfg.head_dim_vo,), cfg.dtype_kv, like=qv)
-    if out is None:
-        out = q.new_empty((cfg.num_qo_heads, cfg.head_dim_vo))
     check(as_view(out, "out"), "out", (cfg.num_qo_heads, cfg.head_dim_vo),
           cfg.dtype_o, like=qv)
-    lse = (torch.empty(cfg.num_qo_heads, dtype=torch.float32,
-                       device=q.device) if return_lse else None)
     kv_chunk, splits, nbytes = kernel.plan_decode(1, kv_len)
     n, h = (0, 1) if nhd else (1, 0)
     counters = (torch.zeros(hk, dtype=torch.int32, device=q.device)
@@ -100,7 +121,9 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
                    sm_scale, batch=1, kv_len=kv_len, kv_chunk=kv_chunk,
                    split_counters=counters, q_stride_h=q.stride(0),
                    o_stride_h=out.stride(0), **kv_strides(k, v, n, h))
-    return (out, lse) if return_lse else out
+
+
+_ops.register("single_decode", _single_decode)
 
 
 class BatchDecodeWithPagedKVCacheWrapper:
@@ -112,7 +135,10 @@ class BatchDecodeWithPagedKVCacheWrapper:
     only launches. With ``use_cuda_graph=True`` the kernel reads the
     schedule from device memory and its grid is sized once, at the first
     plan, so a captured ``run`` replays correctly after later plans of
-    shorter or longer contexts (docs/python.md, "CUDA graphs").
+    shorter or longer contexts (docs/python.md, "CUDA graphs"). The plan
+    holds plain values (the config as text, integers, index buffers), so
+    ``run`` traces under torch.compile as one
+    ``torch.ops.fijit.batch_decode_paged`` node.
     """
 
     _api = "BatchDecodeWithPagedKVCacheWrapper"
@@ -238,9 +264,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
             page_size=page_size, window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0), cuda_graph=graph,
             target=target_of(device), **tuning)
-        variants = (self._plan["variants"] if self._plan is not None and
-                    self._plan["variants"].config == cfg else Variants(cfg))
-        kernel = variants.get()
+        kernel = _ops.variants(cfg).get()
         max_len = max(lens, default=0)
         chunk = self._chunk(page_size, max_len, fixed_split_size,
                             disable_split_kv, kv_chunk)
@@ -274,7 +298,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                              self._counters.numel() < batch * num_kv_heads):
             self._counters = torch.zeros(batch * num_kv_heads,
                                          dtype=torch.int32, device=device)
-        self._plan = dict(variants=variants, batch=batch, max_len=max_len,
+        # Plain values only: run() is traced by torch.compile.
+        self._plan = dict(config=str(cfg), batch=batch, max_len=max_len,
                           kv_chunk=kv_chunk_, splits=splits, bufs=bufs,
                           max_page=max_page, max_splits=max_splits)
         # What FlashInfer's plan leaves on the wrapper, which engines read.
@@ -283,9 +308,9 @@ class BatchDecodeWithPagedKVCacheWrapper:
         self._num_qo_heads, self._num_kv_heads = num_qo_heads, num_kv_heads
         self._cached_q_data_type = self._cached_o_data_type = dtypes[0]
         self._cached_kv_data_type = dtypes[1]
-        self._window_left = window_left
+        self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
-        self._sm_scale = sm_scale
+        self._sm_scale = None if sm_scale is None else float(sm_scale)
 
     def _check_frozen(self, cfg, batch, indices, page_size, disable_split_kv,
                       kernel):
@@ -347,36 +372,21 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if window_left is not None and window_left != self._window_left:
             raise ValueError(f"window_left={window_left} differs from the "
                              f"plan's {self._window_left}")
-        kernel = p["variants"].get(
-            return_lse=bool(return_lse), window_left=self._window_left,
-            logits_soft_cap=self._logits_soft_cap)
-        cfg = p["variants"].config
-        qv = as_view(q, "q")
-        check(qv, "q", (p["batch"], cfg.num_qo_heads, cfg.head_dim_qk),
-              cfg.dtype_q)
-        k_cache, v_cache, strides = paged_cache_strides(
-            paged_kv_cache, cfg, self._kv_layout, p["max_page"], q)
+        k_cache, v_cache = split_cache(paged_kv_cache, self._kv_layout)
         if out is None:
             out = torch.empty_like(q)
-        check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o,
-              like=qv)
         if return_lse and lse is None:
             lse = torch.empty(q.shape[:2], dtype=torch.float32,
                               device=q.device)
         indptr, indices, last = p["bufs"]
-        if p["max_splits"]:
-            schedule = dict(split_plan=self._split_plan,
-                            max_splits=p["max_splits"])
-        else:
-            schedule = dict(kv_len=p["max_len"], kv_chunk=p["kv_chunk"])
-        _launch_decode(kernel, q, k_cache, v_cache, out,
-                       lse if return_lse else None,
-                       self._float_workspace_buffer, self._sm_scale,
-                       batch=p["batch"], split_counters=self._counters,
-                       kv_indptr=indptr, kv_indices=indices,
-                       kv_last_page_len=last, q_stride_b=q.stride(0),
-                       q_stride_h=q.stride(1), o_stride_b=out.stride(0),
-                       o_stride_h=out.stride(1), **schedule, **strides)
+        # The graph-safe kernel reads its schedule from split_plan.
+        split_plan = self._split_plan if p["max_splits"] else None
+        _ops.call("batch_decode_paged", q, k_cache, v_cache, out,
+                  lse if return_lse else None, self._float_workspace_buffer,
+                  self._counters, indptr, indices, last, split_plan,
+                  p["config"], self._kv_layout, p["batch"], p["max_len"],
+                  p["kv_chunk"], p["max_splits"], p["max_page"],
+                  self._sm_scale, self._window_left, self._logits_soft_cap)
         return (out, lse) if return_lse else out
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
@@ -405,9 +415,42 @@ class BatchDecodeWithPagedKVCacheWrapper:
                         logits_soft_cap, sm_scale):
         require(self._api + ".forward", "pos_encoding_mode",
                 pos_encoding_mode, ("NONE",))
-        self._window_left = window_left
+        self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
-        self._sm_scale = sm_scale
+        self._sm_scale = None if sm_scale is None else float(sm_scale)
+
+
+def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
+                        split_counters, kv_indptr, kv_indices,
+                        kv_last_page_len, split_plan, config, kv_layout,
+                        batch, max_kv_len, kv_chunk, max_splits, max_page,
+                        sm_scale, window_left, logits_soft_cap):
+    """torch.ops.fijit.batch_decode_paged: the planned config's variant for
+    this run (LSE, window, soft-cap), checked against the tensors and
+    launched; with max_splits the kernel reads its schedule from
+    split_plan (cuda_graph=true), else from kv_len and kv_chunk."""
+    kernel = _ops.kernel_for(config, return_lse=lse is not None,
+                             window_left=window_left,
+                             logits_soft_cap=logits_soft_cap)
+    cfg = kernel.config
+    qv = as_view(q, "q")
+    check(qv, "q", (batch, cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
+    k_cache, v_cache, strides = paged_cache_strides(
+        (k_cache, v_cache), cfg, kv_layout, max_page, q)
+    check(as_view(out, "out"), "out", tuple(q.shape), cfg.dtype_o, like=qv)
+    if max_splits:
+        schedule = dict(split_plan=split_plan, max_splits=max_splits)
+    else:
+        schedule = dict(kv_len=max_kv_len, kv_chunk=kv_chunk)
+    _launch_decode(kernel, q, k_cache, v_cache, out, lse, workspace,
+                   sm_scale, batch=batch, split_counters=split_counters,
+                   kv_indptr=kv_indptr, kv_indices=kv_indices,
+                   kv_last_page_len=kv_last_page_len, q_stride_b=q.stride(0),
+                   q_stride_h=q.stride(1), o_stride_b=out.stride(0),
+                   o_stride_h=out.stride(1), **schedule, **strides)
+
+
+_ops.register("batch_decode_paged", _batch_decode_paged)
 
 
 class CUDAGraphBatchDecodeWithPagedKVCacheWrapper(

@@ -1,4 +1,6 @@
 """compile_attention and the kernel object it returns."""
+from typing import Optional, Tuple, Union
+
 from . import _fijit
 from .config import AttentionConfig
 from .tensors import as_view, check
@@ -49,7 +51,7 @@ class AttentionKernel:
             if not native.provisional:
                 self._native, self._stand_in = native, False
 
-    def ir(self, stage):
+    def ir(self, stage: str) -> str:
         return self._native.ir(stage)
 
     def launch(self, **named):
@@ -63,7 +65,8 @@ class AttentionKernel:
         self._upgrade()
         self._native.launch(**named)
 
-    def plan_decode(self, batch, max_kv_len, kv_chunk=0, max_splits=0):
+    def plan_decode(self, batch: int, max_kv_len: int, kv_chunk: int = 0,
+                    max_splits: int = 0) -> Tuple[int, int, int]:
         """Decode kinds: ``(kv_chunk, num_splits, workspace_bytes)`` of a
         launch over ``batch`` requests of at most ``max_kv_len`` keys;
         ``kv_chunk`` 0 lets the plan choose, else it is rounded up to whole
@@ -74,7 +77,7 @@ class AttentionKernel:
         return tuple(self._native.plan_decode(batch, max_kv_len, kv_chunk,
                                               max_splits))
 
-    def load(self):
+    def load(self) -> None:
         """Loads the kernel into the current CUDA context now (a launch
         does it on first use): a cubin from the disk cache when one matches
         this GPU and driver, else the driver links the PTX."""
@@ -144,7 +147,8 @@ class AttentionKernel:
         return (out, lse) if cfg.return_lse else out
 
 
-def compile_attention(config=None, **fields):
+def compile_attention(config: Optional[Union[AttentionConfig, str]] = None,
+                      **fields) -> AttentionKernel:
     """Compiles (or fetches from the memory or disk cache) the kernel of a
     config given as an AttentionConfig, a ``key=value,...`` string or
     keywords. The GIL is released while compiling."""
@@ -162,7 +166,7 @@ def compile_attention(config=None, **fields):
     return AttentionKernel(_fijit.compile_attention(str(config)), config)
 
 
-def wait_for_background_compiles():
+def wait_for_background_compiles() -> None:
     """Blocks until every kernel compiling behind a provisional stand-in is
     ready (also done at interpreter exit, so the disk cache gets it)."""
     _fijit.wait_for_background_compiles()

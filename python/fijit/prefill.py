@@ -1,16 +1,19 @@
 """Prefill with FlashInfer 0.7's contract: one request, and batches over
-ragged or paged KV with plan/run wrappers (docs/python.md)."""
+ragged or paged KV with plan/run wrappers (docs/python.md). Each launch is
+a torch.library custom op (torch.ops.fijit.single_prefill, batch_prefill:
+fijit/_ops.py), one graph node under torch.compile."""
 import functools
 
 from .config import AttentionConfig
 from .kernel import compile_attention
 from ._common import (check_indptr, check_layout, kv_strides, page_table,
-                      paged_cache_strides, require_torch, target_of)
-from ._contract import (BACKENDS, Buffers, Variants, check_tuning,
-                        dtype_name, lse_to_base, plan_dtypes, require,
-                        require_none, require_unit_scale, stage,
-                        unsupported)
-from .tensors import as_view, check, torch
+                      paged_cache_strides, require_torch, split_cache,
+                      target_of)
+from ._contract import (BACKENDS, Buffers, check_tuning, dtype_name,
+                        lse_to_base, plan_dtypes, require, require_none,
+                        require_unit_scale, stage, unsupported)
+from .tensors import _torch_dtype_name, as_view, check, torch
+from . import _ops
 
 _configs = {}
 
@@ -32,6 +35,8 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     masking aligns the last query with the last key. Returns out, or
     (out, lse) with lse base 2 of shape [qo_len, num_qo_heads].
     The kernel is compiled on first use of each configuration and cached.
+    Under torch.compile this is one ``torch.ops.fijit.single_prefill``
+    node.
     """
     api = "single_prefill_with_kv_cache"
     require_none(api, scale_q=scale_q, scale_k=scale_k, scale_v=scale_v,
@@ -44,22 +49,50 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     require_unit_scale(api, k_scale=k_scale, v_scale=v_scale)
     check_tuning(api, tuning)
     require_torch(api)
-    qv, kv = as_view(q, "q"), as_view(k, "k")
-    vv = as_view(v, "v")
+    # torch tensors go through the op (and so through a trace); other
+    # arrays (__cuda_array_interface__, DLPack) straight to the kernel.
+    is_torch = all(isinstance(t, torch.Tensor) for t in (q, k, v))
+    if is_torch:
+        ndims, q_dtype = (q.dim(), k.dim(), v.dim()), _torch_dtype_name(q)
+    else:
+        qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
+        ndims, q_dtype = (qv.ndim, kv.ndim, vv.ndim), qv.dtype
     if o_dtype is not None and dtype_name(o_dtype, api, "o_dtype") != \
-            qv.dtype:
+            q_dtype:
         raise unsupported(api, "o_dtype", str(o_dtype),
                           "the output has q's dtype")
-    if qv.ndim != 3 or kv.ndim != 3 or vv.ndim != 3:
+    if ndims != (3, 3, 3):
         raise ValueError("q, k and v must be 3-D: q [qo_len, num_qo_heads, "
                          "head_dim], k/v [kv_len, num_kv_heads, head_dim] "
                          "(NHD) or [num_kv_heads, kv_len, head_dim] (HND)")
     check_layout(kv_layout)
+    window_left = int(window_left)
+    logits_soft_cap = float(logits_soft_cap or 0.0)
+    sm_scale = None if sm_scale is None else float(sm_scale)
+    if not is_torch:
+        kernel = _prefill_kernel(q, k, v, causal, window_left,
+                                 logits_soft_cap, return_lse, kv_layout,
+                                 _ops.tuning_text(tuning))
+        return kernel(q, k, v, out=out, sm_scale=sm_scale)
+    if out is None:
+        out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+    lse = (torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32,
+                       device=q.device) if return_lse else None)
+    _ops.call("single_prefill", q, k, v, out, lse, bool(causal), sm_scale,
+              window_left, logits_soft_cap, kv_layout,
+              _ops.tuning_text(tuning))
+    return (out, lse) if return_lse else out
+
+
+def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
+                    return_lse, kv_layout, tuning):
+    """The kernel (compiled or fetched) of these tensors' config."""
+    qv, kv = as_view(q, "q"), as_view(k, "k")
+    vv = as_view(v, "v")
     num_kv_heads = kv.shape[1] if kv_layout == "NHD" else kv.shape[0]
     key = (qv.shape[1:], qv.dtype, num_kv_heads, kv.shape[2], vv.shape[2],
-           kv.dtype, bool(causal), int(window_left),
-           float(logits_soft_cap or 0.0), bool(return_lse), kv_layout,
-           qv.device, tuple(sorted(tuning.items())))
+           kv.dtype, bool(causal), window_left, logits_soft_cap,
+           bool(return_lse), kv_layout, qv.device, tuning)
     cfg = _configs.get(key)
     if cfg is None:
         cfg = AttentionConfig(
@@ -68,12 +101,22 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
             num_kv_heads=num_kv_heads, dtype_q=qv.dtype, dtype_kv=kv.dtype,
             dtype_o=qv.dtype, kv_layout=kv_layout,
             mask="causal" if causal else "none", window_left=window_left,
-            logits_soft_cap=float(logits_soft_cap or 0.0),
-            return_lse=bool(return_lse), target=target_of(qv.device),
-            **tuning)
+            logits_soft_cap=logits_soft_cap, return_lse=bool(return_lse),
+            target=target_of(qv.device), **_ops.tuning_fields(tuning))
         _configs[key] = cfg
-    kernel = compile_attention(cfg)
-    return kernel(q, k, v, out=out, sm_scale=sm_scale)
+    return compile_attention(cfg)
+
+
+def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
+                    logits_soft_cap, kv_layout, tuning):
+    """torch.ops.fijit.single_prefill: launches the kernel of these
+    tensors' config into `out` (and `lse`)."""
+    kernel = _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
+                             lse is not None, kv_layout, tuning)
+    kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale)
+
+
+_ops.register("single_prefill", _single_prefill)
 
 
 single_prefill_with_kv_cache_return_lse = functools.partial(
@@ -88,7 +131,9 @@ class _BatchPrefillWrapper:
     tuning knobs are given (AttentionConfig.for_batch_of); run only
     launches. With use_cuda_graph=True the first plan fixes the kernel and
     the launch grid (batch, the longest query run); a later plan that does
-    not fit them raises."""
+    not fit them raises. The plan holds plain values (the config as text,
+    integers, index buffers), so run traces under torch.compile as one
+    ``torch.ops.fijit.batch_prefill`` node."""
 
     _kind = None
     _api = None
@@ -168,9 +213,7 @@ class _BatchPrefillWrapper:
             # Over the requests with queries: padding a batch with empty
             # ones (for CUDA graphs) leaves the plan as it was.
             cfg = cfg.for_batch_of(qo[-1] // busy)
-        if self._plan is not None and self._plan["variants"].config == cfg:
-            return self._plan["variants"]
-        return Variants(cfg)
+        return _ops.variants(cfg)
 
     def _finish_plan(self, qo, device, variants, tensors, causal,
                      window_left, logits_soft_cap, sm_scale, **extra):
@@ -205,7 +248,10 @@ class _BatchPrefillWrapper:
                     for i, t in enumerate(tensors)]
         for buf, t in zip(bufs, tensors):
             stage(buf, t)
-        self._plan = dict(variants=variants, batch=batch,
+        # Plain values only: run() is traced by torch.compile.
+        cfg = variants.config
+        self._plan = dict(config=str(cfg), num_qo_heads=cfg.num_qo_heads,
+                          head_dim_vo=cfg.head_dim_vo, batch=batch,
                           max_qo_len=max_qo_len, total_qo=qo[-1], bufs=bufs,
                           **extra)
         self._cached_module = variants.get()
@@ -213,9 +259,9 @@ class _BatchPrefillWrapper:
         self._qo_indptr_last = qo[-1]
         self._max_q_len = max_qo_len
         self._causal = bool(causal)
-        self._window_left = window_left
+        self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
-        self._sm_scale = sm_scale
+        self._sm_scale = None if sm_scale is None else float(sm_scale)
 
     def _check_run_args(self, args, enable_pdl, lse_layout, **scales):
         api = self._api + ".run"
@@ -226,43 +272,30 @@ class _BatchPrefillWrapper:
         require(api, "lse_layout", lse_layout, ("NH",))
         require_unit_scale(api, **scales)
 
-    def _launch(self, q, out, lse, return_lse, lse_base, **kv):
-        """Launches the variant for this run (causal, window, soft-cap and
-        LSE as the wrapper holds them now) with q, out, lse and `kv`: the
-        k/v pointers, strides, index buffers and kv_rows by name."""
+    def _launch(self, q, k, v, out, lse, return_lse, lse_base, kv_indptr,
+                kv_indices=None, kv_last_page_len=None):
+        """Allocates what the caller left out and launches through
+        torch.ops.fijit.batch_prefill: the variant for this run (causal,
+        window, soft-cap and LSE as the wrapper holds them now) with q, out,
+        lse, k/v and the plan's index buffers."""
         p = self._plan
         if p is None:
             raise RuntimeError("call plan() before run()")
-        kernel = p["variants"].get(
-            return_lse=bool(return_lse),
-            mask="causal" if self._causal else "none",
-            window_left=self._window_left,
-            logits_soft_cap=self._logits_soft_cap)
-        cfg = kernel.config
-        qv = as_view(q, "q")
-        if qv.ndim != 3 or qv.shape[0] < p["total_qo"]:
-            raise ValueError(f"q has shape {list(qv.shape)}; the plan has "
+        if q.dim() != 3 or q.shape[0] < p["total_qo"]:
+            raise ValueError(f"q has shape {list(q.shape)}; the plan has "
                              f"{p['total_qo']} query rows")
-        check(qv, "q", (qv.shape[0], cfg.num_qo_heads, cfg.head_dim_qk),
-              cfg.dtype_q)
-        rows = qv.shape[0]
+        rows = q.shape[0]
         if out is None:
-            out = q.new_empty((rows, cfg.num_qo_heads, cfg.head_dim_vo))
-        check(as_view(out, "out"), "out",
-              (rows, cfg.num_qo_heads, cfg.head_dim_vo), cfg.dtype_o,
-              like=qv)
+            out = q.new_empty((rows, p["num_qo_heads"], p["head_dim_vo"]))
         if return_lse and lse is None:
-            lse = torch.empty(rows, cfg.num_qo_heads, dtype=torch.float32,
+            lse = torch.empty(rows, p["num_qo_heads"], dtype=torch.float32,
                               device=q.device)
-        kernel.launch(
-            q=q.data_ptr(), o=out.data_ptr(),
-            lse=lse.data_ptr() if return_lse else 0,
-            qo_indptr=p["bufs"][0].data_ptr(), batch=p["batch"],
-            max_qo_len=p["max_qo_len"], qo_rows=rows,
-            q_stride_n=q.stride(0), q_stride_h=q.stride(1),
-            o_stride_n=out.stride(0), o_stride_h=out.stride(1),
-            sm_scale=float(self._sm_scale or 0.0),
-            stream=torch.cuda.current_stream(q.device).cuda_stream, **kv)
+        _ops.call("batch_prefill", q, k, v, out, lse if return_lse else None,
+                  p["bufs"][0], kv_indptr, kv_indices, kv_last_page_len,
+                  p["config"], self._kv_layout, p["batch"], p["max_qo_len"],
+                  p["total_qo"], p.get("total_kv", 0), p.get("max_page"),
+                  self._sm_scale, self._causal, self._window_left,
+                  self._logits_soft_cap)
         if return_lse:
             return out, lse_to_base(lse, lse_base, self._api + ".run")
         return out
@@ -276,9 +309,9 @@ class _BatchPrefillWrapper:
         require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction,
                 (False,))
         self._causal = bool(causal)
-        self._window_left = window_left
+        self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
-        self._sm_scale = sm_scale
+        self._sm_scale = None if sm_scale is None else float(sm_scale)
 
 
 class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
@@ -349,24 +382,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         p = self._plan
         if p is None:
             raise RuntimeError("call plan() before run()")
-        cfg = p["variants"].config
-        nhd = self._kv_layout == "NHD"
-        qv = as_view(q, "q")
-        for name, t, dim in (("k", k, cfg.head_dim_qk),
-                             ("v", v, cfg.head_dim_vo)):
-            view = as_view(t, name)
-            rows = view.shape[0 if nhd else 1] if view.ndim == 3 else -1
-            shape = ((rows, cfg.num_kv_heads, dim) if nhd else
-                     (cfg.num_kv_heads, rows, dim))
-            check(view, name, shape, cfg.dtype_kv, like=qv)
-            if rows < p["total_kv"]:
-                raise ValueError(f"{name} has {rows} rows; the plan has "
-                                 f"{p['total_kv']}")
-        n, h = (0, 1) if nhd else (1, 0)
-        return self._launch(q, out, lse, return_lse, lse_base,
-                            k=k.data_ptr(), v=v.data_ptr(),
-                            kv_indptr=p["bufs"][1].data_ptr(),
-                            kv_rows=k.shape[n], **kv_strides(k, v, n, h))
+        return self._launch(q, k, v, out, lse, return_lse, lse_base,
+                            p["bufs"][1])
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -478,16 +495,10 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         if window_left is not None and window_left != self._window_left:
             raise ValueError(f"window_left={window_left} differs from the "
                              f"plan's {self._window_left}")
-        k_cache, v_cache, strides = paged_cache_strides(
-            paged_kv_cache, p["variants"].config, self._kv_layout,
-            p["max_page"], q)
+        k_cache, v_cache = split_cache(paged_kv_cache, self._kv_layout)
         _, indptr, indices, last = p["bufs"]
-        return self._launch(
-            q, out, lse, return_lse, lse_base, k=k_cache.data_ptr(),
-            v=v_cache.data_ptr(), kv_indptr=indptr.data_ptr(),
-            kv_indices=indices.data_ptr(),
-            kv_last_page_len=last.data_ptr(), kv_rows=k_cache.shape[0],
-            **strides)
+        return self._launch(q, k_cache, v_cache, out, lse, return_lse,
+                            lse_base, indptr, indices, last)
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -512,6 +523,63 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                              logits_soft_cap, sm_scale)
         return self.run(q, paged_kv_cache, k_scale=k_scale, v_scale=v_scale,
                         return_lse=True)
+
+
+def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
+                   kv_last_page_len, config, kv_layout, batch, max_qo_len,
+                   total_qo, total_kv, max_page, sm_scale, causal,
+                   window_left, logits_soft_cap):
+    """torch.ops.fijit.batch_prefill: the planned config's variant for this
+    run (causal, window, soft-cap, LSE), checked against the tensors and
+    launched; paged when kv_indices is given, else ragged. q and out may
+    hold more rows than the plan's total_qo (padding), k/v more than its
+    total_kv."""
+    kernel = _ops.kernel_for(config, return_lse=lse is not None,
+                             mask="causal" if causal else "none",
+                             window_left=window_left,
+                             logits_soft_cap=logits_soft_cap)
+    cfg = kernel.config
+    qv = as_view(q, "q")
+    nhd = kv_layout == "NHD"
+    if kv_indices is not None:
+        k, v, strides = paged_cache_strides((k, v), cfg, kv_layout, max_page,
+                                            q)
+        kv = dict(kv_indices=kv_indices.data_ptr(),
+                  kv_last_page_len=kv_last_page_len.data_ptr(),
+                  kv_rows=k.shape[0], **strides)
+    else:
+        for name, t, dim in (("k", k, cfg.head_dim_qk),
+                             ("v", v, cfg.head_dim_vo)):
+            view = as_view(t, name)
+            rows = view.shape[0 if nhd else 1] if view.ndim == 3 else -1
+            shape = ((rows, cfg.num_kv_heads, dim) if nhd else
+                     (cfg.num_kv_heads, rows, dim))
+            check(view, name, shape, cfg.dtype_kv, like=qv)
+            if rows < total_kv:
+                raise ValueError(f"{name} has {rows} rows; the plan has "
+                                 f"{total_kv}")
+        n, h = (0, 1) if nhd else (1, 0)
+        kv = dict(kv_rows=k.shape[n], **kv_strides(k, v, n, h))
+    if qv.ndim != 3 or qv.shape[0] < total_qo:
+        raise ValueError(f"q has shape {list(qv.shape)}; the plan has "
+                         f"{total_qo} query rows")
+    check(qv, "q", (qv.shape[0], cfg.num_qo_heads, cfg.head_dim_qk),
+          cfg.dtype_q)
+    rows = qv.shape[0]
+    check(as_view(out, "out"), "out",
+          (rows, cfg.num_qo_heads, cfg.head_dim_vo), cfg.dtype_o, like=qv)
+    kernel.launch(
+        q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), o=out.data_ptr(),
+        lse=lse.data_ptr() if lse is not None else 0,
+        qo_indptr=qo_indptr.data_ptr(), kv_indptr=kv_indptr.data_ptr(),
+        batch=batch, max_qo_len=max_qo_len, qo_rows=rows,
+        q_stride_n=q.stride(0), q_stride_h=q.stride(1),
+        o_stride_n=out.stride(0), o_stride_h=out.stride(1),
+        sm_scale=float(sm_scale or 0.0),
+        stream=torch.cuda.current_stream(q.device).cuda_stream, **kv)
+
+
+_ops.register("batch_prefill", _batch_prefill)
 
 
 def _device_of(wrapper, indptr):

@@ -11,6 +11,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdio>
+
 
 namespace py = pybind11;
 
@@ -66,6 +68,43 @@ void launchNamed(const fijit::AttentionKernel &k, const py::kwargs &kwargs) {
                                "__name__"))));
   }
   runReleased([&](std::string &error) { return k.launchNamed(args, error); });
+}
+
+// The Python callable that receives the core's log lines (fijit/_log.py);
+// never destroyed, since C++ threads may log while the interpreter exits.
+py::object *logSink = nullptr;
+
+/// fijit::LogHandler that calls logSink(is_warning, message) with the GIL.
+/// After interpreter shutdown has begun (set_log_sink(None) normally comes
+/// first, at exit) a line goes to stderr instead: taking the GIL then could
+/// hang the thread.
+void logToPython(fijit::LogLevel level, const char *message, void *) {
+  bool warning = level == fijit::LogLevel::Warning;
+  if (!Py_IsInitialized() ||
+#if PY_VERSION_HEX >= 0x030D0000
+      Py_IsFinalizing()
+#else
+      _Py_IsFinalizing()
+#endif
+  ) {
+    std::fprintf(stderr, "fijit: %s%s\n", warning ? "warning: " : "",
+                 message);
+    return;
+  }
+  py::gil_scoped_acquire gil;
+  try {
+    if (logSink)
+      (*logSink)(warning, message);
+  } catch (py::error_already_set &e) {
+    e.discard_as_unraisable("fijit log handler");
+  }
+}
+
+/// Runs `f` without the GIL: calls into the core that may wait for a thread
+/// that is logging (and so waiting for the GIL) must not hold it.
+template <typename F> auto released(F &&f) {
+  py::gil_scoped_release release;
+  return f();
 }
 
 py::dict removalDict(const fijit::CacheRemoval &r) {
@@ -155,8 +194,10 @@ PYBIND11_MODULE(_fijit, m) {
              int64_t kvChunk, int64_t maxSplits) {
             int64_t splits = 0, bytes = 0;
             std::string error;
-            if (!k.planDecode(batch, maxKvLen, kvChunk, splits, bytes, error,
-                              maxSplits))
+            if (!released([&] {
+                  return k.planDecode(batch, maxKvLen, kvChunk, splits, bytes,
+                                      error, maxSplits);
+                }))
               throw py::value_error(error);
             return py::make_tuple(kvChunk, splits, bytes);
           },
@@ -182,7 +223,7 @@ PYBIND11_MODULE(_fijit, m) {
         py::call_guard<py::gil_scoped_release>());
 
   m.def("cache_info", [] {
-    fijit::CacheInfo info = fijit::cacheInfo();
+    fijit::CacheInfo info = released(fijit::cacheInfo);
     py::dict d;
     d["root"] = info.root;
     d["version_dir"] = info.versionDir;
@@ -195,6 +236,29 @@ PYBIND11_MODULE(_fijit, m) {
     d["stale_temp_bytes"] = info.staleTempBytes;
     return d;
   });
-  m.def("cache_clear", [] { return removalDict(fijit::cacheClear()); });
-  m.def("cache_prune", [] { return removalDict(fijit::cachePrune()); });
+  m.def("cache_clear", [] { return removalDict(released(fijit::cacheClear)); });
+  m.def("cache_prune", [] { return removalDict(released(fijit::cachePrune)); });
+
+  m.def("cuda_driver_status", [] {
+    std::string text;
+    bool ok = released([&] { return fijit::cudaDriverStatus(text); });
+    return py::make_tuple(ok, text);
+  });
+
+  // set_log_sink(fn): fn(is_warning, message) receives every log line;
+  // None gives them back to stderr (FIJIT_LOG). Without the GIL while
+  // swapping: setLogHandler waits for lines in flight, which need it.
+  m.def(
+      "set_log_sink",
+      [](py::object fn) {
+        if (fn.is_none()) {
+          released([] { fijit::setLogHandler(nullptr); });
+          return;
+        }
+        if (!logSink)
+          logSink = new py::object();
+        *logSink = std::move(fn);
+        released([] { fijit::setLogHandler(&logToPython); });
+      },
+      py::arg("sink"));
 }

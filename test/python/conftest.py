@@ -166,6 +166,16 @@ def run_cli(*args, timeout=60, **env):
                           text=True, timeout=timeout)
 
 
+def tool(name):
+    """Path of the fi-opt / fi-compile binary next to the package under
+    test (the wheel's fijit/bin, or the build tree's bin), or None."""
+    from fijit import _tools
+    try:
+        return _tools.tool_path(name)
+    except FileNotFoundError:
+        return None
+
+
 def cache_files(root, pattern="*.ptx"):
     """Entry files under any version folder of `root`."""
     return sorted(Path(root).glob(f"v*/entries/{pattern}"))

@@ -9,6 +9,7 @@ import time
 import pytest
 
 import fijit
+from conftest import tool as find_tool
 from conftest import (SMALL, cache_files, finish, run_fijit, start_fijit)
 
 COMPILE_AND_REPORT = """
@@ -279,9 +280,9 @@ def test_bundle_tier_is_read_only(cache_dir, tmp_path):
     'bundle', same key and PTX) and is never written to."""
     import subprocess
     from pathlib import Path
-    tool = Path(fijit.__file__).parents[2] / "bin" / "fi-compile"
-    if not tool.exists():
-        pytest.skip(f"no fi-compile at {tool} (package not from a build tree)")
+    tool = find_tool("fi-compile")
+    if tool is None:
+        pytest.skip("fi-compile not found next to the package")
     bundle = tmp_path / "bundle"
     config = ",".join(f"{k}={v}" for k, v in SMALL.items())
     made = subprocess.run([str(tool), "-o", str(bundle), config],

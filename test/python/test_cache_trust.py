@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import fijit
+from conftest import tool as find_tool
 from conftest import (SMALL, cache_files, child_env, forge_cache_file,
                       run_cli, run_fijit)
 
@@ -84,9 +85,9 @@ def test_swapped_index_is_a_miss(cache_dir):
 
 
 def test_bundle_entry_under_another_key_is_ignored(cache_dir, tmp_path):
-    tool = Path(fijit.__file__).parents[2] / "bin" / "fi-compile"
-    if not tool.exists():
-        pytest.skip(f"no fi-compile at {tool} (package not from a build tree)")
+    tool = find_tool("fi-compile")
+    if tool is None:
+        pytest.skip("fi-compile not found next to the package")
     bundle = tmp_path / "bundle"
     configs = [",".join(f"{k}={v}" for k, v in f.items())
                for f in (SMALL, OTHER)]
@@ -172,9 +173,9 @@ def test_huge_entry_is_not_read(cache_dir):
 
 
 def test_fifo_in_bundle(cache_dir, tmp_path):
-    tool = Path(fijit.__file__).parents[2] / "bin" / "fi-compile"
-    if not tool.exists():
-        pytest.skip(f"no fi-compile at {tool} (package not from a build tree)")
+    tool = find_tool("fi-compile")
+    if tool is None:
+        pytest.skip("fi-compile not found next to the package")
     bundle = tmp_path / "bundle"
     config = ",".join(f"{k}={v}" for k, v in SMALL.items())
     made = subprocess.run([str(tool), "-o", str(bundle), config],

@@ -1,10 +1,16 @@
-"""python -m fijit cache info|clear|prune, python -m fijit warm."""
+"""python -m fijit --version, cache info|clear|prune, warm, collect-env;
+the fi-opt / fi-compile entry points."""
+import os
+import platform
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import fijit
-from conftest import SMALL, cache_files, run_cli, run_fijit
+from conftest import SMALL, cache_files, child_env, run_cli, run_fijit
 
 VERSION_DIR = f"v{fijit.__version__}-{fijit.build_id}-llvm{fijit.llvm_version}"
 
@@ -220,3 +226,43 @@ def test_warm_reports_a_bad_config(cache_dir):
     r = run_cli("warm")
     assert r.returncode == 2
     assert "warm: give configs or --configs FILE" in r.stderr
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (f"fijit {fijit.__version__} (build "
+                                f"{fijit.build_id}, LLVM {fijit.llvm_version})")
+
+
+def test_collect_env(cache_dir):
+    fill(1)
+    r = run_cli("collect-env", FIJIT_CACHE_MAX_BYTES=12345)
+    assert r.returncode == 0, r.stderr
+    fields = dict(re.findall(r"^([A-Za-z0-9 ]+):\s+(.*)$", r.stdout, re.M))
+    assert fields["fijit"] == (f"{fijit.__version__} (build {fijit.build_id}"
+                               f", LLVM {fijit.llvm_version})")
+    assert fields["package"] == str(Path(fijit.__file__).parent.resolve())
+    # The libfijit this process loaded: beside the package in a wheel, the
+    # build tree's lib/ otherwise.
+    assert "/libfijit.so" in fields["libfijit"]
+    assert Path(fields["libfijit"]).is_file()
+    assert fields["cache"].startswith(str(cache_dir / VERSION_DIR) +
+                                      " (1 entries, ")
+    assert "FIJIT_CACHE_MAX_BYTES=12345" in fields["environment"]
+    ok, driver = fijit._fijit.cuda_driver_status()
+    assert fields["CUDA driver"] == (driver if ok else "unusable: " + driver)
+    assert fields["python"].startswith(platform.python_version())
+
+
+def test_tool_launchers_run_the_binaries():
+    from fijit import _tools
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; from fijit._tools import fi_opt; "
+                        "sys.argv[1:] = ['--fi-build=head_dim_qk=100']; "
+                        "fi_opt()"], env=child_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("fi-opt: error: invalid head_dim_qk=100: "
+                                "allowed values are 64, 96, 128, 192, 256")
+    assert os.access(_tools.tool_path("fi-compile"), os.X_OK)

@@ -7,7 +7,7 @@ import pytest
 
 import fijit
 from fijit import AttentionConfig
-from conftest import PACKAGE_DIR
+from conftest import tool
 
 KNOWN_KEYS = ("kind, head_dim_qk, head_dim_vo, num_qo_heads, num_kv_heads, "
               "dtype_q, dtype_kv, dtype_o, kv_layout, page_size, mask, "
@@ -330,10 +330,11 @@ def test_invalid_values_raise_exact_message(fields, message):
     assert str(e3.value) == message
 
 
-FI_OPT = PACKAGE_DIR.parent / "bin" / "fi-opt"
+FI_OPT = tool("fi-opt")
 
 
-@pytest.mark.skipif(not FI_OPT.exists(), reason=f"{FI_OPT} not built")
+@pytest.mark.skipif(FI_OPT is None, reason="fi-opt not found next to the "
+                    "package")
 @pytest.mark.parametrize("fields, message", [BAD[0], BAD[2], BAD[4], BAD[9]],
                          ids=["head_dim", "gqa", "unknown", "enum"])
 def test_same_message_as_fi_opt(fields, message):

@@ -45,8 +45,9 @@ namespace fijit {
 /// Hex BLAKE3 digest of `data` (64 characters).
 std::string hashHex(llvm::StringRef data);
 
-/// Writes `message` to stderr prefixed "fijit: " when FIJIT_LOG is set (or
-/// always, for warnings).
+/// Hands `message` to the handler of fijit::setLogHandler; without one,
+/// writes it to stderr prefixed "fijit: " when FIJIT_LOG is set (or always,
+/// for warnings). lib/Cache/Log.cpp.
 void logMessage(const llvm::Twine &message, bool warning = false);
 
 class DiskCache {

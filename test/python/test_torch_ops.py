@@ -1,0 +1,256 @@
+"""fijit's entry points as torch.library custom ops: torch.compile(fullgraph=
+True) traces functions that call them, on CPU, with fake CUDA tensors (no
+GPU, no launch: the ops' fake implementations stand in)."""
+import pytest
+
+import fijit
+import fijit.decode
+import fijit.prefill
+
+torch = pytest.importorskip("torch", reason="needs torch (not installed)")
+if not hasattr(torch.library, "custom_op"):
+    pytest.skip("needs torch.library.custom_op (torch >= 2.4)",
+                allow_module_level=True)
+from torch._subclasses.fake_tensor import (  # noqa: E402
+    FakeTensorMode, unset_fake_temporarily)
+
+OPS = ("single_prefill", "single_decode", "batch_prefill",
+       "batch_decode_paged")
+BF16 = dict(dtype=torch.bfloat16, device="cuda")
+I32 = dict(dtype=torch.int32)
+
+
+class Recorder:
+    """A torch.compile backend that keeps each graph it is given."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return gm.forward
+
+    def fijit_calls(self):
+        return [str(n.target) for g in self.graphs for n in g.graph.nodes
+                if n.op == "call_function" and "fijit" in str(n.target)]
+
+
+def test_ops_are_registered_with_their_writes():
+    for name in OPS:
+        schema = getattr(torch.ops.fijit, name).default._schema
+        written = {a.name for a in schema.arguments
+                   if a.alias_info is not None and a.alias_info.is_write}
+        assert {"out", "lse"} <= written, (name, written)
+        inputs = {a.name for a in schema.arguments if a.alias_info is None}
+        assert "q" in inputs and "out" not in inputs
+    decode = torch.ops.fijit.batch_decode_paged.default._schema
+    assert {a.name for a in decode.arguments if a.alias_info and
+            a.alias_info.is_write} == {"out", "lse", "workspace",
+                                       "split_counters"}
+    # The graph-safe decode's schedule: read by the kernel, written only by
+    # plan() (outside the op).
+    split_plan = next(a for a in decode.arguments if a.name == "split_plan")
+    assert split_plan.alias_info is None
+    assert "max_splits" in {a.name for a in decode.arguments}
+
+
+def test_single_prefill_and_decode_trace_as_one_graph():
+    rec = Recorder()
+
+    def step(q, k, v, q_tok):
+        out, lse = fijit.single_prefill_with_kv_cache(
+            q, k, v, causal=True, return_lse=True, logits_soft_cap=30.0)
+        tok = fijit.single_decode_with_kv_cache(q_tok, k, v, window_left=64)
+        return out.float() * 2, lse, tok + 1
+
+    with FakeTensorMode():
+        q = torch.empty(100, 32, 128, **BF16)
+        k = torch.empty(300, 8, 128, **BF16)
+        v = torch.empty(300, 8, 64, **BF16)
+        q_tok = torch.empty(32, 128, **BF16)
+        out, lse, tok = torch.compile(step, fullgraph=True, backend=rec)(
+            q, k, v, q_tok)
+    assert len(rec.graphs) == 1
+    assert rec.fijit_calls() == ["fijit.single_prefill.default",
+                                 "fijit.single_decode.default"]
+    assert out.shape == (100, 32, 64) and out.dtype == torch.float32
+    assert lse.shape == (100, 32) and lse.dtype == torch.float32
+    assert tok.shape == (32, 64) and tok.dtype == torch.bfloat16
+    # The config travels as arguments of the node, not as Python state.
+    prefill = next(n for n in rec.graphs[0].graph.nodes
+                   if str(n.target) == "fijit.single_prefill.default")
+    assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "")
+
+
+def plan_wrappers(monkeypatch):
+    """The batch wrappers planned inside the caller's FakeTensorMode: host
+    (CPU) index tensors copied into the wrappers' device buffers, which are
+    fake CUDA tensors like the workspace; plan compiles the kernels to PTX
+    and no GPU is asked for its target. Decode twice: as is, and with
+    use_cuda_graph (its schedule in the split_plan buffer)."""
+    for module in (fijit.decode, fijit.prefill):
+        monkeypatch.setattr(module, "target_of", lambda device: "sm_90a")
+        # The page table is read on the host, as a real plan reads its CPU
+        # tensors (the fake mode would refuse the reads of page ids).
+        real = module.page_table
+
+        def host_page_table(*args, real=real, **kwargs):
+            with unset_fake_temporarily():
+                return real(*args, **kwargs)
+        monkeypatch.setattr(module, "page_table", host_page_table)
+    with unset_fake_temporarily():  # real host tensors, as a caller's
+        pages = dict(indptr=torch.tensor([0, 2, 5], **I32),
+                     indices=torch.arange(5, **I32),
+                     last=torch.tensor([16, 3], **I32))
+        qo_indptr = torch.tensor([0, 7, 20], **I32)
+        kv_indptr = torch.tensor([0, 9, 30], **I32)
+    workspace = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+    decode = fijit.BatchDecodeWithPagedKVCacheWrapper(workspace)
+    graph = fijit.BatchDecodeWithPagedKVCacheWrapper(
+        workspace, use_cuda_graph=True,
+        paged_kv_indptr_buffer=torch.empty(3, device="cuda", **I32),
+        paged_kv_indices_buffer=torch.empty(64, device="cuda", **I32),
+        paged_kv_last_page_len_buffer=torch.empty(2, device="cuda", **I32))
+    for w in (decode, graph):
+        w.plan(pages["indptr"], pages["indices"], pages["last"],
+               num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16,
+               q_data_type=torch.bfloat16)
+    paged = fijit.BatchPrefillWithPagedKVCacheWrapper(workspace)
+    paged.plan(qo_indptr, pages["indptr"],
+               pages["indices"], pages["last"], num_qo_heads=32,
+               num_kv_heads=8, head_dim_qk=128, page_size=16, causal=True,
+               q_data_type=torch.bfloat16)
+    ragged = fijit.BatchPrefillWithRaggedKVCacheWrapper(workspace)
+    ragged.plan(qo_indptr, kv_indptr, 32, 8, 128,
+                q_data_type=torch.bfloat16)
+    return decode, graph, paged, ragged
+
+
+@pytest.mark.parametrize("backend", ["record", "aot_eager"])
+def test_batch_wrappers_run_traces_as_one_graph(monkeypatch, backend):
+    rec = Recorder()
+
+    def step(q_pre, q_dec, k_cache, v_cache, q_rag, k_rag, v_rag):
+        out, lse = paged.run(q_pre, (k_cache, v_cache), return_lse=True)
+        tok = decode.run(q_dec, (k_cache, v_cache))
+        tok_graph, lse_graph = graph.run(q_dec, (k_cache, v_cache),
+                                         return_lse=True)
+        rag = ragged.run(q_rag, k_rag, v_rag)
+        return out, lse, tok, tok_graph, lse_graph, rag
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        decode, graph, paged, ragged = plan_wrappers(monkeypatch)
+        k_cache = torch.empty(5, 16, 8, 128, **BF16)
+        v_cache = torch.empty(5, 16, 8, 128, **BF16)
+        compiled = torch.compile(step, fullgraph=True,
+                                 backend=rec if backend == "record"
+                                 else backend)
+        out, lse, tok, tok_graph, lse_graph, rag = compiled(
+            torch.empty(20, 32, 128, **BF16), torch.empty(2, 32, 128, **BF16),
+            k_cache, v_cache, torch.empty(20, 32, 128, **BF16),
+            torch.empty(30, 8, 128, **BF16), torch.empty(30, 8, 128, **BF16))
+    assert out.shape == (20, 32, 128) and lse.shape == (20, 32)
+    assert tok.shape == tok_graph.shape == (2, 32, 128)
+    assert lse_graph.shape == (2, 32) and rag.shape == (20, 32, 128)
+    if backend == "record":
+        assert len(rec.graphs) == 1
+        assert rec.fijit_calls() == ["fijit.batch_prefill.default",
+                                     "fijit.batch_decode_paged.default",
+                                     "fijit.batch_decode_paged.default",
+                                     "fijit.batch_prefill.default"]
+        nodes = [n for n in rec.graphs[0].graph.nodes
+                 if str(n.target) == "fijit.batch_decode_paged.default"]
+        # split_plan (argument 10) and max_splits (16): only the
+        # use_cuda_graph wrapper's launch reads its schedule from memory.
+        assert nodes[0].args[10] is None and nodes[0].args[16] == 0
+        assert nodes[1].args[10] is not None and nodes[1].args[16] >= 1
+        assert "cuda_graph=true" in nodes[1].args[11]
+        assert "cuda_graph=true" not in nodes[0].args[11]
+
+
+def test_forward_values_travel_as_op_arguments(monkeypatch):
+    """What forward() changes after the plan (causal, window, soft-cap)
+    picks the kernel variant inside the op, so the traced node carries it
+    as arguments, not as Python state."""
+    rec = Recorder()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        _, _, paged, _ = plan_wrappers(monkeypatch)
+        paged._forward_values(False, "NONE", False, 128, 50.0, 0.5)
+
+        def step(q, k_cache, v_cache):
+            return paged.run(q, (k_cache, v_cache))
+
+        torch.compile(step, fullgraph=True, backend=rec)(
+            torch.empty(20, 32, 128, **BF16),
+            torch.empty(5, 16, 8, 128, **BF16),
+            torch.empty(5, 16, 8, 128, **BF16))
+    (node,) = [n for g in rec.graphs for n in g.graph.nodes
+               if str(n.target) == "fijit.batch_prefill.default"]
+    assert node.args[-4:] == (0.5, False, 128, 50.0)
+
+
+def test_eager_call_launches_without_the_dispatcher(monkeypatch):
+    """Outside a trace an entry point calls the op's implementation
+    directly: a CPU tensor fails there, with its message, and the op is not
+    dispatched."""
+    seen = []
+    monkeypatch.setattr(fijit._ops, "_ops", {
+        name: (lambda *a, name=name: seen.append(name), impl)
+        for name, (op, impl) in fijit._ops._ops.items()})
+    q = torch.empty(4, 32, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="q must be on a CUDA device"):
+        fijit.single_prefill_with_kv_cache(q, q[:, :8], q[:, :8])
+    assert seen == []
+
+
+def test_export_holds_the_op():
+    class Model(torch.nn.Module):
+        def forward(self, q, k, v):
+            return fijit.single_prefill_with_kv_cache(q, k, v,
+                                                      causal=True) * 2
+
+    with FakeTensorMode():
+        program = torch.export.export(Model(), (
+            torch.empty(100, 32, 128, **BF16),
+            torch.empty(300, 8, 128, **BF16),
+            torch.empty(300, 8, 128, **BF16)))
+    targets = [str(n.target) for n in program.graph.nodes
+               if n.op == "call_function"]
+    assert "fijit.single_prefill.default" in targets, targets
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_model_matches_eager_on_gpu(backend):
+    """The compiled graph launches the same kernels as eager calls: equal
+    outputs, prefill, decode and a batch decode wrapper alike."""
+    torch.manual_seed(0)
+    dev = dict(dtype=torch.bfloat16, device="cuda")
+    q = torch.randn(77, 32, 128, **dev)
+    k = torch.randn(200, 8, 128, **dev)
+    v = torch.randn(200, 8, 128, **dev)
+    q_tok = torch.randn(32, 128, **dev)
+    k_cache = torch.randn(6, 16, 8, 128, **dev)
+    v_cache = torch.randn(6, 16, 8, 128, **dev)
+    i32 = dict(dtype=torch.int32, device="cuda")
+    decode = fijit.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty(64 << 20, dtype=torch.uint8, device="cuda"))
+    decode.plan(torch.tensor([0, 2, 6], **i32), torch.arange(6, **i32),
+                torch.tensor([16, 5], **i32), num_qo_heads=32,
+                num_kv_heads=8, head_dim=128, page_size=16,
+                q_data_type=torch.bfloat16)
+    q_batch = torch.randn(2, 32, 128, **dev)
+
+    def step(q, k, v, q_tok, q_batch, k_cache, v_cache):
+        out, lse = fijit.single_prefill_with_kv_cache(
+            q, k, v, causal=True, return_lse=True)
+        tok = fijit.single_decode_with_kv_cache(q_tok, k, v)
+        batch = decode.run(q_batch, (k_cache, v_cache))
+        return out * 1, lse, tok, batch
+
+    args = (q, k, v, q_tok, q_batch, k_cache, v_cache)
+    eager = step(*args)
+    compiled = torch.compile(step, fullgraph=True, backend=backend)(*args)
+    for e, c in zip(eager, compiled):
+        assert torch.isfinite(e.float()).all()
+        assert torch.equal(e, c)
