@@ -196,7 +196,7 @@ void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
                    GridDim{}, GridDim{}};
     return;
   }
-  prefillGrid(r.spec, cfg, "max_qo_len", /*batch=*/true);
+  prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
 }
 
 /// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV
