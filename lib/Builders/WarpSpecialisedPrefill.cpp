@@ -292,42 +292,52 @@ void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
   tmaV = args["v"];
   o = args["o"];
   lse = args["lse"];
+  smScale = args["sm_scale"];
+  auto bindOutputStrides = [&] {
+    oStrideN = args.index(b, "o_stride_n");
+    oStrideH = args.index(b, "o_stride_h");
+  };
   if (cfg.kind == KernelKind::SinglePrefill) {
     qoLen = args.index(b, "qo_len");
     kvLen = args.index(b, "kv_len");
-    oStrideN = args.index(b, "o_stride_n");
-    oStrideH = args.index(b, "o_stride_h");
-    variant.bind(b, args["sm_scale"], qoLen, kvLen);
+    bindOutputStrides();
+    variant.bind(b, smScale, qoLen, kvLen);
     qoRowBase = kvRowBase = cIdx(b, 0);
     return;
   }
-  Value req = gpu::BlockIdOp::create(b, gpu::Dimension::z);
+  qoIndptr = args["qo_indptr"];
+  kvIndptr = args["kv_indptr"];
+  if (cfg.kind == KernelKind::BatchPrefillPaged) {
+    kvIndices = args["kv_indices"];
+    kvLastPageLen = args["kv_last_page_len"];
+  }
+  // A persistent grid finds each work tile's request (the scheduler);
+  // otherwise the request is block z.
+  if (persistent) {
+    batch = args.index(b, "batch");
+    bindOutputStrides();
+  } else {
+    bindRequest(gpu::BlockIdOp::create(b, gpu::Dimension::z),
+                bindOutputStrides);
+  }
+}
+
+void WarpSpecialisedPrefill::bindRequest(
+    Value req, llvm::function_ref<void()> beforeVariant) {
   Value next = arith::AddIOp::create(b, req, cIdx(b, 1));
-  Value qoIndptr = args["qo_indptr"], kvIndptr = args["kv_indptr"];
   qoRowBase = loadIndex(b, qoIndptr, req);
   qoLen = arith::SubIOp::create(b, loadIndex(b, qoIndptr, next), qoRowBase);
   if (cfg.kind == KernelKind::BatchPrefillPaged) {
-    kvIndices = args["kv_indices"];
-    pages = pageRange(b, cfg.pageSize, kvIndptr, args["kv_last_page_len"],
-                      req);
+    pages = pageRange(b, cfg.pageSize, kvIndptr, kvLastPageLen, req);
     kvLen = pages.kvLen;
     kvRowBase = cIdx(b, 0);
   } else {
     kvRowBase = loadIndex(b, kvIndptr, req);
     kvLen = arith::SubIOp::create(b, loadIndex(b, kvIndptr, next), kvRowBase);
   }
-  oStrideN = args.index(b, "o_stride_n");
-  oStrideH = args.index(b, "o_stride_h");
-  variant.bind(b, args["sm_scale"], qoLen, kvLen);
-}
-
-/// Causal query tiles see more keys the later they are: start those first.
-static Value heavyFirst(ImplicitLocOpBuilder &b, const AttentionVariant &v,
-                        Value qTile, Value qTiles) {
-  if (!v.isCausal())
-    return qTile;
-  return arith::SubIOp::create(
-      b, arith::SubIOp::create(b, qTiles, cIdx(b, 1)), qTile);
+  if (beforeVariant)
+    beforeVariant();
+  variant.bind(b, smScale, qoLen, kvLen);
 }
 
 void WarpSpecialisedPrefill::emit(const KernelArgs &args) {
@@ -373,12 +383,13 @@ void WarpSpecialisedPrefill::emitRoles() {
   Value isProducer = arith::CmpIOp::create(b, arith::CmpIPredicate::ult, tid,
                                            cIdx(b, kWarpgroupThreads));
   auto roles = scf::IfOp::create(b, isProducer, /*withElseRegion=*/true);
+  RegisterSplit registers = registerSplit(cfg, persistent);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(roles.thenBlock()->getTerminator());
-  setWarpgroupRegisters(b, kProducerRegisters, /*increase=*/false);
+  setWarpgroupRegisters(b, registers.producer, /*increase=*/false);
   forEachWorkTile([&] { produce(); });
   b.setInsertionPoint(roles.elseBlock()->getTerminator());
-  setWarpgroupRegisters(b, kConsumerRegisters, /*increase=*/true);
+  setWarpgroupRegisters(b, registers.consumer, /*increase=*/true);
   forEachWorkTile([&] {
     TileResult res = consume();
     Value tokenBase =
@@ -401,41 +412,6 @@ void WarpSpecialisedPrefill::setWorkTile(Value qTile, Value qHead) {
       arith::AddIOp::create(b, arith::SubIOp::create(b, kvEnd, kvBegin),
                             cIdx(b, t.tileKV - 1)),
       cIdx(b, t.tileKV));
-}
-
-void WarpSpecialisedPrefill::forEachWorkTile(
-    llvm::function_ref<void()> body) {
-  if (!persistent) {
-    body(); // one work tile per CTA, set by emit()
-    return;
-  }
-  // Persistent (KernelSpec's grid: at most one CTA per SM): CTA i takes
-  // work tiles i, i + grid, ..., head-major so that neighbours share K/V
-  // in L2. The ring's count and the Q buffer's phase run on across work
-  // tiles, so the producer loads the next tile's Q and K/V under this
-  // one's last GEMMs and epilogue.
-  Value qTiles = arith::DivUIOp::create(
-      b, arith::AddIOp::create(b, qoLen, cIdx(b, t.tileQ - 1)),
-      cIdx(b, t.tileQ));
-  Value total = arith::MulIOp::create(b, qTiles, cIdx(b, cfg.numQOHeads));
-  auto loop = scf::ForOp::create(
-      b, gpu::BlockIdOp::create(b, gpu::Dimension::x), total,
-      gpu::GridDimOp::create(b, gpu::Dimension::x),
-      ValueRange{cIdx(b, 0), cIdx(b, 0)});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value work = loop.getInductionVar();
-  setWorkTile(heavyFirst(b, variant,
-                         arith::RemUIOp::create(b, work, qTiles), qTiles),
-              arith::DivUIOp::create(b, work, qTiles));
-  ringBase = loop.getRegionIterArgs()[0];
-  Value done = loop.getRegionIterArgs()[1];
-  workParity = i32Of(b, arith::AndIOp::create(b, done, cIdx(b, 1)));
-  body();
-  scf::YieldOp::create(b, ValueRange{arith::AddIOp::create(b, ringBase,
-                                                           numTiles),
-                                     arith::AddIOp::create(b, done,
-                                                           cIdx(b, 1))});
 }
 
 } // namespace warp_specialised

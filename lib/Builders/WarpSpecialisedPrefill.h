@@ -34,9 +34,19 @@ constexpr int64_t kPanelCols = 64;      ///< columns of a 128-byte TMA box row
 constexpr int64_t kPanelRowBytes = 128; ///< bytes of one
 constexpr int64_t kWarpgroupThreads = 128;
 constexpr int64_t kConsumerWarps = 8;
-/// Registers after the hand-off: 128 * 24 + 256 * 240 <= 65536.
-constexpr int32_t kProducerRegisters = 24;
-constexpr int32_t kConsumerRegisters = 240;
+/// Registers per thread of the producer and of the consumers after the
+/// hand-off (setmaxnreg), within the 168 * 384 the CTA starts with. The
+/// producer needs more where it walks a batch's work tiles (the request
+/// scan), which the consumers hold without spills at head_dim <= 128.
+struct RegisterSplit {
+  int32_t producer, consumer;
+};
+inline RegisterSplit registerSplit(const AttentionConfig &cfg,
+                                   bool persistent) {
+  if (persistent && cfg.kind != KernelKind::SinglePrefill)
+    return {40, 224};
+  return {24, 240};
+}
 /// Named barriers of the ping-pong (0 is the CTA barrier).
 constexpr int64_t kFirstPingPongBarrier = 1;
 
@@ -91,15 +101,24 @@ private:
   Value c32(int64_t v) {
     return arith::ConstantIntOp::create(b, b.getI32Type(), v);
   }
-  /// Binds the kernel arguments of this config's kind (qo_len, kv_len, row
-  /// bases and the variant's scalars).
+  /// Binds the kernel arguments of this config's kind (single_prefill:
+  /// qo_len, kv_len and the variant's scalars too).
   void bindArguments(const KernelArgs &args);
+  /// A batch's request `req`: its row bases, lengths (pages) and the
+  /// variant's scalars (`beforeVariant` runs just ahead of those).
+  void bindRequest(Value req,
+                   llvm::function_ref<void()> beforeVariant = nullptr);
   /// This work tile's query tile and head, and the key tiles it sees.
   void setWorkTile(Value qTile, Value qHead);
   /// The barriers, then the producer's and the consumers' work.
   void emitRoles();
-  /// Runs `body` (one role's work) for each work tile of this CTA.
+  /// Runs `body` (one role's work) for each work tile of this CTA
+  /// (WarpSpecialisedScheduler.cpp).
   void forEachWorkTile(llvm::function_ref<void()> body);
+  /// The persistent walk over `total` work tiles; `setTile(work)` binds
+  /// work tile `work`.
+  void walkWorkTiles(Value total, llvm::function_ref<void(Value)> setTile,
+                     llvm::function_ref<void()> body);
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;
@@ -123,6 +142,9 @@ private:
   /// Paged K/V: the page table and this request's pages.
   Value kvIndices;
   PageRange pages;
+  /// A batch's index arrays and request count.
+  Value qoIndptr, kvIndptr, kvLastPageLen, batch;
+  Value smScale;
   Value tid, lane, warp, smem;
   Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
   // Consumer state: which warpgroup (0, 1), its rows of this lane.
@@ -133,6 +155,11 @@ private:
 inline Value i32Of(ImplicitLocOpBuilder &b, Value index) {
   return arith::IndexCastOp::create(b, b.getI32Type(), index);
 }
+
+/// Causal query tiles see more keys the later they are: of `qTiles`, the
+/// `order`-th to start is the one returned.
+Value heavyFirst(ImplicitLocOpBuilder &b, const AttentionVariant &v,
+                 Value order, Value qTiles);
 
 } // namespace warp_specialised
 } // namespace fijit

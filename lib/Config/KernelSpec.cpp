@@ -171,6 +171,9 @@ void batchPrefill(Rows &r, const AttentionConfig &cfg) {
 void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
   bool single = cfg.kind == KernelKind::SinglePrefill;
   bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
+  // Persistent up to head_dim 128; at 256 the consumers would spill a
+  // walk's state.
+  bool persistent = cfg.headDimVO <= 128;
   qkvMaps(r, cfg, single);
   r.tensor("o", cfg.dtypeO);
   r.buffer("lse", ElementType::F32);
@@ -184,19 +187,25 @@ void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
       r.buffer("kv_indices", ElementType::I32, ArgCheck::Required);
       r.buffer("kv_last_page_len", ElementType::I32, ArgCheck::Required);
     }
+    // A persistent CTA finds each work tile's request itself.
+    if (persistent)
+      r.i32("batch");
   }
   r.strides("o", {"o_stride_n", "o_stride_h"});
   r.f32("sm_scale");
-  if (single && cfg.headDimVO <= 128) {
-    // Persistent: work tiles (query tile, head) spread over at most one CTA
-    // per SM (the kernel holds a whole SM's shared memory and registers).
-    // Not at head_dim 256, whose consumers would spill the walk's state.
-    r.spec.grid = {GridDim{"work_tile", "qo_len", cfg.tuning.tileQ, 1,
-                           cfg.numQOHeads, "multiprocessors"},
-                   GridDim{}, GridDim{}};
+  if (!persistent) {
+    // One CTA per (query tile, head[, request]).
+    prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
     return;
   }
-  prefillGrid(r.spec, cfg, single ? "qo_len" : "max_qo_len", !single);
+  // Persistent: work tiles (query tile, head) spread over at most one CTA
+  // per SM (the kernel holds a whole SM's shared memory and registers). A
+  // batch's grid is bounded by the tiles of its packed rows, at most its
+  // tile count; the walk is right for any grid.
+  r.spec.grid = {GridDim{"work_tile", single ? "qo_len" : "qo_rows",
+                         cfg.tuning.tileQ, 1, cfg.numQOHeads,
+                         "multiprocessors"},
+                 GridDim{}, GridDim{}};
 }
 
 /// single_decode and batch_decode_paged (DecodeBuilder.cpp): split-KV

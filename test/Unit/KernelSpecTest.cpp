@@ -50,11 +50,26 @@ FIJIT_TEST("kernel spec: grids from the launch's sizes") {
   CHECK_EQ(grid[2], 1, "no batch");
   CHECK_EQ(single.threads, 128, "");
 
-  KernelSpec batch = specOf("kind=batch_prefill_ragged,num_warps=12");
+  // head_dim 256: one CTA per query tile, head and request.
+  KernelSpec batch = specOf("kind=batch_prefill_ragged,head_dim_qk=256,"
+                            "head_dim_vo=256,num_warps=12");
+  CHECK(!batch.persistent(), "");
   grid = batch.gridFor(Sizes{{{"max_qo_len", 129}, {"batch", 5}}});
   CHECK_EQ(grid[0], 2, "128-row tiles of the longest request");
   CHECK_EQ(grid[2], 5, "one z per request");
   CHECK_EQ(batch.threads, 384, "");
+
+  // Persistent (head_dim <= 128): work tiles of the packed rows, at most
+  // one CTA per SM.
+  KernelSpec walk = specOf("kind=batch_prefill_ragged,head_dim_qk=128,"
+                           "head_dim_vo=128,num_qo_heads=8,num_kv_heads=2,"
+                           "num_warps=12");
+  CHECK(walk.persistent(), "");
+  grid = walk.gridFor(Sizes{{{"qo_rows", 300}, {"multiprocessors", 132}}});
+  CHECK_EQ(grid[0], 3 * 8, "tiles of the packed rows, times heads");
+  CHECK_EQ(grid[1] * grid[2], 1, "");
+  grid = walk.gridFor(Sizes{{{"qo_rows", 5000}, {"multiprocessors", 132}}});
+  CHECK_EQ(grid[0], 132, "one CTA per SM");
 
   KernelSpec decode =
       specOf("kind=batch_decode_paged,page_size=16,num_qo_heads=32,"

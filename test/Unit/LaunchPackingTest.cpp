@@ -773,7 +773,9 @@ void checkTileBatch(const std::string &config, bool hnd,
 }
 
 /// The warp-specialised batch prefill: Q, K, V maps, then o, lse and the
-/// index arrays (the page table only when paged), o's strides, the scale.
+/// index arrays (the page table only when paged), the request count, o's
+/// strides, the scale; a persistent grid of the packed rows' work tiles
+/// (here fewer than the device's SMs).
 void checkWarpSpecialisedBatch(const std::string &config, bool paged,
                                bool hnd, const std::string &what) {
   FakeDriverScope fake;
@@ -813,23 +815,28 @@ void checkWarpSpecialisedBatch(const std::string &config, bool paged,
   if (paged)
     want.memref("kv_indices", KV_INDICES)
         .memref("kv_last_page_len", KV_LAST);
+  want.i32("batch", a.batch);
   want.i32("o_stride_n", a.oStrideN).i32("o_stride_h", a.oStrideH);
   want.f32("sm_scale", 0.25f);
   checkParams(*l, want, what);
-  checkLaunch(*l, {ceilDiv(300, t.tileQ), 8, 5}, 384,
+  CHECK(ceilDiv(1234, t.tileQ) * 8 < kFakeDeviceFacts.multiprocessors,
+        what + ": fewer work tiles than SMs");
+  checkLaunch(*l, {ceilDiv(1234, t.tileQ) * 8, 1, 1}, 384,
               k.cfg().sharedMemoryBytes(), STREAM, what);
   checkLoaded(k, what);
 
-  // The maps' extents are given only for them: without them nothing
-  // launches (as before; single prefill's lengths may be 0).
+  // kv_rows is given only for the K/V maps: without it nothing launches.
+  // qo_rows 0 is a batch without query rows (the persistent grid counts
+  // their tiles): nothing to compute, as with single prefill's qo_len 0.
   rec.launches.clear();
-  for (int64_t BatchPrefillLaunchArgs::*rows :
-       {&BatchPrefillLaunchArgs::qoRows, &BatchPrefillLaunchArgs::kvRows}) {
-    BatchPrefillLaunchArgs none = a;
-    none.*rows = 0;
-    CHECK(!k.kernel.launchBatchPrefill(none, error),
-          what + ": qo_rows or kv_rows 0 is refused");
-  }
+  BatchPrefillLaunchArgs none = a;
+  none.kvRows = 0;
+  CHECK(!k.kernel.launchBatchPrefill(none, error),
+        what + ": kv_rows 0 is refused");
+  none = a;
+  none.qoRows = 0;
+  CHECK(k.kernel.launchBatchPrefill(none, error),
+        what + ": no query rows, nothing to compute");
   CHECK(rec.launches.empty(), what + ": refused launches launch nothing");
 }
 

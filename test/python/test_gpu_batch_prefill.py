@@ -198,3 +198,48 @@ def test_ragged_run_under_graph_capture():
         ref, _ = reference(q[qi[b]:qi[b + 1]], k[ki[b]:ki[b + 1]],
                            v[ki[b]:ki[b + 1]], causal=True)
         assert rel_err(out[qi[b]:qi[b + 1]], ref) < 5e-3, b
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("paged", [False, True])
+def test_warp_specialised_walk_over_many_requests(causal, paged):
+    """The persistent kernel's walk: 75 requests (three 32-request steps of
+    its scan), empty ones among them, and more work tiles than SMs, so each
+    CTA finds several tiles' requests."""
+    gen = torch.Generator().manual_seed(16)
+    qo = torch.randint(0, 400, (75,), generator=gen).tolist()
+    qo[0] = qo[31] = qo[32] = qo[74] = 0
+    qo[40] = 1500
+    kv = [n + int(extra) for n, extra in
+          zip(qo, torch.randint(0, 300, (75,), generator=gen))]
+    hq, hk, d = 16, 4, 128
+    q = torch.randn(sum(qo), hq, d, device="cuda", dtype=torch.bfloat16)
+    qi, ki = indptr_of(qo), indptr_of(kv)
+    if paged:
+        cache, indptr, indices, last, dense = random_paged(
+            kv, 16, hk, d, "NHD", torch.bfloat16)
+        w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, "NHD")
+        w.plan(as_i32(qi), indptr, indices, last, hq, hk, d, 16,
+               causal=causal, q_data_type="bfloat16", num_warps=12)
+        args = (q, cache)
+    else:
+        k = torch.randn(sum(kv), hk, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        dense = [(k[ki[b]:ki[b + 1]], v[ki[b]:ki[b + 1]])
+                 for b in range(len(kv))]
+        w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, "NHD")
+        w.plan(as_i32(qi), as_i32(ki), hq, hk, d, causal=causal,
+               q_data_type="bfloat16", num_warps=12)
+        args = (q, k, v)
+    assert "work_tile=min(" in w._cached_module.ir("builder")
+    out = torch.full_like(q, float("nan"))
+    _, lse = w.run(*args, out=out, return_lse=True)
+    torch.cuda.synchronize()
+    for b, n_q in enumerate(qo):
+        if n_q == 0:
+            continue
+        sl = slice(qi[b], qi[b + 1])
+        ref, ref_lse = reference(q[sl], *dense[b], causal=causal)
+        assert rel_err(out[sl], ref) < 2e-2, b
+        finite = torch.isfinite(ref_lse)
+        assert (lse[sl][finite] - ref_lse[finite]).abs().max() < 1e-2, b
