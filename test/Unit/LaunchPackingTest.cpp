@@ -658,6 +658,27 @@ FIJIT_TEST("module loader: ptxas's cubin for the target is loaded before "
   CHECK(error.find("FIJIT_DISABLE_JIT") != std::string::npos &&
             error.find(other.toString()) != std::string::npos,
         error);
+
+  // Nor is a stand-in compiled in place of a slow config, though the
+  // fake's current context is on a GPU that runs it (sm_90a).
+  rec.computeCapability = 90;
+  AttentionConfig slow = configOf("kind=single_prefill,num_qo_heads=36,"
+                                  "num_kv_heads=4,target=sm_90a");
+  CHECK(slow.standIn().has_value(), "a config served by a stand-in");
+  const char *tiered = std::getenv("FIJIT_TIERED");
+  std::string tieredBefore = tiered ? tiered : "";
+  ::setenv("FIJIT_TIERED", "1", 1);
+  why = KernelError::Invalid;
+  auto standIn = getAttentionKernel(slow.toString(), error, why);
+  CHECK(standIn == nullptr && why == KernelError::JitDisabled,
+        standIn ? std::string(standIn->config()) : error);
+  CHECK(error.find("[" + slow.resolved().toString() + "]") !=
+            std::string::npos,
+        "the refusal names the config asked for, not a stand-in: " + error);
+  if (tiered)
+    ::setenv("FIJIT_TIERED", tieredBefore.c_str(), 1);
+  else
+    ::unsetenv("FIJIT_TIERED");
   ::unsetenv("FIJIT_DISABLE_JIT");
 }
 

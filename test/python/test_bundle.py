@@ -107,7 +107,7 @@ def test_package_bundle_serves_every_listed_config(cache_dir):
         FIJIT_DISABLE_JIT="1").result
     assert list(r["tiers"]) == ["bundle"], r
     (b,) = r["bundles"]
-    assert b["packaged"] and Path(b["root"]) == root.resolve()
+    assert b["packaged"] and Path(b["root"]).resolve() == root.resolve()
     assert b["entries"] >= r["tiers"]["bundle"] and b["bytes"] > 0
     assert not list(cache_dir.rglob("*.ptx"))
 

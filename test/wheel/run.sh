@@ -121,7 +121,7 @@ fijit --version | sed 's/^/[fijit] wheel: /'
 fijit cache info >"$tmp/info.txt" || die "fijit cache info failed"
 grep -qx "entries:     1" "$tmp/info.txt" ||
   { cat "$tmp/info.txt" >&2; die "fijit cache info does not show the compiled kernel"; }
-grep -q "^bundle:      [1-9][0-9]* entries, [0-9]* bytes (package): $site/fijit/share/fijit/bundle/v" \
+grep -q "^bundle:      [1-9][0-9]* entries, [0-9]* bytes (package): .*/fijit/share/fijit/bundle/v" \
   "$tmp/info.txt" ||
   { cat "$tmp/info.txt" >&2; die "fijit cache info does not show the package's bundle"; }
 grep '^bundle:' "$tmp/info.txt" | sed 's/^/[fijit] wheel: /'
