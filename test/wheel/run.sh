@@ -146,10 +146,11 @@ try:
     fijit.compile_attention(other)
     sys.exit(f"FIJIT_DISABLE_JIT=1 compiled {other}")
 except fijit.JitDisabledError as e:
-    canonical = str(fijit.AttentionConfig.from_string(other))
-    assert f"[{canonical}]" in str(e) and "FIJIT_DISABLE_JIT" in str(e), e
+    refusal = str(e)
+canonical = str(fijit.AttentionConfig.from_string(other))
+assert f"[{canonical}]" in refusal and "FIJIT_DISABLE_JIT" in refusal, refusal
 print(f"[fijit] wheel: FIJIT_DISABLE_JIT=1: {len(configs)} bundled configs "
-      f"served ({ms:.2f} ms each), another refused: {e}")
+      f"served ({ms:.2f} ms each), another refused: {refusal}")
 PY
   die "the package's bundle or FIJIT_DISABLE_JIT does not work (above)"
 [ -z "$(find "$tmp/cache" -name '*.ptx' 2>/dev/null)" ] ||
