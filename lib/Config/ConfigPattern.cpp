@@ -1,10 +1,8 @@
 //===- ConfigPattern.cpp - One line standing for many configs -------------===//
 //
 // Bundle lists (fi-compile --configs, `fijit warm`) name families of
-// configs: a value `a|b|c` stands for each alternative, and keys joined by
-// '+' take one value together, so `head_dim_qk+head_dim_vo=64|128` gives
-// square head dims only. Purely textual: each expanded config is validated
-// where it is compiled, which names it.
+// configs; '+'-joined keys keep fields that must agree (square head dims,
+// one dtype) from multiplying out.
 //
 //===----------------------------------------------------------------------===//
 

@@ -61,8 +61,8 @@ public:
   /// The read-only bundles, in the order they are searched: the folders of
   /// $FIJIT_BUNDLE_DIR (':'-separated; cache folders fi-compile wrote for an
   /// application), then the package's own, <prefix>/share/fijit/bundle
-  /// beside the <prefix>/lib that holds libfijit, unless
-  /// $FIJIT_PACKAGE_BUNDLE is 0 (or missing).
+  /// beside the <prefix>/lib that holds libfijit, where that folder exists
+  /// and $FIJIT_PACKAGE_BUNDLE is not 0. Read once per process.
   static const std::vector<DiskCache *> &bundles();
   /// Where the package's bundle is (whether or not it exists), or empty when
   /// the library's own path is unknown.
