@@ -11,8 +11,11 @@
 // prefill config also brings the kernel its wrappers' plans pick for long
 // requests (fijit::planBatchPrefillConfig). Uses only the public API.
 //
-//   fi-compile -o DIR [-j N] [--ptxas PATH] [--load] [--configs FILE]...
-//              [CONFIG ...]
+// Writing into an existing bundle adds to it: kernels it holds are found
+// there, not compiled again; --prune drops other fijit versions' folders.
+//
+//   fi-compile -o DIR [-j N] [--ptxas PATH] [--load] [--prune]
+//              [--configs FILE]... [CONFIG ...]
 //
 //===----------------------------------------------------------------------===//
 
@@ -49,8 +52,8 @@ namespace {
 int usage(const char *argv0) {
   std::fprintf(
       stderr,
-      "usage: %s -o DIR [-j N] [--ptxas PATH] [--load] [--configs FILE]... "
-      "[CONFIG ...]\n"
+      "usage: %s -o DIR [-j N] [--ptxas PATH] [--load] [--prune] "
+      "[--configs FILE]... [CONFIG ...]\n"
       "  CONFIG  key=value,... (see fi-opt --fi-build); a value a|b gives "
       "one config per\n"
       "          alternative, keys joined by '+' take one value together "
@@ -58,7 +61,8 @@ int usage(const char *argv0) {
       "  FILE    one CONFIG per line, '#' starts a comment\n"
       "  -j N    compiles at a time (default 1)\n"
       "  --ptxas PATH  also store ptxas's SASS for each kernel's target\n"
-      "  --load  also store the driver's SASS for this machine's GPU\n",
+      "  --load  also store the driver's SASS for this machine's GPU\n"
+      "  --prune remove other fijit versions' folders from DIR\n",
       argv0);
   return 2;
 }
@@ -133,7 +137,7 @@ bool assemble(const std::string &ptxas, const std::string &target,
 
 int main(int argc, char **argv) {
   std::string out, ptxas;
-  bool load = false;
+  bool load = false, prune = false;
   unsigned jobs = 1;
   std::vector<std::string> patterns;
   for (int i = 1; i < argc; ++i) {
@@ -146,6 +150,8 @@ int main(int argc, char **argv) {
       ptxas = argv[++i];
     } else if (arg == "--load") {
       load = true;
+    } else if (arg == "--prune") {
+      prune = true;
     } else if (arg == "--configs" && i + 1 < argc) {
       if (!readConfigFile(argv[++i], patterns)) {
         std::fprintf(stderr, "fi-compile: error: cannot read %s\n", argv[i]);
@@ -269,6 +275,11 @@ int main(int argc, char **argv) {
     fs::remove_all(scratchRoot, ec);
   }
 
+  // A bundle serves one fijit version; the size bound set above keeps
+  // prune from evicting any entry of this one.
+  if (prune)
+    for (const std::string &folder : fijit::cachePrune().folders)
+      std::printf("removed %s\n", folder.c_str());
   fijit::CacheInfo info = fijit::cacheInfo();
   // Per-key lock files only matter while compiling; a shipped bundle is
   // read-only.
