@@ -97,6 +97,13 @@ FIJIT_API bool planBatchPrefillConfig(const std::string &config,
                                       int64_t meanQoLen, std::string &planned,
                                       std::string &error);
 
+/// The configs a pattern stands for: a value `a|b|c` gives one config per
+/// alternative, keys joined by '+' take each value together
+/// (`head_dim_qk+head_dim_vo=64|128`); every combination, the last field
+/// varying fastest. A text without either is itself. Not validated.
+FIJIT_API std::vector<std::string>
+expandConfigPattern(const std::string &pattern);
+
 /// Compiles a config (key=value,...) to PTX.
 FIJIT_API bool compileAttention(const std::string &config, CompiledKernel &out,
                                 std::string &error);
@@ -225,8 +232,9 @@ public:
   const std::string &key() const; ///< cache key (hash of IR + options)
   const std::string &ptx() const;
   const std::string &kernelName() const;
-  /// Where this kernel came from: "memory", "disk", "bundle" (the
-  /// read-only $FIJIT_BUNDLE_DIR that fi-compile writes) or "compiled".
+  /// Where this kernel came from: "memory", "disk", "bundle" (a read-only
+  /// folder fi-compile wrote: $FIJIT_BUNDLE_DIR's, or the one installed
+  /// with libfijit) or "compiled".
   const char *tier() const { return tierName; }
   /// Wall time of the call that produced this object, in milliseconds.
   double compileMs() const { return ms; }
@@ -263,6 +271,16 @@ public:
                   int64_t &numSplits, int64_t &workspaceBytes,
                   std::string &error, int64_t maxSplits = 0) const;
 
+  /// The GPU target the kernel was compiled for ("sm_90a"), the -arch a
+  /// ptxas run over ptx() takes.
+  std::string target() const;
+
+  /// Stores `cubin`, the SASS ptxas made from ptx() for target(), in the
+  /// disk cache beside the kernel (fi-compile --ptxas does, for bundles):
+  /// loading on a GPU of that arch then takes it before any PTX, and falls
+  /// back to the PTX when the driver refuses it. fijit never runs ptxas.
+  bool storeTargetCubin(const std::string &cubin, std::string &error) const;
+
   /// Loads the kernel into the current CUDA context (done by launch too).
   bool load(std::string &error) const;
 
@@ -284,8 +302,11 @@ private:
   bool standIn;
 };
 
-/// Memory tier, then disk tier, then the bundle, then compile. Null on
-/// error.
+/// Memory tier, then disk tier, then the bundles ($FIJIT_BUNDLE_DIR's, then
+/// the one installed with libfijit in <prefix>/share/fijit/bundle), then
+/// compile. Null on error. With $FIJIT_DISABLE_JIT set (not 0) nothing is
+/// compiled: a config no tier holds is refused with an error naming it and
+/// the variable.
 ///
 /// A config stored nowhere whose default kernel is slow to compile (sm_90a
 /// single_prefill at head_dim 128, tuning left to its defaults) is served,
@@ -300,9 +321,25 @@ private:
 FIJIT_API std::shared_ptr<AttentionKernel>
 getAttentionKernel(const std::string &config, std::string &error);
 
+/// Why getAttentionKernel returned null.
+enum class KernelError {
+  Invalid,     ///< the config is invalid or did not compile
+  JitDisabled, ///< $FIJIT_DISABLE_JIT is set and no tier holds the kernel
+};
+FIJIT_API std::shared_ptr<AttentionKernel>
+getAttentionKernel(const std::string &config, std::string &error,
+                   KernelError &why);
+
 /// Blocks until every background compile has finished (they are also
 /// waited for at exit).
 FIJIT_API void waitForBackgroundCompiles();
+
+/// A read-only bundle getAttentionKernel searches.
+struct BundleInfo {
+  std::string root, versionDir;
+  bool packaged = false; ///< installed with libfijit (else $FIJIT_BUNDLE_DIR)
+  uint64_t entries = 0, bytes = 0; ///< files (PTX and cubins) and their size
+};
 
 struct CacheInfo {
   std::string root, versionDir;
@@ -311,6 +348,8 @@ struct CacheInfo {
   uint64_t entries = 0, bytes = 0, maxBytes = 0;
   /// Temporaries of killed writers, old enough for prune to remove.
   uint64_t staleTempFiles = 0, staleTempBytes = 0;
+  /// The bundles, in the order they are searched after the disk tier.
+  std::vector<BundleInfo> bundles;
 };
 FIJIT_API CacheInfo cacheInfo();
 

@@ -7,6 +7,7 @@
 
 #include "fijit/fijit.h"
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/ConfigPattern.h"
 #include "fijit/FijitBuildId.h"
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/Runtime/CudaDriver.h"
@@ -34,6 +35,10 @@ std::vector<ConfigKey> configSchema() {
     out.push_back({std::move(k.key), std::move(k.type),
                    std::move(k.defaultValue), std::move(k.allowed)});
   return out;
+}
+
+std::vector<std::string> expandConfigPattern(const std::string &pattern) {
+  return fijit::expandConfigPattern(llvm::StringRef(pattern));
 }
 
 bool canonicalizeConfig(const std::string &config, std::string &canonical,

@@ -14,12 +14,14 @@
 #include "DiskCacheFolder.h"
 
 #include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/BLAKE3.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
+#include <dlfcn.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -80,14 +82,44 @@ DiskCache &DiskCache::global() {
   return cache;
 }
 
-DiskCache *DiskCache::bundle() {
-  static DiskCache *cache = []() -> DiskCache * {
-    const char *dir = std::getenv("FIJIT_BUNDLE_DIR");
-    if (!dir || !*dir)
-      return nullptr;
-    return new DiskCache(dir, /*maxBytes=*/0, /*readOnly=*/true);
+const std::string &DiskCache::packageBundleRoot() {
+  static const std::string root = []() -> std::string {
+    // The folder of the library (or executable) this code is linked into:
+    // an installed prefix, a wheel's package folder or a build tree alike
+    // keep <prefix>/lib and <prefix>/share side by side.
+    Dl_info info;
+    if (!::dladdr(reinterpret_cast<const void *>(&packageBundleRoot), &info) ||
+        !info.dli_fname || !path::is_absolute(info.dli_fname))
+      return "";
+    llvm::SmallString<256> dir(path::parent_path(info.dli_fname));
+    path::append(dir, "..", "share", "fijit", "bundle");
+    path::remove_dots(dir, /*remove_dot_dot=*/true);
+    return std::string(dir);
   }();
-  return cache;
+  return root;
+}
+
+const std::vector<DiskCache *> &DiskCache::bundles() {
+  static const std::vector<DiskCache *> caches = [] {
+    std::vector<DiskCache *> out;
+    auto add = [&](llvm::StringRef dir) {
+      out.push_back(new DiskCache(dir.str(), /*maxBytes=*/0,
+                                  /*readOnly=*/true));
+    };
+    if (const char *dirs = std::getenv("FIJIT_BUNDLE_DIR")) {
+      llvm::SmallVector<llvm::StringRef, 2> parts;
+      llvm::StringRef(dirs).split(parts, ':', -1, /*KeepEmpty=*/false);
+      for (llvm::StringRef dir : parts)
+        add(dir);
+    }
+    const char *own = std::getenv("FIJIT_PACKAGE_BUNDLE");
+    const std::string &root = packageBundleRoot();
+    if ((!own || llvm::StringRef(own) != "0") && !root.empty() &&
+        ::access(root.c_str(), F_OK) == 0)
+      add(root);
+    return out;
+  }();
+  return caches;
 }
 
 DiskCache::DiskCache(std::string root, uint64_t maxBytes, bool readOnly)

@@ -55,6 +55,11 @@ bool isEntryName(llvm::StringRef name) {
     return true;
   if (!rest.consume_front(".sm") || !rest.consume_back(".cubin"))
     return false;
+  // ptxas's SASS for a target (sm_90a), any driver.
+  if (rest.consume_front("_")) {
+    rest.consume_back("a");
+    return isDecimal(rest);
+  }
   auto [cc, driver] = rest.split("-drv");
   return isDecimal(cc) && isDecimal(driver);
 }

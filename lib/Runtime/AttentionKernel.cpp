@@ -9,6 +9,7 @@
 
 #include "KernelState.h"
 
+#include "fijit/Cache/DiskCache.h"
 #include "fijit/Pipeline/Pipeline.h"
 #include "fijit/Runtime/DecodePlanner.h"
 
@@ -57,6 +58,21 @@ bool AttentionKernel::ir(const std::string &stage, std::string &text,
     return false;
   }
   text = std::move(result->stageText);
+  return true;
+}
+
+std::string AttentionKernel::target() const {
+  return stringify(state->config.target).str();
+}
+
+bool AttentionKernel::storeTargetCubin(const std::string &cubin,
+                                       std::string &error) const {
+  DiskCache &disk = DiskCache::global();
+  if (!disk.enabled()) {
+    error = "the disk cache " + disk.root() + " does not store new entries";
+    return false;
+  }
+  disk.write(targetCubinName(*state), cubin);
   return true;
 }
 

@@ -66,6 +66,11 @@ newKernelState(const AttentionConfig &config, KernelSpec spec);
 std::shared_ptr<AttentionKernel::State>
 newKernelState(const AttentionConfig &config);
 
+/// The cache entry of the SASS ptxas made from a kernel's PTX for its
+/// config's target at bundle time (`<key>.sm_90a.cubin`): any driver that
+/// loads it runs it, unlike the driver-linked `<key>.sm<cc>-drv<v>.cubin`.
+std::string targetCubinName(const AttentionKernel::State &state);
+
 /// Milliseconds since `start`, for logs and AttentionKernel::compileMs.
 inline double msSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(

@@ -5,6 +5,7 @@
 // processes asking for one new config compile it once. A cold config whose
 // kernel is slow to compile is first served by a quicker stand-in while its
 // own kernel compiles in the background (BackgroundCompiles.h).
+// $FIJIT_DISABLE_JIT stops before the compile: only stored kernels are served.
 //
 //===----------------------------------------------------------------------===//
 
@@ -98,22 +99,39 @@ findStoredIn(DiskCache &cache, const AttentionConfig &config) {
 
 std::shared_ptr<AttentionKernel::State>
 findStored(const AttentionConfig &config, const char *&tier) {
-  for (auto [cache, name] : {std::pair{&DiskCache::global(), "disk"},
-                             std::pair{DiskCache::bundle(), "bundle"}}) {
-    if (!cache)
-      continue;
-    if (auto state = findStoredIn(*cache, config)) {
-      tier = name;
+  if (auto state = findStoredIn(DiskCache::global(), config)) {
+    tier = "disk";
+    return state;
+  }
+  for (DiskCache *bundle : DiskCache::bundles())
+    if (auto state = findStoredIn(*bundle, config)) {
+      tier = "bundle";
       return state;
     }
-  }
   return nullptr;
+}
+
+bool jitDisabled() {
+  const char *env = std::getenv("FIJIT_DISABLE_JIT");
+  return env && *env && llvm::StringRef(env) != "0";
+}
+
+char JitDisabledError::ID = 0;
+
+void JitDisabledError::log(llvm::raw_ostream &os) const {
+  os << "FIJIT_DISABLE_JIT is set and no cache or bundle holds the kernel "
+        "of ["
+     << config
+     << "]: bundle it with fi-compile or warm the cache with `fijit warm` "
+        "ahead of time, or unset FIJIT_DISABLE_JIT to compile it";
 }
 
 llvm::Expected<std::shared_ptr<AttentionKernel::State>>
 resolveUncached(const AttentionConfig &config, const char *&tier) {
   if (auto stored = findStored(config, tier))
     return stored;
+  if (jitDisabled())
+    return llvm::make_error<JitDisabledError>(config.toString());
   DiskCache &disk = DiskCache::global();
   auto state = newKernelState(config);
 
@@ -180,8 +198,10 @@ llvm::Expected<Found> findKernel(const std::string &text) {
   }
   // A config whose kernel is slow to compile and stored nowhere is served by
   // its stand-in while its own kernel compiles in the background, the two
-  // compiles running side by side; only for callers that could launch it.
-  std::optional<AttentionConfig> quick = parsed->standIn();
+  // compiles running side by side; only for callers that could launch it,
+  // and never where compiling is disabled (the config is refused instead).
+  std::optional<AttentionConfig> quick =
+      jitDisabled() ? std::nullopt : parsed->standIn();
   CUcontext ctx = nullptr;
   bool tiered = quick && tieredCompileEnabled() &&
                 background != BackgroundCompiles::Status::Failed &&
@@ -225,9 +245,18 @@ CacheRemoval toRemoval(DiskCache::Removal r) {
 
 std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,
                                                     std::string &error) {
+  KernelError why;
+  return getAttentionKernel(text, error, why);
+}
+
+std::shared_ptr<AttentionKernel> getAttentionKernel(const std::string &text,
+                                                    std::string &error,
+                                                    KernelError &why) {
   auto start = std::chrono::steady_clock::now();
   auto found = findKernel(text);
   if (!found) {
+    why = found.errorIsA<JitDisabledError>() ? KernelError::JitDisabled
+                                             : KernelError::Invalid;
     error = llvm::toString(found.takeError());
     return nullptr;
   }
@@ -248,6 +277,12 @@ CacheInfo cacheInfo() {
   info.maxBytes = disk.maxBytes();
   info.staleTempFiles = stats.staleTemps;
   info.staleTempBytes = stats.staleTempBytes;
+  for (DiskCache *bundle : DiskCache::bundles()) {
+    DiskCache::Stats b = bundle->stats();
+    info.bundles.push_back(
+        {bundle->root(), bundle->versionDir(),
+         bundle->root() == DiskCache::packageBundleRoot(), b.entries, b.bytes});
+  }
   return info;
 }
 

@@ -48,14 +48,32 @@ llvm::Expected<StoredKernel> decodeKernelEntry(llvm::StringRef payload);
 std::shared_ptr<AttentionKernel::State>
 findStoredIn(DiskCache &cache, const AttentionConfig &config);
 
-/// The disk tier, then the read-only bundle an application may ship; null
-/// when neither has `config`. `tier` names the one that had it.
+/// The disk tier, then the read-only bundles (DiskCache::bundles); null
+/// when none has `config`. `tier` names the one that had it.
 std::shared_ptr<AttentionKernel::State>
 findStored(const AttentionConfig &config, const char *&tier);
 
-/// `config`'s kernel from the disk tier or the bundle, else compiled under
+/// Whether $FIJIT_DISABLE_JIT forbids compiling (set, and neither empty nor
+/// 0): kernels are then served from memory, disk and bundles only.
+bool jitDisabled();
+
+/// The refusal of a config no tier holds while jitDisabled().
+class JitDisabledError : public llvm::ErrorInfo<JitDisabledError> {
+public:
+  static char ID;
+  explicit JitDisabledError(std::string config) : config(std::move(config)) {}
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override {
+    return llvm::inconvertibleErrorCode();
+  }
+
+private:
+  std::string config;
+};
+
+/// `config`'s kernel from the disk tier or a bundle, else compiled under
 /// its key's lock (where another process may have finished it meanwhile)
-/// and stored on disk.
+/// and stored on disk; a JitDisabledError where compiling is disabled.
 llvm::Expected<std::shared_ptr<AttentionKernel::State>>
 resolveUncached(const AttentionConfig &config, const char *&tier);
 

@@ -1,9 +1,11 @@
 //===- ModuleLoader.cpp - PTX or cubin -> CUfunction, once per context ----===//
 //
-// Loading prefers a cubin cached for the exact GPU arch and driver, which
-// skips the driver's PTX -> SASS step; otherwise the PTX is linked through
-// the driver and the cubin stored for the next process. Kernels that use
-// wgmma are compiled by the driver from PTX as a whole program instead.
+// Loading prefers SASS, which skips the driver's PTX -> SASS step: first a
+// cubin ptxas made for the config's target when a bundle was written (in
+// the disk cache or a bundle), then one the driver linked for the exact GPU
+// arch and driver; otherwise the PTX is linked through the driver and the
+// cubin stored for the next process. Kernels that use wgmma and have no
+// ptxas cubin are compiled by the driver from PTX as a whole program.
 //
 //===----------------------------------------------------------------------===//
 
@@ -43,7 +45,26 @@ AttentionKernel::State::function(const CudaDriver &driver) {
         stringify(config.target), *cc / 10, *cc % 10, *cc == 90 ? "a" : ""));
 
   Loaded l;
-  if (config.usesWgmma()) {
+  // ptxas's SASS for the target runs on every GPU of its major arch that
+  // passed the check above; a driver older than that ptxas refuses it, and
+  // the PTX is loaded instead.
+  if (*cc / 10 == want / 10) {
+    std::string name = targetCubinName(*this);
+    std::optional<std::string> sass = DiskCache::global().read(name);
+    for (DiskCache *bundle : DiskCache::bundles())
+      if (!sass)
+        sass = bundle->read(name);
+    if (sass) {
+      auto start = std::chrono::steady_clock::now();
+      if (driver.cuModuleLoadData(&l.module, sass->data()) != 0)
+        l.module = nullptr;
+      else
+        logMessage(llvm::formatv("loaded {0} for sm_{1} from {2} in {3:f1} ms",
+                                 this->name, *cc, name, msSince(start))
+                       .str());
+    }
+  }
+  if (!l.module && config.usesWgmma()) {
     // Compiled by the driver as a whole program (see loadPTXModule); its
     // compute cache, not fijit's, keeps the SASS.
     auto start = std::chrono::steady_clock::now();
@@ -62,8 +83,9 @@ AttentionKernel::State::function(const CudaDriver &driver) {
   std::optional<std::string> cubin;
   if (!l.module)
     cubin = disk.read(cubinName);
-  if (!l.module && !cubin && DiskCache::bundle())
-    cubin = DiskCache::bundle()->read(cubinName);
+  for (DiskCache *bundle : DiskCache::bundles())
+    if (!l.module && !cubin)
+      cubin = bundle->read(cubinName);
   if (cubin) {
     if (driver.cuModuleLoadData(&l.module, cubin->data()) != 0)
       l.module = nullptr; // unusable after all: link again below
@@ -93,6 +115,10 @@ AttentionKernel::State::function(const CudaDriver &driver) {
     return driver.error("cuFuncSetAttribute(max dynamic shared memory)", rc);
   loaded[*ctx] = l;
   return l;
+}
+
+std::string targetCubinName(const AttentionKernel::State &state) {
+  return (state.key + "." + stringify(state.config.target) + ".cubin").str();
 }
 
 } // namespace fijit

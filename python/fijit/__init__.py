@@ -11,13 +11,15 @@
     kernel(q, k, v)
 
 Kernels are compiled in-process (no nvcc, no CUDA toolkit), cached in memory
-and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver.
+and on disk ($FIJIT_CACHE_DIR), and launched through the CUDA driver. Common
+configs come precompiled in the package's bundle; FIJIT_DISABLE_JIT=1 serves
+only cached and bundled kernels (others raise JitDisabledError).
 The wrappers and functions take FlashInfer 0.7's arguments; ``fijit.flashinfer``
 is a drop-in ``flashinfer`` for serving engines (docs/python.md).
 """
 import atexit
 
-from ._fijit import __version__, build_id, llvm_version
+from ._fijit import JitDisabledError, __version__, build_id, llvm_version
 from . import _log
 from .config import AttentionConfig
 from .kernel import (AttentionKernel, compile_attention,
@@ -60,6 +62,7 @@ __all__ = [
     "single_decode_with_kv_cache",
     "single_prefill_with_kv_cache_return_lse",
     "AttentionKernel",
+    "JitDisabledError",
     "cache",
     "compile_attention",
     "single_prefill_with_kv_cache",

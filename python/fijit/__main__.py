@@ -11,7 +11,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from . import _env, cache, __version__, build_id, llvm_version
+from . import _env, _fijit, cache, __version__, build_id, llvm_version
 from .config import AttentionConfig
 from .kernel import compile_attention
 
@@ -27,12 +27,13 @@ def _read_configs(path):
 
 
 def _warm(texts, jobs):
-    """Compiles each config into this machine's cache (a batch prefill
+    """Compiles each config (patterns expanded, as fi-compile does) into
+    this machine's cache (a batch prefill
     config also gets the kernel its plans take for long requests), `jobs`
     at a time (compiles release the GIL); one line per kernel as it
     finishes, so long lists show their progress."""
     configs = []
-    for text in texts:
+    for text in (c for t in texts for c in _fijit.expand_config_pattern(t)):
         cfg = AttentionConfig.from_string(text)
         configs.append(cfg)
         long_batches = cfg.for_batch_of(_LONG_BATCH_ROWS)
@@ -72,7 +73,9 @@ def main(argv=None):
         "warm", help="compile configs into the cache ahead of their first "
         "use")
     warm_cmd.add_argument("configs", nargs="*", metavar="CONFIG",
-                          help="key=value,... (see fi-opt --fi-build)")
+                          help="key=value,... (see fi-opt --fi-build); a "
+                          "value a|b gives one config per alternative, keys "
+                          "joined by '+' take one value together")
     warm_cmd.add_argument("--configs", dest="file", metavar="FILE",
                           help="one config per line; '#' starts a comment")
     warm_cmd.add_argument("-j", "--jobs", type=int,
@@ -103,6 +106,12 @@ def main(argv=None):
               f"size:        {i['bytes']} bytes (limit {i['max_bytes']})\n"
               f"stale temps: {i['stale_temp_files']} "
               f"({i['stale_temp_bytes']} bytes; prune removes them)")
+        for b in i["bundles"]:
+            where = "package" if b["packaged"] else "FIJIT_BUNDLE_DIR"
+            print(f"bundle:      {b['entries']} entries, {b['bytes']} bytes "
+                  f"({where}): {b['version_dir']}")
+        if not i["bundles"]:
+            print("bundle:      none")
     else:
         _report(cache.clear() if args.action == "clear" else cache.prune())
     return 0

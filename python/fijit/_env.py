@@ -57,6 +57,8 @@ def collect():
         *_torch_lines(),
         f"cache:        {info['version_dir'] or info['root'] or 'none'} "
         f"({info['entries']} entries, {info['bytes']} bytes)",
+        *(f"bundle:       {b['version_dir']} ({b['entries']} entries, "
+          f"{b['bytes']} bytes)" for b in info["bundles"]),
     ]
     env = sorted((k, v) for k, v in os.environ.items()
                  if k.startswith("FIJIT_"))

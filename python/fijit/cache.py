@@ -8,7 +8,10 @@ def info() -> Dict[str, Any]:
     """Dict with root, version_dir, enabled (kernels found and stored on
     disk), read_only (found but not stored: the folder cannot be written),
     entries, bytes, max_bytes, stale_temp_files and stale_temp_bytes
-    (temporaries of killed writers that prune removes)."""
+    (temporaries of killed writers that prune removes), and bundles: the
+    read-only bundles searched after the disk cache, in order, each a dict
+    with root, version_dir, packaged (the one installed with the package,
+    else from $FIJIT_BUNDLE_DIR), entries and bytes."""
     return _fijit.cache_info()
 
 

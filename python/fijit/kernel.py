@@ -149,9 +149,11 @@ class AttentionKernel:
 
 def compile_attention(config: Optional[Union[AttentionConfig, str]] = None,
                       **fields) -> AttentionKernel:
-    """Compiles (or fetches from the memory or disk cache) the kernel of a
-    config given as an AttentionConfig, a ``key=value,...`` string or
-    keywords. The GIL is released while compiling."""
+    """Compiles (or fetches from the memory or disk cache, or a bundle) the
+    kernel of a config given as an AttentionConfig, a ``key=value,...``
+    string or keywords. The GIL is released while compiling. Raises
+    ValueError for an invalid config, and JitDisabledError when
+    FIJIT_DISABLE_JIT is set and no cache or bundle holds the kernel."""
     if config is None:
         config = AttentionConfig(**fields)
     else:

@@ -12,11 +12,17 @@
 #include <pybind11/stl.h>
 
 #include <cstdio>
+#include <stdexcept>
 
 
 namespace py = pybind11;
 
 namespace {
+
+/// Becomes fijit.JitDisabledError.
+struct JitDisabled : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 /// Runs `call(error)` without the GIL; its error becomes a Python
 /// RuntimeError with the same text.
@@ -204,20 +210,30 @@ PYBIND11_MODULE(_fijit, m) {
           py::arg("batch"), py::arg("max_kv_len"), py::arg("kv_chunk") = 0,
           py::arg("max_splits") = 0);
 
+  // FIJIT_DISABLE_JIT's refusal: a RuntimeError (nothing is wrong with the
+  // config) that callers can tell from the others.
+  py::register_exception<JitDisabled>(m, "JitDisabledError",
+                                      PyExc_RuntimeError);
   m.def(
       "compile_attention",
       [](const std::string &config) {
         std::string error;
+        fijit::KernelError why = fijit::KernelError::Invalid;
         std::shared_ptr<fijit::AttentionKernel> kernel;
         {
           py::gil_scoped_release release;
-          kernel = fijit::getAttentionKernel(config, error);
+          kernel = fijit::getAttentionKernel(config, error, why);
         }
+        if (!kernel && why == fijit::KernelError::JitDisabled)
+          throw JitDisabled(error);
         if (!kernel)
           throw py::value_error(error);
         return kernel;
       },
       py::arg("config"));
+
+  m.def("expand_config_pattern", &fijit::expandConfigPattern,
+        py::arg("pattern"));
 
   m.def("wait_for_background_compiles", &fijit::waitForBackgroundCompiles,
         py::call_guard<py::gil_scoped_release>());
@@ -234,6 +250,17 @@ PYBIND11_MODULE(_fijit, m) {
     d["max_bytes"] = info.maxBytes;
     d["stale_temp_files"] = info.staleTempFiles;
     d["stale_temp_bytes"] = info.staleTempBytes;
+    py::list bundles;
+    for (const fijit::BundleInfo &b : info.bundles) {
+      py::dict bundle;
+      bundle["root"] = b.root;
+      bundle["version_dir"] = b.versionDir;
+      bundle["packaged"] = b.packaged;
+      bundle["entries"] = b.entries;
+      bundle["bytes"] = b.bytes;
+      bundles.append(bundle);
+    }
+    d["bundles"] = bundles;
     return d;
   });
   m.def("cache_clear", [] { return removalDict(released(fijit::cacheClear)); });

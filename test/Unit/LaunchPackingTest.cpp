@@ -106,6 +106,10 @@ struct Recorder {
   std::vector<int> attributesAsked;
   std::vector<std::string> functionsAsked;
   std::vector<std::pair<int, int>> functionAttributes;
+  /// Driver links (PTX -> SASS) and the images modules were loaded from
+  /// (NUL-terminated in these tests).
+  int links = 0;
+  std::vector<std::string> moduleImages;
   int computeCapability = 90;
   DeviceFacts facts;
 } rec;
@@ -170,6 +174,7 @@ CUresult fakeCtxGetDevice(CUdevice *d) {
   return 0;
 }
 CUresult fakeLinkCreate(unsigned, int *, void **, CUlinkState *state) {
+  ++rec.links;
   *state = reinterpret_cast<CUlinkState>(0x11);
   return 0;
 }
@@ -183,7 +188,8 @@ CUresult fakeLinkComplete(CUlinkState, void **cubin, size_t *size) {
   return 0;
 }
 CUresult fakeLinkDestroy(CUlinkState) { return 0; }
-CUresult fakeModuleLoadData(CUmodule *m, const void *) {
+CUresult fakeModuleLoadData(CUmodule *m, const void *image) {
+  rec.moduleImages.push_back(static_cast<const char *>(image));
   *m = kModule;
   return 0;
 }
@@ -611,6 +617,69 @@ FIJIT_TEST("launch packing: a kernel found on disk launches from the spec "
   CHECK(rec.functionAttributes.size() == 1 &&
             rec.functionAttributes[0].second == stored.sharedMemoryBytes,
         "the stored shared memory opted into");
+}
+
+FIJIT_TEST("module loader: ptxas's cubin for the target is loaded before "
+           "any PTX; FIJIT_DISABLE_JIT serves stored kernels only") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  // A stored kernel with ptxas's SASS beside it, as fi-compile --ptxas
+  // writes them (a bundle is the same folder, read-only).
+  AttentionConfig cfg = configOf("kind=single_decode,num_qo_heads=20,"
+                                 "num_kv_heads=4,target=sm_80");
+  std::string key(64, 'b');
+  DiskCache &disk = DiskCache::global();
+  disk.write(key + ".ptx", encodeKernelEntry(KernelSpec::of(cfg), "// PTX"));
+  disk.storeKey(cfg.toString(), key);
+  disk.write(key + ".sm_80.cubin", "ptxas SASS");
+
+  ::setenv("FIJIT_DISABLE_JIT", "1", 1);
+  std::string error;
+  auto kernel = getAttentionKernel(cfg.toString(), error);
+  CHECK(kernel != nullptr, error);
+  // An A100-class GPU of another minor arch runs sm_80's SASS.
+  rec.computeCapability = 86;
+  if (kernel) {
+    CHECK_EQ(std::string(kernel->tier()), "disk", "");
+    CHECK(kernel->load(error), error);
+    CHECK_EQ(rec.links, 0, "no PTX -> SASS step");
+    CHECK(rec.moduleImages == std::vector<std::string>{"ptxas SASS"},
+          "the module is ptxas's cubin");
+  }
+
+  // A config no tier holds is refused by name, never compiled.
+  AttentionConfig other = configOf("kind=single_decode,num_qo_heads=28,"
+                                   "num_kv_heads=4,target=sm_80");
+  KernelError why = KernelError::Invalid;
+  auto refused = getAttentionKernel(other.toString(), error, why);
+  CHECK(refused == nullptr, "compiled while FIJIT_DISABLE_JIT=1");
+  CHECK(why == KernelError::JitDisabled, error);
+  CHECK(error.find("FIJIT_DISABLE_JIT") != std::string::npos &&
+            error.find(other.toString()) != std::string::npos,
+        error);
+
+  // Nor is a stand-in compiled in place of a slow config, though the
+  // fake's current context is on a GPU that runs it (sm_90a).
+  rec.computeCapability = 90;
+  AttentionConfig slow = configOf("kind=single_prefill,num_qo_heads=36,"
+                                  "num_kv_heads=4,target=sm_90a");
+  CHECK(slow.standIn().has_value(), "a config served by a stand-in");
+  const char *tiered = std::getenv("FIJIT_TIERED");
+  std::string tieredBefore = tiered ? tiered : "";
+  ::setenv("FIJIT_TIERED", "1", 1);
+  why = KernelError::Invalid;
+  auto standIn = getAttentionKernel(slow.toString(), error, why);
+  CHECK(standIn == nullptr && why == KernelError::JitDisabled,
+        standIn ? std::string(standIn->config()) : error);
+  CHECK(error.find("[" + slow.resolved().toString() + "]") !=
+            std::string::npos,
+        "the refusal names the config asked for, not a stand-in: " + error);
+  if (tiered)
+    ::setenv("FIJIT_TIERED", tieredBefore.c_str(), 1);
+  else
+    ::unsetenv("FIJIT_TIERED");
+  ::unsetenv("FIJIT_DISABLE_JIT");
 }
 
 FIJIT_TEST("kernel store: an entry holds the spec, then the PTX") {

@@ -9,6 +9,9 @@
   not leak in.
 * Sets FIJIT_TIERED=0: a test that asks for a config runs that config's
   kernel, never its provisional stand-in (tests of stand-ins set it back).
+* Sets FIJIT_PACKAGE_BUNDLE=0 and clears FIJIT_BUNDLE_DIR and
+  FIJIT_DISABLE_JIT: a test that asks for a config compiles it even against
+  a wheel whose bundle holds it (test_bundle.py turns the bundle back on).
 
 The C++ side reads $FIJIT_CACHE_DIR (and FIJIT_LOG, FIJIT_CACHE_MAX_BYTES)
 once per process, so inside the pytest process the cache root is whatever
@@ -39,7 +42,8 @@ if str(PACKAGE_DIR) not in sys.path:
 
 # Variables the C++ runtime reads; cleared for every test (and so for every
 # child process, which inherits os.environ) unless a test sets them.
-_RUNTIME_ENV = ("FIJIT_LOG", "FIJIT_CACHE_MAX_BYTES")
+_RUNTIME_ENV = ("FIJIT_LOG", "FIJIT_CACHE_MAX_BYTES", "FIJIT_BUNDLE_DIR",
+                "FIJIT_DISABLE_JIT")
 
 
 def pytest_configure(config):
@@ -81,6 +85,7 @@ def cache_dir(tmp_path, monkeypatch):
     for name in _RUNTIME_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FIJIT_TIERED", "0")
+    monkeypatch.setenv("FIJIT_PACKAGE_BUNDLE", "0")
     return d
 
 

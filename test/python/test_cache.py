@@ -288,7 +288,7 @@ def test_bundle_tier_is_read_only(cache_dir, tmp_path):
     made = subprocess.run([str(tool), "-o", str(bundle), config],
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    key_prefix = made.stdout.split()[1]
+    key_prefix = made.stdout.split()[2]  # [1/1] name key ...
     before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*")}
 
     r = run_fijit("""

@@ -94,7 +94,7 @@ def test_bundle_entry_under_another_key_is_ignored(cache_dir, tmp_path):
     made = subprocess.run([str(tool), "-o", str(bundle), *configs],
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    a, b = (line.split()[1] for line in made.stdout.splitlines()[:2])
+    a, b = (line.split()[2] for line in made.stdout.splitlines()[:2])
     entries = bundle / VERSION_DIR / "entries"
     (ea,) = entries.glob(a + "*.ptx")
     (eb,) = entries.glob(b + "*.ptx")

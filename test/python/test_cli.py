@@ -18,7 +18,7 @@ VERSION_DIR = f"v{fijit.__version__}-{fijit.build_id}-llvm{fijit.llvm_version}"
 def info_fields(stdout):
     fields = dict(re.findall(r"^([a-z ]+):\s+(.*)$", stdout, re.M))
     assert set(fields) == {"root", "version dir", "enabled", "entries",
-                           "size", "stale temps"}, stdout
+                           "size", "stale temps", "bundle"}, stdout
     return fields
 
 
@@ -38,6 +38,7 @@ def test_info_empty(cache_dir):
     assert f["enabled"] == "yes"
     assert f["entries"] == "0"
     assert f["size"] == f"0 bytes (limit {4 << 30})"
+    assert f["bundle"] == "none"
 
 
 def test_info_counts_entries(cache_dir):
@@ -216,6 +217,19 @@ def test_warm_compiles_configs_and_batch_plans(cache_dir, tmp_path):
     again = run_cli(*args)
     assert [l.split()[1] for l in again.stdout.splitlines()[:4]] == \
         ["disk"] * 4
+
+
+def test_warm_expands_patterns(cache_dir):
+    """A config pattern, as bundle lists write them: one kernel per
+    combination of the alternatives, '+'-joined keys set together."""
+    r = run_cli("warm", "-j", "1", "head_dim_qk+head_dim_vo=64,"
+                "num_qo_heads=4|8,num_kv_heads=4")
+    assert r.returncode == 0, r.stderr
+    kernels = [l.split("  ")[-1] for l in r.stdout.splitlines()[:2]]
+    assert [k.split(",")[1:4] for k in kernels] == [
+        ["head_dim_qk=64", "head_dim_vo=64", "num_qo_heads=4"],
+        ["head_dim_qk=64", "head_dim_vo=64", "num_qo_heads=8"]]
+    assert r.stdout.splitlines()[2].startswith("2 kernels in ")
 
 
 def test_warm_reports_a_bad_config(cache_dir):

@@ -6,11 +6,16 @@
 # installed package, runs the installed commands (fijit, fi-opt,
 # fi-compile) and the CPU pytest suite against the installed package. The
 # wheel must be manylinux_2_28 by `auditwheel show`; no userland with an
-# older glibc is at hand to load it in, so that is not tried.
+# older glibc is at hand to load it in, so that is not tried. The wheel's
+# bundle is CI's short list (tools/fi-compile/bundles/ci.txt; release wheels
+# take default.txt): found inside the installed package without any
+# variable, it serves its configs with FIJIT_DISABLE_JIT=1, which refuses
+# the others.
 # The build reuses ccache (paths relative to the copy, so the main build's
 # objects hit) and the copy's build folder across the two pip runs.
 #
 #   test/wheel/run.sh            FIJIT_JOBS: parallel compiles (default: cores)
+#                                FIJIT_WHEEL_BUNDLE: the list to bundle (ci)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
@@ -28,6 +33,9 @@ python3 -m venv "$tmp/venv" ||
 py=$tmp/venv/bin/python
 pip=("$py" -m pip --disable-pip-version-check -q)
 export CCACHE_BASEDIR=$src CMAKE_BUILD_PARALLEL_LEVEL=$FIJIT_JOBS
+# Added to pyproject.toml's CMake definitions (the environment wins).
+bundle_list=${FIJIT_WHEEL_BUNDLE:-ci}
+export SKBUILD_CMAKE_DEFINE="FIJIT_BUNDLE=$bundle_list"
 
 start=$SECONDS
 log "wheel: pip wheel (scikit-build-core; build folder in the copy)"
@@ -36,8 +44,23 @@ log "wheel: pip wheel (scikit-build-core; build folder in the copy)"
 wheel=$(ls "$tmp"/dist/fijit-*.whl)
 log "wheel: $(basename "$wheel"), $(($(stat -c %s "$wheel") / 1024 / 1024)) MiB, built in $((SECONDS - start)) s"
 "$py" - "$wheel" <<'PY' || die "the wheel's contents are wrong (above)"
-import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
+import os, sys, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+names = wheel.namelist()
+# The bundle: every kernel's PTX, with ptxas's SASS where the build had
+# ptxas; what it adds to the wheel.
+bundle = [i for i in wheel.infolist()
+          if i.filename.startswith("fijit/share/fijit/bundle/v")
+          and "/entries/" in i.filename]
+ptx = sum(i.filename.endswith(".ptx") for i in bundle)
+if not ptx or "fijit/share/fijit/bundle/configs.txt" not in names:
+    sys.exit("the wheel has no bundle in fijit/share/fijit/bundle")
+print(f"[fijit] wheel: bundle: {ptx} kernels, "
+      f"{sum(i.filename.endswith('.cubin') for i in bundle)} ptxas cubins, "
+      f"{sum(i.file_size for i in bundle)} bytes "
+      f"({sum(i.compress_size for i in bundle)} compressed)")
+if os.path.getsize(sys.argv[1]) > 50 << 20:
+    sys.exit("the wheel is over 50 MiB")
 need = ["fijit/__init__.py", "fijit/py.typed", "fijit/lib/libfijit.so",
         "fijit/flashinfer/__init__.py",
         "fijit/flashinfer/shim/flashinfer/__init__.py",
@@ -80,7 +103,8 @@ unset PYTHONPATH
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 config=$(sed -n 's/^DEFAULT_CONFIG="\(.*\)"$/\1/p' "$FIJIT_ROOT/scripts/main-job.sh")
 [ -n "$config" ] || die "no DEFAULT_CONFIG in scripts/main-job.sh"
-"$py" - "$site" "$config" <<'PY' || die "compiling through the installed package failed"
+# Compiled, even where the bundle holds it (release lists do).
+FIJIT_PACKAGE_BUNDLE=0 "$py" - "$site" "$config" <<'PY' || die "compiling through the installed package failed"
 import importlib.metadata, sys
 from pathlib import Path
 import fijit
@@ -97,6 +121,41 @@ fijit --version | sed 's/^/[fijit] wheel: /'
 fijit cache info >"$tmp/info.txt" || die "fijit cache info failed"
 grep -qx "entries:     1" "$tmp/info.txt" ||
   { cat "$tmp/info.txt" >&2; die "fijit cache info does not show the compiled kernel"; }
+grep -q "^bundle:      [1-9][0-9]* entries, [0-9]* bytes (package): .*/fijit/share/fijit/bundle/v" \
+  "$tmp/info.txt" ||
+  { cat "$tmp/info.txt" >&2; die "fijit cache info does not show the package's bundle"; }
+grep '^bundle:' "$tmp/info.txt" | sed 's/^/[fijit] wheel: /'
+
+# The bundle without any variable: with an empty cache and compiling
+# disabled, each listed config is served by it; any other is refused, the
+# message naming the config and the variable.
+rm -rf "$tmp/cache"
+FIJIT_DISABLE_JIT=1 "$py" - "$site/fijit/share/fijit/bundle/configs.txt" <<'PY' ||
+import sys, time
+import fijit
+from fijit import _fijit
+lines = (l.split("#", 1)[0].strip() for l in open(sys.argv[1]))
+configs = [c for l in lines if l for c in _fijit.expand_config_pattern(l)]
+start = time.perf_counter()
+for c in configs:
+    k = fijit.compile_attention(c)
+    assert k.tier == "bundle" and k.ptx, (c, k.tier)
+ms = (time.perf_counter() - start) * 1000 / len(configs)
+other = "kind=single_decode,num_qo_heads=8,num_kv_heads=8"
+try:
+    fijit.compile_attention(other)
+    sys.exit(f"FIJIT_DISABLE_JIT=1 compiled {other}")
+except fijit.JitDisabledError as e:
+    refusal = str(e)
+canonical = str(fijit.AttentionConfig.from_string(other))
+assert f"[{canonical}]" in refusal and "FIJIT_DISABLE_JIT" in refusal, refusal
+print(f"[fijit] wheel: FIJIT_DISABLE_JIT=1: {len(configs)} bundled configs "
+      f"served ({ms:.2f} ms each), another refused: {refusal}")
+PY
+  die "the package's bundle or FIJIT_DISABLE_JIT does not work (above)"
+[ -z "$(find "$tmp/cache" -name '*.ptx' 2>/dev/null)" ] ||
+  die "serving the bundle wrote to the cache"
+
 fi-opt --fi-build="$config" --fi-emit=launch >/dev/null || die "fi-opt failed"
 fi-compile -o "$tmp/bundle" "kind=single_decode,num_qo_heads=32,num_kv_heads=8" \
   >/dev/null || die "fi-compile failed"

@@ -12,6 +12,9 @@
 //     entries/<key>.ptx            the kernel (its launch contract, then
 //                                  its PTX: Runtime/KernelStore.cpp)
 //     entries/<key>.sm<cc>-drv<v>.cubin  the driver's SASS for one GPU arch
+//                                  and driver
+//     entries/<key>.<target>.cubin ptxas's SASS for the config's target
+//                                  (sm_80, sm_90a), stored by fi-compile
 //     locks/<key>.lock             flock()ed while one process compiles
 //
 // Every file is written to a temporary name in its folder and renamed, so
@@ -24,7 +27,8 @@
 // writes evict the least recently used entries beyond
 // $FIJIT_CACHE_MAX_BYTES. A folder that cannot be written stops new writes
 // with one warning (its entries are still served); the memory tier keeps
-// working. A bundle ($FIJIT_BUNDLE_DIR, same layout) is only ever read.
+// working. A bundle (same layout; fi-compile writes them) is only ever
+// read: those of $FIJIT_BUNDLE_DIR, then the one installed with libfijit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -54,9 +58,15 @@ class DiskCache {
 public:
   /// The process-wide cache configured from the environment.
   static DiskCache &global();
-  /// The read-only bundle at $FIJIT_BUNDLE_DIR (a cache folder written by
-  /// fi-compile and shipped with an application), or null.
-  static DiskCache *bundle();
+  /// The read-only bundles, in the order they are searched: the folders of
+  /// $FIJIT_BUNDLE_DIR (':'-separated; cache folders fi-compile wrote for an
+  /// application), then the package's own, <prefix>/share/fijit/bundle
+  /// beside the <prefix>/lib that holds libfijit, where that folder exists
+  /// and $FIJIT_PACKAGE_BUNDLE is not 0. Read once per process.
+  static const std::vector<DiskCache *> &bundles();
+  /// Where the package's bundle is (whether or not it exists), or empty when
+  /// the library's own path is unknown.
+  static const std::string &packageBundleRoot();
 
   /// `root` empty: no disk tier (one warning on first use).
   explicit DiskCache(std::string root, uint64_t maxBytes,
@@ -74,8 +84,9 @@ public:
   std::optional<std::string> lookupKey(llvm::StringRef config);
   void storeKey(llvm::StringRef config, llvm::StringRef key);
 
-  /// Verified payload of entry `name` (`<key>.ptx` or
-  /// `<key>.sm<cc>-drv<version>.cubin`), or nothing (missing, corrupted,
+  /// Verified payload of entry `name` (`<key>.ptx`,
+  /// `<key>.sm<cc>-drv<version>.cubin` or `<key>.sm_<cc>[a].cubin`), or
+  /// nothing (missing, corrupted,
   /// written for another name, or not a regular file of this user's).
   std::optional<std::string> read(llvm::StringRef name);
   void write(llvm::StringRef name, llvm::StringRef payload);
