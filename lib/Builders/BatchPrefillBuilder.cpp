@@ -63,6 +63,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                     : raggedKV(b, kvIndptr, req, kvHead, kStrides, vStrides);
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, qoLen, kv.kvLen);
+  variant.bindHeadTables(args);
 
   // Tiles past this request's queries see no rows and no keys.
   Value qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
@@ -90,6 +91,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   kv.describe(p);
   std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
+  p.rowHead = [=](Value) { return head; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, qoBegin, head, o, lse, oStrideN,
