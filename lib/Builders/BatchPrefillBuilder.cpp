@@ -104,10 +104,12 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
                                 const AttentionConfig &cfg,
                                 const KernelSpec &spec) {
-  if (cfg.warpSpecialised())
-    return buildWarpSpecialisedPrefill(b, cfg, spec);
+  // The warp-specialised kernel has the tile engine's variants, and lacks
+  // what it lacks.
   if (failed(checkTileSupport(b, cfg)))
     return failure();
+  if (cfg.warpSpecialised())
+    return buildWarpSpecialisedPrefill(b, cfg, spec);
   auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
   emitBatchPrefillBody(b, cfg, func, KernelArgs(spec, func));
