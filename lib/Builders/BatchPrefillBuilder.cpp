@@ -63,6 +63,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                     : raggedKV(b, kvIndptr, req, kvHead, kStrides, vStrides);
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, qoLen, kv.kvLen);
+  variant.bindHeadTables(args);
 
   // Tiles past this request's queries see no rows and no keys.
   Value qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));
@@ -90,6 +91,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   kv.describe(p);
   std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
+  p.rowHead = [=](Value) { return head; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, qoBegin, head, o, lse, oStrideN,
@@ -102,10 +104,12 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
                                 const AttentionConfig &cfg,
                                 const KernelSpec &spec) {
-  if (cfg.warpSpecialised())
-    return buildWarpSpecialisedPrefill(b, cfg, spec);
+  // The warp-specialised kernel has the tile engine's variants, and lacks
+  // what it lacks.
   if (failed(checkTileSupport(b, cfg)))
     return failure();
+  if (cfg.warpSpecialised())
+    return buildWarpSpecialisedPrefill(b, cfg, spec);
   auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
   emitBatchPrefillBody(b, cfg, func, KernelArgs(spec, func));

@@ -82,10 +82,32 @@ int64_t mergeElementsPerPass(const AttentionConfig &cfg, int64_t elements) {
   return std::max<int64_t>(1, budget / (3 + 2 * kMergeUnroll));
 }
 
+/// Folds one split of LSE `l` and output `x` (null: zero) into the merge
+/// state (m, w, acc) of an element.
+void foldSplit(ImplicitLocOpBuilder &b, Value &m, Value &w, Value &acc,
+               Value l, Value x) {
+  Value mNew = arith::MaxNumFOp::create(b, m, l);
+  // While every split so far is empty, mNew = -inf: use 0 so that the
+  // weights below are 2^-inf = 0 rather than NaN.
+  Value base = arith::SelectOp::create(
+      b, arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, negInf(b)),
+      cF32(b, 0.0), mNew);
+  Value rescale = math::Exp2Op::create(b, arith::SubFOp::create(b, m, base));
+  Value weight = math::Exp2Op::create(b, arith::SubFOp::create(b, l, base));
+  w = arith::AddFOp::create(b, arith::MulFOp::create(b, w, rescale), weight);
+  Value weighted = x ? arith::MulFOp::create(b, weight, x).getResult() : x;
+  acc = arith::MulFOp::create(b, acc, rescale);
+  if (weighted)
+    acc = arith::AddFOp::create(b, acc, weighted);
+  m = mNew;
+}
+
+/// `sinks`: empty, or the log2-domain sink of each element's row.
 SmallVector<MergedElement>
 emitMergeSplits(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                 const SplitPartials &parts,
-                ArrayRef<std::pair<Value, Value>> rowCols) {
+                ArrayRef<std::pair<Value, Value>> rowCols,
+                ArrayRef<Value> sinks) {
   Value dim = cIdx(b, cfg.headDimVO);
   // State per element: running max m, sum of weights w and weighted sum
   // acc, all relative to m.
@@ -119,29 +141,10 @@ emitMergeSplits(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
       }
     }
     SmallVector<Value> state(loop.getRegionIterArgs());
-    for (auto &loads : steps) {
-      for (auto [e, lx] : llvm::enumerate(loads)) {
-        auto [l, x] = lx;
-        Value &m = state[3 * e], &w = state[3 * e + 1], &acc = state[3 * e + 2];
-        Value mNew = arith::MaxNumFOp::create(b, m, l);
-        // While every split so far is empty, mNew = -inf: use 0 so that
-        // the weights below are 2^-inf = 0 rather than NaN.
-        Value base = arith::SelectOp::create(
-            b,
-            arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
-                                  negInf(b)),
-            cF32(b, 0.0), mNew);
-        Value rescale =
-            math::Exp2Op::create(b, arith::SubFOp::create(b, m, base));
-        Value weight =
-            math::Exp2Op::create(b, arith::SubFOp::create(b, l, base));
-        w = arith::AddFOp::create(b, arith::MulFOp::create(b, w, rescale),
-                                  weight);
-        acc = arith::AddFOp::create(b, arith::MulFOp::create(b, acc, rescale),
-                                    arith::MulFOp::create(b, weight, x));
-        m = mNew;
-      }
-    }
+    for (auto &loads : steps)
+      for (auto [e, lx] : llvm::enumerate(loads))
+        foldSplit(b, state[3 * e], state[3 * e + 1], state[3 * e + 2],
+                  lx.first, lx.second);
     scf::YieldOp::create(b, state);
   }
   SmallVector<MergedElement> merged;
@@ -149,12 +152,15 @@ emitMergeSplits(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     MergedElement out;
     out.m = loop.getResult(3 * e);
     out.total = loop.getResult(3 * e + 1);
+    Value acc = loop.getResult(3 * e + 2);
+    // The sink joins once, after every split: one more split of LSE
+    // `sink` and output zero.
+    if (!sinks.empty())
+      foldSplit(b, out.m, out.total, acc, sinks[e], Value());
     out.seen = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, out.total,
                                      cF32(b, 0));
     out.value = arith::SelectOp::create(
-        b, out.seen,
-        arith::DivFOp::create(b, loop.getResult(3 * e + 2), out.total),
-        cF32(b, 0.0));
+        b, out.seen, arith::DivFOp::create(b, acc, out.total), cF32(b, 0.0));
     merged.push_back(out);
   }
   return merged;
@@ -165,6 +171,7 @@ struct SplitEpilogue {
   SplitPartials parts;
   Value o, lse, counters;
   Value req, kvHead, oStrideB, oStrideH;
+  AttentionVariant &variant;
 };
 
 /// Thread 0 counts this CTA in counters[request * num_kv_heads + kv head]
@@ -293,10 +300,14 @@ void emitLastSplitMerge(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
       ArrayRef<GroupElement> elements =
           ArrayRef(all).slice(first, std::min(perPass, all.size() - first));
       SmallVector<std::pair<Value, Value>> rowCols;
-      for (const GroupElement &el : elements)
+      SmallVector<Value> sinks;
+      for (const GroupElement &el : elements) {
         rowCols.push_back({el.row, el.col});
+        if (ep.variant.hasSinks())
+          sinks.push_back(ep.variant.sinkLogitOf(b, el.head));
+      }
       SmallVector<MergedElement> merged =
-          emitMergeSplits(b, cfg, ep.parts, rowCols);
+          emitMergeSplits(b, cfg, ep.parts, rowCols, sinks);
       for (auto [el, out] : llvm::zip_equal(elements, merged)) {
         if (el.valid)
           emitIf(b, el.valid, [&] { storeMerged(b, cfg, ep, el, out); });
@@ -366,6 +377,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value kvLen = kv.kvLen;
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, /*qoLen=*/cIdx(b, 1), kvLen);
+  variant.bindHeadTables(args);
 
   TileProblem p;
   p.q = q;
@@ -389,6 +401,15 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   // sliding window ends there.
   Value queryPos = cIdx(b, 0);
   p.maskRow = [=](int64_t) { return queryPos; };
+  // Rows are the group's query heads; padding rows read the last one's.
+  p.rowHead = [&b, kvHead, group](Value row) -> Value {
+    return arith::AddIOp::create(
+        b, arith::MulIOp::create(b, kvHead, cIdx(b, group)),
+        arith::MinUIOp::create(b, row, cIdx(b, group - 1)));
+  };
+  if (cfg.sinks)
+    p.completeRows = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
+                                           numSplits, cIdx(b, 1));
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
   // A CTA past the plan's splits read no key (its chunk starts at kv_len)
@@ -455,7 +476,8 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                    req,
                    kvHead,
                    oStrideB,
-                   oStrideH};
+                   oStrideH,
+                   variant};
   Value splitKV = arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numSplits,
                                         cIdx(b, 1));
   emitIf(b, andActive(splitKV), [&] { emitLastSplitMerge(b, cfg, ep); });

@@ -38,6 +38,7 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value oStrideH = args.index(b, "o_stride_h");
   AttentionVariant variant(cfg);
   variant.bind(b, args["sm_scale"], qoLen, kvLen);
+  variant.bindHeadTables(args);
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -69,6 +70,7 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   };
   std::array<Value, 2> rowPos = laneQueryRows(b, qStart);
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
+  p.rowHead = [=](Value) { return head; };
 
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, /*tokenBase=*/Value(), head, o,

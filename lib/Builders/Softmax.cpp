@@ -124,6 +124,29 @@ std::array<Value, 2> finalizeOnlineSoftmax(ImplicitLocOpBuilder &b,
   return lse;
 }
 
+void addSink(ImplicitLocOpBuilder &b, MutableArrayRef<Value> values,
+             Value &lse, Value sink) {
+  Value m = arith::MaxNumFOp::create(b, lse, sink);
+  Value empty =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, m, negInf(b));
+  Value base = arith::SelectOp::create(b, empty, cF32(b, 0.0), m);
+  Value rowWeight =
+      math::Exp2Op::create(b, arith::SubFOp::create(b, lse, base));
+  Value total = arith::AddFOp::create(
+      b, rowWeight,
+      math::Exp2Op::create(b, arith::SubFOp::create(b, sink, base)));
+  Value seen =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, total, cF32(b, 0));
+  Value share = arith::SelectOp::create(
+      b, seen, arith::DivFOp::create(b, rowWeight, total), cF32(b, 0.0));
+  for (Value &v : values)
+    v = arith::MulFOp::create(b, v, share);
+  lse = arith::SelectOp::create(
+      b, seen,
+      arith::AddFOp::create(b, base, math::Log2Op::create(b, total)),
+      negInf(b));
+}
+
 PartialRow mergePartialRows(ImplicitLocOpBuilder &b,
                             ArrayRef<PartialRow> parts) {
   Value maxLse = parts.front().lse;

@@ -72,13 +72,32 @@ LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
     return emitError(b.getLoc())
            << kind << ": dtype_kv=" << stringify(cfg.dtypeKV)
            << " has no kernel yet; use dtype_kv=dtype_q";
-  if (cfg.posEncoding != PosEncoding::None)
+  if (cfg.posEncoding == PosEncoding::RoPE)
     return emitError(b.getLoc())
            << kind << ": pos_encoding=" << stringify(cfg.posEncoding)
            << " has no kernel yet; use pos_encoding=none";
   if (cfg.mask == MaskMode::Custom)
     return emitError(b.getLoc()) << kind << ": mask=custom has no kernel yet";
   return success();
+}
+
+void applySinks(ImplicitLocOpBuilder &b, AttentionVariant &variant,
+                TileResult &res, Value complete) {
+  if (!variant.hasSinks())
+    return;
+  for (int64_t r = 0; r < 2; ++r) {
+    Value sink = variant.rowSink(r);
+    if (complete)
+      sink = arith::SelectOp::create(b, complete, sink, negInf(b));
+    SmallVector<Value> row;
+    for (AccFragment &f : res.out)
+      row.append({f[2 * r], f[2 * r + 1]});
+    addSink(b, row, res.lse[r], sink);
+    for (auto [n, f] : llvm::enumerate(res.out)) {
+      f[2 * r] = row[2 * n];
+      f[2 * r + 1] = row[2 * n + 1];
+    }
+  }
 }
 
 MemRefType flatGlobalMemref(Builder &b, Type element) {
@@ -205,6 +224,13 @@ TileResult TileEngine::emit() {
   SmallVector<AFragment> qA;
   for (int64_t kk = 0; !useWgmma && kk < cfg.headDimQK / 16; ++kk)
     qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, kk * 16));
+  if (variant.hasALiBi() || variant.hasSinks()) {
+    Value laneRow = arith::AddIOp::create(
+        b, qRow0, arith::DivUIOp::create(b, lane, cIdx(b, 4)));
+    variant.bindRowHeads(
+        b, {p.rowHead(laneRow),
+            p.rowHead(arith::AddIOp::create(b, laneRow, cIdx(b, 8)))});
+  }
 
   // Loop state: output accumulators, then row max and row sum of both rows.
   int64_t numOut = cfg.headDimVO / 8;
@@ -294,6 +320,7 @@ TileResult TileEngine::emit() {
   result.lse = finalizeOnlineSoftmax(b, state, result.out);
   if (keyWarps > 1)
     mergeKeyWarps(result);
+  applySinks(b, variant, result, p.completeRows);
   Value rowInWarp = arith::DivUIOp::create(b, lane, cIdx(b, 4));
   Value row0 = arith::AddIOp::create(b, warpRow0, rowInWarp);
   result.rowInTile = {row0, arith::AddIOp::create(b, row0, cIdx(b, 8))};

@@ -23,29 +23,47 @@ namespace fijit {
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
                        MutableArrayRef<AccFragment> scores,
                        std::array<Value, 2> rows, Value lane, Value kvStart,
-                       bool transform) {
+                       bool transform, bool mask) {
+  if (!mask && !variant.hasALiBi()) {
+    for (AccFragment &frag : scores)
+      for (Value &x : frag)
+        x = variant.transformLogit(b, x);
+    return;
+  }
   Value ninf = negInf(b);
   // This lane's columns are colBase + 8 j + (0, 1).
   Value colBase = arith::AddIOp::create(
       b, kvStart,
       arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
                             cIdx(b, 2)));
-  std::array<std::pair<Value, Value>, 2> bounds = {
-      variant.visibleColumns(b, rows[0], colBase),
-      variant.visibleColumns(b, rows[1], colBase)};
+  std::array<std::pair<Value, Value>, 2> bounds;
+  if (mask)
+    bounds = {variant.visibleColumns(b, rows[0], colBase),
+              variant.visibleColumns(b, rows[1], colBase)};
+  std::array<Value, 2> rowBias = {variant.rowBias(b, 0, rows[0], colBase),
+                                  variant.rowBias(b, 1, rows[1], colBase)};
   for (auto [j, frag] : llvm::enumerate(scores))
     for (int64_t reg = 0; reg < 4; ++reg) {
+      int64_t c = static_cast<int64_t>(j) * 8 + reg % 2;
+      auto transformed = [&] {
+        if (!transform)
+          return frag[reg];
+        return variant.transformLogit(
+            b, frag[reg], variant.logitBias(b, reg / 2, rowBias[reg / 2], c));
+      };
+      if (!mask) {
+        frag[reg] = transformed();
+        continue;
+      }
       auto [lo, hi] = bounds[reg / 2];
-      Value col = arith::ConstantIntOp::create(
-          b, b.getI32Type(), static_cast<int64_t>(j) * 8 + reg % 2);
+      Value col = arith::ConstantIntOp::create(b, b.getI32Type(), c);
       Value visible =
           arith::CmpIOp::create(b, arith::CmpIPredicate::slt, col, hi);
       if (lo)
         visible = arith::AndIOp::create(
             b, visible,
             arith::CmpIOp::create(b, arith::CmpIPredicate::sge, col, lo));
-      Value x = transform ? variant.transformLogit(b, frag[reg]) : frag[reg];
-      frag[reg] = arith::SelectOp::create(b, visible, x, ninf);
+      frag[reg] = arith::SelectOp::create(b, visible, transformed(), ninf);
     }
 }
 

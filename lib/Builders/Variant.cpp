@@ -2,9 +2,12 @@
 
 #include "fijit/Builders/Variant.h"
 #include "fijit/Builders/Fragments.h"
+#include "fijit/Builders/KernelArgs.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 
 #include <cmath>
 
@@ -16,7 +19,8 @@ static constexpr double kLog2E = 1.4426950408889634;
 
 AttentionVariant::AttentionVariant(const AttentionConfig &config)
     : causal(config.mask == MaskMode::Causal),
-      windowLeft(config.windowLeft), softCap(config.logitsSoftCap) {}
+      windowLeft(config.windowLeft), softCap(config.logitsSoftCap),
+      alibi(config.posEncoding == PosEncoding::ALiBi), sinks(config.sinks) {}
 
 void AttentionVariant::bind(ImplicitLocOpBuilder &b, Value smScale,
                             Value qoLenV, Value kvLenV) {
@@ -24,13 +28,77 @@ void AttentionVariant::bind(ImplicitLocOpBuilder &b, Value smScale,
   // costs one multiply; with one, tanh needs the natural-domain argument.
   double factor = softCap > 0 ? 1.0 / softCap : kLog2E;
   scaleLog2 = arith::MulFOp::create(b, smScale, cF32(b, factor));
+  if (alibi) {
+    // FlashInfer adds the bias to sm_scale * q.k (the bias is not scaled).
+    // Under a soft-cap its tanh argument is that sum times sm_scale / cap
+    // (FlashInfer's DefaultAttention scales by sm_scale twice there), so
+    // q.k's factor is sm_scale^2 / cap and the bias's sm_scale / cap.
+    biasScale = softCap > 0 ? scaleLog2 : cF32(b, kLog2E);
+    if (softCap > 0)
+      scaleLog2 = arith::MulFOp::create(b, scaleLog2, smScale);
+  }
   qoLen = qoLenV;
   kvLen = kvLenV;
   diagOffset = arith::SubIOp::create(b, kvLen, qoLen);
 }
 
-Value AttentionVariant::transformLogit(ImplicitLocOpBuilder &b, Value qk) {
-  Value scaled = arith::MulFOp::create(b, qk, scaleLog2);
+void AttentionVariant::bindHeadTables(const KernelArgs &args) {
+  if (alibi)
+    alibiSlopes = args["alibi_slopes"];
+  if (sinks)
+    sinkTable = args["sinks"];
+}
+
+Value AttentionVariant::sinkLogitOf(ImplicitLocOpBuilder &b, Value head) {
+  Value sink = memref::LoadOp::create(b, sinkTable, ValueRange{head});
+  return arith::MulFOp::create(b, sink, cF32(b, kLog2E));
+}
+
+void AttentionVariant::bindRowHeads(ImplicitLocOpBuilder &b,
+                                    std::array<Value, 2> heads) {
+  for (int64_t r = 0; r < 2; ++r) {
+    if (r == 1 && heads[1] == heads[0]) {
+      rowSlopes[1] = rowSlopes[0];
+      rowSinks[1] = rowSinks[0];
+      break;
+    }
+    if (alibi)
+      rowSlopes[r] = arith::MulFOp::create(
+          b, memref::LoadOp::create(b, alibiSlopes, ValueRange{heads[r]}),
+          biasScale);
+    if (sinks)
+      rowSinks[r] = sinkLogitOf(b, heads[r]);
+  }
+}
+
+Value AttentionVariant::rowBias(ImplicitLocOpBuilder &b, int64_t r,
+                                Value qoPos, Value colBase) {
+  if (!alibi)
+    return {};
+  // Key minus query position with the query aligned to the keys' end (the
+  // causal diagonal): decode's one query sits at kv_len - 1. Positions are
+  // below 2^31, so the difference is exact in i32 and in f32 up to 2^24.
+  Value distance = arith::SubIOp::create(
+      b, colBase, arith::AddIOp::create(b, qoPos, diagOffset));
+  Value d = arith::SIToFPOp::create(
+      b, b.getF32Type(),
+      arith::IndexCastOp::create(b, b.getI32Type(), distance));
+  return arith::MulFOp::create(b, rowSlopes[r], d);
+}
+
+Value AttentionVariant::logitBias(ImplicitLocOpBuilder &b, int64_t r,
+                                  Value base, int64_t col) {
+  if (!base || col == 0)
+    return base;
+  return LLVM::FMAOp::create(b, rowSlopes[r],
+                             cF32(b, static_cast<double>(col)), base);
+}
+
+Value AttentionVariant::transformLogit(ImplicitLocOpBuilder &b, Value qk,
+                                       Value bias) {
+  Value scaled =
+      bias ? LLVM::FMAOp::create(b, qk, scaleLog2, bias).getResult()
+           : arith::MulFOp::create(b, qk, scaleLog2).getResult();
   if (softCap <= 0)
     return scaled;
   // FlashInfer/Gemma-2 soft-cap: cap * tanh(sm_scale * qk / cap).

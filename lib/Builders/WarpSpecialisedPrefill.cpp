@@ -79,12 +79,9 @@ void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
   bool transform = !variant.linearLogitScale();
   auto yieldScores = [&](bool masked) {
     SmallVector<AccFragment> frags(s.begin(), s.end());
-    if (masked)
-      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform);
-    else if (transform)
-      for (AccFragment &f : frags)
-        for (Value &x : f)
-          x = variant.transformLogit(b, x);
+    if (masked || transform)
+      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
+                        masked);
     SmallVector<Value> vals;
     for (const AccFragment &f : frags)
       vals.append(f.begin(), f.end());
@@ -142,6 +139,9 @@ TileResult WarpSpecialisedPrefill::consume() {
           b, qStart, arith::MulIOp::create(b, consumerWarp, cIdx(b, 16))),
       arith::DivUIOp::create(b, lane, cIdx(b, 4)));
   rows = {row0, arith::AddIOp::create(b, row0, cIdx(b, 8))};
+  // Every row of a work tile is a query of one head.
+  if (variant.hasALiBi() || variant.hasSinks())
+    variant.bindRowHeads(b, {head, head});
   Value isSecond =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, consumer, cIdx(b, 1));
 
@@ -281,12 +281,14 @@ TileResult WarpSpecialisedPrefill::consume() {
   SoftmaxState state;
   unflatten(ifOp.getResults(), res.out, state, nullptr, nullptr);
   res.lse = finalizeOnlineSoftmax(b, state, res.out);
+  applySinks(b, variant, res);
   res.quadCol = arith::MulIOp::create(
       b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
   return res;
 }
 
 void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
+  variant.bindHeadTables(args);
   tmaQ = args["q"];
   tmaK = args["k"];
   tmaV = args["v"];

@@ -42,6 +42,7 @@ void forEachField(Config &c, Fn &&fn) {
   fn("window_left", c.windowLeft);
   fn("logits_soft_cap", c.logitsSoftCap);
   fn("pos_encoding", c.posEncoding);
+  fn("sinks", c.sinks);
   fn("sm_scale", c.smScale);
   fn("return_lse", c.returnLSE);
   fn("cuda_graph", c.cudaGraph);

@@ -94,6 +94,16 @@ struct Rows {
   }
 };
 
+/// The per-query-head f32 tables of the variants, after every family's own
+/// rows (so a kernel without them keeps its parameter list): FlashInfer's
+/// ALiBi slopes and attention sinks.
+void variantTables(Rows &r, const AttentionConfig &cfg) {
+  if (cfg.posEncoding == PosEncoding::ALiBi)
+    r.buffer("alibi_slopes", ElementType::F32, ArgCheck::Required);
+  if (cfg.sinks)
+    r.buffer("sinks", ElementType::F32, ArgCheck::Required);
+}
+
 ArgCheck requiredIf(bool required) {
   return required ? ArgCheck::Required : ArgCheck::None;
 }
@@ -265,6 +275,7 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
     decode(rows, cfg);
     break;
   }
+  variantTables(rows, cfg);
   spec.threads = cfg.tuning.numWarps * 32;
   spec.sharedMemoryBytes = cfg.sharedMemoryBytes();
   return spec;

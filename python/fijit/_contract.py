@@ -32,6 +32,17 @@ def require(api, name, value, allowed, what=None):
             repr(a) for a in allowed))
 
 
+# FlashInfer's pos_encoding_mode -> fijit's pos_encoding; ROPE_LLAMA is
+# refused (no kernel yet).
+POS_ENCODINGS = {"NONE": "none", "ALIBI": "alibi"}
+
+
+def pos_encoding(api, mode):
+    """fijit's pos_encoding of FlashInfer's pos_encoding_mode."""
+    require(api, "pos_encoding_mode", mode, tuple(POS_ENCODINGS))
+    return POS_ENCODINGS[mode]
+
+
 def require_none(api, **values):
     for name, value in values.items():
         if value is not None:

@@ -21,34 +21,41 @@ _SCHEMAS = {
     "single_prefill": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "bool causal, float? sm_scale, int window_left, "
-        "float logits_soft_cap, str kv_layout, str tuning) -> ()",
+        "float logits_soft_cap, str kv_layout, str tuning, "
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
         ("out", "lse")),
     "single_decode": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "float? sm_scale, int window_left, float logits_soft_cap, "
-        "str kv_layout, str tuning) -> ()",
+        "str kv_layout, str tuning, str pos_encoding, Tensor? alibi_slopes, "
+        "Tensor? sinks) -> ()",
         ("out", "lse")),
     # split_plan: the [kv_chunk, num_splits] schedule a cuda_graph=true
     # kernel reads (plan() writes it, the launch only reads it); kv_len and
     # kv_chunk are the schedule of the other kernels. window_left and
-    # logits_soft_cap pick the planned config's variant, as the LSE does.
+    # logits_soft_cap pick the planned config's variant, as the LSE does;
+    # so do pos_encoding and whether sinks are given (alibi_slopes: the
+    # plan's, None for FlashInfer's default slopes).
     "batch_decode_paged": (
         "(Tensor q, Tensor k_cache, Tensor v_cache, Tensor(a!) out, "
         "Tensor(b!)? lse, Tensor(c!) workspace, Tensor(d!)? split_counters, "
         "Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, "
         "Tensor? split_plan, str config, str kv_layout, int batch, "
         "int max_kv_len, int kv_chunk, int max_splits, int? max_page, "
-        "float? sm_scale, int window_left, float logits_soft_cap) -> ()",
+        "float? sm_scale, int window_left, float logits_soft_cap, "
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
         ("out", "lse", "workspace", "split_counters")),
-    # causal, window_left and logits_soft_cap pick the planned config's
-    # variant (forward() may change them), as the LSE does.
+    # causal, window_left, logits_soft_cap and pos_encoding pick the
+    # planned config's variant (forward() may change them), as the LSE and
+    # the presence of sinks do.
     "batch_prefill": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "Tensor qo_indptr, Tensor kv_indptr, Tensor? kv_indices, "
         "Tensor? kv_last_page_len, str config, str kv_layout, int batch, "
         "int max_qo_len, int total_qo, int total_kv, int? max_page, "
         "float? sm_scale, bool causal, int window_left, "
-        "float logits_soft_cap) -> ()",
+        "float logits_soft_cap, str pos_encoding, Tensor? alibi_slopes, "
+        "Tensor? sinks) -> ()",
         ("out", "lse")),
 }
 

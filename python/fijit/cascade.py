@@ -6,7 +6,7 @@ The merges are torch operations on the GPU for now (fijit has no merge
 kernel yet; split-KV decode merges inside its own kernel)."""
 import math
 
-from ._contract import require_none
+from ._contract import require, require_none
 from .prefill import BatchPrefillWithPagedKVCacheWrapper
 from .tensors import torch
 
@@ -112,6 +112,12 @@ class MultiLevelCascadeAttentionWrapper:
              use_fp16_qk_reduction=False, sm_scale=None, window_left=-1,
              logits_soft_cap=None, rope_scale=None, rope_theta=None,
              q_data_type="float16", kv_data_type=None):
+        # Each level would bias its keys by their distance to its own last
+        # key, so the levels' LSEs would not merge.
+        require("MultiLevelCascadeAttentionWrapper.plan", "pos_encoding_mode",
+                pos_encoding_mode, ("NONE",),
+                "ALiBi distances do not carry across cascade levels; "
+                "supported: 'NONE'")
         for i, (w, qo, indptr, indices, last) in enumerate(zip(
                 self._wrappers, qo_indptr_arr, paged_kv_indptr_arr,
                 paged_kv_indices_arr, paged_kv_last_page_len)):

@@ -11,8 +11,9 @@ from ._common import (check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
 from ._contract import (BACKENDS, Buffers, check_tuning, plan_dtypes,
-                        require, require_none, require_unit_scale, stage,
-                        unsupported)
+                        pos_encoding, require, require_none,
+                        require_unit_scale, stage, unsupported)
+from ._variants import check_slopes, launch_tables, optional_table
 from .tensors import as_view, check, torch
 from . import _ops
 
@@ -25,9 +26,15 @@ def _workspace(nbytes, device):
     return torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device)
 
 
-def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale, **named):
-    """Launches with q, k, v, o, lse, the workspace and `named`: lengths,
-    strides and index tensors (None: not given) by launch argument name."""
+def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale,
+                   alibi_slopes, sinks, **named):
+    """Launches with q, k, v, o, lse, the workspace, the variant's tables
+    and `named`: lengths, strides and index tensors (None: not given) by
+    launch argument name."""
+    hq, dev = kernel.config.num_qo_heads, q.device
+    named.update(launch_tables(
+        kernel.config, optional_table("alibi_slopes", alibi_slopes, hq, dev),
+        optional_table("sinks", sinks, hq, dev), as_view(q, "q")))
     tensors = {name: t.data_ptr() for name, t in named.items()
                if hasattr(t, "data_ptr")}
     kernel.launch(
@@ -46,18 +53,23 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
                                 k_scale=None, v_scale=None, window_left=-1,
                                 logits_soft_cap=None, sm_scale=None,
                                 rope_scale=None, rope_theta=None,
-                                return_lse=False, *, out=None, **tuning):
+                                return_lse=False, *, out=None, sinks=None,
+                                alibi_slopes=None, **tuning):
     """One query token per head over one request's keys and values.
 
     q: [num_qo_heads, head_dim]; k, v: [kv_len, num_kv_heads, head_dim]
     (NHD) or [num_kv_heads, kv_len, head_dim] (HND). The query heads of each
     GQA group share one pass over their kv head; long contexts are split
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
-    base 2, [num_qo_heads] with return_lse=True). Under torch.compile this
-    is one ``torch.ops.fijit.single_decode`` node.
+    base 2, [num_qo_heads] with return_lse=True). pos_encoding_mode="ALIBI"
+    biases by slope * (key - (kv_len - 1)) (slopes from get_alibi_slopes
+    unless ``alibi_slopes`` is given); ``sinks`` (float32 [num_qo_heads])
+    adds one attention-sink logit per head to the softmax denominator.
+    Under torch.compile this is one ``torch.ops.fijit.single_decode`` node.
     """
     api = "single_decode_with_kv_cache"
-    require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+    pos = pos_encoding(api, pos_encoding_mode)
+    check_slopes(pos_encoding_mode, alibi_slopes)
     require_unit_scale(api, q_scale=q_scale, k_scale=k_scale,
                        v_scale=v_scale)
     check_tuning(api, tuning)
@@ -79,12 +91,12 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     _ops.call("single_decode", q, k, v, out, lse,
               None if sm_scale is None else float(sm_scale),
               int(window_left), float(logits_soft_cap or 0.0), kv_layout,
-              _ops.tuning_text(tuning))
+              _ops.tuning_text(tuning), pos, alibi_slopes, sinks)
     return (out, lse) if return_lse else out
 
 
 def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
-                   kv_layout, tuning):
+                   kv_layout, tuning, pos_encoding, alibi_slopes, sinks):
     """torch.ops.fijit.single_decode: compiles (or fetches) the kernel of
     these tensors' config, plans its split-KV chunks and launches it."""
     qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
@@ -94,7 +106,7 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
     return_lse = lse is not None
     key = (qv.shape, qv.dtype, hk, kv.shape[2], vv.shape[2], kv.dtype,
            window_left, logits_soft_cap, return_lse, kv_layout, qv.device,
-           tuning)
+           tuning, pos_encoding, sinks is not None)
     cfg = _decode_configs.get(key)
     if cfg is None:
         cfg = AttentionConfig(
@@ -103,6 +115,7 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
             num_kv_heads=hk, dtype_q=qv.dtype, dtype_kv=kv.dtype,
             dtype_o=qv.dtype, kv_layout=kv_layout, window_left=window_left,
             logits_soft_cap=logits_soft_cap, return_lse=return_lse,
+            pos_encoding=pos_encoding, sinks=sinks is not None,
             target=target_of(qv.device), **_ops.tuning_fields(tuning))
         _decode_configs[key] = cfg
     kernel = compile_attention(cfg)
@@ -118,7 +131,7 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
     counters = (torch.zeros(hk, dtype=torch.int32, device=q.device)
                 if splits > 1 else None)
     _launch_decode(kernel, q, k, v, out, lse, _workspace(nbytes, q.device),
-                   sm_scale, batch=1, kv_len=kv_len, kv_chunk=kv_chunk,
+                   sm_scale, alibi_slopes, sinks, batch=1, kv_len=kv_len, kv_chunk=kv_chunk,
                    split_counters=counters, q_stride_h=q.stride(0),
                    o_stride_h=out.stride(0), **kv_strides(k, v, n, h))
 
@@ -205,14 +218,18 @@ class BatchDecodeWithPagedKVCacheWrapper:
              sm_scale=None, rope_scale=None, rope_theta=None,
              non_blocking=True, block_tables=None, seq_lens=None,
              fixed_split_size=None, disable_split_kv=False, q_len_per_req=1,
-             *, window_right=0, is_causal=None, kv_chunk=None, **tuning):
+             *, window_right=0, is_causal=None, kv_chunk=None,
+             alibi_slopes=None, **tuning):
         """FlashInfer's plan; `kv_chunk` (fijit's) fixes the keys per
-        split-KV chunk, `tuning` takes tile_q, tile_kv, num_warps, stages.
+        split-KV chunk, `alibi_slopes` (fijit's) replaces get_alibi_slopes'
+        with pos_encoding_mode="ALIBI", `tuning` takes tile_q, tile_kv,
+        num_warps, stages.
         `fixed_split_size` is in pages, as FlashInfer's; -1 or None lets the
         plan choose, `disable_split_kv=True` reads each request in one
         CTA."""
         api = self._api + ".plan"
-        require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+        pos = pos_encoding(api, pos_encoding_mode)
+        check_slopes(pos_encoding_mode, alibi_slopes)
         require(api, "window_right", window_right, (0,))
         require(api, "q_len_per_req", q_len_per_req, (1,))
         require(api, "is_causal", is_causal, (None, False))
@@ -223,7 +240,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                         logits_soft_cap, plan_dtypes(
                             api, q_data_type, kv_data_type, o_data_type,
                             data_type), sm_scale, fixed_split_size,
-                        disable_split_kv, kv_chunk, tuning, None)
+                        disable_split_kv, kv_chunk, tuning, None, pos,
+                        alibi_slopes)
         self._tuning = tuning
         self._rope_scale, self._rope_theta = rope_scale, rope_theta
         self._pos_encoding_mode = pos_encoding_mode
@@ -247,7 +265,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
     def _plan_impl(self, indptr, indices, last_page_len, num_qo_heads,
                    num_kv_heads, head_dim, page_size, window_left,
                    logits_soft_cap, dtypes, sm_scale, fixed_split_size,
-                   disable_split_kv, kv_chunk, tuning, host_indptr):
+                   disable_split_kv, kv_chunk, tuning, host_indptr,
+                   pos="none", alibi_slopes=None):
         require_torch(self._api + ".plan")
         batch, lens, max_page = page_table(indptr, indices, last_page_len,
                                            page_size, host_indptr)
@@ -263,7 +282,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
             dtype_o=dtypes[0], kv_layout=self._kv_layout,
             page_size=page_size, window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0), cuda_graph=graph,
-            target=target_of(device), **tuning)
+            pos_encoding=pos, target=target_of(device), **tuning)
         kernel = _ops.variants(cfg).get()
         max_len = max(lens, default=0)
         chunk = self._chunk(page_size, max_len, fixed_split_size,
@@ -311,6 +330,10 @@ class BatchDecodeWithPagedKVCacheWrapper:
         self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
         self._sm_scale = None if sm_scale is None else float(sm_scale)
+        self._pos_encoding = pos
+        # Checked (and made float32) once: run() passes it as it is.
+        self._alibi_slopes = optional_table("alibi_slopes", alibi_slopes,
+                                            num_qo_heads, device)
 
     def _check_frozen(self, cfg, batch, indices, page_size, disable_split_kv,
                       kernel):
@@ -363,7 +386,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
                            v_scale=v_scale)
         require(api, "enable_pdl", enable_pdl, (None, False))
         require(api, "q_len_per_req", q_len_per_req, (None, 1))
-        require_none(api, sinks=sinks, kv_cache_sf=kv_cache_sf,
+        require_none(api, kv_cache_sf=kv_cache_sf,
                      skip_softmax_threshold_scale_factor=(
                          skip_softmax_threshold_scale_factor))
         p = self._plan
@@ -386,7 +409,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                   self._counters, indptr, indices, last, split_plan,
                   p["config"], self._kv_layout, p["batch"], p["max_len"],
                   p["kv_chunk"], p["max_splits"], p["max_page"],
-                  self._sm_scale, self._window_left, self._logits_soft_cap)
+                  self._sm_scale, self._window_left, self._logits_soft_cap,
+                  self._pos_encoding, self._alibi_slopes, sinks)
         return (out, lse) if return_lse else out
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
@@ -413,8 +437,9 @@ class BatchDecodeWithPagedKVCacheWrapper:
 
     def _forward_values(self, pos_encoding_mode, window_left,
                         logits_soft_cap, sm_scale):
-        require(self._api + ".forward", "pos_encoding_mode",
-                pos_encoding_mode, ("NONE",))
+        self._pos_encoding = pos_encoding(self._api + ".forward",
+                                          pos_encoding_mode)
+        self._pos_encoding_mode = pos_encoding_mode
         self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
         self._sm_scale = None if sm_scale is None else float(sm_scale)
@@ -424,14 +449,18 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
                         split_counters, kv_indptr, kv_indices,
                         kv_last_page_len, split_plan, config, kv_layout,
                         batch, max_kv_len, kv_chunk, max_splits, max_page,
-                        sm_scale, window_left, logits_soft_cap):
+                        sm_scale, window_left, logits_soft_cap, pos_encoding,
+                        alibi_slopes, sinks):
     """torch.ops.fijit.batch_decode_paged: the planned config's variant for
-    this run (LSE, window, soft-cap), checked against the tensors and
-    launched; with max_splits the kernel reads its schedule from
-    split_plan (cuda_graph=true), else from kv_len and kv_chunk."""
+    this run (LSE, window, soft-cap, position encoding, sinks), checked
+    against the tensors and launched; with max_splits the kernel reads its
+    schedule from split_plan (cuda_graph=true), else from kv_len and
+    kv_chunk."""
     kernel = _ops.kernel_for(config, return_lse=lse is not None,
                              window_left=window_left,
-                             logits_soft_cap=logits_soft_cap)
+                             logits_soft_cap=logits_soft_cap,
+                             pos_encoding=pos_encoding,
+                             sinks=sinks is not None)
     cfg = kernel.config
     qv = as_view(q, "q")
     check(qv, "q", (batch, cfg.num_qo_heads, cfg.head_dim_qk), cfg.dtype_q)
@@ -443,7 +472,7 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
     else:
         schedule = dict(kv_len=max_kv_len, kv_chunk=kv_chunk)
     _launch_decode(kernel, q, k_cache, v_cache, out, lse, workspace,
-                   sm_scale, batch=batch, split_counters=split_counters,
+                   sm_scale, alibi_slopes, sinks, batch=batch, split_counters=split_counters,
                    kv_indptr=kv_indptr, kv_indices=kv_indices,
                    kv_last_page_len=kv_last_page_len, q_stride_b=q.stride(0),
                    q_stride_h=q.stride(1), o_stride_b=out.stride(0),
@@ -481,13 +510,14 @@ def fast_decode_plan(self, indptr, indices, last_page_len, num_qo_heads,
     ``global_override_indptr_cpu`` when given (no read back), and tensors
     that already are the wrapper's buffers not copied."""
     api = "fast_decode_plan"
-    require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+    pos = pos_encoding(api, pos_encoding_mode)
     require(api, "q_len_per_req", q_len_per_req, (1,))
     self._plan_impl(indptr, indices, last_page_len, num_qo_heads,
                     num_kv_heads, head_dim, page_size, window_left,
                     logits_soft_cap, plan_dtypes(
                         api, q_data_type, kv_data_type, None, data_type),
                     sm_scale, fixed_split_size, disable_split_kv, None,
-                    getattr(self, "_tuning", {}), global_override_indptr_cpu)
+                    getattr(self, "_tuning", {}), global_override_indptr_cpu,
+                    pos, getattr(self, "_alibi_slopes", None))
     self._rope_scale, self._rope_theta = rope_scale, rope_theta
     self._pos_encoding_mode = pos_encoding_mode

@@ -3,6 +3,7 @@ from typing import Optional, Tuple, Union
 
 from . import _fijit
 from .config import AttentionConfig
+from ._variants import launch_tables
 from .tensors import as_view, check
 
 
@@ -89,14 +90,17 @@ class AttentionKernel:
                 f"{' provisional' if self.provisional else ''}>")
 
     def __call__(self, q, k, v, out=None, lse=None, stream=None,
-                 sm_scale=None):
+                 sm_scale=None, alibi_slopes=None, sinks=None):
         """Runs attention on CUDA tensors; returns ``out`` (and ``lse`` when
         the config has return_lse=true).
 
         q: [qo_len, num_qo_heads, head_dim_qk]; k, v: [kv_len, num_kv_heads,
         head_dim] for kv_layout=NHD or [num_kv_heads, kv_len, head_dim] for
         HND; out: [qo_len, num_qo_heads, head_dim_vo]; lse: float32
-        [qo_len, num_qo_heads], base 2.
+        [qo_len, num_qo_heads], base 2. With pos_encoding=alibi,
+        ``alibi_slopes`` (float32 [num_qo_heads]) defaults to FlashInfer's
+        get_alibi_slopes; with sinks=true, ``sinks`` (float32
+        [num_qo_heads], natural-log logits) is required.
         """
         self._upgrade()
         cfg = self.config
@@ -131,6 +135,7 @@ class AttentionKernel:
             lv = as_view(lse, "lse")
             check(lv, "lse", (qo_len, hq), "f32", like=qv, contiguous=True)
             lse_ptr = lv.ptr
+        tables = launch_tables(cfg, alibi_slopes, sinks, qv)
         if stream is None:
             stream = qv.current_stream()
         elif hasattr(stream, "cuda_stream"):
@@ -143,7 +148,8 @@ class AttentionKernel:
             k_stride_n=kv.strides[n], k_stride_h=kv.strides[h],
             v_stride_n=vv.strides[n], v_stride_h=vv.strides[h],
             o_stride_n=ov.strides[0], o_stride_h=ov.strides[1],
-            sm_scale=float(sm_scale or 0.0), stream=int(stream or 0))
+            sm_scale=float(sm_scale or 0.0), stream=int(stream or 0),
+            **tables)
         return (out, lse) if cfg.return_lse else out
 
 

@@ -10,8 +10,10 @@ from ._common import (check_indptr, check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
 from ._contract import (BACKENDS, Buffers, check_tuning, dtype_name,
-                        lse_to_base, plan_dtypes, require, require_none,
-                        require_unit_scale, stage, unsupported)
+                        lse_to_base, plan_dtypes, pos_encoding, require,
+                        require_none, require_unit_scale, stage,
+                        unsupported)
+from ._variants import check_slopes, launch_tables, optional_table
 from .tensors import _torch_dtype_name, as_view, check, torch
 from . import _ops
 
@@ -27,13 +29,18 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
                                  rope_scale=None, rope_theta=None,
                                  backend="auto", return_lse=False,
                                  kv_cache_sf=None, k_scale=None,
-                                 v_scale=None, *, out=None, **tuning):
+                                 v_scale=None, *, out=None, sinks=None,
+                                 alibi_slopes=None, **tuning):
     """Attention of one request's queries over its keys and values.
 
     q: [qo_len, num_qo_heads, head_dim_qk]; k, v: [kv_len, num_kv_heads,
     head_dim] (NHD) or [num_kv_heads, kv_len, head_dim] (HND). Causal
     masking aligns the last query with the last key. Returns out, or
     (out, lse) with lse base 2 of shape [qo_len, num_qo_heads].
+    pos_encoding_mode="ALIBI" adds FlashInfer's ALiBi bias (slopes from
+    get_alibi_slopes unless ``alibi_slopes``, float32 [num_qo_heads], is
+    given); ``sinks`` (float32 [num_qo_heads]) adds one attention-sink
+    logit per head to each row's softmax denominator.
     The kernel is compiled on first use of each configuration and cached.
     Under torch.compile this is one ``torch.ops.fijit.single_prefill``
     node.
@@ -43,7 +50,8 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
                  custom_mask=custom_mask,
                  packed_custom_mask=packed_custom_mask,
                  kv_cache_sf=kv_cache_sf)
-    require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+    pos = pos_encoding(api, pos_encoding_mode)
+    check_slopes(pos_encoding_mode, alibi_slopes)
     require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction, (False,))
     require(api, "backend", backend, BACKENDS)
     require_unit_scale(api, k_scale=k_scale, v_scale=v_scale)
@@ -72,27 +80,31 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     if not is_torch:
         kernel = _prefill_kernel(q, k, v, causal, window_left,
                                  logits_soft_cap, return_lse, kv_layout,
-                                 _ops.tuning_text(tuning))
-        return kernel(q, k, v, out=out, sm_scale=sm_scale)
+                                 _ops.tuning_text(tuning), pos,
+                                 sinks is not None)
+        return kernel(q, k, v, out=out, sm_scale=sm_scale,
+                      alibi_slopes=alibi_slopes, sinks=sinks)
     if out is None:
         out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = (torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32,
                        device=q.device) if return_lse else None)
     _ops.call("single_prefill", q, k, v, out, lse, bool(causal), sm_scale,
               window_left, logits_soft_cap, kv_layout,
-              _ops.tuning_text(tuning))
+              _ops.tuning_text(tuning), pos, alibi_slopes, sinks)
     return (out, lse) if return_lse else out
 
 
 def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
-                    return_lse, kv_layout, tuning):
+                    return_lse, kv_layout, tuning, pos_encoding="none",
+                    sinks=False):
     """The kernel (compiled or fetched) of these tensors' config."""
     qv, kv = as_view(q, "q"), as_view(k, "k")
     vv = as_view(v, "v")
     num_kv_heads = kv.shape[1] if kv_layout == "NHD" else kv.shape[0]
     key = (qv.shape[1:], qv.dtype, num_kv_heads, kv.shape[2], vv.shape[2],
            kv.dtype, bool(causal), window_left, logits_soft_cap,
-           bool(return_lse), kv_layout, qv.device, tuning)
+           bool(return_lse), kv_layout, qv.device, tuning, pos_encoding,
+           sinks)
     cfg = _configs.get(key)
     if cfg is None:
         cfg = AttentionConfig(
@@ -102,18 +114,25 @@ def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
             dtype_o=qv.dtype, kv_layout=kv_layout,
             mask="causal" if causal else "none", window_left=window_left,
             logits_soft_cap=logits_soft_cap, return_lse=bool(return_lse),
+            pos_encoding=pos_encoding, sinks=bool(sinks),
             target=target_of(qv.device), **_ops.tuning_fields(tuning))
         _configs[key] = cfg
     return compile_attention(cfg)
 
 
 def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
-                    logits_soft_cap, kv_layout, tuning):
+                    logits_soft_cap, kv_layout, tuning, pos_encoding,
+                    alibi_slopes, sinks):
     """torch.ops.fijit.single_prefill: launches the kernel of these
     tensors' config into `out` (and `lse`)."""
     kernel = _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
-                             lse is not None, kv_layout, tuning)
-    kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale)
+                             lse is not None, kv_layout, tuning,
+                             pos_encoding, sinks is not None)
+    hq, dev = q.shape[1], q.device
+    kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale,
+           alibi_slopes=optional_table("alibi_slopes", alibi_slopes, hq, dev),
+           sinks=optional_table("sinks", sinks, hq, dev))
+
 
 
 _ops.register("single_prefill", _single_prefill)
@@ -180,21 +199,23 @@ class _BatchPrefillWrapper:
                          prefix_len_ptr, token_pos_in_items_ptr,
                          token_pos_in_items_len, max_item_len_ptr, tuning,
                          **must_be_none):
+        """Refuses what fijit cannot do; returns fijit's pos_encoding."""
         api = self._api + ".plan"
         require_none(api, custom_mask=custom_mask,
                      packed_custom_mask=packed_custom_mask,
                      prefix_len_ptr=prefix_len_ptr,
                      token_pos_in_items_ptr=token_pos_in_items_ptr,
                      max_item_len_ptr=max_item_len_ptr, **must_be_none)
-        require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+        pos = pos_encoding(api, pos_encoding_mode)
         require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction,
                 (False,))
         require(api, "token_pos_in_items_len", token_pos_in_items_len, (0,))
         check_tuning(api, tuning)
+        return pos
 
     def _compile(self, qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
                  head_dim_vo, page_size, causal, window_left,
-                 logits_soft_cap, dtypes, tuning):
+                 logits_soft_cap, dtypes, tuning, pos="none"):
         """The plan's kernel variants; in graph mode the first plan's."""
         if self._frozen is not None:
             return self._frozen["variants"]
@@ -206,7 +227,7 @@ class _BatchPrefillWrapper:
             kv_layout=self._kv_layout, page_size=page_size,
             mask="causal" if causal else "none", window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0),
-            target=target_of(device), **tuning)
+            pos_encoding=pos, target=target_of(device), **tuning)
         lens = [b - a for a, b in zip(qo, qo[1:])]
         busy = sum(1 for n in lens if n)
         if not tuning and busy:
@@ -216,7 +237,8 @@ class _BatchPrefillWrapper:
         return _ops.variants(cfg)
 
     def _finish_plan(self, qo, device, variants, tensors, causal,
-                     window_left, logits_soft_cap, sm_scale, **extra):
+                     window_left, logits_soft_cap, sm_scale, alibi_slopes,
+                     **extra):
         """Copies the index tensors into the plan's buffers and records the
         plan; `tensors` are the caller's, in the order of the buffers."""
         batch = len(qo) - 1
@@ -262,6 +284,10 @@ class _BatchPrefillWrapper:
         self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
         self._sm_scale = None if sm_scale is None else float(sm_scale)
+        self._pos_encoding = cfg.pos_encoding
+        # Checked (and made float32) once: run() passes it as it is.
+        self._alibi_slopes = optional_table("alibi_slopes", alibi_slopes,
+                                            cfg.num_qo_heads, device)
 
     def _check_run_args(self, args, enable_pdl, lse_layout, **scales):
         api = self._api + ".run"
@@ -273,7 +299,7 @@ class _BatchPrefillWrapper:
         require_unit_scale(api, **scales)
 
     def _launch(self, q, k, v, out, lse, return_lse, lse_base, kv_indptr,
-                kv_indices=None, kv_last_page_len=None):
+                kv_indices=None, kv_last_page_len=None, sinks=None):
         """Allocates what the caller left out and launches through
         torch.ops.fijit.batch_prefill: the variant for this run (causal,
         window, soft-cap and LSE as the wrapper holds them now) with q, out,
@@ -295,7 +321,8 @@ class _BatchPrefillWrapper:
                   p["config"], self._kv_layout, p["batch"], p["max_qo_len"],
                   p["total_qo"], p.get("total_kv", 0), p.get("max_page"),
                   self._sm_scale, self._causal, self._window_left,
-                  self._logits_soft_cap)
+                  self._logits_soft_cap, self._pos_encoding,
+                  self._alibi_slopes, sinks)
         if return_lse:
             return out, lse_to_base(lse, lse_base, self._api + ".run")
         return out
@@ -305,7 +332,7 @@ class _BatchPrefillWrapper:
                         sm_scale):
         """FlashInfer's forward() takes these as the plan's, then runs."""
         api = self._api + ".forward"
-        require(api, "pos_encoding_mode", pos_encoding_mode, ("NONE",))
+        self._pos_encoding = pos_encoding(api, pos_encoding_mode)
         require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction,
                 (False,))
         self._causal = bool(causal)
@@ -345,11 +372,14 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
              max_item_len_ptr=None, fixed_split_size=None,
              disable_split_kv=False, seq_lens=None, seq_lens_q=None,
              max_token_per_sequence=None, max_sequence_kv=None,
-             v_indptr=None, o_indptr=None, uniform_q_len=None, **tuning):
+             v_indptr=None, o_indptr=None, uniform_q_len=None, *,
+             alibi_slopes=None, **tuning):
         """FlashInfer's plan (fixed_split_size and disable_split_kv are
         accepted as no-ops: fijit's prefill never splits KV); `tuning` takes
-        tile_q, tile_kv, num_warps, stages."""
-        self._check_plan_args(
+        tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
+        get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
+        check_slopes(pos_encoding_mode, alibi_slopes)
+        pos = self._check_plan_args(
             custom_mask, packed_custom_mask, pos_encoding_mode,
             use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,
             token_pos_in_items_len, max_item_len_ptr, tuning,
@@ -364,17 +394,19 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
             qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
             head_dim_vo, 1, causal, window_left, logits_soft_cap,
             plan_dtypes(self._api + ".plan", q_data_type, kv_data_type,
-                        o_data_type), tuning)
+                        o_data_type), tuning, pos)
         self._finish_plan(qo, device, variants, (qo_indptr, kv_indptr),
                           causal, window_left, logits_soft_cap, sm_scale,
-                          total_kv=kv[-1])
+                          alibi_slopes, total_kv=kv[-1])
 
     begin_forward = plan
 
     def run(self, q, k, v, *args, q_scale=None, k_scale=None, v_scale=None,
             o_scale=None, out=None, lse=None, return_lse=False,
             lse_base="log2", lse_layout="NH", enable_pdl=None,
-            kv_cache_sf=None):
+            kv_cache_sf=None, sinks=None):
+        """FlashInfer's run; `sinks` (float32 [num_qo_heads]) as in the
+        paged wrapper's."""
         self._check_run_args(args, enable_pdl, lse_layout, q_scale=q_scale,
                              k_scale=k_scale, v_scale=v_scale,
                              o_scale=o_scale)
@@ -383,7 +415,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         if p is None:
             raise RuntimeError("call plan() before run()")
         return self._launch(q, k, v, out, lse, return_lse, lse_base,
-                            p["bufs"][1])
+                            p["bufs"][1], sinks=sinks)
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -442,11 +474,14 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
              max_item_len_ptr=None, seq_lens=None, seq_lens_q=None,
              block_tables=None, max_token_per_sequence=None,
              max_sequence_kv=None, fixed_split_size=None,
-             disable_split_kv=False, uniform_q_len=None, **tuning):
+             disable_split_kv=False, uniform_q_len=None, *,
+             alibi_slopes=None, **tuning):
         """FlashInfer's plan (fixed_split_size and disable_split_kv are
         accepted as no-ops: fijit's prefill never splits KV); `tuning` takes
-        tile_q, tile_kv, num_warps, stages."""
-        self._check_plan_args(
+        tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
+        get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
+        check_slopes(pos_encoding_mode, alibi_slopes)
+        pos = self._check_plan_args(
             custom_mask, packed_custom_mask, pos_encoding_mode,
             use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,
             token_pos_in_items_len, max_item_len_ptr, tuning,
@@ -465,11 +500,12 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
             head_dim_vo, page_size, causal, window_left, logits_soft_cap,
             plan_dtypes(self._api + ".plan", q_data_type, kv_data_type,
-                        o_data_type), tuning)
+                        o_data_type), tuning, pos)
         self._finish_plan(qo, device, variants,
                           (qo_indptr, paged_kv_indptr, paged_kv_indices,
                            paged_kv_last_page_len), causal, window_left,
-                          logits_soft_cap, sm_scale, max_page=max_page)
+                          logits_soft_cap, sm_scale, alibi_slopes,
+                          max_page=max_page)
 
     begin_forward = plan
 
@@ -481,8 +517,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             uses_spcompress=None):
         self._check_run_args(args, enable_pdl, lse_layout, q_scale=q_scale,
                              k_scale=k_scale, v_scale=v_scale)
-        require_none(self._api + ".run", sinks=sinks,
-                     kv_cache_sf=kv_cache_sf,
+        require_none(self._api + ".run", kv_cache_sf=kv_cache_sf,
                      skip_softmax_threshold_scale_factor=(
                          skip_softmax_threshold_scale_factor))
         require(self._api + ".run", "use_fp16_softmax", use_fp16_softmax,
@@ -498,7 +533,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         k_cache, v_cache = split_cache(paged_kv_cache, self._kv_layout)
         _, indptr, indices, last = p["bufs"]
         return self._launch(q, k_cache, v_cache, out, lse, return_lse,
-                            lse_base, indptr, indices, last)
+                            lse_base, indptr, indices, last, sinks=sinks)
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -528,16 +563,19 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
 def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
                    kv_last_page_len, config, kv_layout, batch, max_qo_len,
                    total_qo, total_kv, max_page, sm_scale, causal,
-                   window_left, logits_soft_cap):
+                   window_left, logits_soft_cap, pos_encoding, alibi_slopes,
+                   sinks):
     """torch.ops.fijit.batch_prefill: the planned config's variant for this
-    run (causal, window, soft-cap, LSE), checked against the tensors and
-    launched; paged when kv_indices is given, else ragged. q and out may
-    hold more rows than the plan's total_qo (padding), k/v more than its
-    total_kv."""
+    run (causal, window, soft-cap, position encoding, sinks, LSE), checked
+    against the tensors and launched; paged when kv_indices is given, else
+    ragged. q and out may hold more rows than the plan's total_qo
+    (padding), k/v more than its total_kv."""
     kernel = _ops.kernel_for(config, return_lse=lse is not None,
                              mask="causal" if causal else "none",
                              window_left=window_left,
-                             logits_soft_cap=logits_soft_cap)
+                             logits_soft_cap=logits_soft_cap,
+                             pos_encoding=pos_encoding,
+                             sinks=sinks is not None)
     cfg = kernel.config
     qv = as_view(q, "q")
     nhd = kv_layout == "NHD"
@@ -568,6 +606,10 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
     rows = qv.shape[0]
     check(as_view(out, "out"), "out",
           (rows, cfg.num_qo_heads, cfg.head_dim_vo), cfg.dtype_o, like=qv)
+    hq = cfg.num_qo_heads
+    tables = launch_tables(
+        cfg, optional_table("alibi_slopes", alibi_slopes, hq, q.device),
+        optional_table("sinks", sinks, hq, q.device), qv)
     kernel.launch(
         q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), o=out.data_ptr(),
         lse=lse.data_ptr() if lse is not None else 0,
@@ -576,7 +618,8 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
         q_stride_n=q.stride(0), q_stride_h=q.stride(1),
         o_stride_n=out.stride(0), o_stride_h=out.stride(1),
         sm_scale=float(sm_scale or 0.0),
-        stream=torch.cuda.current_stream(q.device).cuda_stream, **kv)
+        stream=torch.cuda.current_stream(q.device).cuda_stream, **kv,
+        **tables)
 
 
 _ops.register("batch_prefill", _batch_prefill)

@@ -186,3 +186,43 @@ FIJIT_TEST("kernel spec: JSON that is no spec is refused, naming where") {
             == 0,
         "truncated");
 }
+
+FIJIT_TEST("kernel spec: ALiBi slopes and sinks are f32 tables after every "
+           "family's own rows, absent when off") {
+  for (const char *kind :
+       {"kind=single_prefill,target=sm_80", "kind=single_prefill,num_warps=12",
+        "kind=batch_prefill_ragged,num_warps=4",
+        "kind=batch_prefill_paged,page_size=16,num_warps=12",
+        "kind=single_decode", "kind=batch_decode_paged,page_size=16",
+        "kind=batch_decode_paged,page_size=16,cuda_graph=true"}) {
+    std::string base = kind;
+    KernelSpec plain = specOf(base);
+    CHECK(!plain.find("alibi_slopes") && !plain.find("sinks"), kind);
+    for (auto [fields, names] :
+         {std::pair<const char *, std::vector<std::string>>{
+              ",pos_encoding=alibi", {"alibi_slopes"}},
+          {",sinks=true", {"sinks"}},
+          {",pos_encoding=alibi,sinks=true", {"alibi_slopes", "sinks"}}}) {
+      KernelSpec spec = specOf(base + fields);
+      std::string what = base + fields;
+      CHECK_EQ(spec.args.size(), plain.args.size() + names.size(), what);
+      // The family's rows keep their positions.
+      for (size_t i = 0; i < plain.args.size() && i < spec.args.size(); ++i)
+        CHECK_EQ(spec.args[i].name, plain.args[i].name, what);
+      for (auto [i, name] : llvm::enumerate(names)) {
+        size_t at = plain.args.size() + i;
+        if (at >= spec.args.size())
+          break;
+        const KernelArg &arg = spec.args[at];
+        CHECK_EQ(arg.name, name, what);
+        CHECK(arg.kind == ArgKind::Buffer && arg.element == ElementType::F32 &&
+                  arg.check == ArgCheck::Required,
+              what + ": " + name);
+      }
+      auto back = KernelSpec::fromJSON(spec.toJSON());
+      CHECK(back && back->signature() == spec.signature(), what);
+      if (!back)
+        llvm::consumeError(back.takeError());
+    }
+  }
+}

@@ -23,7 +23,9 @@ and the decode tuning sweep: single_decode bf16, group 1, on both targets,
 every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
 {1, 2, 4, 8} that fi-opt accepts (the others are listed as invalid), where
 a register cap below the kernel's live values once spilled or failed;
-shown as kind:tuning. Then the seeded random sample (SAMPLE_SIZE valid
+shown as kind:tuning. Then the variants with per-head tables (VARIANTS:
+ALiBi, and ALiBi with sinks, soft-cap and LSE), every kind at head_dim
+{64, 128} on both targets, bf16, group 4, prefill causal. Then the seeded random sample (SAMPLE_SIZE valid
 configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
 last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
@@ -86,6 +88,13 @@ RUNTIME_TUNINGS = (
     ("single_prefill", "num_warps=4,tile_kv=128", ("bf16",), (64,)),
     ("single_prefill", "num_warps=8", ("bf16",), (128, 256)),
 )
+# The variants that add per-head tables and per-score math (ALiBi, sinks;
+# with a soft-cap and the LSE), every kind at head_dim {64, 128} on both
+# targets, bf16, GQA group 4, prefill kinds causal: their kernels must not
+# spill either.
+VARIANTS = ("pos_encoding=alibi",
+            "pos_encoding=alibi,sinks=true,logits_soft_cap=30,return_lse=true")
+VARIANT_HEAD_DIMS = (64, 128)
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
 SWEEP_NUM_WARPS = (1, 2, 4, 8)
@@ -172,6 +181,18 @@ def matrix():
             "target": target,
             "sweep": True,
         }
+    for kind, _, _ in KINDS:
+        for variant, head_dim, target in itertools.product(
+                VARIANTS, VARIANT_HEAD_DIMS, TARGETS):
+            yield {
+                "kind": kind,
+                "tuning": variant,
+                "head_dim": head_dim,
+                "dtype": "bf16",
+                "causal": "prefill" in kind,
+                "group": 4,
+                "target": target,
+            }
 
 
 def draw_sample_point(rng):

@@ -6,10 +6,16 @@ import torch
 
 
 def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
-              soft_cap=0.0, kv_layout="NHD"):
+              soft_cap=0.0, kv_layout="NHD", alibi_slopes=None, sinks=None):
     """q [qo_len, Hq, D], k/v [kv_len, Hk, D] (NHD) or [Hk, kv_len, D]
     (HND) -> out [qo_len, Hq, D] and base-2 LSE [qo_len, Hq]; causal and
-    window masks align the last query with the last key."""
+    window masks align the last query with the last key.
+
+    FlashInfer's variants: alibi_slopes [Hq] adds slope * (key - query) to
+    the scaled logits, the query aligned as the masks align it (with a
+    soft-cap, FlashInfer's tanh argument is that sum times sm_scale / cap);
+    sinks [Hq] (natural-log logits) join each row's softmax denominator
+    and its LSE, with no value."""
     qf, kf, vf = q.float(), k.float(), v.float()
     if kv_layout == "HND":
         kf, vf = kf.transpose(0, 1), vf.transpose(0, 1)
@@ -18,19 +24,30 @@ def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
     vf = vf.repeat_interleave(group, dim=1)
     scale = sm_scale or 1.0 / math.sqrt(q.shape[-1])
     s = torch.einsum("qhd,khd->hqk", qf, kf) * scale
-    if soft_cap > 0:
-        s = soft_cap * torch.tanh(s / soft_cap)
     qo_len, kv_len = q.shape[0], kf.shape[0]
     qi = torch.arange(qo_len, device=q.device)[:, None]
     ki = torch.arange(kv_len, device=q.device)[None, :]
+    if alibi_slopes is not None:
+        distance = (ki - (qi + kv_len - qo_len)).float()
+        s = s + alibi_slopes.float()[:, None, None] * distance
+        if soft_cap > 0:
+            s = s * scale
+    if soft_cap > 0:
+        s = soft_cap * torch.tanh(s / soft_cap)
     visible = torch.ones(qo_len, kv_len, dtype=torch.bool, device=q.device)
     if causal:
         visible &= ki <= qi + (kv_len - qo_len)
     if window_left >= 0:
         visible &= ki >= qi + (kv_len - qo_len) - window_left
     s = s.masked_fill(~visible, float("-inf"))
+    if sinks is not None:
+        column = sinks.float()[:, None, None].expand(-1, qo_len, 1)
+        s = torch.cat([s, column], dim=-1)
     lse = (torch.logsumexp(s, dim=-1) / math.log(2)).transpose(0, 1)
-    out = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1).nan_to_num(0), vf)
+    p = torch.softmax(s, -1).nan_to_num(0)
+    if sinks is not None:
+        p = p[..., :kv_len]
+    out = torch.einsum("hqk,khd->qhd", p, vf)
     return out, lse
 
 

@@ -248,7 +248,7 @@ def test_cascade_binds_like_flashinfer(name):
     (lambda: fi.BatchDecodeWithPagedKVCacheWrapper(None).plan(
         None, None, None, 32, 8, 128, 16, "ROPE_LLAMA"),
      "fijit's BatchDecodeWithPagedKVCacheWrapper.plan does not support "
-     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE'"),
+     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE', 'ALIBI'"),
     (lambda: fi.BatchDecodeWithPagedKVCacheWrapper(None).plan(
         None, None, None, 32, 8, 128, 16, q_len_per_req=2),
      "fijit's BatchDecodeWithPagedKVCacheWrapper.plan does not support "

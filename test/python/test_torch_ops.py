@@ -54,6 +54,17 @@ def test_ops_are_registered_with_their_writes():
     assert "max_splits" in {a.name for a in decode.arguments}
 
 
+def test_variant_tables_are_read_only_inputs():
+    """ALiBi's slopes and the sinks are optional tensors the kernels only
+    read; the position encoding picks the kernel."""
+    for name in OPS:
+        args = {a.name: a for a in
+                getattr(torch.ops.fijit, name).default._schema.arguments}
+        for table in ("alibi_slopes", "sinks"):
+            assert args[table].alias_info is None, (name, table)
+        assert "pos_encoding" in args, name
+
+
 def test_single_prefill_and_decode_trace_as_one_graph():
     rec = Recorder()
 

@@ -58,6 +58,15 @@ std::array<mlir::Value, 2>
 finalizeOnlineSoftmax(mlir::ImplicitLocOpBuilder &b, const SoftmaxState &state,
                       llvm::MutableArrayRef<AccFragment> out);
 
+/// Adds one key of log2-domain score `sink` and value zero (an attention
+/// sink) to a row given as its normalised output values and base-2 LSE:
+/// the values shrink by the row's share of the new sum, the LSE grows. A
+/// sink of -inf leaves the row as it is; a row without keys stays zeros
+/// and gets the sink as its LSE.
+void addSink(mlir::ImplicitLocOpBuilder &b,
+             llvm::MutableArrayRef<mlir::Value> values, mlir::Value &lse,
+             mlir::Value sink);
+
 /// One row's normalised output values and base-2 LSE over some of its keys.
 struct PartialRow {
   llvm::SmallVector<mlir::Value> values;

@@ -59,6 +59,14 @@ struct TileProblem {
   /// Query position of accumulator row `r` (0/1 = g, g + 8) of this lane,
   /// for causal and window masks.
   std::function<mlir::Value(int64_t r)> maskRow;
+  /// Query head of row `row` (index) of the tile, in range for every row
+  /// (padding rows too): the head of the per-head variant tables (ALiBi
+  /// slopes, sinks). Needed only by those variants.
+  std::function<mlir::Value(mlir::Value row)> rowHead;
+  /// Whether this CTA's result is the row's whole softmax, so the sink
+  /// joins it (decode: one split; a split's partial leaves the sink to the
+  /// merge). Null: always.
+  mlir::Value completeRows;
 };
 
 /// Per-lane results: output accumulators (normalised) and the base-2 LSE of
@@ -81,12 +89,20 @@ TileResult emitTileAttention(mlir::ImplicitLocOpBuilder &b,
 /// into log2-domain scores (the variant's transform), -inf where the query
 /// of accumulator row `rows[r]` (values 2r, 2r + 1) does not see the key.
 /// With `transform` false, only the mask applies (raw logits for a softmax
-/// that scales them itself).
+/// that scales them itself); with `mask` false, only the transform (a tile
+/// every query sees whole).
 void applyScoreVariant(mlir::ImplicitLocOpBuilder &b,
                        AttentionVariant &variant,
                        llvm::MutableArrayRef<AccFragment> scores,
                        std::array<mlir::Value, 2> rows, mlir::Value lane,
-                       mlir::Value kvStart, bool transform = true);
+                       mlir::Value kvStart, bool transform = true,
+                       bool mask = true);
+
+/// With sinks, adds each row's sink (variant.rowSink) to the normalised
+/// result: one more key of that log2-domain score and value zero. Where
+/// `complete` (i1) is given and false, the rows are left as they are.
+void applySinks(mlir::ImplicitLocOpBuilder &b, AttentionVariant &variant,
+                TileResult &result, mlir::Value complete = mlir::Value());
 
 /// Stores per-lane f32 pairs `frag[2r], frag[2r+1]` of every accumulator as
 /// `type` at `base + n * 8` (n = accumulator index).
@@ -99,8 +115,7 @@ void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
 
 /// Refuses what the tile engine cannot emit yet (unequal head dims, fp8 KV,
-/// position encodings, custom masks) with a message naming the kind and the
-/// field.
+/// RoPE, custom masks) with a message naming the kind and the field.
 mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config);
 

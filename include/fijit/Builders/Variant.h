@@ -1,9 +1,11 @@
 //===- Variant.h - Attention variant hook points ----------------*- C++ -*-===//
 //
 // The hook points every attention builder calls between QK^T and softmax:
-// how raw logits become log2-domain scores (scaling, logits soft-cap) and
-// which (query, key) positions are masked (kv bounds, causal, sliding window).
-// Variants are data on one builder, never copies of it.
+// how raw logits become log2-domain scores (scaling, ALiBi, logits soft-cap),
+// which (query, key) positions are masked (kv bounds, causal, sliding
+// window), and the attention sink each row's softmax adds at the end.
+// Variants are data on one builder, never copies of it; a variant that is
+// off emits nothing.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,7 +15,11 @@
 #include "fijit/Config/AttentionConfig.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include <array>
+
 namespace fijit {
+
+class KernelArgs;
 
 class AttentionVariant {
 public:
@@ -23,8 +29,40 @@ public:
   void bind(mlir::ImplicitLocOpBuilder &b, mlir::Value smScale,
             mlir::Value qoLen, mlir::Value kvLen);
 
-  /// Raw q.k -> score in the log2 domain (softmax then uses exp2).
-  mlir::Value transformLogit(mlir::ImplicitLocOpBuilder &b, mlir::Value qk);
+  /// The per-query-head tables among the kernel's arguments (alibi_slopes,
+  /// sinks) where the config has them.
+  void bindHeadTables(const KernelArgs &args);
+
+  /// Per-row values of the query heads of a lane's accumulator rows 0 and
+  /// 1 (g and g + 8): the ALiBi slopes and the sinks, loaded once. Called
+  /// where they dominate every use (before the key loop); heads must be in
+  /// range. Prefill rows share one head, so pass the same value twice.
+  void bindRowHeads(mlir::ImplicitLocOpBuilder &b,
+                    std::array<mlir::Value, 2> heads);
+
+  /// Raw q.k -> score in the log2 domain (softmax then uses exp2). With
+  /// ALiBi, `bias` is the row's and column's term (logitBias).
+  mlir::Value transformLogit(mlir::ImplicitLocOpBuilder &b, mlir::Value qk,
+                             mlir::Value bias = mlir::Value());
+
+  /// ALiBi: the bias of accumulator row `r` (query position `qoPos`, as the
+  /// masks count it) at key `colBase` (index) and at the keys `col` (a
+  /// constant) further on: computed once per row and tile, each key's then
+  /// one fma. Null without ALiBi.
+  mlir::Value rowBias(mlir::ImplicitLocOpBuilder &b, int64_t r,
+                      mlir::Value qoPos, mlir::Value colBase);
+  mlir::Value logitBias(mlir::ImplicitLocOpBuilder &b, int64_t r,
+                        mlir::Value rowBias, int64_t col);
+
+  bool hasALiBi() const { return alibi; }
+  bool hasSinks() const { return sinks; }
+
+  /// The sink of query head `head` in the log2 domain of the scores
+  /// (sinks[head] * log2(e): FlashInfer's sink is a natural-log logit, not
+  /// scaled by sm_scale). Sinks only.
+  mlir::Value sinkLogitOf(mlir::ImplicitLocOpBuilder &b, mlir::Value head);
+  /// sinkLogitOf the heads given to bindRowHeads.
+  mlir::Value rowSink(int64_t r) const { return rowSinks[r]; }
 
   /// Columns of a tile of keys starting at `start` (index) that query
   /// `qoPos` sees, as i32 bounds relative to `start`: column c is visible iff
@@ -53,14 +91,20 @@ public:
   /// only that multiply (no soft-cap), so a softmax may fold it into its
   /// exponents; null otherwise.
   mlir::Value linearLogitScale() const {
-    return softCap > 0 ? mlir::Value() : scaleLog2;
+    return softCap > 0 || alibi ? mlir::Value() : scaleLog2;
   }
 
 private:
   bool causal;
   int64_t windowLeft;
   double softCap;
+  bool alibi, sinks;
   mlir::Value scaleLog2;    // sm_scale * log2(e), or sm_scale / cap
+  /// ALiBi: the factor from a bias in logit units to the pre-transform
+  /// domain (log2(e), or sm_scale / cap under a soft-cap).
+  mlir::Value biasScale;
+  mlir::Value alibiSlopes, sinkTable; // f32 per query head
+  std::array<mlir::Value, 2> rowSlopes, rowSinks;
   mlir::Value qoLen, kvLen; // index
   mlir::Value diagOffset;   // kv_len - qo_len (index, may be "negative")
 };

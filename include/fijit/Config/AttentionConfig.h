@@ -106,7 +106,13 @@ struct AttentionConfig {
   int64_t windowLeft = -1;
   /// tanh soft-cap applied to the scaled logits; 0 disables it.
   double logitsSoftCap = 0.0;
+  /// pos_encoding=alibi adds slope_h * (key - query position) to the
+  /// scaled logits, slopes per query head a kernel argument (alibi_slopes).
   PosEncoding posEncoding = PosEncoding::None;
+  /// Attention sinks (gpt-oss): one learned logit per query head (kernel
+  /// argument `sinks`, natural-log units like sm_scale * q.k) that joins
+  /// every row's softmax denominator, with no value.
+  bool sinks = false;
   /// Softmax scale; 0 means 1/sqrt(headDimQK). Kernels take the scale as a
   /// launch argument, so this is the default the runtime passes.
   double smScale = 0.0;
