@@ -38,6 +38,10 @@ Value sharedOffset(ImplicitLocOpBuilder &b, Value base, int64_t offset) {
       b, base, arith::ConstantIntOp::create(b, b.getI64Type(), offset));
 }
 
+Value sharedPointer(ImplicitLocOpBuilder &b, Value address) {
+  return pointerIn(b, address, kSharedSpace);
+}
+
 Value MBarrier::pointer(ImplicitLocOpBuilder &b) const {
   return pointerIn(b, address, kSharedSpace);
 }

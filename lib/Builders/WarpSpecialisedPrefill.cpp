@@ -392,13 +392,7 @@ void WarpSpecialisedPrefill::emitRoles() {
   forEachWorkTile([&] { produce(); });
   b.setInsertionPoint(roles.elseBlock()->getTerminator());
   setWarpgroupRegisters(b, registers.consumer, /*increase=*/true);
-  forEachWorkTile([&] {
-    TileResult res = consume();
-    Value tokenBase =
-        cfg.kind == KernelKind::SinglePrefill ? Value() : qoRowBase;
-    storeQueryRows(b, cfg, res, rows, qoLen, tokenBase, head, o, lse,
-                   oStrideN, oStrideH);
-  });
+  forEachWorkTile([&] { storeOutput(consume()); });
 }
 
 void WarpSpecialisedPrefill::setWorkTile(Value qTile, Value qHead) {

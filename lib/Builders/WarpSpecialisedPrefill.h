@@ -44,7 +44,7 @@ struct RegisterSplit {
 inline RegisterSplit registerSplit(const AttentionConfig &cfg,
                                    bool persistent) {
   if (persistent && cfg.kind != KernelKind::SinglePrefill)
-    return {40, 224};
+    return {32, 232};
   return {24, 240};
 }
 /// Named barriers of the ping-pong (0 is the CTA barrier).
@@ -108,6 +108,10 @@ private:
   /// variant's scalars (`beforeVariant` runs just ahead of those).
   void bindRequest(Value req,
                    llvm::function_ref<void()> beforeVariant = nullptr);
+  /// The consumer warp's rows of O (and LSE) to global memory: staged in
+  /// shared memory for whole-line stores where the plan has room
+  /// (WarpSpecialisedEpilogue.cpp), else straight from the accumulators.
+  void storeOutput(const TileResult &res);
   /// This work tile's query tile and head, and the key tiles it sees.
   void setWorkTile(Value qTile, Value qHead);
   /// The barriers, then the producer's and the consumers' work.

@@ -181,9 +181,7 @@ void batchPrefill(Rows &r, const AttentionConfig &cfg) {
 void warpSpecialisedPrefill(Rows &r, const AttentionConfig &cfg) {
   bool single = cfg.kind == KernelKind::SinglePrefill;
   bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
-  // Persistent up to head_dim 128; at 256 the consumers would spill a
-  // walk's state.
-  bool persistent = cfg.headDimVO <= 128;
+  bool persistent = cfg.persistentGrid();
   qkvMaps(r, cfg, single);
   r.tensor("o", cfg.dtypeO);
   r.buffer("lse", ElementType::F32);

@@ -2,6 +2,7 @@
 
 #include "fijit/Config/SharedMemoryPlan.h"
 #include "fijit/Config/AttentionConfig.h"
+#include "fijit/Config/TargetFacts.h"
 
 namespace fijit {
 
@@ -22,9 +23,22 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   // The warp-specialised ring's mbarriers follow the tiles: a full and an
   // empty one for Q (the persistent kernel reloads it per work tile), and
   // per stage of K and of V.
-  int64_t barrierCount =
-      t.numWarps == kWarpSpecialisedWarps ? 2 + 4 * t.stages : 0;
-  p.total = p.barriers + 8 * barrierCount;
+  bool specialised = t.numWarps == kWarpSpecialisedWarps;
+  int64_t barrierBytes = specialised ? 8 * (2 + 4 * t.stages) : 0;
+  // The persistent kernels (head_dim_vo <= 128) stage O for whole-line
+  // stores, in a buffer of their own (the producer reloads Q under a work
+  // tile's epilogue), as 16-byte chunks of two-byte elements. At head_dim
+  // 256, or with key tiles above 128, the consumers have no registers left
+  // for the staging addresses (ptxas spilled 8-40 bytes).
+  bool stageable = cfg.persistentGrid() && byteWidth(cfg.dtypeO) == 2 &&
+                   t.tileKV <= 128;
+  int64_t outBytes = t.tileQ * cfg.headDimVO * byteWidth(cfg.dtypeO);
+  if (stageable && p.barriers + outBytes + barrierBytes <=
+                       maxSharedMemoryBytes(cfg.target)) {
+    p.oStaging = p.barriers;
+    p.barriers += outBytes;
+  }
+  p.total = p.barriers + barrierBytes;
   return p;
 }
 

@@ -198,6 +198,10 @@ bool AttentionConfig::warpSpecialised() const {
          resolved().tuning.numWarps == kWarpSpecialisedWarps;
 }
 
+bool AttentionConfig::persistentGrid() const {
+  return warpSpecialised() && headDimVO <= 128;
+}
+
 bool AttentionConfig::usesWgmma() const {
   return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
 }

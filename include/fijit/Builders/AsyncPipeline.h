@@ -26,6 +26,9 @@ mlir::Value sharedOffset(mlir::ImplicitLocOpBuilder &b, mlir::Value base,
 mlir::Value sharedOffset(mlir::ImplicitLocOpBuilder &b, mlir::Value base,
                          int64_t offset);
 
+/// The shared::cta pointer (!llvm.ptr<3>) of a shared-window address.
+mlir::Value sharedPointer(mlir::ImplicitLocOpBuilder &b, mlir::Value address);
+
 /// An mbarrier at a shared-window address.
 struct MBarrier {
   mlir::Value address; ///< i64

@@ -205,6 +205,10 @@ struct AttentionConfig {
   /// 12): TMA loads into an mbarrier ring by a producer warpgroup, two
   /// consumer warpgroups on wgmma (docs/hopper-prefill.md).
   bool warpSpecialised() const;
+  /// Whether that kernel runs a persistent grid (at most one CTA per SM
+  /// walking work tiles): up to head_dim_vo 128; at 256 its consumers would
+  /// spill the walk's state.
+  bool persistentGrid() const;
 
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();

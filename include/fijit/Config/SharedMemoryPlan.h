@@ -32,6 +32,11 @@ struct SharedMemoryPlan {
   /// empty, then the BarrierArray arrays of `stages` each. Elsewhere none:
   /// at `total`.
   int64_t barriers = 0;
+  /// Where the persistent warp-specialised kernel stages its output tile
+  /// for whole-line stores (Q's layout: 64-column panels of 128-byte rows),
+  /// before the barriers; -1 where it stores straight from the
+  /// accumulators.
+  int64_t oStaging = -1;
   int64_t total = 0;
 
   /// The plan of `config`'s kernel (its tuning knobs resolved).
@@ -43,7 +48,7 @@ struct SharedMemoryPlan {
     return barriers + 8 * (2 + which * stages);
   }
   /// The K and V slots together, reused once the main loop is done.
-  int64_t ringBytes() const { return total - kRing - barrierBytes(); }
+  int64_t ringBytes() const { return vRing + stages * vSlotBytes - kRing; }
   int64_t barrierBytes() const { return total - barriers; }
 };
 
