@@ -398,7 +398,8 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   kv.describe(p);
   // Query 0 of a qo_len of 1: the variant's diagonal offset (kv_len - 1)
   // already puts it at the last key, so causal masking is a no-op and a
-  // sliding window ends there.
+  // sliding window ends there. ALiBi's distance is key - 0, as FlashInfer's
+  // decode passes qo_idx = 0.
   Value queryPos = cIdx(b, 0);
   p.maskRow = [=](int64_t) { return queryPos; };
   // Rows are the group's query heads; padding rows read the last one's.

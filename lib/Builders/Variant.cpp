@@ -75,11 +75,11 @@ Value AttentionVariant::rowBias(ImplicitLocOpBuilder &b, int64_t r,
                                 Value qoPos, Value colBase) {
   if (!alibi)
     return {};
-  // Key minus query position with the query aligned to the keys' end (the
-  // causal diagonal): decode's one query sits at kv_len - 1. Positions are
-  // below 2^31, so the difference is exact in i32 and in f32 up to 2^24.
-  Value distance = arith::SubIOp::create(
-      b, colBase, arith::AddIOp::create(b, qoPos, diagOffset));
+  // FlashInfer's distance kv_idx - qo_idx, both request-local indices: the
+  // query is not aligned to the causal diagonal, and decode's is at 0.
+  // Positions are below 2^31, so the difference is exact in i32 and in f32
+  // up to 2^24.
+  Value distance = arith::SubIOp::create(b, colBase, qoPos);
   Value d = arith::SIToFPOp::create(
       b, b.getF32Type(),
       arith::IndexCastOp::create(b, b.getI32Type(), distance));

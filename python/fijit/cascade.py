@@ -112,7 +112,7 @@ class MultiLevelCascadeAttentionWrapper:
              use_fp16_qk_reduction=False, sm_scale=None, window_left=-1,
              logits_soft_cap=None, rope_scale=None, rope_theta=None,
              q_data_type="float16", kv_data_type=None):
-        # Each level would bias its keys by their distance to its own last
+        # Each level would count its keys' positions from its own first
         # key, so the levels' LSEs would not merge.
         require("MultiLevelCascadeAttentionWrapper.plan", "pos_encoding_mode",
                 pos_encoding_mode, ("NONE",),

@@ -62,7 +62,7 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     GQA group share one pass over their kv head; long contexts are split
     across CTAs and merged. Returns out [num_qo_heads, head_dim] (and lse,
     base 2, [num_qo_heads] with return_lse=True). pos_encoding_mode="ALIBI"
-    biases by slope * (key - (kv_len - 1)) (slopes from get_alibi_slopes
+    biases key j by slope * j as FlashInfer does (slopes from get_alibi_slopes
     unless ``alibi_slopes`` is given); ``sinks`` (float32 [num_qo_heads])
     adds one attention-sink logit per head to the softmax denominator.
     Under torch.compile this is one ``torch.ops.fijit.single_decode`` node.

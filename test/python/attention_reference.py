@@ -12,8 +12,9 @@ def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
     window masks align the last query with the last key.
 
     FlashInfer's variants: alibi_slopes [Hq] adds slope * (key - query) to
-    the scaled logits, the query aligned as the masks align it (with a
-    soft-cap, FlashInfer's tanh argument is that sum times sm_scale / cap);
+    the scaled logits, key and query their indices in the request (not
+    aligned as the masks align them; decode's one query is index 0); with a
+    soft-cap, FlashInfer's tanh argument is that sum times sm_scale / cap;
     sinks [Hq] (natural-log logits) join each row's softmax denominator
     and its LSE, with no value."""
     qf, kf, vf = q.float(), k.float(), v.float()
@@ -28,7 +29,7 @@ def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
     qi = torch.arange(qo_len, device=q.device)[:, None]
     ki = torch.arange(kv_len, device=q.device)[None, :]
     if alibi_slopes is not None:
-        distance = (ki - (qi + kv_len - qo_len)).float()
+        distance = (ki - qi).float()
         s = s + alibi_slopes.float()[:, None, None] * distance
         if soft_cap > 0:
             s = s * scale

@@ -2,8 +2,9 @@
 attention sinks (``sinks=``) in every kind and every kernel path (the
 warp-specialised sm_90a prefill, the tile engine on wgmma and on mma.sync,
 decode with and without split-KV), causal and not, GQA, against the float32
-reference (attention_reference.reference); random inputs and sinks, outputs
-poisoned with NaN before each run."""
+reference (attention_reference.reference, with FlashInfer's ALiBi
+positions); random inputs and sinks, outputs poisoned with NaN before each
+run."""
 import math
 
 import pytest
@@ -144,7 +145,8 @@ def test_batch_prefill_ragged(variant, causal, warps):
         close(out[sq], lse[sq], ref, ref_lse, b)
 
 
-@pytest.mark.parametrize("variant", ["alibi", "sinks", "alibi+sinks"])
+@pytest.mark.parametrize("variant",
+                         ["alibi", "sinks", "alibi+sinks", "alibi+soft_cap"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("warps", [4, 12])
 @pytest.mark.parametrize("page_size", [1, 16])
@@ -173,7 +175,8 @@ def test_batch_prefill_paged(variant, causal, warps, page_size):
 
 
 def decode_reference(q, k, v, **kw):
-    """Decode is prefill of one query at the keys' end."""
+    """Decode is prefill of one query: the masks put it at the keys' end,
+    ALiBi at index 0 (FlashInfer's decode passes qo_idx = 0)."""
     out, lse = reference(q[None], k, v, **kw)
     return out[0], lse[0]
 

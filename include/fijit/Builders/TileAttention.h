@@ -56,8 +56,8 @@ struct TileProblem {
   /// Optional: tiles as (first row, row stride), used over the row offsets.
   TileBaseFn kTileBase, vTileBase;
   mlir::Value kTileRowStride, vTileRowStride;
-  /// Query position of accumulator row `r` (0/1 = g, g + 8) of this lane,
-  /// for causal and window masks.
+  /// Query index in its request of accumulator row `r` (0/1 = g, g + 8)
+  /// of this lane (decode: 0), for causal and window masks and ALiBi.
   std::function<mlir::Value(int64_t r)> maskRow;
   /// Query head of row `row` (index) of the tile, in range for every row
   /// (padding rows too): the head of the per-head variant tables (ALiBi

@@ -45,10 +45,11 @@ public:
   mlir::Value transformLogit(mlir::ImplicitLocOpBuilder &b, mlir::Value qk,
                              mlir::Value bias = mlir::Value());
 
-  /// ALiBi: the bias of accumulator row `r` (query position `qoPos`, as the
-  /// masks count it) at key `colBase` (index) and at the keys `col` (a
-  /// constant) further on: computed once per row and tile, each key's then
-  /// one fma. Null without ALiBi.
+  /// ALiBi: the bias of accumulator row `r` (query `qoPos`, its index in
+  /// its request; decode's is 0) at key `colBase` (index) and at the keys
+  /// `col` (a constant) further on: slope * (key - query), as FlashInfer
+  /// counts it, unaligned to the causal diagonal. Computed once per row and
+  /// tile, each key's then one fma. Null without ALiBi.
   mlir::Value rowBias(mlir::ImplicitLocOpBuilder &b, int64_t r,
                       mlir::Value qoPos, mlir::Value colBase);
   mlir::Value logitBias(mlir::ImplicitLocOpBuilder &b, int64_t r,
