@@ -64,10 +64,6 @@ void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
 LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
                                const AttentionConfig &cfg) {
   StringRef kind = stringify(cfg.kind);
-  if (cfg.headDimQK != cfg.headDimVO)
-    return emitError(b.getLoc())
-           << kind << ": head_dim_qk=" << cfg.headDimQK
-           << " != head_dim_vo=" << cfg.headDimVO << " is not supported yet";
   if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
     return emitError(b.getLoc())
            << kind << ": dtype_kv=" << stringify(cfg.dtypeKV)

@@ -91,6 +91,17 @@ AttentionConfig AttentionConfig::resolved() const {
   if (t.tileKV == 0) {
     t.tileKV = bigTiles ? (maxHeadDim <= 128 ? 128 : 64)
                         : (maxHeadDim <= 128 ? 64 : 32);
+    // The warp-specialised consumers hold O and one tile's scores, never Q
+    // or K: their registers follow head_dim_vo and tile_kv, so a wider
+    // head_dim_qk (DeepSeek's 192/128) keeps 128-key tiles where shared
+    // memory holds them (208 KB at 192/128; ptxas: 168 registers, no
+    // spills). Batch kernels keep 64 (their request scan spills there).
+    if (specialised && kind == KernelKind::SinglePrefill && t.tileKV < 128 &&
+        headDimVO <= 128) {
+      t.tileKV = 128;
+      if (result.sharedMemoryBytes() > maxSharedMemoryBytes(target))
+        t.tileKV = 64;
+    }
     // Few warps, or decode warps that each hold a whole tile (big GQA
     // groups), take smaller tiles: a warp's share must fit its registers.
     int64_t maxKeys = result.maxKeysPerWarp();

@@ -141,12 +141,12 @@ def paged_cache_strides(paged_kv_cache, cfg, kv_layout, max_page, q):
     k_cache, v_cache = split_cache(paged_kv_cache, kv_layout)
     nhd = kv_layout == "NHD"
     qv = as_view(q, "q")
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+    for name, t, dim in (("k_cache", k_cache, cfg.head_dim_qk),
+                         ("v_cache", v_cache, cfg.head_dim_vo)):
         view = as_view(t, name)
-        shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads,
-                  cfg.head_dim_qk) if nhd else
-                 (view.shape[0], cfg.num_kv_heads, cfg.page_size,
-                  cfg.head_dim_qk))
+        shape = ((view.shape[0], cfg.page_size, cfg.num_kv_heads, dim)
+                 if nhd else
+                 (view.shape[0], cfg.num_kv_heads, cfg.page_size, dim))
         check(view, name, shape, cfg.dtype_kv, like=qv)
         if max_page is not None and max_page >= view.shape[0]:
             raise ValueError(f"indices refers to page {max_page} but {name} "

@@ -43,6 +43,25 @@ def pos_encoding(api, mode):
     return POS_ENCODINGS[mode]
 
 
+def head_dims(api, head_dim_qk, head_dim_vo=None, qk_name="head_dim_qk",
+              vo_name="head_dim_vo"):
+    """(head_dim_qk, head_dim_vo), head_dim_vo None meaning head_dim_qk as in
+    FlashInfer; a head dim fijit has no kernel for is a NotImplementedError
+    naming FlashInfer's argument (`qk_name`, `vo_name`) with the config's
+    reason."""
+    from .config import AttentionConfig
+    dims = {"head_dim_qk": (qk_name, head_dim_qk),
+            "head_dim_vo": (vo_name, head_dim_qk if head_dim_vo is None
+                            else head_dim_vo)}
+    for field, (name, value) in dims.items():
+        try:
+            AttentionConfig(**{field: value})
+        except (TypeError, ValueError) as e:
+            reason = str(e).partition(": ")[2] or str(e)
+            raise unsupported(api, name, value, reason) from None
+    return dims["head_dim_qk"][1], dims["head_dim_vo"][1]
+
+
 def require_none(api, **values):
     for name, value in values.items():
         if value is not None:

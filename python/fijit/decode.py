@@ -10,8 +10,8 @@ from .kernel import compile_attention
 from ._common import (check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
-from ._contract import (BACKENDS, Buffers, check_tuning, plan_dtypes,
-                        pos_encoding, require, require_none,
+from ._contract import (BACKENDS, Buffers, check_tuning, head_dims,
+                        plan_dtypes, pos_encoding, require, require_none,
                         require_unit_scale, stage, unsupported)
 from ._variants import check_slopes, launch_tables, optional_table
 from .tensors import as_view, check, torch
@@ -109,6 +109,7 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
            tuning, pos_encoding, sinks is not None)
     cfg = _decode_configs.get(key)
     if cfg is None:
+        head_dims("single_decode_with_kv_cache", qv.shape[1], vv.shape[2])
         cfg = AttentionConfig(
             kind="single_decode", head_dim_qk=qv.shape[1],
             head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[0],
@@ -267,6 +268,9 @@ class BatchDecodeWithPagedKVCacheWrapper:
                    logits_soft_cap, dtypes, sm_scale, fixed_split_size,
                    disable_split_kv, kv_chunk, tuning, host_indptr,
                    pos="none", alibi_slopes=None):
+        # FlashInfer's decode plan has one head_dim for q/k and v/o.
+        head_dims(self._api + ".plan", head_dim, qk_name="head_dim",
+                  vo_name="head_dim")
         require_torch(self._api + ".plan")
         batch, lens, max_page = page_table(indptr, indices, last_page_len,
                                            page_size, host_indptr)

@@ -10,8 +10,8 @@ from ._common import (check_indptr, check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
 from ._contract import (BACKENDS, Buffers, check_tuning, dtype_name,
-                        lse_to_base, plan_dtypes, pos_encoding, require,
-                        require_none, require_unit_scale, stage,
+                        head_dims, lse_to_base, plan_dtypes, pos_encoding,
+                        require, require_none, require_unit_scale, stage,
                         unsupported)
 from ._variants import check_slopes, launch_tables, optional_table
 from .tensors import _torch_dtype_name, as_view, check, torch
@@ -107,6 +107,8 @@ def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
            sinks)
     cfg = _configs.get(key)
     if cfg is None:
+        # FlashInfer reads head_dim_qk from q and k, head_dim_vo from v.
+        head_dims("single_prefill_with_kv_cache", qv.shape[2], vv.shape[2])
         cfg = AttentionConfig(
             kind="single_prefill", head_dim_qk=qv.shape[2],
             head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[1],
@@ -221,7 +223,7 @@ class _BatchPrefillWrapper:
             return self._frozen["variants"]
         cfg = AttentionConfig(
             kind=self._kind, head_dim_qk=head_dim_qk,
-            head_dim_vo=head_dim_vo or head_dim_qk,
+            head_dim_vo=head_dim_vo,
             num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
             dtype_q=dtypes[0], dtype_kv=dtypes[1], dtype_o=dtypes[0],
             kv_layout=self._kv_layout, page_size=page_size,
@@ -379,6 +381,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
         get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
         check_slopes(pos_encoding_mode, alibi_slopes)
+        head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
+                                             head_dim_vo)
         pos = self._check_plan_args(
             custom_mask, packed_custom_mask, pos_encoding_mode,
             use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,
@@ -481,6 +485,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
         get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
         check_slopes(pos_encoding_mode, alibi_slopes)
+        head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
+                                             head_dim_vo)
         pos = self._check_plan_args(
             custom_mask, packed_custom_mask, pos_encoding_mode,
             use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,

@@ -25,7 +25,12 @@ every head_dim above x tile_kv {16, 32, 64, 128, 256} x num_warps
 a register cap below the kernel's live values once spilled or failed;
 shown as kind:tuning. Then the variants with per-head tables (VARIANTS:
 ALiBi, and ALiBi with sinks, soft-cap and LSE), every kind at head_dim
-{64, 128} on both targets, bf16, group 4, prefill causal. Then the seeded random sample (SAMPLE_SIZE valid
+{64, 128} on both targets, bf16, group 4, prefill causal. Then unequal
+head dims (HEAD_DIM_PAIRS: head_dim_qk/head_dim_vo 192/128 and 128/64),
+every kind on both targets, bf16, group 4, prefill causal {no, yes}, plus
+on sm_90a the batch kinds' warp-specialised kernel (num_warps=12) and
+single_prefill's one-warpgroup wgmma tiles (num_warps=4); shown as
+qk/vo. Then the seeded random sample (SAMPLE_SIZE valid
 configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
 last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
@@ -37,7 +42,8 @@ split-KV partials in it) and the kernel's dynamic shared memory (from `fi-opt --
 It fails (exit status 1) if fi-opt or ptxas reports an error, if the module
 holds anything but the kind's kernel, if ptxas serializes the wgmma instructions of an
 sm_90a prefill kernel, or if any kernel with head_dim <= 128 spills to local
-memory (unless KNOWN_SPILLS lists it). head_dim 256 sits at the
+memory (unless KNOWN_SPILLS lists it), nor any with head_dim_qk <= 192
+and head_dim_vo <= 128 (no_spill_expected). head_dim 256 sits at the
 255-register limit with 4 warps, so its spills are reported but allowed.
 
 Without ptxas (it ships with the CUDA toolkit only) it prints
@@ -95,6 +101,14 @@ RUNTIME_TUNINGS = (
 VARIANTS = ("pos_encoding=alibi",
             "pos_encoding=alibi,sinks=true,logits_soft_cap=30,return_lse=true")
 VARIANT_HEAD_DIMS = (64, 128)
+# Unequal head dims (head_dim_qk, head_dim_vo), and the tunings beyond each
+# kind's default that run them on sm_90a.
+HEAD_DIM_PAIRS = ((192, 128), (128, 64))
+PAIR_TUNINGS = (
+    ("batch_prefill_ragged", "num_warps=12"),
+    ("batch_prefill_paged", "num_warps=12"),
+    ("single_prefill", "num_warps=4"),
+)
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
 SWEEP_NUM_WARPS = (1, 2, 4, 8)
@@ -112,6 +126,9 @@ SAMPLE_KINDS = ("single_prefill", "batch_prefill_ragged",
 SAMPLE_GROUPS = (1, 2, 4, 8, 16, 32, 64)
 # Kernels up to this head dim must not spill.
 NO_SPILL_MAX_HEAD_DIM = 128
+# Nor those with unequal head dims up to these: Q and K add to the shared
+# memory and to mma.sync's Q fragments, V to the output accumulators.
+NO_SPILL_MAX_HEAD_DIMS_QK_VO = (192, 128)
 # Points known to break the no-spill rule: (kind:tuning, head_dim, causal,
 # group, target) -> why. They are reported as XFAIL; one that no longer
 # spills is reported as XPASS and fails the run, so that its entry goes
@@ -193,6 +210,49 @@ def matrix():
                 "group": 4,
                 "target": target,
             }
+    for kind, dtypes, causals in KINDS:
+        for (qk, vo), causal, target in itertools.product(
+                HEAD_DIM_PAIRS, causals, TARGETS):
+            yield {
+                "kind": kind,
+                "tuning": "",
+                "head_dim": qk,
+                "head_dim_vo": vo,
+                "dtype": "bf16",
+                "causal": causal,
+                "group": 4,
+                "target": target,
+            }
+    for (kind, tuning), (qk, vo), causal in itertools.product(
+            PAIR_TUNINGS, HEAD_DIM_PAIRS, CAUSAL):
+        yield {
+            "kind": kind,
+            "tuning": tuning,
+            "head_dim": qk,
+            "head_dim_vo": vo,
+            "dtype": "bf16",
+            "causal": causal,
+            "group": 4,
+            "target": "sm_90a",
+        }
+
+
+def head_dims(point):
+    """(head_dim_qk, head_dim_vo) of a point."""
+    return point["head_dim"], point.get("head_dim_vo", point["head_dim"])
+
+
+def shown_head_dim(point):
+    qk, vo = head_dims(point)
+    return str(qk) if qk == vo else "%d/%d" % (qk, vo)
+
+
+def no_spill_expected(point):
+    qk, vo = head_dims(point)
+    if qk == vo:
+        return qk <= NO_SPILL_MAX_HEAD_DIM
+    max_qk, max_vo = NO_SPILL_MAX_HEAD_DIMS_QK_VO
+    return qk <= max_qk and vo <= max_vo
 
 
 def draw_sample_point(rng):
@@ -261,11 +321,11 @@ def sample_points(fi_opt, pool):
 
 
 def config_text(point):
-    d, t = point["head_dim"], point["dtype"]
+    (qk, vo), t = head_dims(point), point["dtype"]
     num_qo_heads = max(NUM_QO_HEADS, point["group"])
     fields = [
         "kind=" + point["kind"],
-        f"head_dim_qk={d}", f"head_dim_vo={d}",
+        f"head_dim_qk={qk}", f"head_dim_vo={vo}",
         f"num_qo_heads={num_qo_heads}",
         f"num_kv_heads={num_qo_heads // point['group']}",
         f"dtype_q={t}", f"dtype_kv={t}", f"dtype_o={t}",
@@ -290,8 +350,9 @@ def shown_kind(point):
 
 
 def point_name(point):
-    return "{kind}_d{head_dim}_{dtype}_{mask}_g{group}_{target}{tuning}".format(
+    return "{kind}_d{shown}_{dtype}_{mask}_g{group}_{target}{tuning}".format(
         mask="causal" if point["causal"] else "none",
+        shown=shown_head_dim(point).replace("/", "_"),
         **dict(point, kind=point["kind"] + ("_s%d" % point["sample"]
                                             if point.get("sample") else ""),
                tuning=re.sub(r"[=,.]", "_", "_" + shown_kind(point)
@@ -387,7 +448,7 @@ def verdict(result):
     known = KNOWN_SPILLS.get((shown_kind(result), result["head_dim"],
                               result["causal"], result["group"],
                               result["target"]))
-    if spilled and result["head_dim"] <= NO_SPILL_MAX_HEAD_DIM:
+    if spilled and no_spill_expected(result):
         if known:
             return True, "XFAIL spills at head_dim <= %d (known: %s)" % (
                 NO_SPILL_MAX_HEAD_DIM, known)
@@ -414,7 +475,7 @@ def print_table(results):
         def show(v):
             return "-" if v is None else str(v)
 
-        rows.append((shown_kind(r), str(r["head_dim"]), r["dtype"],
+        rows.append((shown_kind(r), shown_head_dim(r), r["dtype"],
                      "yes" if r["causal"] else "no", str(r["group"]),
                      r["target"], show(r["regs"]),
                      show(r["spill_stores"]), show(r["spill_loads"]),

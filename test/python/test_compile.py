@@ -152,12 +152,6 @@ def test_every_kind_compiles(kind, ptx_entry):
     assert ("atom.global.add.u32" in k.ptx) == ("decode" in kind)
 
 
-def test_unsupported_head_dim_pair():
-    with pytest.raises(ValueError) as e:
-        compile_attention(head_dim_qk=64, head_dim_vo=128)
-    assert "head_dim_qk=64 != head_dim_vo=128 is not supported" in str(e.value)
-
-
 def test_invalid_config_value_error():
     with pytest.raises(ValueError) as e:
         compile_attention(**SMALL, stages=7)
