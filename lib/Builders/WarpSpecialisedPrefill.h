@@ -37,14 +37,16 @@ constexpr int64_t kConsumerWarps = 8;
 /// Registers per thread of the producer and of the consumers after the
 /// hand-off (setmaxnreg), within the 168 * 384 the CTA starts with. The
 /// producer needs more where it walks a batch's work tiles (the request
-/// scan), which the consumers hold without spills at head_dim <= 128.
+/// scan): 32 registers, 40 where its K tiles take three boxes (head_dim_qk
+/// 192); the consumers hold the rest without spills (ptxas 13.0).
 struct RegisterSplit {
   int32_t producer, consumer;
 };
 inline RegisterSplit registerSplit(const AttentionConfig &cfg,
                                    bool persistent) {
   if (persistent && cfg.kind != KernelKind::SinglePrefill)
-    return {32, 232};
+    return cfg.headDimQK > 128 ? RegisterSplit{40, 224}
+                               : RegisterSplit{32, 232};
   return {24, 240};
 }
 /// Named barriers of the ping-pong (0 is the CTA barrier).
