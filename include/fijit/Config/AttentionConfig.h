@@ -30,6 +30,8 @@ enum class KernelKind {
 };
 
 enum class DType { F16, BF16, F8E4M3, F8E5M2, F32 };
+/// Whether `t` is e4m3 or e5m2.
+inline bool isFP8(DType t) { return t == DType::F8E4M3 || t == DType::F8E5M2; }
 
 enum class KVLayout { NHD, HND };
 
@@ -205,6 +207,11 @@ struct AttentionConfig {
   /// 12): TMA loads into an mbarrier ring by a producer warpgroup, two
   /// consumer warpgroups on wgmma (docs/hopper-prefill.md).
   bool warpSpecialised() const;
+
+  /// Whether the KV cache is fp8 (e4m3 or e5m2): the kernel reads its bytes,
+  /// converts them to dtype_q for the MMAs, and takes the per-tensor
+  /// `k_scale` and `v_scale` (FlashInfer's) as launch arguments.
+  bool kvIsFP8() const { return isFP8(dtypeKV); }
 
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();
