@@ -46,7 +46,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                      args.index(b, "v_stride_n"), args.index(b, "v_stride_h")};
   Value oStrideN = args.index(b, "o_stride_n");
   Value oStrideH = args.index(b, "o_stride_h");
-  Value smScale = args["sm_scale"];
+  Value smScale = launchSmScale(b, cfg, args);
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -72,6 +72,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value hasRows =
       arith::CmpIOp::create(b, arith::CmpIPredicate::slt, qStart, qoLen);
   TileProblem p;
+  p.outScale = launchOutScale(b, cfg, args);
   p.q = q;
   p.qBase = arith::AddIOp::create(
       b,

@@ -358,7 +358,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     kvChunk = args.index(b, "kv_chunk");
     numSplits = args.index(b, "num_splits");
   }
-  Value smScale = args["sm_scale"];
+  Value smScale = launchSmScale(b, cfg, args);
 
   // kv heads vary fastest across the grid: the CTAs of one request and
   // chunk then read neighbouring bytes of the same NHD rows together.
@@ -380,6 +380,7 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   variant.bindHeadTables(args);
 
   TileProblem p;
+  p.outScale = launchOutScale(b, cfg, args);
   p.q = q;
   p.qBase = arith::AddIOp::create(
       b, arith::MulIOp::create(b, req, qStrideB),

@@ -16,9 +16,9 @@ static Type elementOf(Builder &b, ElementType t) {
   case ElementType::BF16:
     return b.getBF16Type();
   case ElementType::F8E4M3:
-    return b.getType<Float8E4M3FNType>();
   case ElementType::F8E5M2:
-    return b.getType<Float8E5M2Type>();
+    // Kernels move fp8 bytes and convert them in registers (FP8.h).
+    return b.getI8Type();
   case ElementType::F32:
     return b.getF32Type();
   case ElementType::I32:

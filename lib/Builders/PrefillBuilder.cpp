@@ -37,7 +37,7 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value oStrideN = args.index(b, "o_stride_n");
   Value oStrideH = args.index(b, "o_stride_h");
   AttentionVariant variant(cfg);
-  variant.bind(b, args["sm_scale"], qoLen, kvLen);
+  variant.bind(b, launchSmScale(b, cfg, args), qoLen, kvLen);
   variant.bindHeadTables(args);
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
@@ -50,6 +50,7 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   Value vBase = arith::MulIOp::create(b, kvHead, vStrideH);
 
   TileProblem p;
+  p.outScale = launchOutScale(b, cfg, args);
   p.q = q;
   p.qBase = arith::AddIOp::create(b, arith::MulIOp::create(b, qStart, qStrideN),
                                   arith::MulIOp::create(b, head, qStrideH));

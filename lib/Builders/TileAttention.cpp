@@ -8,6 +8,7 @@
 
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/FP8.h"
 #include "fijit/Builders/KernelArgs.h"
 
 #include "TileEngine.h"
@@ -64,10 +65,6 @@ void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
 LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
                                const AttentionConfig &cfg) {
   StringRef kind = stringify(cfg.kind);
-  if (!elementType(b, cfg.dtypeKV) || cfg.dtypeKV != cfg.dtypeQ)
-    return emitError(b.getLoc())
-           << kind << ": dtype_kv=" << stringify(cfg.dtypeKV)
-           << " has no kernel yet; use dtype_kv=dtype_q";
   if (cfg.posEncoding == PosEncoding::RoPE)
     return emitError(b.getLoc())
            << kind << ": pos_encoding=" << stringify(cfg.posEncoding)
@@ -75,6 +72,25 @@ LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
   if (cfg.mask == MaskMode::Custom)
     return emitError(b.getLoc()) << kind << ": mask=custom has no kernel yet";
   return success();
+}
+
+Value launchSmScale(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                    const KernelArgs &args) {
+  Value smScale = args["sm_scale"];
+  if (!cfg.kvIsFP8())
+    return smScale;
+  return arith::MulFOp::create(b, smScale, args["k_scale"]);
+}
+
+Value launchOutScale(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
+                     const KernelArgs &args) {
+  if (!cfg.kvIsFP8())
+    return {};
+  Value scale = args["v_scale"];
+  double unit = FP8Operands::unit(cfg);
+  if (unit != 1.0)
+    scale = arith::MulFOp::create(b, scale, cF32(b, unit));
+  return scale;
 }
 
 void applySinks(ImplicitLocOpBuilder &b, AttentionVariant &variant,
@@ -219,7 +235,8 @@ TileResult TileEngine::emit() {
   // wgmma reads Q from shared memory; mma.sync keeps it in registers.
   SmallVector<AFragment> qA;
   for (int64_t kk = 0; !useWgmma && kk < cfg.headDimQK / 16; ++kk)
-    qA.push_back(mmaQK.loadA(sQ, {}, lane, qRow0, kk * 16));
+    qA.push_back(fp8 ? fp8->loadQ(sQ, {}, lane, qRow0, kk * 16)
+                     : mmaQK.loadA(sQ, {}, lane, qRow0, kk * 16));
   if (variant.hasALiBi() || variant.hasSinks()) {
     Value laneRow = arith::AddIOp::create(
         b, qRow0, arith::DivUIOp::create(b, lane, cIdx(b, 4)));
@@ -313,7 +330,13 @@ TileResult TileEngine::emit() {
 
   TileResult result;
   SoftmaxState state = unpackState(loop.getResults(), result.out);
+  if (fp8)
+    fp8->restoreColumns(result.out, lane);
   result.lse = finalizeOnlineSoftmax(b, state, result.out);
+  if (p.outScale)
+    for (AccFragment &f : result.out)
+      for (Value &x : f)
+        x = arith::MulFOp::create(b, x, p.outScale);
   if (keyWarps > 1)
     mergeKeyWarps(result);
   applySinks(b, variant, result, p.completeRows);

@@ -11,12 +11,14 @@
 #define FIJIT_LIB_BUILDERS_TILEENGINE_H
 
 #include "fijit/Builders/Builders.h"
+#include "fijit/Builders/FP8.h"
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Wgmma.h"
 
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 #include <array>
+#include <optional>
 #include <cstdint>
 
 namespace fijit::tileengine {
@@ -33,8 +35,11 @@ public:
              AttentionVariant &variant, const TileProblem &p)
       : b(b), cfg(cfg), variant(variant), p(p),
         mmaQK(b, elementType(b, cfg.dtypeQ)),
-        mmaPV(b, elementType(b, cfg.dtypeKV)),
-        wgmma(b, elementType(b, cfg.dtypeKV)), useWgmma(cfg.usesWgmma()) {}
+        mmaPV(b, elementType(b, cfg.dtypeQ)),
+        wgmma(b, elementType(b, cfg.dtypeQ)), useWgmma(cfg.usesWgmma()) {
+    if (cfg.kvIsFP8())
+      fp8.emplace(b, cfg);
+  }
 
   TileResult emit();
 
@@ -62,6 +67,8 @@ private:
   MmaEmitter mmaQK, mmaPV;
   WgmmaEmitter wgmma;
   bool useWgmma;
+  /// fp8 K/V: tiles of 16-bit pairs, operands converted in registers.
+  std::optional<FP8Operands> fp8;
 
   Value tid, lane, warp;
   std::array<Value, 2> maskRows;
@@ -70,6 +77,7 @@ private:
   int64_t ringOffset = 0; ///< bytes of the Q tile before the K/V ring
   int64_t kSlotBytes = 0, vSlotBytes = 0, vRingOffset = 0;
   Value smemAddress; ///< wgmma: shared-window address of the first byte
+  Value kGlobal, vGlobal; ///< p.k and p.v (fp8: as 16-bit pairs)
 
   // Warp roles. Rows of the tile are split over `rowWarps` warps (16 rows
   // each); when that leaves warps over (decode's few rows), `keyWarps` of

@@ -91,6 +91,17 @@ void TileEngine::maskTail(MutableArrayRef<AccFragment> scores) {
 SmallVector<AccFragment> TileEngine::computeScores(ArrayRef<AFragment> qA,
                                                    Value slot) {
   SmallVector<AccFragment> s(keysPerWarp / 8, mmaQK.zeroAcc());
+  if (fp8) {
+    // Two k16 steps of 16 keys per ldmatrix.x4 of fp8 pairs.
+    for (int64_t kk = 0; kk < cfg.headDimQK / 32; ++kk)
+      for (int64_t np = 0; np < keysPerWarp / 16; ++np) {
+        auto ops = fp8->loadK(sK, slot, lane, atKey(np * 16), kk * 32);
+        for (int64_t n = 0; n < 2; ++n)
+          for (int64_t k = 0; k < 2; ++k)
+            s[2 * np + n] = mmaQK.mma(qA[2 * kk + k], ops[n][k], s[2 * np + n]);
+      }
+    return s;
+  }
   for (int64_t kk = 0; kk < cfg.headDimQK / 16; ++kk)
     for (int64_t np = 0; np < keysPerWarp / 16; ++np) {
       auto bPair = mmaQK.loadBPairNK(sK, slot, lane, atKey(np * 16), kk * 16);
@@ -104,6 +115,16 @@ void TileEngine::accumulatePV(ArrayRef<AccFragment> probs, Value slot,
                               MutableArrayRef<AccFragment> out) {
   for (int64_t kk = 0; kk < keysPerWarp / 16; ++kk) {
     AFragment pA = mmaPV.accToA(probs[2 * kk], probs[2 * kk + 1]);
+    if (fp8) {
+      // Four n8 operands (even, odd columns of two 16-column blocks) per
+      // ldmatrix.x4 of fp8 pairs; restoreColumns reorders after the loop.
+      for (int64_t np = 0; np < cfg.headDimVO / 32; ++np) {
+        auto ops = fp8->loadV(sV, slot, lane, atKey(kk * 16), np * 32);
+        for (int64_t i = 0; i < 4; ++i)
+          out[4 * np + i] = mmaPV.mma(pA, ops[i], out[4 * np + i]);
+      }
+      continue;
+    }
     for (int64_t np = 0; np < cfg.headDimVO / 16; ++np) {
       auto bPair = mmaPV.loadBPairKN(sV, slot, lane, atKey(kk * 16), np * 16);
       out[2 * np] = mmaPV.mma(pA, bPair[0], out[2 * np]);

@@ -23,13 +23,18 @@ void TileEngine::allocateSharedMemory() {
   auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
                                        gpu::AddressSpace::Workgroup);
   auto layout = MemRefLayoutAttrInterface{};
-  Type qTy = elementType(b, cfg.dtypeQ), kvTy = elementType(b, cfg.dtypeKV);
+  Type qTy = elementType(b, cfg.dtypeQ);
+  // fp8 rows are rows of 16-bit pairs (FP8.h).
+  Type kvTy = fp8 ? b.getI16Type() : elementType(b, cfg.dtypeKV);
+  int64_t kvPack = fp8 ? 2 : 1;
   Value dyn = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), layout, wg));
   // Offsets from the plan the launch sizes shared memory by; rows padded as
   // it assumes.
   SharedMemoryPlan plan = SharedMemoryPlan::of(cfg);
-  int64_t rowQK = smemRowElements(dQK), rowVO = smemRowElements(dVO);
+  int64_t rowQK = smemRowElements(dQK);
+  int64_t rowKQK = smemRowElements(dQK / kvPack);
+  int64_t rowVO = smemRowElements(dVO / kvPack);
   dynSmem = dyn;
   ringOffset = plan.kRing;
   kSlotBytes = plan.kSlotBytes;
@@ -41,7 +46,8 @@ void TileEngine::allocateSharedMemory() {
            : smemRowsSwizzled(headDim) ? SmemLayout::Swizzled
                                        : SmemLayout::Padded;
   };
-  SmemLayout layoutQK = layoutOf(dQK), layoutVO = layoutOf(dVO);
+  SmemLayout layoutQK = layoutOf(dQK), layoutKQK = layoutOf(dQK / kvPack);
+  SmemLayout layoutVO = layoutOf(dVO / kvPack);
   auto shape = [&](ArrayRef<int64_t> prefix, int64_t rows, int64_t rowElems,
                    SmemLayout l) {
     SmallVector<int64_t> dims(prefix);
@@ -59,10 +65,10 @@ void TileEngine::allocateSharedMemory() {
         layoutQK};
   sK = {memref::ViewOp::create(
             b,
-            MemRefType::get(shape({t.stages}, t.tileKV, rowQK, layoutQK), kvTy,
-                            layout, wg),
+            MemRefType::get(shape({t.stages}, t.tileKV, rowKQK, layoutKQK),
+                            kvTy, layout, wg),
             dyn, cIdx(b, plan.kRing), ValueRange{}),
-        layoutQK};
+        layoutKQK};
   sV = {memref::ViewOp::create(
             b,
             MemRefType::get(shape({t.stages}, t.tileKV, rowVO, layoutVO), kvTy,
@@ -71,13 +77,36 @@ void TileEngine::allocateSharedMemory() {
         layoutVO};
   if (useWgmma)
     smemAddress = wgmma.sharedAddress(dyn);
+
+  // fp8: K and V are copied as 16-bit pairs from views of the byte
+  // buffers, at half the element offsets (rows start on 16 bytes).
+  auto pairs = [&](Value bytes) -> Value {
+    if (!fp8)
+      return bytes;
+    auto type = cast<MemRefType>(bytes.getType());
+    Value size = arith::DivUIOp::create(
+        b, memref::DimOp::create(b, bytes, 0), cIdx(b, 2));
+    return memref::ViewOp::create(
+        b,
+        MemRefType::get({ShapedType::kDynamic}, b.getI16Type(),
+                        MemRefLayoutAttrInterface{}, type.getMemorySpace()),
+        bytes, cIdx(b, 0), ValueRange{size});
+  };
+  kGlobal = pairs(p.k);
+  vGlobal = pairs(p.v);
 }
 
 void TileEngine::loadKVTile(Value tile, Value slot) {
   int64_t tileKV = cfg.tuning.tileKV;
+  int64_t pack = fp8 ? 2 : 1;
   Value kvStart = arith::AddIOp::create(
       b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, tileKV)));
   Value rowsLeft = arith::SubIOp::create(b, p.kvEnd, kvStart);
+  auto halve = [this](ImplicitLocOpBuilder &ib, Value offset) -> Value {
+    if (!fp8)
+      return offset;
+    return arith::ShRUIOp::create(ib, offset, cIdx(ib, 1));
+  };
   auto copyOf = [&](Value global, const RowOffsetFn &rowOffset,
                     const TileBaseFn &tileBase, Value rowStride,
                     const SmemTile &smem, int64_t dim) {
@@ -86,20 +115,20 @@ void TileEngine::loadKVTile(Value tile, Value slot) {
     Value base = tileBase ? tileBase(b, kvStart) : Value();
     c.rowOffset = [&, base](ImplicitLocOpBuilder &ib, Value row) -> Value {
       if (base)
-        return arith::AddIOp::create(
-            ib, base, arith::MulIOp::create(ib, row, rowStride));
-      return rowOffset(ib, arith::AddIOp::create(ib, kvStart, row));
+        return halve(ib, arith::AddIOp::create(
+                             ib, base, arith::MulIOp::create(ib, row, rowStride)));
+      return halve(ib, rowOffset(ib, arith::AddIOp::create(ib, kvStart, row)));
     };
     c.rowLimit = rowsLeft;
     c.smem = smem;
     c.smemPrefix = {slot};
     c.rows = tileKV;
-    c.cols = dim;
+    c.cols = dim / pack;
     emitTileCopy(b, c, tid, cfg.tuning.numWarps * 32);
   };
-  copyOf(p.k, p.kRowOffset, p.kTileBase, p.kTileRowStride, sK,
+  copyOf(kGlobal, p.kRowOffset, p.kTileBase, p.kTileRowStride, sK,
          cfg.headDimQK);
-  copyOf(p.v, p.vRowOffset, p.vTileBase, p.vTileRowStride, sV,
+  copyOf(vGlobal, p.vRowOffset, p.vTileBase, p.vTileRowStride, sV,
          cfg.headDimVO);
 }
 

@@ -1,6 +1,7 @@
 //===- Variant.cpp - Attention variant hook points ------------------------===//
 
 #include "fijit/Builders/Variant.h"
+#include "fijit/Builders/FP8.h"
 #include "fijit/Builders/Fragments.h"
 #include "fijit/Builders/KernelArgs.h"
 
@@ -20,7 +21,8 @@ static constexpr double kLog2E = 1.4426950408889634;
 AttentionVariant::AttentionVariant(const AttentionConfig &config)
     : causal(config.mask == MaskMode::Causal),
       windowLeft(config.windowLeft), softCap(config.logitsSoftCap),
-      alibi(config.posEncoding == PosEncoding::ALiBi), sinks(config.sinks) {}
+      alibi(config.posEncoding == PosEncoding::ALiBi), sinks(config.sinks),
+      qkUnit(FP8Operands::unit(config)) {}
 
 void AttentionVariant::bind(ImplicitLocOpBuilder &b, Value smScale,
                             Value qoLenV, Value kvLenV) {
@@ -37,6 +39,8 @@ void AttentionVariant::bind(ImplicitLocOpBuilder &b, Value smScale,
     if (softCap > 0)
       scaleLog2 = arith::MulFOp::create(b, scaleLog2, smScale);
   }
+  if (qkUnit != 1.0)
+    scaleLog2 = arith::MulFOp::create(b, scaleLog2, cF32(b, qkUnit));
   qoLen = qoLenV;
   kvLen = kvLenV;
   diagOffset = arith::SubIOp::create(b, kvLen, qoLen);

@@ -38,7 +38,6 @@ llvm::Error invalidField(llvm::StringRef key, T value,
 }
 
 bool isHalfType(DType t) { return t == DType::F16 || t == DType::BF16; }
-bool isFP8Type(DType t) { return t == DType::F8E4M3 || t == DType::F8E5M2; }
 
 /// Prefill grids put the query heads on grid.y, which has 65535 CTAs.
 constexpr int64_t kMaxHeads = 65535;
@@ -85,12 +84,12 @@ llvm::Error AttentionConfig::validate() const {
     return invalidField("dtype_q", dtypeQ, "allowed values are f16, bf16");
   if (!isHalfType(dtypeO))
     return invalidField("dtype_o", dtypeO, "allowed values are f16, bf16");
-  if (!isHalfType(dtypeKV) && !isFP8Type(dtypeKV))
+  if (!isHalfType(dtypeKV) && !isFP8(dtypeKV))
     return invalidField("dtype_kv", dtypeKV,
                         "allowed values are f16, bf16, e4m3, e5m2");
   // fp8 KV is dequantized to dtype_q on load; a half-precision KV cache is
   // fed to the MMAs directly and so must be the same type as Q.
-  if (!isFP8Type(dtypeKV) && dtypeKV != dtypeQ)
+  if (!isFP8(dtypeKV) && dtypeKV != dtypeQ)
     return invalidField("dtype_kv", dtypeKV,
                         "must match dtype_q=" + stringify(dtypeQ) +
                             " (or be e4m3/e5m2)");
@@ -147,8 +146,9 @@ llvm::Error AttentionConfig::validate() const {
       !(warpSpecialisedKind(kind) && wgmmaShapes(*this)))
     return invalidField("num_warps", tuning.numWarps,
                         "12 (a TMA producer warpgroup and two wgmma consumer "
-                        "warpgroups) needs a prefill kind, target=sm_90a and "
-                        "head dims that are multiples of 64");
+                        "warpgroups) needs a prefill kind, target=sm_90a, "
+                        "dtype_kv f16 or bf16 and head dims that are "
+                        "multiples of 64");
   if (!isValidTile(tuning.tileQ))
     return invalidField("tile_q", tuning.tileQ,
                         "must be 0 (default) or a multiple of 16 in "
@@ -215,7 +215,5 @@ llvm::Error AttentionConfig::validate() const {
         "of shared memory, {4} allows {5}; lower tile_kv or stages",
         t.tileQ, t.tileKV, t.stages, needed, stringify(target), allowed));
 
-  // fp8 KV has no kernel yet; that is for the builders to report, since the
-  // config itself is well formed.
   return llvm::Error::success();
 }

@@ -94,6 +94,15 @@ struct Rows {
   }
 };
 
+/// FlashInfer's per-tensor scales of an fp8 KV cache, after every family's
+/// own rows: scores scale by sm_scale * k_scale, the output by v_scale.
+void kvScales(Rows &r, const AttentionConfig &cfg) {
+  if (!cfg.kvIsFP8())
+    return;
+  r.f32("k_scale");
+  r.f32("v_scale");
+}
+
 /// The per-query-head f32 tables of the variants, after every family's own
 /// rows (so a kernel without them keeps its parameter list): FlashInfer's
 /// ALiBi slopes and attention sinks.
@@ -273,6 +282,7 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
     decode(rows, cfg);
     break;
   }
+  kvScales(rows, cfg);
   variantTables(rows, cfg);
   spec.threads = cfg.tuning.numWarps * 32;
   spec.sharedMemoryBytes = cfg.sharedMemoryBytes();

@@ -15,8 +15,14 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   SharedMemoryPlan p;
   p.stages = t.stages;
   p.qBytes = t.tileQ * rowQK * byteWidth(cfg.dtypeQ);
-  p.kSlotBytes = t.tileKV * rowQK * byteWidth(cfg.dtypeKV);
-  p.vSlotBytes = t.tileKV * rowVO * byteWidth(cfg.dtypeKV);
+  if (cfg.kvIsFP8()) {
+    // fp8 rows are held as rows of 16-bit pairs of elements (the tile
+    // engine's 8-per-chunk layouts then apply unchanged).
+    rowQK = smemRowElements(cfg.headDimQK / 2);
+    rowVO = smemRowElements(cfg.headDimVO / 2);
+  }
+  p.kSlotBytes = t.tileKV * rowQK * 2;
+  p.vSlotBytes = t.tileKV * rowVO * 2;
   p.kRing = p.qBytes;
   p.vRing = p.kRing + t.stages * p.kSlotBytes;
   p.barriers = p.vRing + t.stages * p.vSlotBytes;

@@ -37,7 +37,9 @@ WarpSplit fijit::warpSplit(const TuningKnobs &t) {
 /// Head dims and target on which prefill can multiply with wgmma (given a
 /// multiple of 4 warps).
 bool fijit::wgmmaShapes(const AttentionConfig &c) {
-  return c.target == Target::SM90a && isPrefill(c.kind) &&
+  // fp8 K/V is converted to dtype_q in registers on the mma.sync path;
+  // wgmma reads K and V from shared memory as they landed.
+  return c.target == Target::SM90a && isPrefill(c.kind) && !c.kvIsFP8() &&
          c.headDimQK % 64 == 0 && c.headDimVO % 64 == 0;
 }
 

@@ -55,6 +55,7 @@ public:
       return reinterpret_cast<void *>(static_cast<intptr_t>(*i));
     return nullptr;
   }
+  bool has(llvm::StringRef name) const { return given.find(name); }
   float real(llvm::StringRef name) const {
     const NamedArgs::Value *v = given.find(name);
     if (!v)
@@ -181,11 +182,19 @@ bool checkOperands(const AttentionConfig &cfg, const KernelSpec &spec,
            {arg.map.rowStride, arg.map.headStride, arg.map.pageStride})
         if (!s.empty())
           strides.push_back({arg.name, s});
-    for (auto &[tensor, name] : strides)
-      if (values.integer(name) % 8) {
-        error = tensor + " strides must be multiples of 8 elements (16 bytes)";
+    for (auto &[tensor, name] : strides) {
+      // Rows start on 16 bytes: 8 elements of 16 bits, 16 of fp8.
+      const KernelArg *t = spec.find(tensor);
+      int64_t perChunk = t && (t->element == ElementType::F8E4M3 ||
+                               t->element == ElementType::F8E5M2)
+                             ? 16
+                             : 8;
+      if (values.integer(name) % perChunk) {
+        error = tensor + " strides must be multiples of " +
+                std::to_string(perChunk) + " elements (16 bytes)";
         return false;
       }
+    }
   }
   std::vector<std::string> required, lengths;
   bool missing = false, outOfRange = false;
@@ -385,6 +394,10 @@ bool AttentionKernel::launchNamed(const NamedArgs &args,
       // one kernel.
       if (arg.name == "sm_scale" && v <= 0)
         v = static_cast<float>(cfg.effectiveSmScale());
+      // An fp8 cache's scales default to 1 (FlashInfer's None).
+      if ((arg.name == "k_scale" || arg.name == "v_scale") &&
+          !values.has(arg.name))
+        v = 1.0f;
       params.f32(v);
       break;
     }

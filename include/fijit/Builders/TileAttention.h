@@ -67,6 +67,8 @@ struct TileProblem {
   /// joins it (decode: one split; a split's partial leaves the sink to the
   /// merge). Null: always.
   mlir::Value completeRows;
+  /// Optional f32 factor of the normalised output (fp8 KV: launchOutScale).
+  mlir::Value outScale;
 };
 
 /// Per-lane results: output accumulators (normalised) and the base-2 LSE of
@@ -114,8 +116,20 @@ void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
 void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
 
-/// Refuses what the tile engine cannot emit yet (unequal head dims, fp8 KV,
-/// RoPE, custom masks) with a message naming the kind and the field.
+/// The launch's sm_scale, times k_scale with an fp8 KV cache: FlashInfer
+/// folds k_scale into sm_scale the same way.
+mlir::Value launchSmScale(mlir::ImplicitLocOpBuilder &b,
+                          const AttentionConfig &config,
+                          const KernelArgs &args);
+/// With an fp8 KV cache, the factor of the normalised output: v_scale
+/// (FlashInfer scales the output by it) times the conversion's unit; null
+/// otherwise.
+mlir::Value launchOutScale(mlir::ImplicitLocOpBuilder &b,
+                           const AttentionConfig &config,
+                           const KernelArgs &args);
+
+/// Refuses what the tile engine cannot emit yet (unequal head dims, RoPE,
+/// custom masks) with a message naming the kind and the field.
 mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config);
 

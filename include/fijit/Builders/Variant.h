@@ -100,6 +100,8 @@ private:
   int64_t windowLeft;
   double softCap;
   bool alibi, sinks;
+  /// The factor of raw q.k from converted fp8 keys (FP8Operands::unit).
+  double qkUnit;
   mlir::Value scaleLog2;    // sm_scale * log2(e), or sm_scale / cap
   /// ALiBi: the factor from a bias in logit units to the pre-transform
   /// domain (log2(e), or sm_scale / cap under a soft-cap).

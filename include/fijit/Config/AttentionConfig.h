@@ -30,6 +30,8 @@ enum class KernelKind {
 };
 
 enum class DType { F16, BF16, F8E4M3, F8E5M2, F32 };
+/// Whether `t` is e4m3 or e5m2.
+inline bool isFP8(DType t) { return t == DType::F8E4M3 || t == DType::F8E5M2; }
 
 enum class KVLayout { NHD, HND };
 
@@ -209,6 +211,11 @@ struct AttentionConfig {
   /// walking work tiles): up to head_dim_vo 128; at 256 its consumers would
   /// spill the walk's state.
   bool persistentGrid() const;
+
+  /// Whether the KV cache is fp8 (e4m3 or e5m2): the kernel reads its bytes,
+  /// converts them to dtype_q for the MMAs, and takes the per-tensor
+  /// `k_scale` and `v_scale` (FlashInfer's) as launch arguments.
+  bool kvIsFP8() const { return isFP8(dtypeKV); }
 
   bool operator==(const AttentionConfig &other) const {
     return toString() == other.toString();
