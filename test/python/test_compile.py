@@ -31,9 +31,10 @@ def test_launch_geometry(kernel):
     assert native.threads_per_block == 12 * 32
     assert native.tile_q == 128
     # tile_q * 64 * 2 + stages(2) * tile_kv(128) * (64 + 64) * 2 (swizzled
-    # rows carry no padding) + the ring's mbarriers, 8 * (2 + 4 * stages)
+    # rows carry no padding) + O staged for the stores, tile_q * 64 * 2, +
+    # the ring's mbarriers, 8 * (2 + 4 * stages)
     assert kernel.shared_memory_bytes == \
-        128 * 64 * 2 + 2 * 128 * 128 * 2 + 8 * (2 + 4 * 2)
+        128 * 64 * 2 + 2 * 128 * 128 * 2 + 128 * 64 * 2 + 8 * (2 + 4 * 2)
 
 
 @pytest.mark.parametrize("form", ["config", "string", "kwargs",
@@ -121,9 +122,8 @@ def test_compile_ms_and_memory_tier(kernel):
 @pytest.mark.parametrize("fields,message", [
     (dict(kind="batch_prefill_ragged", mask="custom"),
      "batch_prefill_ragged: mask=custom has no kernel yet"),
-    (dict(kind="batch_prefill_paged", page_size=16, dtype_kv="e4m3"),
-     "batch_prefill_paged: dtype_kv=e4m3 has no kernel yet; use "
-     "dtype_kv=dtype_q"),
+    (dict(kind="single_prefill", mask="custom"),
+     "single_prefill: mask=custom has no kernel yet"),
     (dict(kind="single_decode", pos_encoding="rope"),
      "single_decode: pos_encoding=rope has no kernel yet; use "
      "pos_encoding=none"),
