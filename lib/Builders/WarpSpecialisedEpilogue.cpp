@@ -107,10 +107,11 @@ void WarpSpecialisedPrefill::storeOutput(const TileResult &res) {
   // (even block, bit 4 clear) the XOR can add.
   Value storeBase = arith::XOrIOp::create(
       b, swizzleBase(matrixRow),
-      sharedOffset(b, arith::ConstantIntOp::create(b, b.getI64Type(), 0),
-                   arith::MulIOp::create(
-                       b, arith::DivUIOp::create(b, matrix, cIdx(b, 2)),
-                       cIdx(b, kChunkBytes))));
+      arith::IndexCastUIOp::create(
+          b, b.getI64Type(),
+          arith::MulIOp::create(
+              b, arith::DivUIOp::create(b, matrix, cIdx(b, 2)),
+              cIdx(b, kChunkBytes))));
   auto pairTy = VectorType::get({2}, b.getF32Type());
   auto outPairTy = VectorType::get({2}, element);
   auto packed = [&](const AccFragment &frag, int64_t r) -> Value {
