@@ -34,7 +34,7 @@ launch = json.load(open(sys.argv[1]))
 size = os.path.getsize(sys.argv[2])
 lines = sum(1 for _ in open(sys.argv[2]))
 print(f"[fijit] kernel {launch['kernel']}: PTX {size} bytes ({lines} lines)")
-print(f"[fijit] launch: grid (ceil(qo_len/{launch['tile_q']}), num_qo_heads), "
+print(f"[fijit] launch: grid ({', '.join(launch['grid'])}), "
       f"{launch['threads']} threads, {launch['shared_memory_bytes']} bytes of "
       f"dynamic shared memory")
 PY

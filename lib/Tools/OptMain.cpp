@@ -73,6 +73,7 @@ int runConfigMode(int argc, char **argv) {
         {"kernel", kernelName(r)},
         {"threads", spec.threads},
         {"tile_q", r.tuning.tileQ},
+        {"grid", llvm::json::Array(spec.gridText())},
         {"shared_memory_bytes", spec.sharedMemoryBytes},
         {"config", r.toString()},
         {"spec", llvm::cantFail(llvm::json::parse(spec.toJSON()))}};
