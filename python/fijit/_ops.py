@@ -99,6 +99,13 @@ def register(name, impl):
     _ops[name] = (getattr(torch.ops.fijit, name).default, impl)
 
 
+def tracing():
+    """Whether torch.compile or torch.export is tracing the caller: code
+    that calls into fijit's C++ core (config checks) must then wait for the
+    op's implementation, which runs on real tensors."""
+    return _custom_op_api() is not None and torch.compiler.is_compiling()
+
+
 def call(name, *args):
     """Runs op `name`: through torch's dispatcher while torch.compile or
     torch.export traces (so the graph holds the op), directly otherwise."""

@@ -41,9 +41,7 @@ _checked = set()
 
 def _check_states(api, v, s, name_v, name_s, states):
     """v [seq, (num_states,) heads, dim] of f16/bf16 and s its shape
-    without dim; `states`: whether the num_states dimension is there. A
-    head dim or head count no merge kernel takes is a NotImplementedError
-    naming the argument."""
+    without dim; `states`: whether the num_states dimension is there."""
     ndim = 4 if states else 3
     layout = ("[seq, num_states, heads, dim]" if states
               else "[seq, heads, dim]")
@@ -56,7 +54,15 @@ def _check_states(api, v, s, name_v, name_s, states):
         raise unsupported(api, f"{name_v}.dtype", v.dtype,
                           "FlashInfer's merge kernels take float16 and "
                           "bfloat16 states")
-    head_dim, heads = v.shape[-1], v.shape[-2]
+    # The config's checks call into the C++ core, which a torch.compile
+    # trace cannot follow: there the op's implementation makes them.
+    if not _ops.tracing():
+        _check_shape(api, name_v, v.shape[-1], v.shape[-2], dtype)
+
+
+def _check_shape(api, name_v, head_dim, heads, dtype):
+    """A head dim or head count no merge kernel takes is a
+    NotImplementedError naming the argument, with the config's reason."""
     if (head_dim, heads, dtype) in _checked:
         return
     try:
@@ -137,9 +143,10 @@ def _float_lse(s):
 
 def _merge_kernel(v, api):
     """The merge kernel of states like v (..., heads, dim)."""
-    view = as_view(v, "v")
+    dtype = as_view(v, "v").dtype
+    _check_shape(api, "v", v.shape[-1], v.shape[-2], dtype)
     return compile_attention(merge_config(
-        v.shape[-1], v.shape[-2], view.dtype, target_of(v.device)))
+        v.shape[-1], v.shape[-2], dtype, target_of(v.device)))
 
 
 def _launch(api, v, s, v_other, s_other, mask, v_out, s_out):
