@@ -13,7 +13,8 @@
 // per position, optional) leaves positions whose byte is 0 untouched. So
 // merge_states passes its stacked states, merge_state one state of each
 // side, and merge_state_in_place the same with v_out = v and s_out = s
-// (rows are read before they are written, by the same thread).
+// (each thread reads its chunk of v before it writes it; LSEs, which every
+// thread of a row reads, are stored after a CTA barrier).
 //
 // The kernel is memory-bound: every thread owns one 16-byte chunk of one
 // row (vector loads and stores), a CTA holds whole rows, heads fastest, so
@@ -127,6 +128,14 @@ Value chunkOffset(ImplicitLocOpBuilder &b, const RowChunk &rc, Value strideN,
       rc.col);
 }
 
+/// Index of the row's LSE in a [seq, heads] tensor (s_other, s_out, and s
+/// itself when it holds one state).
+Value rowLseIndex(ImplicitLocOpBuilder &b, const RowChunk &rc) {
+  return arith::AddIOp::create(
+      b, arith::MulIOp::create(b, rc.pos, cIdx(b, rc.cfg.numQOHeads)),
+      rc.head);
+}
+
 /// Whether a buffer argument was given (a null pointer means absent).
 Value isGiven(ImplicitLocOpBuilder &b, Value memref) {
   Value ptr = memref::ExtractAlignedPointerAsIndexOp::create(b, memref);
@@ -140,10 +149,8 @@ State loadOtherState(ImplicitLocOpBuilder &b, const RowChunk &rc,
                                   given, /*withElseRegion=*/true);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(branch.thenBlock());
-  Value sIdx = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, rc.pos, cIdx(b, rc.cfg.numQOHeads)),
-      rc.head);
-  Value s = memref::LoadOp::create(b, rc.args["s_other"], ValueRange{sIdx});
+  Value s = memref::LoadOp::create(b, rc.args["s_other"],
+                                   ValueRange{rowLseIndex(b, rc)});
   Value v = loadChunk(b, rc, rc.args["v_other"],
                       chunkOffset(b, rc, rc.args.index(b, "v_other_stride_n"),
                                   rc.args.index(b, "v_other_stride_h")));
@@ -196,8 +203,10 @@ RunningMerge foldStates(ImplicitLocOpBuilder &b, const RowChunk &rc,
   return {loop.getResult(0), loop.getResult(1), loop.getResult(2)};
 }
 
-/// Merges the row chunk's states and stores v_out (and s_out).
-void emitMergeRow(ImplicitLocOpBuilder &b, const RowChunk &rc, Value first) {
+/// Merges the row chunk's states and stores v_out; returns the row's merged
+/// LSE with return_lse (m + log2(d), -inf + -inf for a row of no weight, or
+/// the copied state's own), else null.
+Value emitMergeRow(ImplicitLocOpBuilder &b, const RowChunk &rc) {
   Type f32 = b.getF32Type();
   Value numStates = rc.args.index(b, "num_states");
   Value hasOther = isGiven(b, rc.args["v_other"]);
@@ -231,33 +240,32 @@ void emitMergeRow(ImplicitLocOpBuilder &b, const RowChunk &rc, Value first) {
                              rc.args.index(b, "v_out_stride_h"))},
       /*nontemporal=*/false, llvm::MaybeAlign(kChunkBytes));
   if (!rc.cfg.returnLSE)
-    return;
-  // The row's first thread stores its LSE: m + log2(d) (-inf + -inf for a
-  // row of no weight), or the copied state's own.
-  emitIf(b, first, [&] {
-    auto lse = scf::IfOp::create(b, TypeRange{f32}, copy,
-                                 /*withElseRegion=*/true);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(lse.thenBlock());
-      Value sIdx = arith::AddIOp::create(
-          b,
-          arith::MulIOp::create(b, rc.pos, cIdx(b, rc.cfg.numQOHeads)),
-          rc.head);
-      scf::YieldOp::create(
-          b, ValueRange{memref::LoadOp::create(b, rc.args["s"],
-                                               ValueRange{sIdx})});
-      b.setInsertionPointToStart(lse.elseBlock());
-      scf::YieldOp::create(
-          b, ValueRange{arith::AddFOp::create(
-                 b, run.m, math::Log2Op::create(b, run.d))});
-    }
-    Value sOut = arith::AddIOp::create(
-        b, arith::MulIOp::create(b, rc.pos, cIdx(b, rc.cfg.numQOHeads)),
-        rc.head);
-    memref::StoreOp::create(b, lse.getResult(0), rc.args["s_out"],
-                            ValueRange{sOut});
-  });
+    return Value();
+  auto lse = scf::IfOp::create(b, TypeRange{f32}, copy,
+                               /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(lse.thenBlock());
+  scf::YieldOp::create(
+      b, ValueRange{memref::LoadOp::create(b, rc.args["s"],
+                                           ValueRange{rowLseIndex(b, rc)})});
+  b.setInsertionPointToStart(lse.elseBlock());
+  scf::YieldOp::create(b, ValueRange{arith::AddFOp::create(
+                              b, run.m, math::Log2Op::create(b, run.d))});
+  return lse.getResult(0);
+}
+
+/// `if (cond) { yield body() } else { yield otherwise }`, for values.
+SmallVector<Value> emitIfValues(ImplicitLocOpBuilder &b, Value cond,
+                                ValueRange otherwise,
+                                llvm::function_ref<SmallVector<Value>()> body) {
+  auto branch = scf::IfOp::create(b, otherwise.getTypes(), cond,
+                                  /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(branch.thenBlock());
+  scf::YieldOp::create(b, body());
+  b.setInsertionPointToStart(branch.elseBlock());
+  scf::YieldOp::create(b, otherwise);
+  return SmallVector<Value>(branch.getResults());
 }
 
 void emitMergeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
@@ -283,35 +291,50 @@ void emitMergeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
         arith::CmpIOp::create(b, arith::CmpIPredicate::ult, rowInCTA,
                               cIdx(b, layout.rowsPerCTA)));
   Type elem = elementType(b, cfg.dtypeO);
-  emitIf(b, active, [&] {
-    RowChunk rc{cfg,
-                args,
-                arith::DivUIOp::create(b, row, heads),
-                arith::RemUIOp::create(b, row, heads),
-                arith::MulIOp::create(b, chunk,
-                                      cIdx(b, layout.chunkElements)),
-                VectorType::get({layout.chunkElements}, elem),
-                VectorType::get({layout.chunkElements}, b.getF32Type())};
-    // A position whose mask byte is 0 is neither read nor written.
-    Value mask = args["mask"];
-    auto keep = scf::IfOp::create(b, TypeRange{b.getI1Type()},
-                                  isGiven(b, mask), /*withElseRegion=*/true);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(keep.thenBlock());
-      Value byte = memref::LoadOp::create(b, mask, ValueRange{rc.pos});
-      scf::YieldOp::create(
-          b, ValueRange{arith::CmpIOp::create(
-                 b, arith::CmpIPredicate::ne, byte,
-                 arith::ConstantIntOp::create(b, b.getI8Type(), 0))});
-      b.setInsertionPointToStart(keep.elseBlock());
-      scf::YieldOp::create(
-          b, ValueRange{arith::ConstantIntOp::create(b, b.getI1Type(), 1)});
-    }
-    Value first =
-        arith::CmpIOp::create(b, arith::CmpIPredicate::eq, chunk, cIdx(b, 0));
-    emitIf(b, keep.getResult(0), [&] { emitMergeRow(b, rc, first); });
-  });
+  Value noStore = arith::ConstantIntOp::create(b, b.getI1Type(), 0);
+  // Per thread: the row's LSE, where it goes and whether this thread
+  // stores it (the row's first thread, when the row was merged).
+  auto merged = emitIfValues(
+      b, active, ValueRange{cF32(b, 0), cIdx(b, 0), noStore}, [&] {
+        RowChunk rc{cfg,
+                    args,
+                    arith::DivUIOp::create(b, row, heads),
+                    arith::RemUIOp::create(b, row, heads),
+                    arith::MulIOp::create(b, chunk,
+                                          cIdx(b, layout.chunkElements)),
+                    VectorType::get({layout.chunkElements}, elem),
+                    VectorType::get({layout.chunkElements}, b.getF32Type())};
+        // A position whose mask byte is 0 is neither read nor written.
+        Value mask = args["mask"];
+        Value keep = emitIfValues(
+            b, isGiven(b, mask),
+            ValueRange{arith::ConstantIntOp::create(b, b.getI1Type(), 1)},
+            [&] {
+              Value byte = memref::LoadOp::create(b, mask, ValueRange{rc.pos});
+              return SmallVector<Value>{arith::CmpIOp::create(
+                  b, arith::CmpIPredicate::ne, byte,
+                  arith::ConstantIntOp::create(b, b.getI8Type(), 0))};
+            })[0];
+        Value lse =
+            emitIfValues(b, keep, ValueRange{cF32(b, 0)}, [&] {
+              Value l = emitMergeRow(b, rc);
+              return SmallVector<Value>{l ? l : cF32(b, 0)};
+            })[0];
+        Value first = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
+                                            chunk, cIdx(b, 0));
+        return SmallVector<Value>{lse, rowLseIndex(b, rc),
+                                  arith::AndIOp::create(b, keep, first)};
+      });
+  if (cfg.returnLSE) {
+    // In place, s_out is s, which the other threads of a row may still be
+    // reading (rows of 24 or 64 chunks span two warps): every thread of
+    // the CTA has read its states before any LSE is stored.
+    gpu::BarrierOp::create(b);
+    emitIf(b, merged[2], [&] {
+      memref::StoreOp::create(b, merged[0], args["s_out"],
+                              ValueRange{merged[1]});
+    });
+  }
   gpu::ReturnOp::create(b);
 }
 
