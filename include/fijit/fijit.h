@@ -292,7 +292,9 @@ public:
   /// them as its argument table says (alignment, strides, required index
   /// arrays, lengths; decode plans its split-KV chunks and checks the
   /// workspace), and launches its grid. launch, launchBatchPrefill and
-  /// launchDecode name their fields and call this.
+  /// launchDecode name their fields and call this; kind=merge_states has
+  /// no struct and launches here only (v, s, v_other, s_other, mask,
+  /// v_out, s_out, seq_len, num_states and strides; docs/config.md).
   bool launchNamed(const NamedArgs &args, std::string &error) const;
 
 private:

@@ -23,6 +23,8 @@ static Type elementOf(Builder &b, ElementType t) {
     return b.getF32Type();
   case ElementType::I32:
     return b.getI32Type();
+  case ElementType::U8:
+    return b.getI8Type();
   }
   llvm_unreachable("unknown element type");
 }

@@ -47,6 +47,9 @@ buildAttentionModule(ModuleOp module, const AttentionConfig &config) {
   case KernelKind::BatchDecodePaged:
     built = buildDecode(b, resolved, spec);
     break;
+  case KernelKind::MergeStates:
+    built = buildMergeStates(b, resolved, spec);
+    break;
   }
   if (failed(built)) {
     gpuModule.erase();

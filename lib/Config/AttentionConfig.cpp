@@ -28,6 +28,8 @@ llvm::StringRef fijit::stringify(KernelKind v) {
     return "batch_prefill_ragged";
   case KernelKind::BatchDecodePaged:
     return "batch_decode_paged";
+  case KernelKind::MergeStates:
+    return "merge_states";
   }
   llvm_unreachable("unknown KernelKind");
 }
@@ -120,6 +122,7 @@ bool fijit::isPrefill(KernelKind kind) {
     return true;
   case KernelKind::SingleDecode:
   case KernelKind::BatchDecodePaged:
+  case KernelKind::MergeStates:
     return false;
   }
   llvm_unreachable("unknown KernelKind");

@@ -25,7 +25,7 @@ llvm::ArrayRef<KernelKind> fijit::parsableValues(KernelKind) {
   static constexpr KernelKind values[] = {
       KernelKind::SinglePrefill, KernelKind::SingleDecode,
       KernelKind::BatchPrefillPaged, KernelKind::BatchPrefillRagged,
-      KernelKind::BatchDecodePaged};
+      KernelKind::BatchDecodePaged, KernelKind::MergeStates};
   return values;
 }
 llvm::ArrayRef<DType> fijit::parsableValues(DType) {

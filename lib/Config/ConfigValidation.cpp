@@ -19,6 +19,8 @@
 #include <climits>
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 using namespace fijit;
 
@@ -56,9 +58,87 @@ bool isValidTile(int64_t tile) {
   return tile == 0 || (tile >= 16 && tile <= 256 && tile % 16 == 0);
 }
 
+/// Head dims a merge kernel takes: every attention kernel's output, and
+/// FlashInfer's 512 (MLA's merged outputs).
+constexpr int64_t kMergeHeadDims[] = {64, 96, 128, 192, 256, 512};
+
+/// The fields of a merge_states config; every other field must keep its
+/// default value (a merge has no mask, layout or scale to apply).
+bool isMergeField(llvm::StringRef key) {
+  return llvm::is_contained({"kind", "head_dim_qk", "head_dim_vo",
+                             "num_qo_heads", "num_kv_heads", "dtype_q",
+                             "dtype_kv", "dtype_o", "return_lse", "target",
+                             "num_warps"},
+                            key);
+}
+
+/// Every field's (key, canonical text), in canonical order.
+std::vector<std::pair<std::string, std::string>>
+fieldTexts(const AttentionConfig &c) {
+  std::vector<std::pair<std::string, std::string>> out;
+  forEachField(c, [&](llvm::StringRef key, const auto &field) {
+    out.push_back({key.str(), formatValue(field)});
+  });
+  return out;
+}
+
+/// kind=merge_states: states of one head dim, head count and dtype, which
+/// the attention fields name twice (head_dim_qk and head_dim_vo, the two
+/// head counts, the three dtypes), so both must agree.
+llvm::Error validateMerge(const AttentionConfig &c) {
+  if (!llvm::is_contained(kMergeHeadDims, c.headDimVO))
+    return invalidField("head_dim_vo", c.headDimVO,
+                        "kind=merge_states takes 64, 96, 128, 192, 256, 512");
+  if (c.headDimQK != c.headDimVO)
+    return invalidField("head_dim_qk", c.headDimQK,
+                        "kind=merge_states merges states of one head dim: "
+                        "must equal head_dim_vo=" +
+                            llvm::Twine(c.headDimVO));
+  if (c.numQOHeads < 1 || c.numQOHeads > kMaxHeads)
+    return invalidField("num_qo_heads", c.numQOHeads,
+                        "must be in [1, 65535]");
+  if (c.numKVHeads != c.numQOHeads)
+    return invalidField("num_kv_heads", c.numKVHeads,
+                        "kind=merge_states merges states of one head count: "
+                        "must equal num_qo_heads=" +
+                            llvm::Twine(c.numQOHeads));
+  if (!isHalfType(c.dtypeO))
+    return invalidField("dtype_o", c.dtypeO, "allowed values are f16, bf16");
+  for (auto [key, dtype] : {std::pair{"dtype_q", c.dtypeQ},
+                            std::pair{"dtype_kv", c.dtypeKV}})
+    if (dtype != c.dtypeO)
+      return invalidField(key, dtype,
+                          "kind=merge_states merges states of one dtype: "
+                          "must equal dtype_o=" +
+                              stringify(c.dtypeO));
+  auto given = fieldTexts(c), defaults = fieldTexts(AttentionConfig());
+  for (auto [field, fallback] : llvm::zip_equal(given, defaults))
+    if (!isMergeField(field.first) && field.second != fallback.second)
+      return makeConfigError("invalid " + field.first + "=" + field.second +
+                             ": kind=merge_states does not take " +
+                             field.first + "; leave it at its default " +
+                             fallback.second);
+  int64_t warps = c.tuning.numWarps;
+  if (!llvm::is_contained({0, 1, 2, 4, 8}, warps))
+    return invalidField("num_warps", warps,
+                        "kind=merge_states takes 0 (default), 1, 2, 4, 8");
+  // One thread per 16-byte chunk of a row: a CTA holds at least one row.
+  int64_t chunks = c.headDimVO * byteWidth(c.dtypeO) / 16;
+  if (warps && warps * 32 < chunks)
+    return invalidField("num_warps", warps,
+                        llvm::formatv("a row of head_dim {0} is {1} 16-byte "
+                                      "chunks, one per thread: needs at "
+                                      "least {2} warps",
+                                      c.headDimVO, chunks, chunks / 32)
+                            .str());
+  return llvm::Error::success();
+}
+
 } // namespace
 
 llvm::Error AttentionConfig::validate() const {
+  if (isMerge(kind))
+    return validateMerge(*this);
   static constexpr int64_t headDims[] = {64, 96, 128, 192, 256};
   if (!llvm::is_contained(headDims, headDimQK))
     return invalidField("head_dim_qk", headDimQK,

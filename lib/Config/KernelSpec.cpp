@@ -261,7 +261,43 @@ void decode(Rows &r, const AttentionConfig &cfg) {
                  GridDim{"split", splits}, GridDim{"request", "batch"}};
 }
 
+/// merge_states (MergeBuilder.cpp): `num_states` states of each (position,
+/// head) in v [seq_len, num_states, heads, head_dim] and s [seq_len,
+/// num_states, heads] (contiguous), then optionally one more in v_other,
+/// s_other [seq_len, heads, ...] (null: none), merged into v_out and, with
+/// return_lse, s_out [seq_len, heads]; positions whose `mask` byte is 0 are
+/// left alone (null: every position). One CTA per rowsPerCTA rows of the
+/// seq_len * heads rows, heads fastest.
+void mergeStates(Rows &r, const AttentionConfig &cfg) {
+  r.tensor("v", cfg.dtypeO);
+  r.buffer("s", ElementType::F32, ArgCheck::Required);
+  r.push({"v_other", ArgKind::Buffer, elementTypeOf(cfg.dtypeO),
+          ArgCheck::OptionalTensor});
+  r.push({"s_other", ArgKind::Buffer, ElementType::F32, ArgCheck::Paired,
+          "v_other"});
+  r.buffer("mask", ElementType::U8);
+  r.tensor("v_out", cfg.dtypeO);
+  if (cfg.returnLSE)
+    r.buffer("s_out", ElementType::F32, ArgCheck::Required);
+  r.i32("seq_len", ArgCheck::Length);
+  r.i32("num_states", ArgCheck::Length);
+  r.strides("v", {"v_stride_n", "v_stride_state", "v_stride_h"});
+  r.strides("v_other", {"v_other_stride_n", "v_other_stride_h"});
+  r.strides("v_out", {"v_out_stride_n", "v_out_stride_h"});
+  r.spec.grid = {GridDim{"row_block", "seq_len", mergeRows(cfg).rowsPerCTA, 1,
+                         1, "", cfg.numQOHeads},
+                 GridDim{}, GridDim{}};
+}
+
 } // namespace
+
+MergeRows mergeRows(const AttentionConfig &cfg) {
+  MergeRows rows;
+  rows.chunkElements = 16 / byteWidth(cfg.dtypeO);
+  rows.chunksPerRow = cfg.headDimVO / rows.chunkElements;
+  rows.rowsPerCTA = cfg.tuning.numWarps * 32 / rows.chunksPerRow;
+  return rows;
+}
 
 KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
   KernelSpec spec;
@@ -280,6 +316,9 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
   case KernelKind::SingleDecode:
   case KernelKind::BatchDecodePaged:
     decode(rows, cfg);
+    break;
+  case KernelKind::MergeStates:
+    mergeStates(rows, cfg);
     break;
   }
   kvScales(rows, cfg);
@@ -316,7 +355,8 @@ std::array<int64_t, 3> KernelSpec::gridFor(SizeLookup sizes) const {
       out[i] = dim.constant;
       continue;
     }
-    out[i] = (sizes(dim.size) + dim.divisor - 1) / dim.divisor * dim.multiplier;
+    out[i] = (sizes(dim.size) * dim.scale + dim.divisor - 1) / dim.divisor *
+             dim.multiplier;
     if (!dim.cap.empty())
       out[i] = std::min(out[i], sizes(dim.cap));
   }
@@ -361,11 +401,14 @@ std::vector<std::string> KernelSpec::signature() const {
 std::vector<std::string> KernelSpec::gridText() const {
   std::vector<std::string> out;
   for (const GridDim &dim : grid) {
+    std::string size = dim.scale == 1
+                           ? dim.size
+                           : dim.size + "*" + std::to_string(dim.scale);
     std::string value =
         dim.size.empty() ? std::to_string(dim.constant)
         : dim.divisor == 1
-            ? dim.size
-            : llvm::formatv("ceil({0}/{1})", dim.size, dim.divisor).str();
+            ? size
+            : llvm::formatv("ceil({0}/{1})", size, dim.divisor).str();
     if (dim.multiplier != 1)
       value += "*" + std::to_string(dim.multiplier);
     if (!dim.cap.empty())

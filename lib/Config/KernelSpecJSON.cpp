@@ -29,10 +29,12 @@ constexpr ArgKind kArgKinds[] = {ArgKind::TensorMap, ArgKind::Buffer,
                                  ArgKind::Workspace, ArgKind::Counter};
 constexpr ElementType kElements[] = {
     ElementType::F16,    ElementType::BF16, ElementType::F8E4M3,
-    ElementType::F8E5M2, ElementType::F32,  ElementType::I32};
-constexpr ArgCheck kChecks[] = {ArgCheck::None, ArgCheck::Tensor,
-                                ArgCheck::Required, ArgCheck::Stride,
-                                ArgCheck::Length};
+    ElementType::F8E5M2, ElementType::F32,  ElementType::I32,
+    ElementType::U8};
+constexpr ArgCheck kChecks[] = {
+    ArgCheck::None,   ArgCheck::Tensor,         ArgCheck::Required,
+    ArgCheck::Stride, ArgCheck::Length,         ArgCheck::OptionalTensor,
+    ArgCheck::Paired};
 constexpr DType kDTypes[] = {DType::F16, DType::BF16, DType::F8E4M3,
                              DType::F8E5M2, DType::F32};
 
@@ -52,6 +54,8 @@ llvm::StringRef spell(ElementType v) {
     return "f32";
   case ElementType::I32:
     return "i32";
+  case ElementType::U8:
+    return "u8";
   }
   llvm_unreachable("unknown element type");
 }
@@ -67,6 +71,10 @@ llvm::StringRef spell(ArgCheck v) {
     return "stride";
   case ArgCheck::Length:
     return "length";
+  case ArgCheck::OptionalTensor:
+    return "optional_tensor";
+  case ArgCheck::Paired:
+    return "paired";
   }
   llvm_unreachable("unknown argument check");
 }
@@ -217,7 +225,8 @@ std::string KernelSpec::toJSON() const {
                                      {"divisor", dim.divisor},
                                      {"constant", dim.constant},
                                      {"multiplier", dim.multiplier},
-                                     {"cap", dim.cap}});
+                                     {"cap", dim.cap},
+                                     {"scale", dim.scale}});
   json::Value value(json::Object{{"args", std::move(argArray)},
                                  {"grid", std::move(gridArray)},
                                  {"threads", threads},
@@ -269,8 +278,11 @@ llvm::Expected<KernelSpec> KernelSpec::fromJSON(llvm::StringRef text) {
     r.integer("constant", dim.constant);
     r.integer("multiplier", dim.multiplier);
     r.text("cap", dim.cap);
+    r.integer("scale", dim.scale);
     if (dim.divisor < 1)
       r.fail("divisor: must be at least 1");
+    if (dim.scale < 1)
+      r.fail("scale: must be at least 1");
   }
   if (!error.empty())
     return invalid(error);

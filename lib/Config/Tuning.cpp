@@ -46,6 +46,13 @@ bool fijit::wgmmaShapes(const AttentionConfig &c) {
 AttentionConfig AttentionConfig::resolved() const {
   AttentionConfig result = *this;
   TuningKnobs &t = result.tuning;
+  // A merge has no tiles or stages: one thread per 16-byte chunk of a row,
+  // four warps a CTA (docs/config.md, "merge_states").
+  if (isMerge(kind)) {
+    if (t.numWarps == 0)
+      t.numWarps = 4;
+    return result;
+  }
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
   // single_prefill with wgmma takes big tiles by default (H100,
   // bench/RESULTS.md): two warpgroups of 64 rows above head_dim 64, with
@@ -188,7 +195,7 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
 
 int64_t AttentionConfig::maxKeysPerWarp() const {
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
-  if (maxHeadDim > 128 || usesWgmma())
+  if (maxHeadDim > 128 || usesWgmma() || isMerge(kind))
     return 0;
   bool small = maxHeadDim <= 64;
   if (!isPrefill(kind))

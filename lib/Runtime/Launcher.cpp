@@ -172,6 +172,17 @@ bool checkOperands(const AttentionConfig &cfg, const KernelSpec &spec,
       error = name + " must be a 16-byte aligned device pointer";
       return false;
     }
+    if (arg.check == ArgCheck::OptionalTensor &&
+        reinterpret_cast<uintptr_t>(ptr) % 16) {
+      error = name + " must be null or a 16-byte aligned device pointer";
+      return false;
+    }
+    if (arg.check == ArgCheck::Paired &&
+        !ptr != !values.pointer(arg.tensor)) {
+      error = arg.tensor + " and " + name + " are given together or not at "
+              "all";
+      return false;
+    }
   }
   for (const KernelArg &arg : spec.args) {
     std::vector<std::pair<std::string, std::string>> strides;

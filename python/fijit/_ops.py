@@ -1,11 +1,11 @@
 """fijit's launches as torch.library custom ops (``torch.ops.fijit.*``).
 
 Each public entry point (single prefill and decode, the batch wrappers'
-``run``) allocates its outputs in Python and hands the launch to one op
-that writes them (``out``, ``lse`` and scratch buffers are declared
-mutated). The ops have fake implementations, so ``torch.compile(...,
-fullgraph=True)`` and ``torch.export`` trace a model that calls fijit as
-one graph node per launch, with no graph break.
+``run``, the cascade merges) allocates its outputs in Python and hands the
+launch to one op that writes them (``out``, ``lse`` and scratch buffers
+are declared mutated). The ops have fake implementations, so
+``torch.compile(..., fullgraph=True)`` and ``torch.export`` trace a model
+that calls fijit as one graph node per launch, with no graph break.
 
 Outside a trace the entry points call the implementation directly: the
 dispatcher would add its cost to every eager launch and change nothing
@@ -57,6 +57,17 @@ _SCHEMAS = {
         "float logits_soft_cap, str pos_encoding, Tensor? alibi_slopes, "
         "Tensor? sinks) -> ()",
         ("out", "lse")),
+    # fijit.cascade: merge_states and merge_state write new outputs (v has
+    # its num_states dimension; merge_state passes one state of each side);
+    # merge_state_in_place writes v and s where mask is nonzero.
+    "merge_states": (
+        "(Tensor v, Tensor s, Tensor? v_other, Tensor? s_other, "
+        "Tensor(a!) v_out, Tensor(b!) s_out) -> ()",
+        ("v_out", "s_out")),
+    "merge_state_in_place": (
+        "(Tensor(a!) v, Tensor(b!) s, Tensor v_other, Tensor s_other, "
+        "Tensor? mask) -> ()",
+        ("v", "s")),
 }
 
 _ops = {}
@@ -86,6 +97,13 @@ def register(name, impl):
     op.register_fake(lambda *args, **kwargs: None)
     # The overload itself: what tracers know how to put in a graph.
     _ops[name] = (getattr(torch.ops.fijit, name).default, impl)
+
+
+def tracing():
+    """Whether torch.compile or torch.export is tracing the caller: code
+    that calls into fijit's C++ core (config checks) must then wait for the
+    op's implementation, which runs on real tensors."""
+    return _custom_op_api() is not None and torch.compiler.is_compiling()
 
 
 def call(name, *args):

@@ -111,6 +111,8 @@ class AttentionKernel:
                 + ("single_decode_with_kv_cache or "
                    "BatchDecodeWithPagedKVCacheWrapper"
                    if "decode" in cfg.kind else
+                   "merge_state, merge_states or merge_state_in_place"
+                   if cfg.kind == "merge_states" else
                    "BatchPrefillWithPagedKVCacheWrapper or "
                    "BatchPrefillWithRaggedKVCacheWrapper"))
         qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")

@@ -15,7 +15,8 @@ The set: every kind at head dims 64, 128 and 256 on sm_80 and sm_90a, plain
 and with LSE, window and soft-cap together (causal for the prefill kinds);
 at head dim 128 each of those variants alone; the warp-specialised sm_90a
 prefill (num_warps=12) of single, ragged and paged kinds; the sm_90a tile
-engine with one and two warpgroups; HND and GQA.
+engine with one and two warpgroups; HND and GQA; the merge kernel
+(kind=merge_states) at head dims 64, 96, 128 and 256.
 """
 import hashlib
 import subprocess
@@ -64,6 +65,17 @@ def configs():
             "kind=single_decode,head_dim_qk=64,head_dim_vo=64,"
             "dtype_q=f16,dtype_kv=f16,dtype_o=f16,num_qo_heads=4,"
             "num_kv_heads=4"]
+    # The merge kernel: head dims 64/128/256 (and 96's partial CTA rows) on
+    # both targets, f16 and bf16, with and without the merged LSE.
+    for d in (64, 96, 128, 256):
+        for target in ("sm_80", "sm_90a"):
+            for dtype in ("f16", "bf16"):
+                base = (f"kind=merge_states,head_dim_qk={d},head_dim_vo={d},"
+                        f"num_qo_heads=8,num_kv_heads=8,dtype_q={dtype},"
+                        f"dtype_kv={dtype},dtype_o={dtype},target={target}")
+                out.append(base + ",return_lse=true")
+                if d == 128:
+                    out.append(base)
     return out
 
 

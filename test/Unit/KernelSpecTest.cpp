@@ -80,6 +80,48 @@ FIJIT_TEST("kernel spec: grids from the launch's sizes") {
   CHECK_EQ(grid[2], 4, "requests");
 }
 
+FIJIT_TEST("kernel spec: merge_states rows over CTAs, its optional "
+           "arguments") {
+  // bf16 at head_dim 128: 16 chunks of 16 bytes a row, 8 rows per CTA of
+  // 4 warps; the rows are seq_len * heads.
+  KernelSpec merge = specOf("kind=merge_states,head_dim_qk=128,"
+                            "head_dim_vo=128,num_qo_heads=5,num_kv_heads=5");
+  auto grid = merge.gridFor(Sizes{{{"seq_len", 301}}});
+  CHECK_EQ(grid[0], (301 * 5 + 7) / 8, "CTAs of 8 rows");
+  CHECK_EQ(grid[1] * grid[2], 1, "");
+  CHECK_EQ(merge.threads, 128, "");
+  CHECK_EQ(merge.sharedMemoryBytes, 0, "");
+  CHECK(merge.gridText()[0] == "row_block=ceil(seq_len*5/8)",
+        merge.gridText()[0]);
+  CHECK(!merge.find("s_out"), "no merged LSE without return_lse");
+  // f16 at head_dim 96: 12 chunks, 10 rows per CTA (8 threads idle); 512
+  // with 8 warps: 64 chunks, 4 rows.
+  MergeRows rows96 = mergeRows(
+      AttentionConfig::parse("kind=merge_states,head_dim_qk=96,"
+                              "head_dim_vo=96,num_qo_heads=2,num_kv_heads=2,"
+                              "dtype_q=f16,dtype_kv=f16,dtype_o=f16")
+           ->resolved());
+  CHECK_EQ(rows96.chunkElements, 8, "");
+  CHECK_EQ(rows96.chunksPerRow, 12, "");
+  CHECK_EQ(rows96.rowsPerCTA, 10, "");
+  KernelSpec wide = specOf("kind=merge_states,head_dim_qk=512,"
+                           "head_dim_vo=512,num_qo_heads=2,num_kv_heads=2,"
+                           "num_warps=8,return_lse=true");
+  CHECK_EQ(wide.gridFor(Sizes{{{"seq_len", 7}}})[0], 4, "ceil(14 / 4)");
+  const KernelArg *other = wide.find("v_other");
+  const KernelArg *sOther = wide.find("s_other");
+  const KernelArg *mask = wide.find("mask");
+  CHECK(other && other->check == ArgCheck::OptionalTensor, "");
+  CHECK(sOther && sOther->check == ArgCheck::Paired &&
+            sOther->tensor == "v_other",
+        "s_other comes with v_other");
+  CHECK(mask && mask->element == ElementType::U8 &&
+            mask->check == ArgCheck::None,
+        "one optional byte per position");
+  const KernelArg *sOut = wide.find("s_out");
+  CHECK(sOut && sOut->check == ArgCheck::Required, "");
+}
+
 FIJIT_TEST("kernel spec: decode workspace holds the partial outputs, then "
            "their LSEs") {
   KernelSpec decode =
@@ -132,7 +174,9 @@ FIJIT_TEST("kernel spec: the JSON stored with a kernel reads back as the "
         "kind=batch_prefill_paged,page_size=16,num_warps=12,kv_layout=HND",
         "kind=batch_decode_paged,page_size=16,num_qo_heads=32,"
         "num_kv_heads=8",
-        "kind=single_decode,dtype_kv=e4m3"}) {
+        "kind=single_decode,dtype_kv=e4m3",
+        "kind=merge_states,head_dim_qk=96,head_dim_vo=96,num_qo_heads=5,"
+        "num_kv_heads=5,return_lse=true"}) {
     KernelSpec spec = specOf(config);
     std::string text = spec.toJSON();
     CHECK(text.find('\n') == std::string::npos, "one line");

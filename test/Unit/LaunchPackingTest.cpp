@@ -1182,3 +1182,92 @@ FIJIT_TEST("launch packing: batch_decode_paged with cuda_graph=true") {
   CHECK(error.find("split_plan") != std::string::npos, error);
   CHECK(rec.launches.empty(), "refused launches launch nothing");
 }
+
+//===-- merge_states ------------------------------------------------------===//
+
+FIJIT_TEST("launch packing: merge_states, its optional state and mask, in "
+           "place") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  // bf16 at head_dim 128: 16 threads a row, 8 rows per 128-thread CTA.
+  TestKernel k("kind=merge_states,head_dim_qk=128,head_dim_vo=128,"
+               "num_qo_heads=5,num_kv_heads=5,return_lse=true");
+  constexpr uintptr_t S = 0x5000, V_OTHER = 0x6000, S_OTHER = 0x7000,
+                      MASK = 0x8000, V_OUT = 0x9000, S_OUT = 0xA000;
+  auto args = [&] {
+    return NamedArgs()
+        .pointer("v", ptr(V))
+        .pointer("s", ptr(S))
+        .pointer("v_out", ptr(V_OUT))
+        .pointer("s_out", ptr(S_OUT))
+        .integer("seq_len", 301)
+        .integer("num_states", 3)
+        .integer("v_stride_n", 3 * 5 * 136)
+        .integer("v_stride_state", 5 * 136)
+        .integer("v_stride_h", 136)
+        .integer("v_out_stride_n", 5 * 128)
+        .integer("v_out_stride_h", 128)
+        .pointer("stream", ptr(STREAM));
+  };
+  auto params = [&](uintptr_t vOther, uintptr_t sOther, uintptr_t mask,
+                    int64_t otherN, int64_t otherH) {
+    Params want;
+    want.memref("v", V).memref("s", S).memref("v_other", vOther);
+    want.memref("s_other", sOther).memref("mask", mask);
+    want.memref("v_out", V_OUT).memref("s_out", S_OUT);
+    want.i32("seq_len", 301).i32("num_states", 3);
+    want.i32("v_stride_n", 3 * 5 * 136).i32("v_stride_state", 5 * 136);
+    want.i32("v_stride_h", 136);
+    want.i32("v_other_stride_n", otherN).i32("v_other_stride_h", otherH);
+    want.i32("v_out_stride_n", 5 * 128).i32("v_out_stride_h", 128);
+    return want;
+  };
+  std::string error;
+  k.arm();
+  // merge_states: no v_other, no mask (null memrefs); 301 * 5 rows.
+  bool ok = k.kernel.launchNamed(args(), error);
+  if (const Launch *l = onlyLaunch(ok, error, "merge_states")) {
+    checkParams(*l, params(0, 0, 0, 0, 0), "merge_states");
+    checkLaunch(*l, {ceilDiv(301 * 5, 8), 1, 1}, 128, 0, STREAM,
+                "merge_states");
+  }
+  // With v_other and a mask.
+  rec.launches.clear();
+  NamedArgs withOther = args()
+                            .pointer("v_other", ptr(V_OTHER))
+                            .pointer("s_other", ptr(S_OTHER))
+                            .pointer("mask", ptr(MASK))
+                            .integer("v_other_stride_n", 5 * 144)
+                            .integer("v_other_stride_h", 144);
+  ok = k.kernel.launchNamed(withOther, error);
+  if (const Launch *l = onlyLaunch(ok, error, "merge with v_other"))
+    checkParams(*l, params(V_OTHER, S_OTHER, MASK, 5 * 144, 144),
+                "merge with v_other");
+
+  // What the table checks, before anything is launched.
+  rec.launches.clear();
+  CHECK(!k.kernel.launchNamed(args().pointer("v_other", ptr(V_OTHER)), error),
+        "v_other without s_other");
+  CHECK_EQ(error, "v_other and s_other are given together or not at all", "");
+  CHECK(!k.kernel.launchNamed(args().pointer("s_other", ptr(S_OTHER)), error),
+        "s_other without v_other");
+  CHECK_EQ(error, "v_other and s_other are given together or not at all", "");
+  CHECK(!k.kernel.launchNamed(args()
+                                  .pointer("v_other", ptr(V_OTHER + 8))
+                                  .pointer("s_other", ptr(S_OTHER)),
+                              error),
+        "misaligned v_other");
+  CHECK_EQ(error, "v_other must be null or a 16-byte aligned device pointer",
+           "");
+  CHECK(!k.kernel.launchNamed(args().pointer("s_out", nullptr), error),
+        "no s_out with return_lse=true");
+  CHECK_EQ(error, "merge_states needs s and s_out", "");
+  CHECK(!k.kernel.launchNamed(args().integer("v_stride_state", 68), error),
+        "a state stride off 16 bytes");
+  CHECK_EQ(error, "v strides must be multiples of 8 elements (16 bytes)", "");
+  CHECK(rec.launches.empty(), "refused launches launch nothing");
+  // No positions: nothing launched.
+  CHECK(k.kernel.launchNamed(args().integer("seq_len", 0), error), error);
+  CHECK(rec.launches.empty(), "seq_len=0 launches nothing");
+}

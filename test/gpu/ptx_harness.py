@@ -135,7 +135,8 @@ class PtxKernel:
         def extent(dim):
             if not dim["size"]:
                 return dim["constant"]
-            n = -(-value(dim["size"]) // dim["divisor"]) * dim["multiplier"]
+            n = (-(-value(dim["size"]) * dim["scale"] // dim["divisor"])
+                 * dim["multiplier"])
             if dim["cap"] == "multiprocessors":  # a persistent grid
                 n = min(n, torch.cuda.get_device_properties(
                     0).multi_processor_count)

@@ -214,6 +214,43 @@ def test_eager_call_launches_without_the_dispatcher(monkeypatch):
     assert seen == []
 
 
+def test_merges_are_ops_with_their_writes():
+    """merge_states and merge_state write new outputs through one op;
+    merge_state_in_place writes v and s."""
+    merge = torch.ops.fijit.merge_states.default._schema
+    assert {a.name for a in merge.arguments if a.alias_info is not None and
+            a.alias_info.is_write} == {"v_out", "s_out"}
+    in_place = torch.ops.fijit.merge_state_in_place.default._schema
+    assert {a.name for a in in_place.arguments
+            if a.alias_info is not None and a.alias_info.is_write} == {
+                "v", "s"}
+
+
+def test_merges_trace_as_one_graph():
+    rec = Recorder()
+
+    def step(v, s, v_a, s_a, v_b, s_b, mask):
+        merged, lse = fijit.merge_states(v, s)
+        pair, pair_lse = fijit.merge_state(v_a, s_a, v_b, s_b)
+        fijit.merge_state_in_place(v_a, s_a, v_b, s_b, mask=mask)
+        return merged * 2, lse, pair, pair_lse, v_a + 1
+
+    with FakeTensorMode():
+        v = torch.empty(9, 3, 8, 128, **BF16)
+        s = torch.empty(9, 3, 8, device="cuda")
+        v_a = torch.empty(9, 8, 128, **BF16)
+        s_a = torch.empty(9, 8, device="cuda")
+        mask = torch.empty(9, dtype=torch.bool, device="cuda")
+        out = torch.compile(step, fullgraph=True, backend=rec)(
+            v, s, v_a, s_a, v_a.clone(), s_a.clone(), mask)
+    assert len(rec.graphs) == 1
+    assert rec.fijit_calls() == ["fijit.merge_states.default",
+                                 "fijit.merge_states.default",
+                                 "fijit.merge_state_in_place.default"]
+    assert out[0].shape == (9, 8, 128) and out[0].dtype == torch.bfloat16
+    assert out[1].shape == (9, 8) and out[1].dtype == torch.float32
+
+
 def test_export_holds_the_op():
     class Model(torch.nn.Module):
         def forward(self, q, k, v):

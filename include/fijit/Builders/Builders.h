@@ -2,8 +2,9 @@
 //
 // Parametric builders: each emits one specialised kernel for one config into
 // a `gpu.module`. One file per kernel family (PrefillBuilder,
-// BatchPrefillBuilder, DecodeBuilder), all on the tile engine of
-// TileAttention.h with Fragments, Softmax, Variant and KVCache helpers.
+// BatchPrefillBuilder, DecodeBuilder on the tile engine of TileAttention.h
+// with Fragments, Softmax, Variant and KVCache helpers; MergeBuilder, which
+// merges finished attention states).
 // Each kernel's arguments, grid, block and shared memory are its
 // KernelSpec's (Config/KernelSpec.h); builders make the function from it
 // and read the arguments by name (KernelArgs.h). The last dimension of every
@@ -54,6 +55,10 @@ mlir::LogicalResult buildBatchPrefill(mlir::ImplicitLocOpBuilder &b,
 mlir::LogicalResult buildDecode(mlir::ImplicitLocOpBuilder &b,
                                 const AttentionConfig &config,
                                 const KernelSpec &spec);
+/// merge_states: merges of attention states (see MergeBuilder.cpp).
+mlir::LogicalResult buildMergeStates(mlir::ImplicitLocOpBuilder &b,
+                                     const AttentionConfig &config,
+                                     const KernelSpec &spec);
 
 } // namespace fijit
 

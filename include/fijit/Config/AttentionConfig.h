@@ -27,7 +27,14 @@ enum class KernelKind {
   BatchPrefillPaged,
   BatchPrefillRagged,
   BatchDecodePaged,
+  /// Merges attention states (outputs and their base-2 LSEs over disjoint
+  /// key sets): FlashInfer's merge_state, merge_states and
+  /// merge_state_in_place, one kernel (MergeBuilder.cpp).
+  MergeStates,
 };
+
+/// Whether `k` merges attention states rather than computing attention.
+inline bool isMerge(KernelKind k) { return k == KernelKind::MergeStates; }
 
 enum class DType { F16, BF16, F8E4M3, F8E5M2, F32 };
 /// Whether `t` is e4m3 or e5m2.

@@ -44,7 +44,7 @@ enum class ArgKind {
 };
 
 /// Element type of a buffer, workspace or counter argument.
-enum class ElementType { F16, BF16, F8E4M3, F8E5M2, F32, I32 };
+enum class ElementType { F16, BF16, F8E4M3, F8E5M2, F32, I32, U8 };
 ElementType elementTypeOf(DType t);
 
 /// What the launcher checks of an argument before launching.
@@ -54,6 +54,11 @@ enum class ArgCheck {
   Required, ///< a non-null pointer (index arrays)
   Stride,   ///< a multiple of 8 elements, so every row is 16-byte aligned
   Length,   ///< in [0, 2^31): positions are 32-bit in the kernel
+  /// Null (the argument is absent), or a 16-byte aligned device pointer.
+  OptionalTensor,
+  /// Given exactly when the argument named in `tensor` is (a pair of
+  /// optional buffers, such as merge_states' v_other and s_other).
+  Paired,
 };
 
 /// Where a tensor-map argument's tensor is: a [rows, heads, head_dim]
@@ -81,14 +86,16 @@ struct KernelArg {
   ArgKind kind = ArgKind::I32;
   ElementType element = ElementType::I32; ///< Buffer, Workspace, Counter
   ArgCheck check = ArgCheck::None;
-  /// Stride: the tensor it belongs to (error messages name the tensor).
+  /// Stride: the tensor it belongs to (error messages name the tensor);
+  /// Paired: the argument it is given with.
   std::string tensor;
   TensorMapLayout map;       ///< TensorMap only
   WorkspaceRegion workspace; ///< Workspace only
 };
 
-/// One dimension of the launch grid: `constant`, or ceil(size / divisor)
-/// of the named size `size` times `multiplier`, at most the named size `cap`
+/// One dimension of the launch grid: `constant`, or ceil(size * scale /
+/// divisor) of the named size `size` times `multiplier`, at most the named
+/// size `cap`
 /// where one is given (a persistent grid: `multiprocessors`, the device's
 /// SM count, which the launcher supplies). `coordinate` says what the block
 /// index along it means in the kernel.
@@ -99,6 +106,7 @@ struct GridDim {
   int64_t constant = 1;
   int64_t multiplier = 1;
   std::string cap;
+  int64_t scale = 1;
 };
 
 /// The named integer values of one launch (lengths, batch, num_splits);
@@ -145,6 +153,16 @@ struct KernelSpec {
 };
 
 llvm::StringRef stringify(ArgKind kind);
+
+/// How a merge_states kernel lays rows (one (position, head) state's
+/// head_dim_vo elements) over a CTA: one thread per 16-byte chunk, whole
+/// rows per CTA, consecutive rows in consecutive threads.
+struct MergeRows {
+  int64_t chunkElements; ///< elements of one 16-byte chunk
+  int64_t chunksPerRow;  ///< threads of one row
+  int64_t rowsPerCTA;
+};
+MergeRows mergeRows(const AttentionConfig &resolvedConfig);
 
 } // namespace fijit
 

@@ -1,4 +1,4 @@
-"""``flashinfer.cascade`` over fijit's kernels (its merges are torch
-operations for now: fijit.cascade)."""
+"""``flashinfer.cascade`` over fijit's kernels (the merges run fijit's
+merge_states kernel: fijit.cascade)."""
 from ..cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                        merge_state_in_place, merge_states)
