@@ -128,8 +128,8 @@ mlir::Value launchOutScale(mlir::ImplicitLocOpBuilder &b,
                            const AttentionConfig &config,
                            const KernelArgs &args);
 
-/// Refuses what the tile engine cannot emit yet (unequal head dims, RoPE,
-/// custom masks) with a message naming the kind and the field.
+/// Refuses what the tile engine cannot emit yet (RoPE) with a message
+/// naming the kind and the field.
 mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config);
 
