@@ -282,16 +282,14 @@ class _BatchPrefillWrapper:
                                    packed_custom_mask, bits, offsets)
         return packed, offsets
 
-    def _stage_mask(self, mask, device, batch):
+    def _stage_mask(self, mask, batch):
         """The plan's (word buffer, byte offsets buffer), filled from
         `mask` (_plan_mask), or None."""
         if mask is None:
             return None
         packed, offsets = mask
         if self._use_cuda_graph:
-            words, indptr = self._mask_bufs
-            fixed_buffer_room(self._api + ".plan", words, indptr,
-                              offsets[-1], batch)
+            words, indptr = self._mask_bufs  # checked by _finish_plan
         else:
             words = self._owned.get("mask", mask_words(offsets[-1]))
             indptr = self._owned.get("mask_indptr", batch + 1)
@@ -313,6 +311,9 @@ class _BatchPrefillWrapper:
                     f"The batch size should be fixed in cudagraph mode, the "
                     f"runtime batch size {batch} mismatches the batch size "
                     f"set during initialization {self._fixed_batch_size}")
+            if mask is not None:
+                fixed_buffer_room(self._api + ".plan", *self._mask_bufs,
+                                  mask[1][-1], batch)
             if self._frozen is None:
                 self._frozen = dict(variants=variants, max_qo_len=max_qo_len,
                                     masked=mask is not None)
@@ -342,7 +343,7 @@ class _BatchPrefillWrapper:
                     for i, t in enumerate(tensors)]
         for buf, t in zip(bufs, tensors):
             stage(buf, t)
-        mask_bufs = self._stage_mask(mask, device, batch)
+        mask_bufs = self._stage_mask(mask, batch)
         # Plain values only: run() is traced by torch.compile.
         cfg = variants.config
         self._plan = dict(config=str(cfg), num_qo_heads=cfg.num_qo_heads,
