@@ -57,7 +57,8 @@ struct TileProblem {
   TileBaseFn kTileBase, vTileBase;
   mlir::Value kTileRowStride, vTileRowStride;
   /// Query index in its request of accumulator row `r` (0/1 = g, g + 8)
-  /// of this lane (decode: 0), for causal and window masks and ALiBi.
+  /// of this lane (decode: 0), for the causal, window and custom masks and
+  /// ALiBi.
   std::function<mlir::Value(int64_t r)> maskRow;
   /// Query head of row `row` (index) of the tile, in range for every row
   /// (padding rows too): the head of the per-head variant tables (ALiBi
