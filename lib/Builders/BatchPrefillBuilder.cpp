@@ -64,6 +64,7 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   AttentionVariant variant(cfg);
   variant.bind(b, smScale, qoLen, kv.kvLen);
   variant.bindHeadTables(args);
+  variant.bindCustomMask(b, args, req);
 
   // Tiles past this request's queries see no rows and no keys.
   Value qStart = arith::MulIOp::create(b, qTile, cIdx(b, t.tileQ));

@@ -39,6 +39,7 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   AttentionVariant variant(cfg);
   variant.bind(b, launchSmScale(b, cfg, args), qoLen, kvLen);
   variant.bindHeadTables(args);
+  variant.bindCustomMask(b, args);
 
   Value qTile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);

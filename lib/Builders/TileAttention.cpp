@@ -69,8 +69,6 @@ LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
     return emitError(b.getLoc())
            << kind << ": pos_encoding=" << stringify(cfg.posEncoding)
            << " has no kernel yet; use pos_encoding=none";
-  if (cfg.mask == MaskMode::Custom)
-    return emitError(b.getLoc()) << kind << ": mask=custom has no kernel yet";
   return success();
 }
 

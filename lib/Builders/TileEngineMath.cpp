@@ -20,6 +20,17 @@ using namespace mlir;
 
 namespace fijit {
 
+/// Bit `c` of a row's custom-mask words as an i1.
+static Value maskBit(ImplicitLocOpBuilder &b, ArrayRef<Value> words,
+                     int64_t c) {
+  Type i32 = b.getI32Type();
+  Value bit = arith::ConstantOp::create(
+      b, IntegerAttr::get(i32, static_cast<int32_t>(1u << (c % 32))));
+  Value set = arith::AndIOp::create(b, words[c / 32], bit);
+  return arith::CmpIOp::create(b, arith::CmpIPredicate::ne, set,
+                               arith::ConstantIntOp::create(b, i32, 0));
+}
+
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
                        MutableArrayRef<AccFragment> scores,
                        std::array<Value, 2> rows, Value lane, Value kvStart,
@@ -40,6 +51,13 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
   if (mask)
     bounds = {variant.visibleColumns(b, rows[0], colBase),
               variant.visibleColumns(b, rows[1], colBase)};
+  // mask=custom: the rows' bits of this lane's columns, whose last one is
+  // 8 (n - 1) + 1 past colBase.
+  std::array<SmallVector<Value>, 2> maskWords;
+  int64_t span = static_cast<int64_t>(scores.size()) * 8 - 6;
+  if (mask && variant.hasCustomMask())
+    for (int64_t r = 0; r < 2; ++r)
+      maskWords[r] = variant.customMaskWords(b, rows[r], colBase, span);
   std::array<Value, 2> rowBias = {variant.rowBias(b, 0, rows[0], colBase),
                                   variant.rowBias(b, 1, rows[1], colBase)};
   for (auto [j, frag] : llvm::enumerate(scores))
@@ -63,6 +81,9 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
         visible = arith::AndIOp::create(
             b, visible,
             arith::CmpIOp::create(b, arith::CmpIPredicate::sge, col, lo));
+      if (!maskWords[reg / 2].empty())
+        visible = arith::AndIOp::create(
+            b, visible, maskBit(b, maskWords[reg / 2], c));
       frag[reg] = arith::SelectOp::create(b, visible, transformed(), ninf);
     }
 }

@@ -3,6 +3,7 @@
 #include "fijit/Builders/Variant.h"
 #include "fijit/Builders/FP8.h"
 #include "fijit/Builders/Fragments.h"
+#include "fijit/Builders/KVCache.h"
 #include "fijit/Builders/KernelArgs.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -20,6 +21,7 @@ static constexpr double kLog2E = 1.4426950408889634;
 
 AttentionVariant::AttentionVariant(const AttentionConfig &config)
     : causal(config.mask == MaskMode::Causal),
+      customMask(config.mask == MaskMode::Custom),
       windowLeft(config.windowLeft), softCap(config.logitsSoftCap),
       alibi(config.posEncoding == PosEncoding::ALiBi), sinks(config.sinks),
       qkUnit(FP8Operands::unit(config)) {}
@@ -51,6 +53,57 @@ void AttentionVariant::bindHeadTables(const KernelArgs &args) {
     alibiSlopes = args["alibi_slopes"];
   if (sinks)
     sinkTable = args["sinks"];
+}
+
+void AttentionVariant::bindCustomMask(ImplicitLocOpBuilder &b,
+                                      const KernelArgs &args, Value request) {
+  if (!customMask)
+    return;
+  maskWords = args["packed_mask"];
+  // FlashInfer's mask_indptr counts bytes (segment_packbits pads each
+  // request's bits to whole bytes).
+  maskFirstBit =
+      request ? arith::MulIOp::create(
+                    b, loadIndex(b, args["mask_indptr"], request), cIdx(b, 8))
+                    .getResult()
+              : cIdx(b, 0);
+  // The word of the request's last bit (max(end, 1) - 1: no underflow for
+  // an empty request, which reads nothing). Clamping every read to it keeps
+  // a buffer of whole words up to there enough, whatever tiles read past
+  // kv_len or padding rows past qo_len.
+  Value end = arith::AddIOp::create(b, maskFirstBit,
+                                    arith::MulIOp::create(b, qoLen, kvLen));
+  Value last = arith::SubIOp::create(
+      b, arith::MaxSIOp::create(b, end, cIdx(b, 1)), cIdx(b, 1));
+  maskLastWord = arith::ShRUIOp::create(b, last, cIdx(b, 5));
+}
+
+SmallVector<Value> AttentionVariant::customMaskWords(ImplicitLocOpBuilder &b,
+                                                     Value qoPos,
+                                                     Value colBase,
+                                                     int64_t span) {
+  Value bit = arith::AddIOp::create(
+      b, maskFirstBit,
+      arith::AddIOp::create(b, arith::MulIOp::create(b, qoPos, kvLen),
+                            colBase));
+  Value word = arith::ShRUIOp::create(b, bit, cIdx(b, 5));
+  Type i32 = b.getI32Type();
+  Value shift = arith::IndexCastOp::create(
+      b, i32, arith::AndIOp::create(b, bit, cIdx(b, 31)));
+  int64_t n = (span + 31) / 32;
+  SmallVector<Value> loaded;
+  for (int64_t i = 0; i <= n; ++i) {
+    Value at = arith::MinUIOp::create(
+        b, arith::AddIOp::create(b, word, cIdx(b, i)), maskLastWord);
+    loaded.push_back(memref::LoadOp::create(b, maskWords, ValueRange{at}));
+  }
+  // Little-endian words of little-endian bytes: flat bit f is bit f % 32
+  // of word f / 32, so (word i + 1 : word i) >> shift starts at `bit`.
+  SmallVector<Value> words;
+  for (int64_t i = 0; i < n; ++i)
+    words.push_back(
+        LLVM::FshrOp::create(b, i32, loaded[i + 1], loaded[i], shift));
+  return words;
 }
 
 Value AttentionVariant::sinkLogitOf(ImplicitLocOpBuilder &b, Value head) {

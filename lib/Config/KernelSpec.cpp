@@ -113,6 +113,18 @@ void variantTables(Rows &r, const AttentionConfig &cfg) {
     r.buffer("sinks", ElementType::F32, ArgCheck::Required);
 }
 
+/// mask=custom (prefill kinds): FlashInfer's packed mask, read as i32
+/// words of its little-endian bits, and for a batch each request's byte
+/// offset into it (FlashInfer's mask_indptr of segment_packbits), after the
+/// tables.
+void customMask(Rows &r, const AttentionConfig &cfg) {
+  if (cfg.mask != MaskMode::Custom)
+    return;
+  r.buffer("packed_mask", ElementType::I32, ArgCheck::Tensor);
+  if (cfg.kind != KernelKind::SinglePrefill)
+    r.buffer("mask_indptr", ElementType::I32, ArgCheck::Required);
+}
+
 ArgCheck requiredIf(bool required) {
   return required ? ArgCheck::Required : ArgCheck::None;
 }
@@ -323,6 +335,7 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
   }
   kvScales(rows, cfg);
   variantTables(rows, cfg);
+  customMask(rows, cfg);
   spec.threads = cfg.tuning.numWarps * 32;
   spec.sharedMemoryBytes = cfg.sharedMemoryBytes();
   return spec;

@@ -33,6 +33,7 @@ from .decode import (BatchDecodeWithPagedKVCacheWrapper,
                      fast_decode_plan, single_decode_with_kv_cache)
 from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                       merge_state_in_place, merge_states)
+from ._masks import custom_mask_words
 from . import cache
 
 _log.install()
@@ -65,6 +66,7 @@ __all__ = [
     "JitDisabledError",
     "cache",
     "compile_attention",
+    "custom_mask_words",
     "single_prefill_with_kv_cache",
     "wait_for_background_compiles",
     "__version__",

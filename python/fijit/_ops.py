@@ -22,7 +22,8 @@ _SCHEMAS = {
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "bool causal, float? sm_scale, int window_left, "
         "float logits_soft_cap, str kv_layout, str tuning, "
-        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
+        "Tensor? packed_mask, str pos_encoding, Tensor? alibi_slopes, "
+        "Tensor? sinks) -> ()",
         ("out", "lse")),
     "single_decode": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
@@ -47,15 +48,16 @@ _SCHEMAS = {
         ("out", "lse", "workspace", "split_counters")),
     # causal, window_left, logits_soft_cap and pos_encoding pick the
     # planned config's variant (forward() may change them), as the LSE and
-    # the presence of sinks do.
+    # the presence of sinks do; the plan's packed custom mask (int32 words
+    # and byte offsets) makes it mask=custom.
     "batch_prefill": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "Tensor qo_indptr, Tensor kv_indptr, Tensor? kv_indices, "
         "Tensor? kv_last_page_len, str config, str kv_layout, int batch, "
         "int max_qo_len, int total_qo, int total_kv, int? max_page, "
         "float? sm_scale, bool causal, int window_left, "
-        "float logits_soft_cap, str pos_encoding, Tensor? alibi_slopes, "
-        "Tensor? sinks) -> ()",
+        "float logits_soft_cap, Tensor? packed_mask, Tensor? mask_indptr, "
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
         ("out", "lse")),
     # fijit.cascade: merge_states and merge_state write new outputs (v has
     # its num_states dimension; merge_state passes one state of each side);

@@ -3,6 +3,7 @@ from typing import Optional, Tuple, Union
 
 from . import _fijit
 from .config import AttentionConfig
+from ._masks import mask_pointers
 from ._variants import launch_tables
 from .tensors import as_view, check
 
@@ -90,7 +91,8 @@ class AttentionKernel:
                 f"{' provisional' if self.provisional else ''}>")
 
     def __call__(self, q, k, v, out=None, lse=None, stream=None,
-                 sm_scale=None, alibi_slopes=None, sinks=None):
+                 sm_scale=None, alibi_slopes=None, sinks=None,
+                 packed_mask=None):
         """Runs attention on CUDA tensors; returns ``out`` (and ``lse`` when
         the config has return_lse=true).
 
@@ -100,7 +102,10 @@ class AttentionKernel:
         [qo_len, num_qo_heads], base 2. With pos_encoding=alibi,
         ``alibi_slopes`` (float32 [num_qo_heads]) defaults to FlashInfer's
         get_alibi_slopes; with sinks=true, ``sinks`` (float32
-        [num_qo_heads], natural-log logits) is required.
+        [num_qo_heads], natural-log logits) is required; with mask=custom,
+        ``packed_mask``: the [qo_len, kv_len] mask packed as FlashInfer's
+        packbits(..., bitorder="little") in a 16-byte aligned int32 tensor
+        of whole words (``fijit.custom_mask_words(mask)``).
         """
         self._upgrade()
         cfg = self.config
@@ -138,6 +143,8 @@ class AttentionKernel:
             check(lv, "lse", (qo_len, hq), "f32", like=qv, contiguous=True)
             lse_ptr = lv.ptr
         tables = launch_tables(cfg, alibi_slopes, sinks, qv)
+        tables.update(mask_pointers(cfg, packed_mask,
+                                    (qo_len * kv_len + 7) // 8, qv))
         if stream is None:
             stream = qv.current_stream()
         elif hasattr(stream, "cuda_stream"):

@@ -13,6 +13,9 @@ from ._contract import (BACKENDS, Buffers, check_tuning, dtype_name,
                         head_dims, lse_to_base, plan_dtypes, pos_encoding,
                         require, require_none, require_unit_scale, stage,
                         unsupported)
+from ._masks import (check_mask_buffers, copy_to_words, fixed_buffer_room,
+                     mask_layout, mask_words, packed_mask_bytes,
+                     single_mask_words)
 from ._variants import check_slopes, launch_tables, optional_table
 from .tensors import _torch_dtype_name, as_view, check, torch
 from . import _ops
@@ -41,14 +44,17 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     get_alibi_slopes unless ``alibi_slopes``, float32 [num_qo_heads], is
     given); ``sinks`` (float32 [num_qo_heads]) adds one attention-sink
     logit per head to each row's softmax denominator.
+    ``custom_mask`` (bool [qo_len, kv_len], True where the query sees the
+    key) or ``packed_custom_mask`` (its flashinfer.packbits(...,
+    bitorder="little"), uint8; it wins when both are given) replaces the
+    causal mask, as in FlashInfer; a row that sees no key gives zeros and
+    LSE -inf.
     The kernel is compiled on first use of each configuration and cached.
     Under torch.compile this is one ``torch.ops.fijit.single_prefill``
     node.
     """
     api = "single_prefill_with_kv_cache"
     require_none(api, scale_q=scale_q, scale_k=scale_k, scale_v=scale_v,
-                 custom_mask=custom_mask,
-                 packed_custom_mask=packed_custom_mask,
                  kv_cache_sf=kv_cache_sf)
     pos = pos_encoding(api, pos_encoding_mode)
     check_slopes(pos_encoding_mode, alibi_slopes)
@@ -77,24 +83,41 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     window_left = int(window_left)
     logits_soft_cap = float(logits_soft_cap or 0.0)
     sm_scale = None if sm_scale is None else float(sm_scale)
+    # FlashInfer: a custom mask replaces the causal one.
+    words = None
+    if custom_mask is not None or packed_custom_mask is not None:
+        qv, kv = as_view(q, "q"), as_view(k, "k")
+        kv_len = kv.shape[0 if kv_layout == "NHD" else 1]
+        words = single_mask_words(api, custom_mask, packed_custom_mask,
+                                  qv.shape[0], kv_len,
+                                  torch.device("cuda", qv.device))
     if not is_torch:
-        kernel = _prefill_kernel(q, k, v, causal, window_left,
+        kernel = _prefill_kernel(q, k, v, _mask(causal, words), window_left,
                                  logits_soft_cap, return_lse, kv_layout,
                                  _ops.tuning_text(tuning), pos,
                                  sinks is not None)
         return kernel(q, k, v, out=out, sm_scale=sm_scale,
-                      alibi_slopes=alibi_slopes, sinks=sinks)
+                      alibi_slopes=alibi_slopes, sinks=sinks,
+                      packed_mask=words)
     if out is None:
         out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = (torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32,
                        device=q.device) if return_lse else None)
     _ops.call("single_prefill", q, k, v, out, lse, bool(causal), sm_scale,
               window_left, logits_soft_cap, kv_layout,
-              _ops.tuning_text(tuning), pos, alibi_slopes, sinks)
+              _ops.tuning_text(tuning), words, pos, alibi_slopes, sinks)
     return (out, lse) if return_lse else out
 
 
-def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
+def _mask(causal, packed_mask):
+    """fijit's mask: custom with a packed mask (FlashInfer ignores causal
+    then), else causal or none."""
+    if packed_mask is not None:
+        return "custom"
+    return "causal" if causal else "none"
+
+
+def _prefill_kernel(q, k, v, mask, window_left, logits_soft_cap,
                     return_lse, kv_layout, tuning, pos_encoding="none",
                     sinks=False):
     """The kernel (compiled or fetched) of these tensors' config."""
@@ -102,7 +125,7 @@ def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
     vv = as_view(v, "v")
     num_kv_heads = kv.shape[1] if kv_layout == "NHD" else kv.shape[0]
     key = (qv.shape[1:], qv.dtype, num_kv_heads, kv.shape[2], vv.shape[2],
-           kv.dtype, bool(causal), window_left, logits_soft_cap,
+           kv.dtype, mask, window_left, logits_soft_cap,
            bool(return_lse), kv_layout, qv.device, tuning, pos_encoding,
            sinks)
     cfg = _configs.get(key)
@@ -114,7 +137,7 @@ def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
             head_dim_vo=vv.shape[2], num_qo_heads=qv.shape[1],
             num_kv_heads=num_kv_heads, dtype_q=qv.dtype, dtype_kv=kv.dtype,
             dtype_o=qv.dtype, kv_layout=kv_layout,
-            mask="causal" if causal else "none", window_left=window_left,
+            mask=mask, window_left=window_left,
             logits_soft_cap=logits_soft_cap, return_lse=bool(return_lse),
             pos_encoding=pos_encoding, sinks=bool(sinks),
             target=target_of(qv.device), **_ops.tuning_fields(tuning))
@@ -123,17 +146,20 @@ def _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
 
 
 def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
-                    logits_soft_cap, kv_layout, tuning, pos_encoding,
-                    alibi_slopes, sinks):
+                    logits_soft_cap, kv_layout, tuning, packed_mask,
+                    pos_encoding, alibi_slopes, sinks):
     """torch.ops.fijit.single_prefill: launches the kernel of these
-    tensors' config into `out` (and `lse`)."""
-    kernel = _prefill_kernel(q, k, v, causal, window_left, logits_soft_cap,
-                             lse is not None, kv_layout, tuning,
-                             pos_encoding, sinks is not None)
+    tensors' config into `out` (and `lse`); `packed_mask`, int32 words of
+    the packed custom mask, makes it mask=custom."""
+    kernel = _prefill_kernel(q, k, v, _mask(causal, packed_mask),
+                             window_left, logits_soft_cap, lse is not None,
+                             kv_layout, tuning, pos_encoding,
+                             sinks is not None)
     hq, dev = q.shape[1], q.device
     kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale,
            alibi_slopes=optional_table("alibi_slopes", alibi_slopes, hq, dev),
-           sinks=optional_table("sinks", sinks, hq, dev))
+           sinks=optional_table("sinks", sinks, hq, dev),
+           packed_mask=packed_mask)
 
 
 
@@ -152,8 +178,11 @@ class _BatchPrefillWrapper:
     tuning knobs are given (AttentionConfig.for_batch_of); run only
     launches. With use_cuda_graph=True the first plan fixes the kernel and
     the launch grid (batch, the longest query run); a later plan that does
-    not fit them raises. The plan holds plain values (the config as text,
-    integers, index buffers), so run traces under torch.compile as one
+    not fit them raises. A custom mask (plan's custom_mask or
+    packed_custom_mask) is packed into a word buffer the wrapper owns, or
+    in graph mode into the caller's custom_mask_buf and mask_indptr_buf.
+    The plan holds plain values (the config as text, integers, index
+    buffers), so run traces under torch.compile as one
     ``torch.ops.fijit.batch_prefill`` node."""
 
     _kind = None
@@ -164,9 +193,11 @@ class _BatchPrefillWrapper:
               jit_kwargs, variant_owns_mask):
         check_layout(kv_layout)
         require(self._api, "backend", backend, BACKENDS)
-        require_none(self._api, custom_mask_buf=custom_mask_buf,
-                     mask_indptr_buf=mask_indptr_buf, jit_args=jit_args,
-                     jit_kwargs=jit_kwargs)
+        require_none(self._api, jit_args=jit_args, jit_kwargs=jit_kwargs)
+        # FlashInfer reads them in graph mode only (and replaces them
+        # otherwise): the fixed buffers a captured launch reads the mask from.
+        check_mask_buffers(self._api, custom_mask_buf, mask_indptr_buf)
+        self._mask_bufs = (custom_mask_buf, mask_indptr_buf)
         require(self._api, "variant_owns_mask", variant_owns_mask, (False,))
         self._float_workspace_buffer = float_workspace_buffer
         self._kv_layout = kv_layout
@@ -196,16 +227,13 @@ class _BatchPrefillWrapper:
     def end_forward(self):
         pass
 
-    def _check_plan_args(self, custom_mask, packed_custom_mask,
-                         pos_encoding_mode, use_fp16_qk_reduction,
+    def _check_plan_args(self, pos_encoding_mode, use_fp16_qk_reduction,
                          prefix_len_ptr, token_pos_in_items_ptr,
                          token_pos_in_items_len, max_item_len_ptr, tuning,
                          **must_be_none):
         """Refuses what fijit cannot do; returns fijit's pos_encoding."""
         api = self._api + ".plan"
-        require_none(api, custom_mask=custom_mask,
-                     packed_custom_mask=packed_custom_mask,
-                     prefix_len_ptr=prefix_len_ptr,
+        require_none(api, prefix_len_ptr=prefix_len_ptr,
                      token_pos_in_items_ptr=token_pos_in_items_ptr,
                      max_item_len_ptr=max_item_len_ptr, **must_be_none)
         pos = pos_encoding(api, pos_encoding_mode)
@@ -216,7 +244,7 @@ class _BatchPrefillWrapper:
         return pos
 
     def _compile(self, qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
-                 head_dim_vo, page_size, causal, window_left,
+                 head_dim_vo, page_size, mask, window_left,
                  logits_soft_cap, dtypes, tuning, pos="none"):
         """The plan's kernel variants; in graph mode the first plan's."""
         if self._frozen is not None:
@@ -227,7 +255,7 @@ class _BatchPrefillWrapper:
             num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
             dtype_q=dtypes[0], dtype_kv=dtypes[1], dtype_o=dtypes[0],
             kv_layout=self._kv_layout, page_size=page_size,
-            mask="causal" if causal else "none", window_left=window_left,
+            mask=mask, window_left=window_left,
             logits_soft_cap=float(logits_soft_cap or 0.0),
             pos_encoding=pos, target=target_of(device), **tuning)
         lens = [b - a for a, b in zip(qo, qo[1:])]
@@ -238,11 +266,43 @@ class _BatchPrefillWrapper:
             cfg = cfg.for_batch_of(qo[-1] // busy)
         return _ops.variants(cfg)
 
+    def _plan_mask(self, custom_mask, packed_custom_mask, qo, kv_lens):
+        """(packed bytes, byte offsets) of the plan's custom mask, or None
+        without one: FlashInfer's segment_packbits layout (each request's
+        qo_len * kv_len bits padded to whole bytes)."""
+        if custom_mask is None and packed_custom_mask is None:
+            return None
+        qo_lens = [b - a for a, b in zip(qo, qo[1:])]
+        bits, offsets = mask_layout(qo_lens, kv_lens)
+        if offsets[-1] > 2 ** 31 - 1:
+            raise ValueError(f"{self._api}.plan: the packed mask has "
+                             f"{offsets[-1]} bytes; its offsets must fit "
+                             "int32")
+        packed = packed_mask_bytes(self._api + ".plan", custom_mask,
+                                   packed_custom_mask, bits, offsets)
+        return packed, offsets
+
+    def _stage_mask(self, mask, batch):
+        """The plan's (word buffer, byte offsets buffer), filled from
+        `mask` (_plan_mask), or None."""
+        if mask is None:
+            return None
+        packed, offsets = mask
+        if self._use_cuda_graph:
+            words, indptr = self._mask_bufs  # checked by _finish_plan
+        else:
+            words = self._owned.get("mask", mask_words(offsets[-1]))
+            indptr = self._owned.get("mask_indptr", batch + 1)
+        copy_to_words(words, packed)
+        stage(indptr, torch.tensor(offsets, dtype=torch.int32))
+        return words, indptr
+
     def _finish_plan(self, qo, device, variants, tensors, causal,
                      window_left, logits_soft_cap, sm_scale, alibi_slopes,
-                     **extra):
-        """Copies the index tensors into the plan's buffers and records the
-        plan; `tensors` are the caller's, in the order of the buffers."""
+                     mask=None, **extra):
+        """Copies the index tensors (and the packed custom mask, `mask`
+        from _plan_mask) into the plan's buffers and records the plan;
+        `tensors` are the caller's, in the order of the buffers."""
         batch = len(qo) - 1
         max_qo_len = max((b - a for a, b in zip(qo, qo[1:])), default=0)
         if self._use_cuda_graph:
@@ -251,8 +311,19 @@ class _BatchPrefillWrapper:
                     f"The batch size should be fixed in cudagraph mode, the "
                     f"runtime batch size {batch} mismatches the batch size "
                     f"set during initialization {self._fixed_batch_size}")
+            if mask is not None:
+                fixed_buffer_room(self._api + ".plan", *self._mask_bufs,
+                                  mask[1][-1], batch)
             if self._frozen is None:
-                self._frozen = dict(variants=variants, max_qo_len=max_qo_len)
+                self._frozen = dict(variants=variants, max_qo_len=max_qo_len,
+                                    masked=mask is not None)
+            elif (mask is not None) != self._frozen["masked"]:
+                raise ValueError(
+                    "a plan " + ("with" if mask is not None else "without") +
+                    " a custom mask does not fit the launch a CUDA graph may "
+                    "have captured (the first plan's was " +
+                    ("with" if self._frozen["masked"] else "without") +
+                    " one): use another wrapper")
             elif max_qo_len > self._frozen["max_qo_len"]:
                 raise ValueError(
                     f"a request of {max_qo_len} query tokens does not fit "
@@ -272,12 +343,13 @@ class _BatchPrefillWrapper:
                     for i, t in enumerate(tensors)]
         for buf, t in zip(bufs, tensors):
             stage(buf, t)
+        mask_bufs = self._stage_mask(mask, batch)
         # Plain values only: run() is traced by torch.compile.
         cfg = variants.config
         self._plan = dict(config=str(cfg), num_qo_heads=cfg.num_qo_heads,
                           head_dim_vo=cfg.head_dim_vo, batch=batch,
                           max_qo_len=max_qo_len, total_qo=qo[-1], bufs=bufs,
-                          **extra)
+                          mask_bufs=mask_bufs or (None, None), **extra)
         self._cached_module = variants.get()
         self._batch_size = batch
         self._qo_indptr_last = qo[-1]
@@ -323,8 +395,8 @@ class _BatchPrefillWrapper:
                   p["config"], self._kv_layout, p["batch"], p["max_qo_len"],
                   p["total_qo"], p.get("total_kv", 0), p.get("max_page"),
                   self._sm_scale, self._causal, self._window_left,
-                  self._logits_soft_cap, self._pos_encoding,
-                  self._alibi_slopes, sinks)
+                  self._logits_soft_cap, *p["mask_bufs"],
+                  self._pos_encoding, self._alibi_slopes, sinks)
         if return_lse:
             return out, lse_to_base(lse, lse_base, self._api + ".run")
         return out
@@ -384,24 +456,26 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
                                              head_dim_vo)
         pos = self._check_plan_args(
-            custom_mask, packed_custom_mask, pos_encoding_mode,
-            use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,
-            token_pos_in_items_len, max_item_len_ptr, tuning,
-            seq_lens=seq_lens, seq_lens_q=seq_lens_q,
+            pos_encoding_mode, use_fp16_qk_reduction, prefix_len_ptr,
+            token_pos_in_items_ptr, token_pos_in_items_len, max_item_len_ptr,
+            tuning, seq_lens=seq_lens, seq_lens_q=seq_lens_q,
             max_token_per_sequence=max_token_per_sequence,
             max_sequence_kv=max_sequence_kv, v_indptr=v_indptr,
             o_indptr=o_indptr, uniform_q_len=uniform_q_len)
         qo = check_indptr("qo_indptr", qo_indptr)
         kv = check_indptr("kv_indptr", kv_indptr, batch=len(qo) - 1)
+        mask = self._plan_mask(custom_mask, packed_custom_mask, qo,
+                               [b - a for a, b in zip(kv, kv[1:])])
         device = _device_of(self, qo_indptr)
         variants = self._compile(
             qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
-            head_dim_vo, 1, causal, window_left, logits_soft_cap,
+            head_dim_vo, 1, _plan_mask_mode(causal, mask), window_left,
+            logits_soft_cap,
             plan_dtypes(self._api + ".plan", q_data_type, kv_data_type,
                         o_data_type), tuning, pos)
         self._finish_plan(qo, device, variants, (qo_indptr, kv_indptr),
                           causal, window_left, logits_soft_cap, sm_scale,
-                          alibi_slopes, total_kv=kv[-1])
+                          alibi_slopes, mask=mask, total_kv=kv[-1])
 
     begin_forward = plan
 
@@ -488,29 +562,31 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
                                              head_dim_vo)
         pos = self._check_plan_args(
-            custom_mask, packed_custom_mask, pos_encoding_mode,
-            use_fp16_qk_reduction, prefix_len_ptr, token_pos_in_items_ptr,
-            token_pos_in_items_len, max_item_len_ptr, tuning,
-            seq_lens=seq_lens, seq_lens_q=seq_lens_q,
+            pos_encoding_mode, use_fp16_qk_reduction, prefix_len_ptr,
+            token_pos_in_items_ptr, token_pos_in_items_len, max_item_len_ptr,
+            tuning, seq_lens=seq_lens, seq_lens_q=seq_lens_q,
             block_tables=block_tables,
             max_token_per_sequence=max_token_per_sequence,
             max_sequence_kv=max_sequence_kv, uniform_q_len=uniform_q_len)
         qo = check_indptr("qo_indptr", qo_indptr)
-        batch, _, max_page = page_table(paged_kv_indptr, paged_kv_indices,
-                                        paged_kv_last_page_len, page_size)
+        batch, kv_lens, max_page = page_table(
+            paged_kv_indptr, paged_kv_indices, paged_kv_last_page_len,
+            page_size)
         if batch != len(qo) - 1:
             raise ValueError(f"qo_indptr describes {len(qo) - 1} requests "
                              f"but paged_kv_indptr {batch}")
+        mask = self._plan_mask(custom_mask, packed_custom_mask, qo, kv_lens)
         device = _device_of(self, qo_indptr)
         variants = self._compile(
             qo, device, num_qo_heads, num_kv_heads, head_dim_qk,
-            head_dim_vo, page_size, causal, window_left, logits_soft_cap,
+            head_dim_vo, page_size, _plan_mask_mode(causal, mask),
+            window_left, logits_soft_cap,
             plan_dtypes(self._api + ".plan", q_data_type, kv_data_type,
                         o_data_type), tuning, pos)
         self._finish_plan(qo, device, variants,
                           (qo_indptr, paged_kv_indptr, paged_kv_indices,
                            paged_kv_last_page_len), causal, window_left,
-                          logits_soft_cap, sm_scale, alibi_slopes,
+                          logits_soft_cap, sm_scale, alibi_slopes, mask=mask,
                           max_page=max_page)
 
     begin_forward = plan
@@ -569,15 +645,16 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
 def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
                    kv_last_page_len, config, kv_layout, batch, max_qo_len,
                    total_qo, total_kv, max_page, sm_scale, causal,
-                   window_left, logits_soft_cap, pos_encoding, alibi_slopes,
-                   sinks):
+                   window_left, logits_soft_cap, packed_mask, mask_indptr,
+                   pos_encoding, alibi_slopes, sinks):
     """torch.ops.fijit.batch_prefill: the planned config's variant for this
-    run (causal, window, soft-cap, position encoding, sinks, LSE), checked
-    against the tensors and launched; paged when kv_indices is given, else
-    ragged. q and out may hold more rows than the plan's total_qo
-    (padding), k/v more than its total_kv."""
+    run (causal, window, soft-cap, position encoding, sinks, LSE; the
+    plan's custom mask, packed_mask and mask_indptr, replaces causal),
+    checked against the tensors and launched; paged when kv_indices is
+    given, else ragged. q and out may hold more rows than the plan's
+    total_qo (padding), k/v more than its total_kv."""
     kernel = _ops.kernel_for(config, return_lse=lse is not None,
-                             mask="causal" if causal else "none",
+                             mask=_mask(causal, packed_mask),
                              window_left=window_left,
                              logits_soft_cap=logits_soft_cap,
                              pos_encoding=pos_encoding,
@@ -616,6 +693,11 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
     tables = launch_tables(
         cfg, optional_table("alibi_slopes", alibi_slopes, hq, q.device),
         optional_table("sinks", sinks, hq, q.device), qv)
+    if packed_mask is not None:
+        # The plan sized both buffers; their pointers are all the launch
+        # needs.
+        tables.update(packed_mask=packed_mask.data_ptr(),
+                      mask_indptr=mask_indptr.data_ptr())
     kernel.launch(
         q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), o=out.data_ptr(),
         lse=lse.data_ptr() if lse is not None else 0,
@@ -629,6 +711,14 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
 
 
 _ops.register("batch_prefill", _batch_prefill)
+
+
+def _plan_mask_mode(causal, mask):
+    """The plan's mask: custom when it has one (replacing causal, as in
+    FlashInfer)."""
+    if mask is not None:
+        return "custom"
+    return "causal" if causal else "none"
 
 
 def _device_of(wrapper, indptr):

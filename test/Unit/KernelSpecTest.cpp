@@ -270,3 +270,35 @@ FIJIT_TEST("kernel spec: ALiBi slopes and sinks are f32 tables after every "
     }
   }
 }
+
+FIJIT_TEST("kernel spec: a custom mask's words, and a batch's byte offsets, "
+           "follow every other row") {
+  for (auto [kind, names] :
+       {std::pair<const char *, std::vector<std::string>>{
+            "kind=single_prefill,target=sm_80", {"packed_mask"}},
+        {"kind=single_prefill,num_warps=8", {"packed_mask"}},
+        {"kind=batch_prefill_ragged,num_warps=4",
+         {"packed_mask", "mask_indptr"}},
+        {"kind=batch_prefill_paged,page_size=16,target=sm_80",
+         {"packed_mask", "mask_indptr"}}}) {
+    std::string base = std::string(kind) + ",pos_encoding=alibi";
+    KernelSpec plain = specOf(base);
+    CHECK(!plain.find("packed_mask") && !plain.find("mask_indptr"), kind);
+    KernelSpec spec = specOf(base + ",mask=custom");
+    CHECK_EQ(spec.args.size(), plain.args.size() + names.size(), base);
+    for (size_t i = 0; i < plain.args.size() && i < spec.args.size(); ++i)
+      CHECK_EQ(spec.args[i].name, plain.args[i].name, base);
+    for (auto [i, name] : llvm::enumerate(names)) {
+      size_t at = plain.args.size() + i;
+      if (at >= spec.args.size())
+        break;
+      const KernelArg &arg = spec.args[at];
+      CHECK_EQ(arg.name, name, base);
+      // The words are read 32 bits at a time: an aligned device pointer.
+      ArgCheck expected = i == 0 ? ArgCheck::Tensor : ArgCheck::Required;
+      CHECK(arg.kind == ArgKind::Buffer && arg.element == ElementType::I32 &&
+                arg.check == expected,
+            base + ": " + name);
+    }
+  }
+}

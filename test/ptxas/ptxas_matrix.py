@@ -30,7 +30,12 @@ head dims (HEAD_DIM_PAIRS: head_dim_qk/head_dim_vo 192/128 and 128/64),
 every kind on both targets, bf16, group 4, prefill causal {no, yes}, plus
 on sm_90a the batch kinds' warp-specialised kernel (num_warps=12) and
 single_prefill's one-warpgroup wgmma tiles (num_warps=4); shown as
-qk/vo. Then the seeded random sample (SAMPLE_SIZE valid
+qk/vo. Then FlashInfer's custom mask (mask=custom, CUSTOM_MASK): every
+prefill kind at head_dim {64, 128} on both targets, bf16, group 4, by
+default and with a window, soft-cap, ALiBi and the LSE, plus on sm_90a the
+tiles the runtime picks beyond the defaults (single_prefill's stand-in
+num_warps=4, the batch plan num_warps=8,tile_kv=128); shown as custom in
+the causal column. Then the seeded random sample (SAMPLE_SIZE valid
 configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
 last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
@@ -109,6 +114,19 @@ PAIR_TUNINGS = (
     ("batch_prefill_paged", "num_warps=12"),
     ("single_prefill", "num_warps=4"),
 )
+# mask=custom: (kind, knobs, targets) at CUSTOM_MASK_HEAD_DIMS, bf16, group 4.
+PREFILL_KINDS = ("single_prefill", "batch_prefill_ragged",
+                 "batch_prefill_paged")
+CUSTOM_MASK_VARIANT = ("window_left=256,logits_soft_cap=30,"
+                       "pos_encoding=alibi,return_lse=true")
+CUSTOM_MASK = tuple(
+    (kind, knobs, TARGETS) for kind in PREFILL_KINDS
+    for knobs in ("", CUSTOM_MASK_VARIANT)) + (
+    ("single_prefill", "num_warps=4", ("sm_90a",)),
+    ("batch_prefill_ragged", "num_warps=8,tile_kv=128", ("sm_90a",)),
+    ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("sm_90a",)),
+)
+CUSTOM_MASK_HEAD_DIMS = (64, 128)
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
 SWEEP_NUM_WARPS = (1, 2, 4, 8)
@@ -235,6 +253,19 @@ def matrix():
             "group": 4,
             "target": "sm_90a",
         }
+    for (kind, tuning, targets), head_dim in itertools.product(
+            CUSTOM_MASK, CUSTOM_MASK_HEAD_DIMS):
+        for target in targets:
+            yield {
+                "kind": kind,
+                "tuning": tuning,
+                "head_dim": head_dim,
+                "dtype": "bf16",
+                "causal": False,
+                "mask": "custom",
+                "group": 4,
+                "target": target,
+            }
 
 
 def head_dims(point):
@@ -320,6 +351,10 @@ def sample_points(fi_opt, pool):
     return valid, refused
 
 
+def mask_of(point):
+    return point.get("mask") or ("causal" if point["causal"] else "none")
+
+
 def config_text(point):
     (qk, vo), t = head_dims(point), point["dtype"]
     num_qo_heads = max(NUM_QO_HEADS, point["group"])
@@ -329,7 +364,7 @@ def config_text(point):
         f"num_qo_heads={num_qo_heads}",
         f"num_kv_heads={num_qo_heads // point['group']}",
         f"dtype_q={t}", f"dtype_kv={t}", f"dtype_o={t}",
-        "mask=" + ("causal" if point["causal"] else "none"),
+        "mask=" + mask_of(point),
         "target=" + point["target"],
     ]
     if point["kind"] in PAGED_KINDS:
@@ -351,9 +386,8 @@ def shown_kind(point):
 
 def point_name(point):
     return "{kind}_d{shown}_{dtype}_{mask}_g{group}_{target}{tuning}".format(
-        mask="causal" if point["causal"] else "none",
         shown=shown_head_dim(point).replace("/", "_"),
-        **dict(point, kind=point["kind"] + ("_s%d" % point["sample"]
+        **dict(point, mask=mask_of(point), kind=point["kind"] + ("_s%d" % point["sample"]
                                             if point.get("sample") else ""),
                tuning=re.sub(r"[=,.]", "_", "_" + shown_kind(point)
                              .partition(":")[2]) if ":" in shown_kind(point)
@@ -476,7 +510,9 @@ def print_table(results):
             return "-" if v is None else str(v)
 
         rows.append((shown_kind(r), shown_head_dim(r), r["dtype"],
-                     "yes" if r["causal"] else "no", str(r["group"]),
+                     {"causal": "yes", "none": "no"}.get(mask_of(r),
+                                                       mask_of(r)),
+                     str(r["group"]),
                      r["target"], show(r["regs"]),
                      show(r["spill_stores"]), show(r["spill_loads"]),
                      show(r["smem"]), status))

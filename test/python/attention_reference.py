@@ -6,7 +6,8 @@ import torch
 
 
 def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
-              soft_cap=0.0, kv_layout="NHD", alibi_slopes=None, sinks=None):
+              soft_cap=0.0, kv_layout="NHD", alibi_slopes=None, sinks=None,
+              custom_mask=None):
     """q [qo_len, Hq, D], k/v [kv_len, Hk, D] (NHD) or [Hk, kv_len, D]
     (HND) -> out [qo_len, Hq, D] and base-2 LSE [qo_len, Hq]; causal and
     window masks align the last query with the last key.
@@ -16,7 +17,10 @@ def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
     aligned as the masks align them; decode's one query is index 0); with a
     soft-cap, FlashInfer's tanh argument is that sum times sm_scale / cap;
     sinks [Hq] (natural-log logits) join each row's softmax denominator
-    and its LSE, with no value."""
+    and its LSE, with no value. custom_mask (bool [qo_len, kv_len], True
+    where the query sees the key) masks on top of the others (FlashInfer
+    drops causal when it is given; pass causal=False); a row that sees no
+    key gives zeros and LSE -inf."""
     qf, kf, vf = q.float(), k.float(), v.float()
     if kv_layout == "HND":
         kf, vf = kf.transpose(0, 1), vf.transpose(0, 1)
@@ -40,6 +44,8 @@ def reference(q, k, v, causal=False, sm_scale=None, window_left=-1,
         visible &= ki <= qi + (kv_len - qo_len)
     if window_left >= 0:
         visible &= ki >= qi + (kv_len - qo_len) - window_left
+    if custom_mask is not None:
+        visible &= custom_mask.reshape(qo_len, kv_len)
     s = s.masked_fill(~visible, float("-inf"))
     if sinks is not None:
         column = sinks.float()[:, None, None].expand(-1, qo_len, 1)

@@ -120,10 +120,13 @@ def test_compile_ms_and_memory_tier(kernel):
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(kind="batch_prefill_ragged", mask="custom"),
-     "batch_prefill_ragged: mask=custom has no kernel yet"),
-    (dict(kind="single_prefill", mask="custom"),
-     "single_prefill: mask=custom has no kernel yet"),
+    (dict(kind="batch_prefill_ragged", pos_encoding="rope"),
+     "batch_prefill_ragged: pos_encoding=rope has no kernel yet; use "
+     "pos_encoding=none"),
+    (dict(kind="single_prefill", mask="custom", num_warps=12),
+     "invalid num_warps=12: 12 (the warp-specialised kernel) has no custom "
+     "mask; mask=custom runs on the tile engine (num_warps 0, 1, 2, 4 or "
+     "8)"),
     (dict(kind="single_decode", pos_encoding="rope"),
      "single_decode: pos_encoding=rope has no kernel yet; use "
      "pos_encoding=none"),

@@ -90,7 +90,8 @@ def test_single_prefill_and_decode_trace_as_one_graph():
     # The config travels as arguments of the node, not as Python state.
     prefill = next(n for n in rec.graphs[0].graph.nodes
                    if str(n.target) == "fijit.single_prefill.default")
-    assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "")
+    assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "", None,
+                                "none", None, None)
 
 
 def plan_wrappers(monkeypatch):

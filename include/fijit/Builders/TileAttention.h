@@ -57,7 +57,8 @@ struct TileProblem {
   TileBaseFn kTileBase, vTileBase;
   mlir::Value kTileRowStride, vTileRowStride;
   /// Query index in its request of accumulator row `r` (0/1 = g, g + 8)
-  /// of this lane (decode: 0), for causal and window masks and ALiBi.
+  /// of this lane (decode: 0), for the causal, window and custom masks and
+  /// ALiBi.
   std::function<mlir::Value(int64_t r)> maskRow;
   /// Query head of row `row` (index) of the tile, in range for every row
   /// (padding rows too): the head of the per-head variant tables (ALiBi
@@ -128,8 +129,8 @@ mlir::Value launchOutScale(mlir::ImplicitLocOpBuilder &b,
                            const AttentionConfig &config,
                            const KernelArgs &args);
 
-/// Refuses what the tile engine cannot emit yet (unequal head dims, RoPE,
-/// custom masks) with a message naming the kind and the field.
+/// Refuses what the tile engine cannot emit yet (RoPE) with a message
+/// naming the kind and the field.
 mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config);
 

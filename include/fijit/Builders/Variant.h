@@ -3,7 +3,8 @@
 // The hook points every attention builder calls between QK^T and softmax:
 // how raw logits become log2-domain scores (scaling, ALiBi, logits soft-cap),
 // which (query, key) positions are masked (kv bounds, causal, sliding
-// window), and the attention sink each row's softmax adds at the end.
+// window, FlashInfer's custom bit mask), and the attention sink each row's
+// softmax adds at the end.
 // Variants are data on one builder, never copies of it; a variant that is
 // off emits nothing.
 //
@@ -14,6 +15,8 @@
 
 #include "fijit/Config/AttentionConfig.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include "llvm/ADT/SmallVector.h"
 
 #include <array>
 
@@ -39,6 +42,27 @@ public:
   /// range. Prefill rows share one head, so pass the same value twice.
   void bindRowHeads(mlir::ImplicitLocOpBuilder &b,
                     std::array<mlir::Value, 2> heads);
+
+  /// mask=custom: binds the packed mask (`packed_mask`, FlashInfer's
+  /// little-endian bits read as i32 words) and where this request's
+  /// [qo_len, kv_len] bits start: bit 8 * mask_indptr[request] for a batch
+  /// (FlashInfer's byte offsets of segment_packbits), bit 0 without a
+  /// `request` (single_prefill). Needs bind() first. Nothing otherwise.
+  void bindCustomMask(mlir::ImplicitLocOpBuilder &b, const KernelArgs &args,
+                      mlir::Value request = mlir::Value());
+
+  /// mask=custom: the mask bits of query `qoPos` (its index in its
+  /// request) at keys colBase + c for c in [0, span), as ceil(span / 32)
+  /// i32 words holding bit c at bit c % 32 of word c / 32. The flat bit
+  /// (request start + qoPos * kv_len + key) is rarely word-aligned, so each
+  /// word is a funnel shift of two loaded ones; reads stay within the
+  /// request's words (bits past kv_len belong to the next row or to no row
+  /// and are masked by the bounds).
+  llvm::SmallVector<mlir::Value>
+  customMaskWords(mlir::ImplicitLocOpBuilder &b, mlir::Value qoPos,
+                  mlir::Value colBase, int64_t span);
+
+  bool hasCustomMask() const { return customMask; }
 
   /// Raw q.k -> score in the log2 domain (softmax then uses exp2). With
   /// ALiBi, `bias` is the row's and column's term (logitBias).
@@ -82,6 +106,7 @@ public:
   /// Whether some query of [qoBegin, qoEnd) does not see some key of the
   /// tile [start, start + tileKV): keys at or past kv_len, right of the
   /// causal diagonal or left of the window. Other tiles skip the masks.
+  /// (Not for mask=custom, whose bits only the tile's words tell.)
   mlir::Value tileNeedsMask(mlir::ImplicitLocOpBuilder &b, mlir::Value qoBegin,
                             mlir::Value qoEnd, mlir::Value start,
                             int64_t tileKV);
@@ -96,7 +121,7 @@ public:
   }
 
 private:
-  bool causal;
+  bool causal, customMask;
   int64_t windowLeft;
   double softCap;
   bool alibi, sinks;
@@ -110,6 +135,8 @@ private:
   std::array<mlir::Value, 2> rowSlopes, rowSinks;
   mlir::Value qoLen, kvLen; // index
   mlir::Value diagOffset;   // kv_len - qo_len (index, may be "negative")
+  /// mask=custom: the i32 words, the request's first bit and last word.
+  mlir::Value maskWords, maskFirstBit, maskLastWord;
 };
 
 } // namespace fijit
