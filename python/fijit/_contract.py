@@ -106,7 +106,9 @@ def kv_scales(api, k_scale, v_scale):
             values[name] = 1.0
             continue
         if not isinstance(value, numbers.Real):
-            raise unsupported(api, name, type(value).__name__,
+            is_tensor = torch is not None and torch.is_tensor(value)
+            raise unsupported(api, name, "a tensor" if is_tensor else
+                              type(value).__name__,
                               "a Python float (FlashInfer folds k_scale "
                               "into its float sm_scale)" if name ==
                               "k_scale" else "a float or a 1-element tensor")
