@@ -23,6 +23,9 @@ pytestmark = pytest.mark.gpu
 
 BF16 = torch.bfloat16
 FP8 = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
+# Q's dtype picks how fp8 is widened: bf16 by a bit move on every target,
+# f16 by cvt.rn.f16x2 on sm_89/sm_90a and a bit move on sm_80/sm_86.
+QDTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
 # (k_scale, v_scale): neither a power of two, so a scale applied twice,
 # to the wrong operand or not at all shows.
 SCALES = [(0.37, 1.9), (2.6, 0.3)]
@@ -72,7 +75,7 @@ def paged_kv(lens, page_size, hk, d, layout, dtype, k_scale, v_scale):
     return cache, indptr, indices, last, ref
 
 
-@pytest.mark.parametrize("scales", SCALES)
+@pytest.mark.parametrize("qdtype", list(QDTYPES))
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
@@ -80,19 +83,20 @@ def paged_kv(lens, page_size, hk, d, layout, dtype, k_scale, v_scale):
 # The entry point (the default kernel for the GPU's target) and the sm_80
 # kernel through compile_attention and the kernel's own call.
 @pytest.mark.parametrize("path", ["default", "sm_80"])
-def test_single_prefill(path, dtype, d, causal, layout, scales):
+def test_single_prefill(path, dtype, d, causal, layout, qdtype):
     hq, hk = 8, 2
-    k_scale, v_scale = scales
-    for qo_len, kv_len in [(1, 1), (37, 300), (129, 129), (200, 1000)]:
-        q = torch.randn(qo_len, hq, d, device="cuda", dtype=BF16)
+    shapes = [(1, 1), (37, 300), (129, 129), (200, 1000)]
+    for i, (qo_len, kv_len) in enumerate(shapes):
+        k_scale, v_scale = SCALES[i % len(SCALES)]
+        q = torch.randn(qo_len, hq, d, device="cuda", dtype=QDTYPES[qdtype])
         k8, v8, k, v = dense_kv(kv_len, hk, d, layout, FP8[dtype], k_scale,
                                 v_scale)
         out = torch.full_like(q, float("nan"))
         if path == "sm_80":
             kernel = fijit.compile_attention(
                 kind="single_prefill", head_dim_qk=d, head_dim_vo=d,
-                num_qo_heads=hq, num_kv_heads=hk, dtype_q="bf16",
-                dtype_kv=dtype, dtype_o="bf16", kv_layout=layout,
+                num_qo_heads=hq, num_kv_heads=hk, dtype_q=qdtype,
+                dtype_kv=dtype, dtype_o=qdtype, kv_layout=layout,
                 mask="causal" if causal else "none", return_lse=True,
                 target="sm_80")
             _, lse = kernel(q, k8, v8, out=out, k_scale=k_scale,
@@ -111,17 +115,17 @@ def decode_reference(q, k, v, **kw):
     return out[0], lse[0]
 
 
-@pytest.mark.parametrize("scales", SCALES)
+@pytest.mark.parametrize("qdtype", list(QDTYPES))
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("heads", [(8, 8), (32, 8)])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("dtype", list(FP8))
-def test_single_decode(dtype, d, heads, layout, scales):
+def test_single_decode(dtype, d, heads, layout, qdtype):
     """Lengths of one split and of many (the split-KV merge)."""
     hq, hk = heads
-    k_scale, v_scale = scales
-    for kv_len in [1, 7, 1000, 20000]:
-        q = torch.randn(hq, d, device="cuda", dtype=BF16)
+    for i, kv_len in enumerate([1, 7, 1000, 20000]):
+        k_scale, v_scale = SCALES[i % len(SCALES)]
+        q = torch.randn(hq, d, device="cuda", dtype=QDTYPES[qdtype])
         k8, v8, k, v = dense_kv(kv_len, hk, d, layout, FP8[dtype], k_scale,
                                 v_scale)
         out = torch.full_like(q, float("nan"))
@@ -196,15 +200,17 @@ def test_batch_prefill_paged(dtype, d, causal, page_size, layout):
         close(out[sq], lse[sq], ref, ref_lse, b)
 
 
+@pytest.mark.parametrize("qdtype", list(QDTYPES))
 @pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("dtype", list(FP8))
-def test_batch_decode_paged(dtype, d, page_size, layout, graph):
+def test_batch_decode_paged(dtype, d, page_size, layout, graph, qdtype):
     """Requests of one split and of many (up to 9000 keys), an empty one;
     with use_cuda_graph the schedule is read from device memory."""
     hq, hk = 32, 8
+    qt = QDTYPES[qdtype]
     k_scale, v_scale = SCALES[0]
     lens = [1, 17, 300, 4099, 0, 64, 9000, 5]
     cache, indptr, indices, last, dense = paged_kv(
@@ -217,9 +223,9 @@ def test_batch_decode_paged(dtype, d, page_size, layout, graph):
                     paged_kv_last_page_len_buffer=last.clone())
     w = fijit.BatchDecodeWithPagedKVCacheWrapper(
         ws, layout, use_cuda_graph=graph, **bufs)
-    w.plan(indptr, indices, last, hq, hk, d, page_size, q_data_type=BF16,
+    w.plan(indptr, indices, last, hq, hk, d, page_size, q_data_type=qt,
            kv_data_type=FP8[dtype])
-    q = torch.randn(len(lens), hq, d, device="cuda", dtype=BF16)
+    q = torch.randn(len(lens), hq, d, device="cuda", dtype=qt)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, cache, out=out, return_lse=True, k_scale=k_scale,
                    v_scale=v_scale)
