@@ -3,6 +3,7 @@ what fijit cannot do (NotImplementedError naming FlashInfer's argument and
 value), dtype names, and copies of index tensors into buffers a wrapper
 owns."""
 import math
+import numbers
 
 from .kernel import compile_attention
 from .tensors import torch
@@ -12,6 +13,8 @@ BACKENDS = ("auto", "fa2", "fa3")
 # Tuning knobs an AttentionConfig takes beyond FlashInfer's arguments.
 TUNING = ("tile_q", "tile_kv", "num_warps", "stages")
 
+# fijit's names of the fp8 KV dtypes.
+FP8 = ("e4m3", "e5m2")
 _DTYPES = {"float16": "f16", "half": "f16", "f16": "f16",
            "bfloat16": "bf16", "bf16": "bf16",
            "float8_e4m3fn": "e4m3", "e4m3": "e4m3",
@@ -70,16 +73,80 @@ def require_none(api, **values):
 
 
 def require_unit_scale(api, **scales):
-    """k_scale/v_scale/q_scale: None or 1.0 (a float; tensors are refused,
-    reading them would sync the device)."""
+    """Scales fijit has no use for (q_scale, o_scale): None or 1.0 (a
+    float; tensors are refused, reading them would sync the device)."""
     for name, value in scales.items():
         if value is None:
             continue
-        if isinstance(value, (int, float)) and float(value) == 1.0:
+        if isinstance(value, numbers.Real) and float(value) == 1.0:
             continue
         raise unsupported(api, name, value if isinstance(
-            value, (int, float)) else type(value).__name__,
+            value, numbers.Real) else type(value).__name__,
             "only 1.0 (or None) is supported")
+
+
+def kv_scales(api, k_scale, v_scale):
+    """FlashInfer's per-tensor KV scales of a run: (k_scale, v_scale,
+    out_scale). The first two are floats for the launch (None is 1.0);
+    out_scale is a 1-element tensor v_scale, which FlashInfer multiplies
+    the output by after its kernel (fijit too: the launch then gets
+    v_scale 1.0), else None. A tensor k_scale is refused: FlashInfer folds
+    k_scale into its float sm_scale, which a tensor cannot be (and reading
+    one would sync the device)."""
+    out_scale = None
+    if torch is not None and torch.is_tensor(v_scale):
+        if v_scale.numel() != 1:
+            raise unsupported(api, "v_scale", f"a tensor of shape "
+                              f"{list(v_scale.shape)}", "a float or a "
+                              "1-element tensor")
+        out_scale, v_scale = v_scale, None
+    values = {}
+    for name, value in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if value is None:
+            values[name] = 1.0
+            continue
+        if not isinstance(value, numbers.Real):
+            is_tensor = torch is not None and torch.is_tensor(value)
+            raise unsupported(api, name, "a tensor" if is_tensor else
+                              type(value).__name__,
+                              "a Python float (FlashInfer folds k_scale "
+                              "into its float sm_scale)" if name ==
+                              "k_scale" else "a float or a 1-element tensor")
+        values[name] = float(value)
+    if not (math.isfinite(values["k_scale"]) and values["k_scale"] > 0):
+        raise unsupported(api, "k_scale", k_scale, "a positive finite float")
+    if not math.isfinite(values["v_scale"]):
+        raise unsupported(api, "v_scale", v_scale, "a finite float")
+    return values["k_scale"], values["v_scale"], out_scale
+
+
+def launch_scales(cfg, sm_scale, k_scale, v_scale):
+    """FlashInfer's k_scale and v_scale (floats) as one launch of `cfg`'s
+    kernel reads them: (sm_scale, named launch arguments, the factor left
+    for the output). An fp8 KV kernel takes them by name (its logits are
+    multiplied by sm_scale * k_scale, its output by v_scale); a 16-bit KV
+    kernel has no such arguments, so k_scale multiplies the launch's
+    sm_scale (None: the config's) and v_scale is returned for the caller
+    to multiply the output by, as FlashInfer does for every KV dtype."""
+    if cfg.dtype_kv in FP8:
+        return sm_scale, dict(k_scale=k_scale, v_scale=v_scale), 1.0
+    if k_scale != 1.0:
+        sm_scale = (sm_scale or cfg.sm_scale or
+                    1.0 / math.sqrt(cfg.head_dim_qk)) * k_scale
+    return sm_scale, {}, v_scale
+
+
+def scale_output(out, factor):
+    """out *= factor (a float or a 1-element tensor), as FlashInfer scales
+    its output by v_scale; nothing for 1.0 or None. `out` is a torch
+    tensor or a CUDA array torch can view (DLPack,
+    __cuda_array_interface__)."""
+    if factor is None or (isinstance(factor, float) and factor == 1.0):
+        return
+    if not torch.is_tensor(out):
+        out = (torch.from_dlpack(out) if hasattr(out, "__dlpack__") else
+               torch.as_tensor(out, device="cuda"))
+    out.mul_(factor)
 
 
 def check_tuning(api, tuning):
@@ -96,6 +163,15 @@ def dtype_name(dtype, api="", name="data type"):
         raise unsupported(api, name, key, "supported: float16, bfloat16 "
                           "(and float8_e4m3fn, float8_e5m2 for kv)")
     return _DTYPES[key]
+
+
+def check_q_dtype(api, dtype):
+    """q (and so the output) is float16 or bfloat16: `dtype` is fijit's
+    name of q's dtype."""
+    if dtype not in ("f16", "bf16"):
+        raise unsupported(api, "q.dtype", dtype, "float16 or bfloat16 (fp8 "
+                          "queries have no kernel; k and v may be "
+                          "float8_e4m3fn or float8_e5m2)")
 
 
 def plan_dtypes(api, q_data_type, kv_data_type, o_data_type=None,

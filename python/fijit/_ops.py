@@ -16,6 +16,12 @@ from .config import AttentionConfig
 from ._contract import Variants
 from .tensors import torch
 
+# Every op ends with FlashInfer's per-tensor KV scales, k_scale and v_scale
+# (floats, 1.0 when not given): an fp8 KV kernel reads them by name, a
+# 16-bit one gets k_scale folded into sm_scale and the output multiplied by
+# v_scale (_contract.launch_scales).
+_SCALES = ", float k_scale, float v_scale) -> ()"
+
 _SCHEMAS = {
     # name: (schema, mutated arguments)
     "single_prefill": (
@@ -23,13 +29,13 @@ _SCHEMAS = {
         "bool causal, float? sm_scale, int window_left, "
         "float logits_soft_cap, str kv_layout, str tuning, "
         "Tensor? packed_mask, str pos_encoding, Tensor? alibi_slopes, "
-        "Tensor? sinks) -> ()",
+        "Tensor? sinks" + _SCALES,
         ("out", "lse")),
     "single_decode": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "float? sm_scale, int window_left, float logits_soft_cap, "
         "str kv_layout, str tuning, str pos_encoding, Tensor? alibi_slopes, "
-        "Tensor? sinks) -> ()",
+        "Tensor? sinks" + _SCALES,
         ("out", "lse")),
     # split_plan: the [kv_chunk, num_splits] schedule a cuda_graph=true
     # kernel reads (plan() writes it, the launch only reads it); kv_len and
@@ -44,7 +50,7 @@ _SCHEMAS = {
         "Tensor? split_plan, str config, str kv_layout, int batch, "
         "int max_kv_len, int kv_chunk, int max_splits, int? max_page, "
         "float? sm_scale, int window_left, float logits_soft_cap, "
-        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _SCALES,
         ("out", "lse", "workspace", "split_counters")),
     # causal, window_left, logits_soft_cap and pos_encoding pick the
     # planned config's variant (forward() may change them), as the LSE and
@@ -57,7 +63,7 @@ _SCHEMAS = {
         "int max_qo_len, int total_qo, int total_kv, int? max_page, "
         "float? sm_scale, bool causal, int window_left, "
         "float logits_soft_cap, Tensor? packed_mask, Tensor? mask_indptr, "
-        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks) -> ()",
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _SCALES,
         ("out", "lse")),
     # fijit.cascade: merge_states and merge_state write new outputs (v has
     # its num_states dimension; merge_state passes one state of each side);

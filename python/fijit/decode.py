@@ -10,11 +10,13 @@ from .kernel import compile_attention
 from ._common import (check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
-from ._contract import (BACKENDS, Buffers, check_tuning, head_dims,
-                        plan_dtypes, pos_encoding, require, require_none,
-                        require_unit_scale, stage, unsupported)
+from ._contract import (BACKENDS, Buffers, check_q_dtype, check_tuning,
+                        head_dims, kv_scales, launch_scales, plan_dtypes,
+                        pos_encoding, require, require_none,
+                        require_unit_scale, scale_output, stage,
+                        unsupported)
 from ._variants import check_slopes, launch_tables, optional_table
-from .tensors import as_view, check, torch
+from .tensors import _torch_dtype_name, as_view, check, torch
 from . import _ops
 
 _decode_configs = {}
@@ -27,14 +29,17 @@ def _workspace(nbytes, device):
 
 
 def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale,
-                   alibi_slopes, sinks, **named):
-    """Launches with q, k, v, o, lse, the workspace, the variant's tables
-    and `named`: lengths, strides and index tensors (None: not given) by
-    launch argument name."""
+                   alibi_slopes, sinks, k_scale, v_scale, **named):
+    """Launches with q, k, v, o, lse, the workspace, the variant's tables,
+    FlashInfer's KV scales (launch_scales) and `named`: lengths, strides
+    and index tensors (None: not given) by launch argument name."""
     hq, dev = kernel.config.num_qo_heads, q.device
     named.update(launch_tables(
         kernel.config, optional_table("alibi_slopes", alibi_slopes, hq, dev),
         optional_table("sinks", sinks, hq, dev), as_view(q, "q")))
+    sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
+                                             k_scale, v_scale)
+    named.update(scales)
     tensors = {name: t.data_ptr() for name, t in named.items()
                if hasattr(t, "data_ptr")}
     kernel.launch(
@@ -45,6 +50,7 @@ def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale,
         sm_scale=float(sm_scale or 0.0),
         stream=torch.cuda.current_stream(q.device).cuda_stream,
         **{**named, **tensors})
+    scale_output(o, factor)
 
 
 def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
@@ -70,15 +76,17 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     api = "single_decode_with_kv_cache"
     pos = pos_encoding(api, pos_encoding_mode)
     check_slopes(pos_encoding_mode, alibi_slopes)
-    require_unit_scale(api, q_scale=q_scale, k_scale=k_scale,
-                       v_scale=v_scale)
+    require_unit_scale(api, q_scale=q_scale)
+    k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
     check_tuning(api, tuning)
     require_torch(api)
     if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         ndims = (q.dim(), k.dim(), v.dim())
+        check_q_dtype(api, _torch_dtype_name(q))
     else:  # __cuda_array_interface__ or DLPack arrays: shapes checked alike
         ndims = tuple(as_view(t, name).ndim
                       for t, name in ((q, "q"), (k, "k"), (v, "v")))
+        check_q_dtype(api, as_view(q, "q").dtype)
     if ndims != (2, 3, 3):
         raise ValueError("q must be [num_qo_heads, head_dim] and k/v "
                          "[kv_len, num_kv_heads, head_dim] (NHD) or "
@@ -91,12 +99,15 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     _ops.call("single_decode", q, k, v, out, lse,
               None if sm_scale is None else float(sm_scale),
               int(window_left), float(logits_soft_cap or 0.0), kv_layout,
-              _ops.tuning_text(tuning), pos, alibi_slopes, sinks)
+              _ops.tuning_text(tuning), pos, alibi_slopes, sinks, k_scale,
+              v_scale)
+    scale_output(out, out_scale)
     return (out, lse) if return_lse else out
 
 
 def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
-                   kv_layout, tuning, pos_encoding, alibi_slopes, sinks):
+                   kv_layout, tuning, pos_encoding, alibi_slopes, sinks,
+                   k_scale, v_scale):
     """torch.ops.fijit.single_decode: compiles (or fetches) the kernel of
     these tensors' config, plans its split-KV chunks and launches it."""
     qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
@@ -132,7 +143,8 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
     counters = (torch.zeros(hk, dtype=torch.int32, device=q.device)
                 if splits > 1 else None)
     _launch_decode(kernel, q, k, v, out, lse, _workspace(nbytes, q.device),
-                   sm_scale, alibi_slopes, sinks, batch=1, kv_len=kv_len, kv_chunk=kv_chunk,
+                   sm_scale, alibi_slopes, sinks, k_scale, v_scale, batch=1,
+                   kv_len=kv_len, kv_chunk=kv_chunk,
                    split_counters=counters, q_stride_h=q.stride(0),
                    o_stride_h=out.stride(0), **kv_strides(k, v, n, h))
 
@@ -386,8 +398,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if args:
             raise unsupported(api, "*args", args, "custom kernel arguments "
                               "(jit_args) are not supported")
-        require_unit_scale(api, q_scale=q_scale, k_scale=k_scale,
-                           v_scale=v_scale)
+        require_unit_scale(api, q_scale=q_scale)
+        k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
         require(api, "enable_pdl", enable_pdl, (None, False))
         require(api, "q_len_per_req", q_len_per_req, (None, 1))
         require_none(api, kv_cache_sf=kv_cache_sf,
@@ -414,7 +426,9 @@ class BatchDecodeWithPagedKVCacheWrapper:
                   p["config"], self._kv_layout, p["batch"], p["max_len"],
                   p["kv_chunk"], p["max_splits"], p["max_page"],
                   self._sm_scale, self._window_left, self._logits_soft_cap,
-                  self._pos_encoding, self._alibi_slopes, sinks)
+                  self._pos_encoding, self._alibi_slopes, sinks, k_scale,
+                  v_scale)
+        scale_output(out, out_scale)
         return (out, lse) if return_lse else out
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
@@ -454,7 +468,7 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
                         kv_last_page_len, split_plan, config, kv_layout,
                         batch, max_kv_len, kv_chunk, max_splits, max_page,
                         sm_scale, window_left, logits_soft_cap, pos_encoding,
-                        alibi_slopes, sinks):
+                        alibi_slopes, sinks, k_scale, v_scale):
     """torch.ops.fijit.batch_decode_paged: the planned config's variant for
     this run (LSE, window, soft-cap, position encoding, sinks), checked
     against the tensors and launched; with max_splits the kernel reads its
@@ -476,7 +490,8 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
     else:
         schedule = dict(kv_len=max_kv_len, kv_chunk=kv_chunk)
     _launch_decode(kernel, q, k_cache, v_cache, out, lse, workspace,
-                   sm_scale, alibi_slopes, sinks, batch=batch, split_counters=split_counters,
+                   sm_scale, alibi_slopes, sinks, k_scale, v_scale,
+                   batch=batch, split_counters=split_counters,
                    kv_indptr=kv_indptr, kv_indices=kv_indices,
                    kv_last_page_len=kv_last_page_len, q_stride_b=q.stride(0),
                    q_stride_h=q.stride(1), o_stride_b=out.stride(0),

@@ -92,7 +92,7 @@ class AttentionKernel:
 
     def __call__(self, q, k, v, out=None, lse=None, stream=None,
                  sm_scale=None, alibi_slopes=None, sinks=None,
-                 packed_mask=None):
+                 packed_mask=None, k_scale=None, v_scale=None):
         """Runs attention on CUDA tensors; returns ``out`` (and ``lse`` when
         the config has return_lse=true).
 
@@ -105,7 +105,11 @@ class AttentionKernel:
         [num_qo_heads], natural-log logits) is required; with mask=custom,
         ``packed_mask``: the [qo_len, kv_len] mask packed as FlashInfer's
         packbits(..., bitorder="little") in a 16-byte aligned int32 tensor
-        of whole words (``fijit.custom_mask_words(mask)``).
+        of whole words (``fijit.custom_mask_words(mask)``). With an fp8 KV
+        cache (dtype_kv e4m3 or e5m2), ``k_scale`` and ``v_scale`` (floats,
+        None meaning 1.0) are FlashInfer's per-tensor dequantisation
+        scales: the logits are multiplied by sm_scale * k_scale, the output
+        by v_scale; other kernels have no such arguments (ValueError).
         """
         self._upgrade()
         cfg = self.config
@@ -145,6 +149,7 @@ class AttentionKernel:
         tables = launch_tables(cfg, alibi_slopes, sinks, qv)
         tables.update(mask_pointers(cfg, packed_mask,
                                     (qo_len * kv_len + 7) // 8, qv))
+        tables.update(_kv_scale_args(cfg, k_scale, v_scale))
         if stream is None:
             stream = qv.current_stream()
         elif hasattr(stream, "cuda_stream"):
@@ -160,6 +165,22 @@ class AttentionKernel:
             sm_scale=float(sm_scale or 0.0), stream=int(stream or 0),
             **tables)
         return (out, lse) if cfg.return_lse else out
+
+
+def _kv_scale_args(cfg, k_scale, v_scale):
+    """The fp8 KV kernel's k_scale and v_scale launch arguments (None is
+    1.0); a kernel without them refuses scales rather than ignore them."""
+    given = {name: float(value) for name, value in
+             (("k_scale", k_scale), ("v_scale", v_scale))
+             if value is not None}
+    if cfg.dtype_kv in ("e4m3", "e5m2"):
+        return {"k_scale": 1.0, "v_scale": 1.0, **given}
+    if given:
+        name = next(iter(given))
+        raise ValueError(f"{name}: this kernel's dtype_kv is {cfg.dtype_kv}; "
+                         "k_scale and v_scale are launch arguments of fp8 KV "
+                         "kernels (dtype_kv e4m3 or e5m2)")
+    return {}
 
 
 def compile_attention(config: Optional[Union[AttentionConfig, str]] = None,

@@ -9,10 +9,11 @@ from .kernel import compile_attention
 from ._common import (check_indptr, check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
-from ._contract import (BACKENDS, Buffers, check_tuning, dtype_name,
-                        head_dims, lse_to_base, plan_dtypes, pos_encoding,
-                        require, require_none, require_unit_scale, stage,
-                        unsupported)
+from ._contract import (BACKENDS, FP8, Buffers, check_q_dtype, check_tuning,
+                        dtype_name, head_dims, kv_scales, launch_scales,
+                        lse_to_base, plan_dtypes, pos_encoding, require,
+                        require_none, require_unit_scale, scale_output,
+                        stage, unsupported)
 from ._masks import (check_mask_buffers, copy_to_words, fixed_buffer_room,
                      mask_layout, mask_words, packed_mask_bytes,
                      single_mask_words)
@@ -60,7 +61,7 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     check_slopes(pos_encoding_mode, alibi_slopes)
     require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction, (False,))
     require(api, "backend", backend, BACKENDS)
-    require_unit_scale(api, k_scale=k_scale, v_scale=v_scale)
+    k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
     check_tuning(api, tuning)
     require_torch(api)
     # torch tensors go through the op (and so through a trace); other
@@ -71,6 +72,7 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     else:
         qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
         ndims, q_dtype = (qv.ndim, kv.ndim, vv.ndim), qv.dtype
+    check_q_dtype(api, q_dtype)
     if o_dtype is not None and dtype_name(o_dtype, api, "o_dtype") != \
             q_dtype:
         raise unsupported(api, "o_dtype", str(o_dtype),
@@ -96,16 +98,24 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
                                  logits_soft_cap, return_lse, kv_layout,
                                  _ops.tuning_text(tuning), pos,
                                  sinks is not None)
-        return kernel(q, k, v, out=out, sm_scale=sm_scale,
-                      alibi_slopes=alibi_slopes, sinks=sinks,
-                      packed_mask=words)
+        sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
+                                                 k_scale, v_scale)
+        result = kernel(q, k, v, out=out, sm_scale=sm_scale,
+                        alibi_slopes=alibi_slopes, sinks=sinks,
+                        packed_mask=words, **scales)
+        o = result[0] if return_lse else result
+        scale_output(o, factor)
+        scale_output(o, out_scale)
+        return result
     if out is None:
         out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = (torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32,
                        device=q.device) if return_lse else None)
     _ops.call("single_prefill", q, k, v, out, lse, bool(causal), sm_scale,
               window_left, logits_soft_cap, kv_layout,
-              _ops.tuning_text(tuning), words, pos, alibi_slopes, sinks)
+              _ops.tuning_text(tuning), words, pos, alibi_slopes, sinks,
+              k_scale, v_scale)
+    scale_output(out, out_scale)
     return (out, lse) if return_lse else out
 
 
@@ -147,7 +157,7 @@ def _prefill_kernel(q, k, v, mask, window_left, logits_soft_cap,
 
 def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
                     logits_soft_cap, kv_layout, tuning, packed_mask,
-                    pos_encoding, alibi_slopes, sinks):
+                    pos_encoding, alibi_slopes, sinks, k_scale, v_scale):
     """torch.ops.fijit.single_prefill: launches the kernel of these
     tensors' config into `out` (and `lse`); `packed_mask`, int32 words of
     the packed custom mask, makes it mask=custom."""
@@ -156,10 +166,13 @@ def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
                              kv_layout, tuning, pos_encoding,
                              sinks is not None)
     hq, dev = q.shape[1], q.device
+    sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
+                                             k_scale, v_scale)
     kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale,
            alibi_slopes=optional_table("alibi_slopes", alibi_slopes, hq, dev),
            sinks=optional_table("sinks", sinks, hq, dev),
-           packed_mask=packed_mask)
+           packed_mask=packed_mask, **scales)
+    scale_output(out, factor)
 
 
 
@@ -349,7 +362,8 @@ class _BatchPrefillWrapper:
         self._plan = dict(config=str(cfg), num_qo_heads=cfg.num_qo_heads,
                           head_dim_vo=cfg.head_dim_vo, batch=batch,
                           max_qo_len=max_qo_len, total_qo=qo[-1], bufs=bufs,
-                          mask_bufs=mask_bufs or (None, None), **extra)
+                          mask_bufs=mask_bufs or (None, None),
+                          dtype_kv=cfg.dtype_kv, **extra)
         self._cached_module = variants.get()
         self._batch_size = batch
         self._qo_indptr_last = qo[-1]
@@ -363,21 +377,26 @@ class _BatchPrefillWrapper:
         self._alibi_slopes = optional_table("alibi_slopes", alibi_slopes,
                                             cfg.num_qo_heads, device)
 
-    def _check_run_args(self, args, enable_pdl, lse_layout, **scales):
+    def _check_run_args(self, args, enable_pdl, lse_layout, k_scale,
+                        v_scale, **unit_scales):
+        """Refuses what fijit cannot do; returns kv_scales' (k_scale,
+        v_scale, out_scale)."""
         api = self._api + ".run"
         if args:
             raise unsupported(api, "*args", args, "custom kernel arguments "
                               "(jit_args) are not supported")
         require(api, "enable_pdl", enable_pdl, (None, False))
         require(api, "lse_layout", lse_layout, ("NH",))
-        require_unit_scale(api, **scales)
+        require_unit_scale(api, **unit_scales)
+        return kv_scales(api, k_scale, v_scale)
 
     def _launch(self, q, k, v, out, lse, return_lse, lse_base, kv_indptr,
-                kv_indices=None, kv_last_page_len=None, sinks=None):
+                kv_indices=None, kv_last_page_len=None, sinks=None,
+                scales=(1.0, 1.0, None)):
         """Allocates what the caller left out and launches through
         torch.ops.fijit.batch_prefill: the variant for this run (causal,
         window, soft-cap and LSE as the wrapper holds them now) with q, out,
-        lse, k/v and the plan's index buffers."""
+        lse, k/v, the plan's index buffers and `scales` (kv_scales')."""
         p = self._plan
         if p is None:
             raise RuntimeError("call plan() before run()")
@@ -396,7 +415,9 @@ class _BatchPrefillWrapper:
                   p["total_qo"], p.get("total_kv", 0), p.get("max_page"),
                   self._sm_scale, self._causal, self._window_left,
                   self._logits_soft_cap, *p["mask_bufs"],
-                  self._pos_encoding, self._alibi_slopes, sinks)
+                  self._pos_encoding, self._alibi_slopes, sinks, scales[0],
+                  scales[1])
+        scale_output(out, scales[2])
         if return_lse:
             return out, lse_to_base(lse, lse_base, self._api + ".run")
         return out
@@ -485,15 +506,29 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
             kv_cache_sf=None, sinks=None):
         """FlashInfer's run; `sinks` (float32 [num_qo_heads]) as in the
         paged wrapper's."""
-        self._check_run_args(args, enable_pdl, lse_layout, q_scale=q_scale,
-                             k_scale=k_scale, v_scale=v_scale,
-                             o_scale=o_scale)
+        scales = self._check_run_args(args, enable_pdl, lse_layout, k_scale,
+                                      v_scale, q_scale=q_scale,
+                                      o_scale=o_scale)
         require_none(self._api + ".run", kv_cache_sf=kv_cache_sf)
         p = self._plan
         if p is None:
             raise RuntimeError("call plan() before run()")
+        if p["dtype_kv"] not in FP8:
+            # FlashInfer's ragged run applies k_scale and v_scale to fp8
+            # keys and values only, and ignores them otherwise.
+            k_unit, v_unit, out_scale = scales
+            for name, value, unit in (("k_scale", k_scale, k_unit == 1.0),
+                                      ("v_scale", v_scale, v_unit == 1.0 and
+                                       out_scale is None)):
+                if not unit:
+                    raise unsupported(
+                        self._api + ".run", name, value if isinstance(
+                            value, (int, float)) else type(value).__name__,
+                        f"the plan's kv_data_type is {p['dtype_kv']}, and "
+                        "FlashInfer's ragged wrapper applies k_scale and "
+                        "v_scale only to fp8 keys and values")
         return self._launch(q, k, v, out, lse, return_lse, lse_base,
-                            p["bufs"][1], sinks=sinks)
+                            p["bufs"][1], sinks=sinks, scales=scales)
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -597,8 +632,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             window_left=None, sinks=None, kv_cache_sf=None,
             skip_softmax_threshold_scale_factor=None, use_fp16_softmax=None,
             uses_spcompress=None):
-        self._check_run_args(args, enable_pdl, lse_layout, q_scale=q_scale,
-                             k_scale=k_scale, v_scale=v_scale)
+        scales = self._check_run_args(args, enable_pdl, lse_layout, k_scale,
+                                      v_scale, q_scale=q_scale)
         require_none(self._api + ".run", kv_cache_sf=kv_cache_sf,
                      skip_softmax_threshold_scale_factor=(
                          skip_softmax_threshold_scale_factor))
@@ -615,7 +650,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         k_cache, v_cache = split_cache(paged_kv_cache, self._kv_layout)
         _, indptr, indices, last = p["bufs"]
         return self._launch(q, k_cache, v_cache, out, lse, return_lse,
-                            lse_base, indptr, indices, last, sinks=sinks)
+                            lse_base, indptr, indices, last, sinks=sinks,
+                            scales=scales)
 
     run_return_lse = functools.partialmethod(run, return_lse=True)
 
@@ -646,7 +682,7 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
                    kv_last_page_len, config, kv_layout, batch, max_qo_len,
                    total_qo, total_kv, max_page, sm_scale, causal,
                    window_left, logits_soft_cap, packed_mask, mask_indptr,
-                   pos_encoding, alibi_slopes, sinks):
+                   pos_encoding, alibi_slopes, sinks, k_scale, v_scale):
     """torch.ops.fijit.batch_prefill: the planned config's variant for this
     run (causal, window, soft-cap, position encoding, sinks, LSE; the
     plan's custom mask, packed_mask and mask_indptr, replaces causal),
@@ -698,6 +734,7 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
         # needs.
         tables.update(packed_mask=packed_mask.data_ptr(),
                       mask_indptr=mask_indptr.data_ptr())
+    sm_scale, scales, factor = launch_scales(cfg, sm_scale, k_scale, v_scale)
     kernel.launch(
         q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), o=out.data_ptr(),
         lse=lse.data_ptr() if lse is not None else 0,
@@ -707,7 +744,8 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
         o_stride_n=out.stride(0), o_stride_h=out.stride(1),
         sm_scale=float(sm_scale or 0.0),
         stream=torch.cuda.current_stream(q.device).cuda_stream, **kv,
-        **tables)
+        **tables, **scales)
+    scale_output(out, factor)
 
 
 _ops.register("batch_prefill", _batch_prefill)

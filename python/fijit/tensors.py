@@ -45,9 +45,13 @@ class View:
 
 
 def _torch_dtype_name(t):
+    """fijit's name of a tensor's dtype (fp8 for KV caches: e4m3, e5m2);
+    torch's name for one fijit has none for."""
     return {torch.float16: "f16", torch.bfloat16: "bf16",
-            torch.float32: "f32"}.get(t.dtype, str(t.dtype).replace(
-                "torch.", ""))
+            torch.float32: "f32",
+            getattr(torch, "float8_e4m3fn", None): "e4m3",
+            getattr(torch, "float8_e5m2", None): "e5m2"}.get(
+                t.dtype, str(t.dtype).replace("torch.", ""))
 
 
 def as_view(x, name):

@@ -257,9 +257,21 @@ def test_cascade_binds_like_flashinfer(name):
         None, None, 32, 8, 128, use_fp16_qk_reduction=True),
      "fijit's BatchPrefillWithRaggedKVCacheWrapper.plan does not support "
      "use_fp16_qk_reduction=True: supported: False"),
-    (lambda: fi.single_decode_with_kv_cache(None, None, None, k_scale=0.5),
-     "fijit's single_decode_with_kv_cache does not support k_scale=0.5: "
+    (lambda: fi.single_decode_with_kv_cache(None, None, None, q_scale=0.5),
+     "fijit's single_decode_with_kv_cache does not support q_scale=0.5: "
      "only 1.0 (or None) is supported"),
+    # FlashInfer multiplies its float sm_scale by k_scale.
+    (lambda: fi.single_decode_with_kv_cache(None, None, None,
+                                            k_scale=[0.5]),
+     "fijit's single_decode_with_kv_cache does not support k_scale='list': "
+     "a Python float (FlashInfer folds k_scale into its float sm_scale)"),
+    (lambda: fi.single_prefill_with_kv_cache(None, None, None, k_scale=0.0),
+     "fijit's single_prefill_with_kv_cache does not support k_scale=0.0: "
+     "a positive finite float"),
+    (lambda: fi.single_prefill_with_kv_cache(None, None, None,
+                                             v_scale=float("nan")),
+     "fijit's single_prefill_with_kv_cache does not support v_scale=nan: "
+     "a finite float"),
 ])
 def test_unsupported_values_raise_naming_the_argument(make, message):
     with pytest.raises(NotImplementedError) as e:

@@ -65,6 +65,12 @@ def test_variant_tables_are_read_only_inputs():
         assert "pos_encoding" in args, name
 
 
+def named_args(node):
+    """A traced fijit node's arguments by the op's schema names."""
+    schema = node.target._schema
+    return {a.name: v for a, v in zip(schema.arguments, node.args)}
+
+
 def test_single_prefill_and_decode_trace_as_one_graph():
     rec = Recorder()
 
@@ -91,10 +97,10 @@ def test_single_prefill_and_decode_trace_as_one_graph():
     prefill = next(n for n in rec.graphs[0].graph.nodes
                    if str(n.target) == "fijit.single_prefill.default")
     assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "", None,
-                                "none", None, None)
+                                "none", None, None, 1.0, 1.0)
 
 
-def plan_wrappers(monkeypatch):
+def plan_wrappers(monkeypatch, kv_data_type=None):
     """The batch wrappers planned inside the caller's FakeTensorMode: host
     (CPU) index tensors copied into the wrappers' device buffers, which are
     fake CUDA tensors like the workspace; plan compiles the kernels to PTX
@@ -126,15 +132,15 @@ def plan_wrappers(monkeypatch):
     for w in (decode, graph):
         w.plan(pages["indptr"], pages["indices"], pages["last"],
                num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16,
-               q_data_type=torch.bfloat16)
+               q_data_type=torch.bfloat16, kv_data_type=kv_data_type)
     paged = fijit.BatchPrefillWithPagedKVCacheWrapper(workspace)
     paged.plan(qo_indptr, pages["indptr"],
                pages["indices"], pages["last"], num_qo_heads=32,
                num_kv_heads=8, head_dim_qk=128, page_size=16, causal=True,
-               q_data_type=torch.bfloat16)
+               q_data_type=torch.bfloat16, kv_data_type=kv_data_type)
     ragged = fijit.BatchPrefillWithRaggedKVCacheWrapper(workspace)
     ragged.plan(qo_indptr, kv_indptr, 32, 8, 128,
-                q_data_type=torch.bfloat16)
+                q_data_type=torch.bfloat16, kv_data_type=kv_data_type)
     return decode, graph, paged, ragged
 
 
@@ -198,7 +204,48 @@ def test_forward_values_travel_as_op_arguments(monkeypatch):
             torch.empty(5, 16, 8, 128, **BF16))
     (node,) = [n for g in rec.graphs for n in g.graph.nodes
                if str(n.target) == "fijit.batch_prefill.default"]
-    assert node.args[-4:] == (0.5, False, 128, 50.0)
+    args = named_args(node)
+    assert (args["sm_scale"], args["causal"], args["window_left"],
+            args["logits_soft_cap"]) == (0.5, False, 128, 50.0)
+
+
+def test_fp8_kv_scales_travel_as_op_arguments(monkeypatch):
+    """k_scale and v_scale (floats) are arguments of every op's node; a
+    1-element v_scale tensor scales the output after the node, in the
+    graph, as FlashInfer's entry points do."""
+    rec = Recorder()
+    fp8 = dict(dtype=torch.float8_e4m3fn, device="cuda")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        decode, _, paged, _ = plan_wrappers(monkeypatch,
+                                            kv_data_type=torch.float8_e4m3fn)
+
+        def step(q, q_tok, k, v, k_cache, v_cache, v_scale):
+            out = fijit.single_prefill_with_kv_cache(q, k, v, k_scale=0.5,
+                                                     v_scale=2.0)
+            tok = fijit.single_decode_with_kv_cache(q_tok, k, v, k_scale=0.25)
+            pre = paged.run(q, (k_cache, v_cache), k_scale=0.125,
+                            v_scale=v_scale)
+            dec = decode.run(q[:2], (k_cache, v_cache), v_scale=4.0)
+            return out, tok, pre, dec
+
+        outs = torch.compile(step, fullgraph=True, backend=rec)(
+            torch.empty(20, 32, 128, **BF16), torch.empty(32, 128, **BF16),
+            torch.empty(300, 8, 128, **fp8), torch.empty(300, 8, 128, **fp8),
+            torch.empty(5, 16, 8, 128, **fp8),
+            torch.empty(5, 16, 8, 128, **fp8),
+            torch.empty(1, dtype=torch.float32, device="cuda"))
+    assert [o.dtype for o in outs] == [torch.bfloat16] * 4
+    assert len(rec.graphs) == 1
+    nodes = [n for n in rec.graphs[0].graph.nodes
+             if n.op == "call_function" and "fijit" in str(n.target)]
+    assert [(str(n.target).split(".")[1], named_args(n)["k_scale"],
+             named_args(n)["v_scale"]) for n in nodes] == [
+        ("single_prefill", 0.5, 2.0), ("single_decode", 0.25, 1.0),
+        ("batch_prefill", 0.125, 1.0), ("batch_decode_paged", 1.0, 4.0)]
+    # The tensor v_scale: one multiply of the prefill's output in place.
+    muls = [n for n in rec.graphs[0].graph.nodes if "mul" in str(n.target)]
+    assert [str(n.target) for n in muls] == ["mul_"]
+    assert muls[0].args[1].op == "placeholder"  # the v_scale tensor
 
 
 def test_eager_call_launches_without_the_dispatcher(monkeypatch):

@@ -75,12 +75,13 @@ def _schema_args(name):
     ("batch_prefill", fijit.prefill._batch_prefill),
     ("batch_decode_paged", fijit.decode._batch_decode_paged)])
 def test_op_schemas_carry_the_variants(name, impl):
-    """Each op's schema names the position encoding and both optional
-    tables, in its implementation's order (a trace passes them
-    positionally)."""
+    """Each op's schema names the position encoding, both optional
+    tables and FlashInfer's KV scales, in its implementation's order (a
+    trace passes them positionally)."""
     args = _schema_args(name)
     assert args == list(inspect.signature(impl).parameters)
-    assert args[-3:] == ["pos_encoding", "alibi_slopes", "sinks"]
+    assert args[-5:] == ["pos_encoding", "alibi_slopes", "sinks", "k_scale",
+                         "v_scale"]
     schema = _ops._SCHEMAS[name][0]
     assert "Tensor? alibi_slopes, Tensor? sinks" in schema
 
