@@ -73,6 +73,13 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
   p.rowHead = [=](Value) { return head; };
 
+  std::optional<RotaryEmbedding> rotary;
+  if (cfg.posEncoding == PosEncoding::RoPE) {
+    rotary.emplace(b, args, cfg.headDimQK);
+    p.rotary = &*rotary;
+    p.queryPosition = prefillQueryPositions(b, qStart, qoLen, kvLen);
+  }
+
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, /*tokenBase=*/Value(), head, o,
                  lse, oStrideN, oStrideH);

@@ -59,8 +59,11 @@ AttentionConfig AttentionConfig::resolved() const {
   // By default that is the warp-specialised kernel (TMA producer, two
   // ping-ponging consumer warpgroups): 1.3-1.45x the two-warpgroup kernel
   // at every head dim on H200 (bench/RESULTS.md).
+  // RoPE rotates tiles in shared memory, which only the tile engine does:
+  // its big tiles then.
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
-    t.numWarps = kWarpSpecialisedWarps;
+    t.numWarps = posEncoding == PosEncoding::RoPE ? bigTileWarps
+                                                  : kWarpSpecialisedWarps;
   bool specialised = t.numWarps == kWarpSpecialisedWarps;
   if (isPrefill(kind)) {
     // One 16-row MMA tile per warp ties tile_q to num_warps: derive
