@@ -95,6 +95,13 @@ void emitBatchPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
   p.rowHead = [=](Value) { return head; };
 
+  std::optional<RotaryEmbedding> rotary;
+  if (cfg.posEncoding == PosEncoding::RoPE) {
+    rotary.emplace(b, args, cfg.headDimQK);
+    p.rotary = &*rotary;
+    p.queryPosition = prefillQueryPositions(b, qStart, qoLen, kv.kvLen);
+  }
+
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, qoBegin, head, o, lse, oStrideN,
                  oStrideH);
@@ -108,8 +115,6 @@ LogicalResult buildBatchPrefill(ImplicitLocOpBuilder &b,
                                 const KernelSpec &spec) {
   // The warp-specialised kernel has the tile engine's variants, and lacks
   // what it lacks.
-  if (failed(checkTileSupport(b, cfg)))
-    return failure();
   if (cfg.warpSpecialised())
     return buildWarpSpecialisedPrefill(b, cfg, spec);
   auto func = createTileKernel(b, cfg, spec);

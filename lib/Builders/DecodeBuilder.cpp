@@ -413,6 +413,15 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
     p.completeRows = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
                                            numSplits, cIdx(b, 1));
 
+  std::optional<RotaryEmbedding> rotary;
+  if (cfg.posEncoding == PosEncoding::RoPE) {
+    // Every row is a head of the one new token, at position kv_len - 1.
+    rotary.emplace(b, args, cfg.headDimQK);
+    p.rotary = &*rotary;
+    Value last = arith::SubIOp::create(b, kvLen, cIdx(b, 1));
+    p.queryPosition = [last](Value) { return last; };
+  }
+
   TileResult res = emitTileAttention(b, cfg, variant, p);
   // A CTA past the plan's splits read no key (its chunk starts at kv_len)
   // and neither stores nor counts.
@@ -490,8 +499,6 @@ void emitDecodeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 
 LogicalResult buildDecode(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                           const KernelSpec &spec) {
-  if (failed(checkTileSupport(b, cfg)))
-    return failure();
   auto func = createTileKernel(b, cfg, spec);
   OpBuilder::InsertionGuard guard(b);
   emitDecodeBody(b, cfg, func, KernelArgs(spec, func));

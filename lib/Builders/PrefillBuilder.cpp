@@ -74,6 +74,13 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
   p.maskRow = [=](int64_t r) { return rowPos[r]; };
   p.rowHead = [=](Value) { return head; };
 
+  std::optional<RotaryEmbedding> rotary;
+  if (cfg.posEncoding == PosEncoding::RoPE) {
+    rotary.emplace(b, args, cfg.headDimQK);
+    p.rotary = &*rotary;
+    p.queryPosition = prefillQueryPositions(b, qStart, qoLen, kvLen);
+  }
+
   TileResult res = emitTileAttention(b, cfg, variant, p);
   storeQueryRows(b, cfg, res, rowPos, qoLen, /*tokenBase=*/Value(), head, o,
                  lse, oStrideN, oStrideH);
@@ -85,8 +92,6 @@ void emitPrefillBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
 LogicalResult buildSinglePrefill(ImplicitLocOpBuilder &b,
                                  const AttentionConfig &cfg,
                                  const KernelSpec &spec) {
-  if (failed(checkTileSupport(b, cfg)))
-    return failure();
   if (cfg.warpSpecialised())
     return buildWarpSpecialisedPrefill(b, cfg, spec);
   auto func = createTileKernel(b, cfg, spec);

@@ -62,16 +62,6 @@ void storeRowPairs(ImplicitLocOpBuilder &b, ArrayRef<AccFragment> out,
   }
 }
 
-LogicalResult checkTileSupport(ImplicitLocOpBuilder &b,
-                               const AttentionConfig &cfg) {
-  StringRef kind = stringify(cfg.kind);
-  if (cfg.posEncoding == PosEncoding::RoPE)
-    return emitError(b.getLoc())
-           << kind << ": pos_encoding=" << stringify(cfg.posEncoding)
-           << " has no kernel yet; use pos_encoding=none";
-  return success();
-}
-
 Value launchSmScale(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                     const KernelArgs &args) {
   Value smScale = args["sm_scale"];
@@ -117,6 +107,16 @@ MemRefType flatGlobalMemref(Builder &b, Type element) {
                          MemRefLayoutAttrInterface{}, global);
 }
 
+
+std::function<Value(Value)> prefillQueryPositions(ImplicitLocOpBuilder &b,
+                                                  Value qStart, Value qoLen,
+                                                  Value kvLen) {
+  Value first = arith::AddIOp::create(
+      b, qStart, arith::SubIOp::create(b, kvLen, qoLen));
+  return [&b, first](Value row) -> Value {
+    return arith::AddIOp::create(b, first, row);
+  };
+}
 
 std::array<Value, 2> laneQueryRows(ImplicitLocOpBuilder &b, Value rowStart) {
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -201,6 +201,12 @@ TileResult TileEngine::emit() {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, t.stages - 1);
   gpu::BarrierOp::create(b);
+  if (p.rotary) {
+    // Q has landed (its group is the oldest): rotate it once.
+    p.rotary->rotateTile(b, sQ, {}, t.tileQ, p.queryPosition, tid,
+                         numThreads);
+    syncRotatedTile();
+  }
   WarpSplit split = warpSplit(t);
   rowWarps = split.rowWarps;
   keyWarps = split.keyWarps;
@@ -282,6 +288,8 @@ TileResult TileEngine::emit() {
                         arith::RemUIOp::create(b, next, cIdx(b, t.stages)));
            });
     NVVM::CpAsyncCommitGroupOp::create(b);
+    if (p.rotary)
+      rotateKeys(tile);
 
     auto flatten = [&](ArrayRef<AccFragment> o, const SoftmaxState &st) {
       SmallVector<Value> vals;
@@ -344,6 +352,30 @@ TileResult TileEngine::emit() {
   result.quadCol = arith::MulIOp::create(
       b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
   return result;
+}
+
+void TileEngine::syncRotatedTile() {
+  if (useWgmma)
+    // wgmma reads the rotated rows through the async proxy.
+    NVVM::FenceProxyOp::create(
+        b, NVVM::ProxyKind::async_shared,
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
+  gpu::BarrierOp::create(b);
+}
+
+void TileEngine::rotateKeys(Value tile) {
+  // The tile has landed and every warp is past the barrier above, so no
+  // one reads its slot until the barrier below.
+  int64_t tileKV = cfg.tuning.tileKV;
+  Value slot = arith::RemUIOp::create(b, tile, cIdx(b, cfg.tuning.stages));
+  Value kvStart = arith::AddIOp::create(
+      b, p.kvBegin, arith::MulIOp::create(b, tile, cIdx(b, tileKV)));
+  p.rotary->rotateTile(
+      b, sK, {slot}, tileKV,
+      [&](Value row) -> Value { return arith::AddIOp::create(b, kvStart, row); },
+      tid, cfg.tuning.numWarps * 32);
+  syncRotatedTile();
 }
 
 } // namespace tileengine

@@ -59,6 +59,10 @@ private:
   Value atKey(int64_t c);
   /// -inf for the scores of the last key warp's steps past the tile.
   void maskTail(MutableArrayRef<AccFragment> scores);
+  /// RoPE: rotates the K rows of `tile`'s slot in place, then syncs.
+  void rotateKeys(Value tile);
+  /// The fence (wgmma) and barrier after a tile is rotated in place.
+  void syncRotatedTile();
 
   ImplicitLocOpBuilder &b;
   const AttentionConfig &cfg;

@@ -234,6 +234,17 @@ llvm::Error AttentionConfig::validate() const {
                         "12 (the warp-specialised kernel) has no custom mask; "
                         "mask=custom runs on the tile engine (num_warps 0, "
                         "1, 2, 4 or 8)");
+  if (tuning.numWarps == kWarpSpecialisedWarps &&
+      posEncoding == PosEncoding::RoPE)
+    return invalidField("num_warps", tuning.numWarps,
+                        "12 (the warp-specialised kernel) has no "
+                        "pos_encoding=rope: RoPE rotates Q and K in shared "
+                        "memory on the tile engine (num_warps 4 or 8)");
+  if (posEncoding == PosEncoding::RoPE && isFP8(dtypeKV))
+    return invalidField("pos_encoding", posEncoding,
+                        "rope rotates K in shared memory as f16/bf16; it "
+                        "does not take an fp8 KV cache (dtype_kv=" +
+                            stringify(dtypeKV) + ")");
   if (!isValidTile(tuning.tileQ))
     return invalidField("tile_q", tuning.tileQ,
                         "must be 0 (default) or a multiple of 16 in "

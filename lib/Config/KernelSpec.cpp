@@ -113,6 +113,15 @@ void variantTables(Rows &r, const AttentionConfig &cfg) {
     r.buffer("sinks", ElementType::F32, ArgCheck::Required);
 }
 
+/// pos_encoding=rope: FlashInfer's rope_scale and rope_theta (the kernel
+/// takes their reciprocals itself), after the variant tables.
+void rotaryScalars(Rows &r, const AttentionConfig &cfg) {
+  if (cfg.posEncoding != PosEncoding::RoPE)
+    return;
+  r.f32("rope_scale");
+  r.f32("rope_theta");
+}
+
 /// mask=custom (prefill kinds): FlashInfer's packed mask, read as i32
 /// words of its little-endian bits, and for a batch each request's byte
 /// offset into it (FlashInfer's mask_indptr of segment_packbits), after the
@@ -335,6 +344,7 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
   }
   kvScales(rows, cfg);
   variantTables(rows, cfg);
+  rotaryScalars(rows, cfg);
   customMask(rows, cfg);
   spec.threads = cfg.tuning.numWarps * 32;
   spec.sharedMemoryBytes = cfg.sharedMemoryBytes();

@@ -120,16 +120,17 @@ def test_compile_ms_and_memory_tier(kernel):
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(kind="batch_prefill_ragged", pos_encoding="rope"),
-     "batch_prefill_ragged: pos_encoding=rope has no kernel yet; use "
-     "pos_encoding=none"),
     (dict(kind="single_prefill", mask="custom", num_warps=12),
      "invalid num_warps=12: 12 (the warp-specialised kernel) has no custom "
      "mask; mask=custom runs on the tile engine (num_warps 0, 1, 2, 4 or "
      "8)"),
-    (dict(kind="single_decode", pos_encoding="rope"),
-     "single_decode: pos_encoding=rope has no kernel yet; use "
-     "pos_encoding=none"),
+    (dict(kind="batch_prefill_ragged", pos_encoding="rope", num_warps=12),
+     "invalid num_warps=12: 12 (the warp-specialised kernel) has no "
+     "pos_encoding=rope: RoPE rotates Q and K in shared memory on the tile "
+     "engine (num_warps 4 or 8)"),
+    (dict(kind="single_decode", pos_encoding="rope", dtype_kv="e4m3"),
+     "invalid pos_encoding=rope: rope rotates K in shared memory as "
+     "f16/bf16; it does not take an fp8 KV cache (dtype_kv=e4m3)"),
 ])
 def test_unsupported_feature_of_a_kind(fields, message):
     with pytest.raises(ValueError) as e:

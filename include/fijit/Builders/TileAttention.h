@@ -19,6 +19,7 @@
 #define FIJIT_BUILDERS_TILEATTENTION_H
 
 #include "fijit/Builders/Fragments.h"
+#include "fijit/Builders/Rotary.h"
 #include "fijit/Builders/Softmax.h"
 #include "fijit/Builders/Variant.h"
 #include "fijit/Config/KernelSpec.h"
@@ -70,6 +71,10 @@ struct TileProblem {
   mlir::Value completeRows;
   /// Optional f32 factor of the normalised output (fp8 KV: launchOutScale).
   mlir::Value outScale;
+  /// pos_encoding=rope: the launch's rotary parameters, and the position
+  /// of row `row` (index) of the Q tile (keys sit at their index).
+  const RotaryEmbedding *rotary = nullptr;
+  std::function<mlir::Value(mlir::Value row)> queryPosition;
 };
 
 /// Per-lane results: output accumulators (normalised) and the base-2 LSE of
@@ -129,11 +134,6 @@ mlir::Value launchOutScale(mlir::ImplicitLocOpBuilder &b,
                            const AttentionConfig &config,
                            const KernelArgs &args);
 
-/// Refuses what the tile engine cannot emit yet (RoPE) with a message
-/// naming the kind and the field.
-mlir::LogicalResult checkTileSupport(mlir::ImplicitLocOpBuilder &b,
-                                     const AttentionConfig &config);
-
 /// A tile-engine kernel: gpu.func with the arguments of `spec`, its block
 /// size, shared memory and register budget, its entry block ready for the
 /// body.
@@ -170,6 +170,13 @@ int64_t tileRegisterCap(const AttentionConfig &config);
 /// spills to get there).
 void annotateTileKernel(mlir::ImplicitLocOpBuilder &b, mlir::Operation *func,
                         const AttentionConfig &config);
+
+/// RoPE positions of the rows of a prefill Q tile starting at query
+/// `qStart`: FlashInfer puts query i at kv_len - qo_len + i, so the last
+/// query sits at the last key.
+std::function<mlir::Value(mlir::Value)>
+prefillQueryPositions(mlir::ImplicitLocOpBuilder &b, mlir::Value qStart,
+                      mlir::Value qoLen, mlir::Value kvLen);
 
 /// f16/bf16 element type of a dtype.
 mlir::Type elementType(mlir::Builder &b, DType t);
