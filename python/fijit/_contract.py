@@ -35,9 +35,9 @@ def require(api, name, value, allowed, what=None):
             repr(a) for a in allowed))
 
 
-# FlashInfer's pos_encoding_mode -> fijit's pos_encoding; ROPE_LLAMA is
-# refused (no kernel yet).
-POS_ENCODINGS = {"NONE": "none", "ALIBI": "alibi"}
+# FlashInfer's pos_encoding_mode -> fijit's pos_encoding.
+POS_ENCODINGS = {"NONE": "none", "ALIBI": "alibi", "ROPE_LLAMA": "rope"}
+
 
 
 def pos_encoding(api, mode):

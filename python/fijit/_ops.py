@@ -20,7 +20,10 @@ from .tensors import torch
 # (floats, 1.0 when not given): an fp8 KV kernel reads them by name, a
 # 16-bit one gets k_scale folded into sm_scale and the output multiplied by
 # v_scale (_contract.launch_scales).
-_SCALES = ", float k_scale, float v_scale) -> ()"
+# Then RoPE's rope_scale and rope_theta (floats, FlashInfer's defaults
+# when not given), read by pos_encoding=rope kernels only.
+_LAUNCH_SCALARS = (", float k_scale, float v_scale, float rope_scale, "
+           "float rope_theta) -> ()")
 
 _SCHEMAS = {
     # name: (schema, mutated arguments)
@@ -29,13 +32,13 @@ _SCHEMAS = {
         "bool causal, float? sm_scale, int window_left, "
         "float logits_soft_cap, str kv_layout, str tuning, "
         "Tensor? packed_mask, str pos_encoding, Tensor? alibi_slopes, "
-        "Tensor? sinks" + _SCALES,
+        "Tensor? sinks" + _LAUNCH_SCALARS,
         ("out", "lse")),
     "single_decode": (
         "(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor(b!)? lse, "
         "float? sm_scale, int window_left, float logits_soft_cap, "
         "str kv_layout, str tuning, str pos_encoding, Tensor? alibi_slopes, "
-        "Tensor? sinks" + _SCALES,
+        "Tensor? sinks" + _LAUNCH_SCALARS,
         ("out", "lse")),
     # split_plan: the [kv_chunk, num_splits] schedule a cuda_graph=true
     # kernel reads (plan() writes it, the launch only reads it); kv_len and
@@ -50,7 +53,7 @@ _SCHEMAS = {
         "Tensor? split_plan, str config, str kv_layout, int batch, "
         "int max_kv_len, int kv_chunk, int max_splits, int? max_page, "
         "float? sm_scale, int window_left, float logits_soft_cap, "
-        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _SCALES,
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _LAUNCH_SCALARS,
         ("out", "lse", "workspace", "split_counters")),
     # causal, window_left, logits_soft_cap and pos_encoding pick the
     # planned config's variant (forward() may change them), as the LSE and
@@ -63,7 +66,7 @@ _SCHEMAS = {
         "int max_qo_len, int total_qo, int total_kv, int? max_page, "
         "float? sm_scale, bool causal, int window_left, "
         "float logits_soft_cap, Tensor? packed_mask, Tensor? mask_indptr, "
-        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _SCALES,
+        "str pos_encoding, Tensor? alibi_slopes, Tensor? sinks" + _LAUNCH_SCALARS,
         ("out", "lse")),
     # fijit.cascade: merge_states and merge_state write new outputs (v has
     # its num_states dimension; merge_state passes one state of each side);

@@ -2,6 +2,7 @@
 sinks): FlashInfer's default slopes and the checks of a table a caller
 gives."""
 import math
+import numbers
 
 from .tensors import as_view, check, torch
 
@@ -55,6 +56,21 @@ def optional_table(name, t, num_qo_heads, device):
     return None if t is None else head_table(name, t, num_qo_heads, device)
 
 
+def rope_params(api, rope_scale, rope_theta):
+    """FlashInfer's rope_scale and rope_theta as the kernel's floats (None:
+    FlashInfer's 1.0 and 1e4), each positive and finite (ValueError naming
+    it otherwise). Read by pos_encoding=rope kernels only, as in
+    FlashInfer."""
+    values = {"rope_scale": 1.0 if rope_scale is None else rope_scale,
+              "rope_theta": 1e4 if rope_theta is None else rope_theta}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{api}: {name}={value!r}; expected a positive "
+                             f"finite float")
+    return float(values["rope_scale"]), float(values["rope_theta"])
+
+
 def check_slopes(pos_encoding_mode, alibi_slopes):
     """Explicit slopes belong to FlashInfer's pos_encoding_mode="ALIBI"."""
     if alibi_slopes is not None and pos_encoding_mode != "ALIBI":
@@ -62,10 +78,12 @@ def check_slopes(pos_encoding_mode, alibi_slopes):
                          "'ALIBI'")
 
 
-def launch_tables(config, alibi_slopes, sinks, like):
+def launch_tables(config, alibi_slopes, sinks, like, rope=(1.0, 1e4)):
     """The device pointers of a kernel's tables by argument name, checked
     against its config (sinks=true needs `sinks`; ALiBi's slopes default to
-    get_alibi_slopes); `like` is q's View. Works for any CUDA array."""
+    get_alibi_slopes), and with pos_encoding=rope its rope_scale and
+    rope_theta (`rope`, floats); `like` is q's View. Works for any CUDA
+    array."""
     hq = config.num_qo_heads
     tables = {}
     if config.pos_encoding == "alibi":
@@ -90,4 +108,6 @@ def launch_tables(config, alibi_slopes, sinks, like):
         view = as_view(t, name)
         check(view, name, (hq,), "f32", like=like, contiguous=True)
         pointers[name] = view.ptr
+    if config.pos_encoding == "rope":
+        pointers.update(rope_scale=float(rope[0]), rope_theta=float(rope[1]))
     return pointers

@@ -314,8 +314,8 @@ class MultiLevelCascadeAttentionWrapper:
         # key, so the levels' LSEs would not merge.
         require("MultiLevelCascadeAttentionWrapper.plan", "pos_encoding_mode",
                 pos_encoding_mode, ("NONE",),
-                "ALiBi distances do not carry across cascade levels; "
-                "supported: 'NONE'")
+                "ALiBi distances and RoPE positions do not carry across "
+                "cascade levels; supported: 'NONE'")
         for i, (w, qo, indptr, indices, last) in enumerate(zip(
                 self._wrappers, qo_indptr_arr, paged_kv_indptr_arr,
                 paged_kv_indices_arr, paged_kv_last_page_len)):

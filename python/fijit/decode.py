@@ -13,9 +13,10 @@ from ._common import (check_layout, kv_strides, page_table,
 from ._contract import (BACKENDS, Buffers, check_q_dtype, check_tuning,
                         head_dims, kv_scales, launch_scales, plan_dtypes,
                         pos_encoding, require, require_none,
-                        require_unit_scale, scale_output, stage,
-                        unsupported)
-from ._variants import check_slopes, launch_tables, optional_table
+                        require_unit_scale, scale_output,
+                        stage, unsupported)
+from ._variants import (check_slopes, launch_tables, optional_table,
+                        rope_params)
 from .tensors import _torch_dtype_name, as_view, check, torch
 from . import _ops
 
@@ -29,14 +30,15 @@ def _workspace(nbytes, device):
 
 
 def _launch_decode(kernel, q, k, v, o, lse, workspace, sm_scale,
-                   alibi_slopes, sinks, k_scale, v_scale, **named):
-    """Launches with q, k, v, o, lse, the workspace, the variant's tables,
-    FlashInfer's KV scales (launch_scales) and `named`: lengths, strides
-    and index tensors (None: not given) by launch argument name."""
+                   alibi_slopes, sinks, k_scale, v_scale, rope, **named):
+    """Launches with q, k, v, o, lse, the workspace, the variant's tables
+    and RoPE's (rope_scale, rope_theta), FlashInfer's KV scales
+    (launch_scales) and `named`: lengths, strides and index tensors (None:
+    not given) by launch argument name."""
     hq, dev = kernel.config.num_qo_heads, q.device
     named.update(launch_tables(
         kernel.config, optional_table("alibi_slopes", alibi_slopes, hq, dev),
-        optional_table("sinks", sinks, hq, dev), as_view(q, "q")))
+        optional_table("sinks", sinks, hq, dev), as_view(q, "q"), rope))
     sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
                                              k_scale, v_scale)
     named.update(scales)
@@ -75,6 +77,7 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     """
     api = "single_decode_with_kv_cache"
     pos = pos_encoding(api, pos_encoding_mode)
+    rope = rope_params(api, rope_scale, rope_theta)
     check_slopes(pos_encoding_mode, alibi_slopes)
     require_unit_scale(api, q_scale=q_scale)
     k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
@@ -100,14 +103,14 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
               None if sm_scale is None else float(sm_scale),
               int(window_left), float(logits_soft_cap or 0.0), kv_layout,
               _ops.tuning_text(tuning), pos, alibi_slopes, sinks, k_scale,
-              v_scale)
+              v_scale, *rope)
     scale_output(out, out_scale)
     return (out, lse) if return_lse else out
 
 
 def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
                    kv_layout, tuning, pos_encoding, alibi_slopes, sinks,
-                   k_scale, v_scale):
+                   k_scale, v_scale, rope_scale, rope_theta):
     """torch.ops.fijit.single_decode: compiles (or fetches) the kernel of
     these tensors' config, plans its split-KV chunks and launches it."""
     qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
@@ -143,7 +146,8 @@ def _single_decode(q, k, v, out, lse, sm_scale, window_left, logits_soft_cap,
     counters = (torch.zeros(hk, dtype=torch.int32, device=q.device)
                 if splits > 1 else None)
     _launch_decode(kernel, q, k, v, out, lse, _workspace(nbytes, q.device),
-                   sm_scale, alibi_slopes, sinks, k_scale, v_scale, batch=1,
+                   sm_scale, alibi_slopes, sinks, k_scale, v_scale,
+                   (rope_scale, rope_theta), batch=1,
                    kv_len=kv_len, kv_chunk=kv_chunk,
                    split_counters=counters, q_stride_h=q.stride(0),
                    o_stride_h=out.stride(0), **kv_strides(k, v, n, h))
@@ -242,6 +246,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         CTA."""
         api = self._api + ".plan"
         pos = pos_encoding(api, pos_encoding_mode)
+        rope_params(api, rope_scale, rope_theta)
         check_slopes(pos_encoding_mode, alibi_slopes)
         require(api, "window_right", window_right, (0,))
         require(api, "q_len_per_req", q_len_per_req, (1,))
@@ -427,7 +432,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
                   p["kv_chunk"], p["max_splits"], p["max_page"],
                   self._sm_scale, self._window_left, self._logits_soft_cap,
                   self._pos_encoding, self._alibi_slopes, sinks, k_scale,
-                  v_scale)
+                  v_scale, *rope_params(api, self._rope_scale,
+                                        self._rope_theta))
         scale_output(out, out_scale)
         return (out, lse) if return_lse else out
 
@@ -440,7 +446,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         """Deprecated in FlashInfer: run() after taking these values as the
         plan's (as FlashInfer's forward does)."""
         self._forward_values(pos_encoding_mode, window_left, logits_soft_cap,
-                             sm_scale)
+                             sm_scale, rope_scale, rope_theta)
         return self.run(q, paged_kv_cache, q_scale=q_scale, k_scale=k_scale,
                         v_scale=v_scale)
 
@@ -449,14 +455,17 @@ class BatchDecodeWithPagedKVCacheWrapper:
                            window_left=-1, logits_soft_cap=None,
                            sm_scale=None, rope_scale=None, rope_theta=None):
         self._forward_values(pos_encoding_mode, window_left, logits_soft_cap,
-                             sm_scale)
+                             sm_scale, rope_scale, rope_theta)
         return self.run(q, paged_kv_cache, q_scale=q_scale, k_scale=k_scale,
                         v_scale=v_scale, return_lse=True)
 
     def _forward_values(self, pos_encoding_mode, window_left,
-                        logits_soft_cap, sm_scale):
-        self._pos_encoding = pos_encoding(self._api + ".forward",
-                                          pos_encoding_mode)
+                        logits_soft_cap, sm_scale, rope_scale=None,
+                        rope_theta=None):
+        api = self._api + ".forward"
+        self._pos_encoding = pos_encoding(api, pos_encoding_mode)
+        rope_params(api, rope_scale, rope_theta)
+        self._rope_scale, self._rope_theta = rope_scale, rope_theta
         self._pos_encoding_mode = pos_encoding_mode
         self._window_left = int(window_left)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
@@ -468,7 +477,8 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
                         kv_last_page_len, split_plan, config, kv_layout,
                         batch, max_kv_len, kv_chunk, max_splits, max_page,
                         sm_scale, window_left, logits_soft_cap, pos_encoding,
-                        alibi_slopes, sinks, k_scale, v_scale):
+                        alibi_slopes, sinks, k_scale, v_scale, rope_scale,
+                        rope_theta):
     """torch.ops.fijit.batch_decode_paged: the planned config's variant for
     this run (LSE, window, soft-cap, position encoding, sinks), checked
     against the tensors and launched; with max_splits the kernel reads its
@@ -491,7 +501,8 @@ def _batch_decode_paged(q, k_cache, v_cache, out, lse, workspace,
         schedule = dict(kv_len=max_kv_len, kv_chunk=kv_chunk)
     _launch_decode(kernel, q, k_cache, v_cache, out, lse, workspace,
                    sm_scale, alibi_slopes, sinks, k_scale, v_scale,
-                   batch=batch, split_counters=split_counters,
+                   (rope_scale, rope_theta), batch=batch,
+                   split_counters=split_counters,
                    kv_indptr=kv_indptr, kv_indices=kv_indices,
                    kv_last_page_len=kv_last_page_len, q_stride_b=q.stride(0),
                    q_stride_h=q.stride(1), o_stride_b=out.stride(0),
@@ -530,6 +541,7 @@ def fast_decode_plan(self, indptr, indices, last_page_len, num_qo_heads,
     that already are the wrapper's buffers not copied."""
     api = "fast_decode_plan"
     pos = pos_encoding(api, pos_encoding_mode)
+    rope_params(api, rope_scale, rope_theta)
     require(api, "q_len_per_req", q_len_per_req, (1,))
     self._plan_impl(indptr, indices, last_page_len, num_qo_heads,
                     num_kv_heads, head_dim, page_size, window_left,

@@ -4,7 +4,7 @@ from typing import Optional, Tuple, Union
 from . import _fijit
 from .config import AttentionConfig
 from ._masks import mask_pointers
-from ._variants import launch_tables
+from ._variants import launch_tables, rope_params
 from .tensors import as_view, check
 
 
@@ -92,7 +92,8 @@ class AttentionKernel:
 
     def __call__(self, q, k, v, out=None, lse=None, stream=None,
                  sm_scale=None, alibi_slopes=None, sinks=None,
-                 packed_mask=None, k_scale=None, v_scale=None):
+                 packed_mask=None, k_scale=None, v_scale=None,
+                 rope_scale=None, rope_theta=None):
         """Runs attention on CUDA tensors; returns ``out`` (and ``lse`` when
         the config has return_lse=true).
 
@@ -110,6 +111,9 @@ class AttentionKernel:
         None meaning 1.0) are FlashInfer's per-tensor dequantisation
         scales: the logits are multiplied by sm_scale * k_scale, the output
         by v_scale; other kernels have no such arguments (ValueError).
+        With pos_encoding=rope, ``rope_scale`` and ``rope_theta`` (floats,
+        None meaning FlashInfer's 1.0 and 1e4) set the rotation's
+        frequencies; other kernels refuse them (ValueError).
         """
         self._upgrade()
         cfg = self.config
@@ -146,7 +150,8 @@ class AttentionKernel:
             lv = as_view(lse, "lse")
             check(lv, "lse", (qo_len, hq), "f32", like=qv, contiguous=True)
             lse_ptr = lv.ptr
-        tables = launch_tables(cfg, alibi_slopes, sinks, qv)
+        tables = launch_tables(cfg, alibi_slopes, sinks, qv,
+                               _rope_args(cfg, rope_scale, rope_theta))
         tables.update(mask_pointers(cfg, packed_mask,
                                     (qo_len * kv_len + 7) // 8, qv))
         tables.update(_kv_scale_args(cfg, k_scale, v_scale))
@@ -165,6 +170,19 @@ class AttentionKernel:
             sm_scale=float(sm_scale or 0.0), stream=int(stream or 0),
             **tables)
         return (out, lse) if cfg.return_lse else out
+
+
+def _rope_args(cfg, rope_scale, rope_theta):
+    """(rope_scale, rope_theta) of a pos_encoding=rope kernel (None:
+    FlashInfer's defaults); other kernels refuse them rather than ignore
+    them."""
+    if cfg.pos_encoding == "rope":
+        return rope_params("AttentionKernel", rope_scale, rope_theta)
+    if rope_scale is not None or rope_theta is not None:
+        raise ValueError(f"rope_scale/rope_theta: this kernel's pos_encoding "
+                         f"is {cfg.pos_encoding}; they are launch arguments "
+                         f"of pos_encoding=rope kernels")
+    return (1.0, 1e4)
 
 
 def _kv_scale_args(cfg, k_scale, v_scale):

@@ -12,12 +12,13 @@ from ._common import (check_indptr, check_layout, kv_strides, page_table,
 from ._contract import (BACKENDS, FP8, Buffers, check_q_dtype, check_tuning,
                         dtype_name, head_dims, kv_scales, launch_scales,
                         lse_to_base, plan_dtypes, pos_encoding, require,
-                        require_none, require_unit_scale, scale_output,
-                        stage, unsupported)
+                        require_none, require_unit_scale,
+                        scale_output, stage, unsupported)
 from ._masks import (check_mask_buffers, copy_to_words, fixed_buffer_room,
                      mask_layout, mask_words, packed_mask_bytes,
                      single_mask_words)
-from ._variants import check_slopes, launch_tables, optional_table
+from ._variants import (check_slopes, launch_tables, optional_table,
+                        rope_params)
 from .tensors import _torch_dtype_name, as_view, check, torch
 from . import _ops
 
@@ -59,6 +60,7 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
                  kv_cache_sf=kv_cache_sf)
     pos = pos_encoding(api, pos_encoding_mode)
     check_slopes(pos_encoding_mode, alibi_slopes)
+    rope = rope_params(api, rope_scale, rope_theta)
     require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction, (False,))
     require(api, "backend", backend, BACKENDS)
     k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
@@ -100,6 +102,8 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
                                  sinks is not None)
         sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
                                                  k_scale, v_scale)
+        if pos == "rope":
+            scales.update(rope_scale=rope[0], rope_theta=rope[1])
         result = kernel(q, k, v, out=out, sm_scale=sm_scale,
                         alibi_slopes=alibi_slopes, sinks=sinks,
                         packed_mask=words, **scales)
@@ -114,7 +118,7 @@ def single_prefill_with_kv_cache(q, k, v, scale_q=None, scale_k=None,
     _ops.call("single_prefill", q, k, v, out, lse, bool(causal), sm_scale,
               window_left, logits_soft_cap, kv_layout,
               _ops.tuning_text(tuning), words, pos, alibi_slopes, sinks,
-              k_scale, v_scale)
+              k_scale, v_scale, *rope)
     scale_output(out, out_scale)
     return (out, lse) if return_lse else out
 
@@ -157,7 +161,8 @@ def _prefill_kernel(q, k, v, mask, window_left, logits_soft_cap,
 
 def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
                     logits_soft_cap, kv_layout, tuning, packed_mask,
-                    pos_encoding, alibi_slopes, sinks, k_scale, v_scale):
+                    pos_encoding, alibi_slopes, sinks, k_scale, v_scale,
+                    rope_scale, rope_theta):
     """torch.ops.fijit.single_prefill: launches the kernel of these
     tensors' config into `out` (and `lse`); `packed_mask`, int32 words of
     the packed custom mask, makes it mask=custom."""
@@ -168,6 +173,8 @@ def _single_prefill(q, k, v, out, lse, causal, sm_scale, window_left,
     hq, dev = q.shape[1], q.device
     sm_scale, scales, factor = launch_scales(kernel.config, sm_scale,
                                              k_scale, v_scale)
+    if pos_encoding == "rope":
+        scales.update(rope_scale=rope_scale, rope_theta=rope_theta)
     kernel(q, k, v, out=out, lse=lse, sm_scale=sm_scale,
            alibi_slopes=optional_table("alibi_slopes", alibi_slopes, hq, dev),
            sinks=optional_table("sinks", sinks, hq, dev),
@@ -416,7 +423,7 @@ class _BatchPrefillWrapper:
                   self._sm_scale, self._causal, self._window_left,
                   self._logits_soft_cap, *p["mask_bufs"],
                   self._pos_encoding, self._alibi_slopes, sinks, scales[0],
-                  scales[1])
+                  scales[1], *self._rope)
         scale_output(out, scales[2])
         if return_lse:
             return out, lse_to_base(lse, lse_base, self._api + ".run")
@@ -424,10 +431,11 @@ class _BatchPrefillWrapper:
 
     def _forward_values(self, causal, pos_encoding_mode,
                         use_fp16_qk_reduction, window_left, logits_soft_cap,
-                        sm_scale):
+                        sm_scale, rope_scale=None, rope_theta=None):
         """FlashInfer's forward() takes these as the plan's, then runs."""
         api = self._api + ".forward"
         self._pos_encoding = pos_encoding(api, pos_encoding_mode)
+        self._rope = rope_params(api, rope_scale, rope_theta)
         require(api, "use_fp16_qk_reduction", use_fp16_qk_reduction,
                 (False,))
         self._causal = bool(causal)
@@ -474,6 +482,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
         get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
         check_slopes(pos_encoding_mode, alibi_slopes)
+        rope = rope_params(self._api + ".plan", rope_scale, rope_theta)
         head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
                                              head_dim_vo)
         pos = self._check_plan_args(
@@ -497,6 +506,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         self._finish_plan(qo, device, variants, (qo_indptr, kv_indptr),
                           causal, window_left, logits_soft_cap, sm_scale,
                           alibi_slopes, mask=mask, total_kv=kv[-1])
+        self._rope = rope
 
     begin_forward = plan
 
@@ -538,7 +548,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
                 rope_theta=None):
         self._forward_values(causal, pos_encoding_mode,
                              use_fp16_qk_reduction, window_left,
-                             logits_soft_cap, sm_scale)
+                             logits_soft_cap, sm_scale, rope_scale,
+                             rope_theta)
         return self.run(q, k, v)
 
     def forward_return_lse(self, q, k, v, causal=False,
@@ -548,7 +559,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
                            rope_scale=None, rope_theta=None):
         self._forward_values(causal, pos_encoding_mode,
                              use_fp16_qk_reduction, window_left,
-                             logits_soft_cap, sm_scale)
+                             logits_soft_cap, sm_scale, rope_scale,
+                             rope_theta)
         return self.run(q, k, v, return_lse=True)
 
 
@@ -594,6 +606,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         tile_q, tile_kv, num_warps, stages; `alibi_slopes` (fijit's) replaces
         get_alibi_slopes' with pos_encoding_mode="ALIBI"."""
         check_slopes(pos_encoding_mode, alibi_slopes)
+        rope = rope_params(self._api + ".plan", rope_scale, rope_theta)
         head_dim_qk, head_dim_vo = head_dims(self._api + ".plan", head_dim_qk,
                                              head_dim_vo)
         pos = self._check_plan_args(
@@ -623,6 +636,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                            paged_kv_last_page_len), causal, window_left,
                           logits_soft_cap, sm_scale, alibi_slopes, mask=mask,
                           max_page=max_page)
+        self._rope = rope
 
     begin_forward = plan
 
@@ -662,7 +676,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                 rope_theta=None):
         self._forward_values(causal, pos_encoding_mode,
                              use_fp16_qk_reduction, window_left,
-                             logits_soft_cap, sm_scale)
+                             logits_soft_cap, sm_scale, rope_scale,
+                             rope_theta)
         return self.run(q, paged_kv_cache, k_scale=k_scale, v_scale=v_scale)
 
     def forward_return_lse(self, q, paged_kv_cache, causal=False,
@@ -673,7 +688,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                            rope_scale=None, rope_theta=None):
         self._forward_values(causal, pos_encoding_mode,
                              use_fp16_qk_reduction, window_left,
-                             logits_soft_cap, sm_scale)
+                             logits_soft_cap, sm_scale, rope_scale,
+                             rope_theta)
         return self.run(q, paged_kv_cache, k_scale=k_scale, v_scale=v_scale,
                         return_lse=True)
 
@@ -682,7 +698,8 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
                    kv_last_page_len, config, kv_layout, batch, max_qo_len,
                    total_qo, total_kv, max_page, sm_scale, causal,
                    window_left, logits_soft_cap, packed_mask, mask_indptr,
-                   pos_encoding, alibi_slopes, sinks, k_scale, v_scale):
+                   pos_encoding, alibi_slopes, sinks, k_scale, v_scale,
+                   rope_scale, rope_theta):
     """torch.ops.fijit.batch_prefill: the planned config's variant for this
     run (causal, window, soft-cap, position encoding, sinks, LSE; the
     plan's custom mask, packed_mask and mask_indptr, replaces causal),
@@ -728,7 +745,8 @@ def _batch_prefill(q, k, v, out, lse, qo_indptr, kv_indptr, kv_indices,
     hq = cfg.num_qo_heads
     tables = launch_tables(
         cfg, optional_table("alibi_slopes", alibi_slopes, hq, q.device),
-        optional_table("sinks", sinks, hq, q.device), qv)
+        optional_table("sinks", sinks, hq, q.device), qv,
+        (rope_scale, rope_theta))
     if packed_mask is not None:
         # The plan sized both buffers; their pointers are all the launch
         # needs.

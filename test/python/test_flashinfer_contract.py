@@ -246,9 +246,9 @@ def test_cascade_binds_like_flashinfer(name):
      "fijit's BatchPrefillWithPagedKVCacheWrapper does not support "
      "jit_args='list': only None is supported"),
     (lambda: fi.BatchDecodeWithPagedKVCacheWrapper(None).plan(
-        None, None, None, 32, 8, 128, 16, "ROPE_LLAMA"),
+        None, None, None, 32, 8, 128, 16, "ROPE"),
      "fijit's BatchDecodeWithPagedKVCacheWrapper.plan does not support "
-     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE', 'ALIBI'"),
+     "pos_encoding_mode='ROPE': supported: 'NONE', 'ALIBI', 'ROPE_LLAMA'"),
     (lambda: fi.BatchDecodeWithPagedKVCacheWrapper(None).plan(
         None, None, None, 32, 8, 128, 16, q_len_per_req=2),
      "fijit's BatchDecodeWithPagedKVCacheWrapper.plan does not support "

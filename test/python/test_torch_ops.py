@@ -97,7 +97,7 @@ def test_single_prefill_and_decode_trace_as_one_graph():
     prefill = next(n for n in rec.graphs[0].graph.nodes
                    if str(n.target) == "fijit.single_prefill.default")
     assert prefill.args[5:] == (True, None, -1, 30.0, "NHD", "", None,
-                                "none", None, None, 1.0, 1.0)
+                                "none", None, None, 1.0, 1.0, 1.0, 10000.0)
 
 
 def plan_wrappers(monkeypatch, kv_data_type=None):

@@ -80,35 +80,52 @@ def test_op_schemas_carry_the_variants(name, impl):
     trace passes them positionally)."""
     args = _schema_args(name)
     assert args == list(inspect.signature(impl).parameters)
-    assert args[-5:] == ["pos_encoding", "alibi_slopes", "sinks", "k_scale",
-                         "v_scale"]
+    assert args[-7:] == ["pos_encoding", "alibi_slopes", "sinks", "k_scale",
+                         "v_scale", "rope_scale", "rope_theta"]
     schema = _ops._SCHEMAS[name][0]
     assert "Tensor? alibi_slopes, Tensor? sinks" in schema
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: fi.single_prefill_with_kv_cache(
-        None, None, None, pos_encoding_mode="ROPE_LLAMA"),
-     "fijit's single_prefill_with_kv_cache does not support "
-     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE', 'ALIBI'"),
-    (lambda: fi.single_decode_with_kv_cache(
-        None, None, None, pos_encoding_mode="ROPE_LLAMA"),
-     "fijit's single_decode_with_kv_cache does not support "
-     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE', 'ALIBI'"),
-    (lambda: fi.BatchPrefillWithPagedKVCacheWrapper(None).plan(
-        None, None, None, None, 32, 8, 128, 16,
+    (lambda: fi.MultiLevelCascadeAttentionWrapper(2, None).plan(
+        [None] * 2, [None] * 2, [None] * 2, [None] * 2, 32, 8, 128, 16,
         pos_encoding_mode="ROPE_LLAMA"),
-     "fijit's BatchPrefillWithPagedKVCacheWrapper.plan does not support "
-     "pos_encoding_mode='ROPE_LLAMA': supported: 'NONE', 'ALIBI'"),
+     "fijit's MultiLevelCascadeAttentionWrapper.plan does not support "
+     "pos_encoding_mode='ROPE_LLAMA': ALiBi distances and RoPE positions do "
+     "not carry across cascade levels; supported: 'NONE'"),
     (lambda: fi.MultiLevelCascadeAttentionWrapper(2, None).plan(
         [None] * 2, [None] * 2, [None] * 2, [None] * 2, 32, 8, 128, 16,
         pos_encoding_mode="ALIBI"),
      "fijit's MultiLevelCascadeAttentionWrapper.plan does not support "
-     "pos_encoding_mode='ALIBI': ALiBi distances do not carry across "
-     "cascade levels; supported: 'NONE'"),
+     "pos_encoding_mode='ALIBI': ALiBi distances and RoPE positions do not "
+     "carry across cascade levels; supported: 'NONE'"),
 ])
 def test_what_is_still_refused_names_flashinfers_argument(make, message):
     with pytest.raises(NotImplementedError) as e:
+        make()
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: fi.single_prefill_with_kv_cache(
+        None, None, None, pos_encoding_mode="ROPE_LLAMA", rope_theta=-1.0),
+     "single_prefill_with_kv_cache: rope_theta=-1.0; expected a positive "
+     "finite float"),
+    (lambda: fi.single_decode_with_kv_cache(
+        None, None, None, pos_encoding_mode="ROPE_LLAMA",
+        rope_scale=float("nan")),
+     "single_decode_with_kv_cache: rope_scale=nan; expected a positive "
+     "finite float"),
+    (lambda: fi.BatchPrefillWithPagedKVCacheWrapper(None).plan(
+        None, None, None, None, 32, 8, 128, 16,
+        pos_encoding_mode="ROPE_LLAMA", rope_scale=0),
+     "BatchPrefillWithPagedKVCacheWrapper.plan: rope_scale=0; expected a "
+     "positive finite float"),
+])
+def test_bad_rope_values_name_the_argument(make, message):
+    # Checked before any tensor is looked at, as FlashInfer's defaults are
+    # filled in: rope_scale and rope_theta must be positive and finite.
+    with pytest.raises(ValueError) as e:
         make()
     assert str(e.value) == message
 
@@ -163,3 +180,42 @@ def test_launch_tables_check_the_config_and_the_tables():
 def test_flashinfer_utils_has_get_alibi_slopes():
     assert callable(fi.utils.get_alibi_slopes)
 
+
+
+@pytest.mark.parametrize("kind", [
+    "single_prefill", "batch_prefill_ragged", "batch_prefill_paged",
+    "single_decode", "batch_decode_paged"])
+def test_rope_kernels_take_scale_and_theta(kind):
+    # pos_encoding=rope (FlashInfer's ROPE_LLAMA) adds two f32 arguments,
+    # rope_scale and rope_theta, after the family's own; every kind builds.
+    page = dict(page_size=16) if "paged" in kind else {}
+    kernel = fijit.compile_attention(kind=kind, num_qo_heads=8,
+                                     num_kv_heads=2, pos_encoding="rope",
+                                     **page)
+    signature = re.search(r"fijit\.signature = \[([^\]]*)\]",
+                          kernel.ir("builder")).group(1)
+    args = [a.strip('" ') for a in signature.split(",")]
+    assert args[-2:] == ["rope_scale:f32", "rope_theta:f32"]
+    assert "sin.approx.f32" in kernel.ptx and "cos.approx.f32" in kernel.ptx
+
+
+def test_launch_tables_give_rope_its_floats():
+    assert launch_tables(_config(pos_encoding="rope"), None, None, None,
+                         (8.0, 5e5)) == dict(rope_scale=8.0, rope_theta=5e5)
+    # FlashInfer's defaults, and nothing for a kernel without RoPE.
+    assert launch_tables(_config(pos_encoding="rope"), None, None,
+                         None) == dict(rope_scale=1.0, rope_theta=1e4)
+    assert launch_tables(_config(), None, None, None, (8.0, 5e5)) == {}
+
+
+def test_a_kernel_without_rope_refuses_its_values():
+    kernel = fijit.compile_attention(num_qo_heads=8, num_kv_heads=2,
+                                     dtype_q="f16", dtype_kv="f16",
+                                     dtype_o="f16", target="sm_80")
+    q = FakeArray([4, 8, 128], "<f2")
+    with pytest.raises(ValueError, match="rope_scale/rope_theta: this "
+                                         "kernel's pos_encoding is none"):
+        kernel(q, FakeArray([4, 2, 128], "<f2"),
+               FakeArray([4, 2, 128], "<f2"), out=FakeArray([4, 8, 128],
+                                                            "<f2"),
+               rope_theta=5e5)
