@@ -1,6 +1,8 @@
 """Decode speed in GB/s (K+V bytes read once / time) at the ANCHORS.md
 shapes: fijit dense and paged (page sizes 1 and 16) beside SDPA's flash and
-cuDNN backends and the device copy ceiling, all in one run. Each fijit
+cuDNN backends, the device copy ceiling and the read-only ceiling (a
+stream of 16-byte loads: what decode, which only reads, is held to), all
+in one run. Each fijit
 result is first checked against SDPA.
 
 --fp8 adds fijit over an fp8 (e4m3) KV cache, dense and paged 16, with
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "common"))
-from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+from timing import (copy_bandwidth_gbs, median_ms,  # noqa: E402
+                    read_bandwidth_gbs)
 
 import fijit  # noqa: E402
 
@@ -277,24 +280,31 @@ def main():
         columns.append((f"FlashInfer {mode} bf16", f"fi_bf16_{mode}"))
         if args.fp8:
             columns.append((f"FlashInfer {mode} fp8", f"fi_fp8_{mode}"))
+    read = read_bandwidth_gbs()
     print(f"# {torch.cuda.get_device_name()}, copy ceiling {ceiling:.0f} "
-          f"GB/s, tuning {tuning or 'default'}"
+          f"GB/s, read ceiling "
+          f"{'– (no Triton)' if read is None else f'{read:.0f}'} GB/s, "
+          f"tuning {tuning or 'default'}"
           + (f"; fp8 columns: GB/s of the e4m3 bytes read (half of bf16's),"
              f" k_scale={K_SCALE}, v_scale={V_SCALE}" if args.fp8 else ""))
     print("| batch | kv_len | qo:kv heads | " +
-          " | ".join(name for name, _ in columns) + " | dense / copy |")
-    print("| --- " * (len(columns) + 4) + "|")
+          " | ".join(name for name, _ in columns) +
+          " | dense / copy | dense / read | paged 1 / dense | paged 16 / dense |")
+    print("| --- " * (len(columns) + 7) + "|")
     rows = []
     fmt = lambda x: "–" if x is None else f"{x:.0f}"  # noqa: E731
     for shape in SHAPES:
         r = run(*shape, tuning, rounds=3, fp8=args.fp8,
                 flashinfer=flashinfer, fi_modes=fi_modes)
-        r["copy"] = ceiling
+        r["copy"], r["read"] = ceiling, read
         rows.append(r)
+        ratio = lambda a, b: "–" if not a or not b else f"{a / b:.0%}"  # noqa: E731
         print(f"| {r['batch']} | {r['kv_len']} | {r['qo_heads']}:"
               f"{r['kv_heads']} | " +
               " | ".join(fmt(r.get(key)) for _, key in columns) +
-              f" | {r['dense'] / ceiling:.0%} |", flush=True)
+              f" | {ratio(r['dense'], ceiling)} | {ratio(r['dense'], read)}"
+              f" | {ratio(r.get('paged1'), r['dense'])}"
+              f" | {ratio(r.get('paged16'), r['dense'])} |", flush=True)
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
 
