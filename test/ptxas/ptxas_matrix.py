@@ -35,7 +35,11 @@ prefill kind at head_dim {64, 128} on both targets, bf16, group 4, by
 default and with a window, soft-cap, ALiBi and the LSE, plus on sm_90a the
 tiles the runtime picks beyond the defaults (single_prefill's stand-in
 num_warps=4, the batch plan num_warps=8,tile_kv=128); shown as custom in
-the causal column. Then the seeded random sample (SAMPLE_SIZE valid
+the causal column. Then RoPE (pos_encoding=rope, ROPE): every kind at
+head_dim {64, 128} on both targets, bf16, group 4, prefill causal, alone
+and with a soft-cap, sinks and the LSE, plus on sm_90a the single_prefill
+stand-in and the batch plan's tiles; shown as kind:fields. Then the seeded
+random sample (SAMPLE_SIZE valid
 configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
 last line sums it up (draws refused, configs per kind, spills).
 For each, this builds the PTX with `fi-opt --fi-emit=ptx`, assembles it with
@@ -127,6 +131,23 @@ CUSTOM_MASK = tuple(
     ("batch_prefill_paged", "num_warps=8,tile_kv=128", ("sm_90a",)),
 )
 CUSTOM_MASK_HEAD_DIMS = (64, 128)
+# pos_encoding=rope (ROPE: (kind, fields, targets)) at ROPE_HEAD_DIMS, bf16,
+# group 4, prefill causal: Q and K tiles rotated in shared memory; every
+# kind, alone and with the other variants, and on sm_90a the tiles the
+# runtime picks beyond the defaults.
+ALL_KINDS = PREFILL_KINDS + ("single_decode", "batch_decode_paged")
+ROPE_VARIANT = "logits_soft_cap=30,sinks=true,return_lse=true"
+ROPE = tuple(
+    (kind, fields, TARGETS) for kind in ALL_KINDS
+    for fields in ("pos_encoding=rope", "pos_encoding=rope," + ROPE_VARIANT)
+) + (
+    ("single_prefill", "pos_encoding=rope,num_warps=4", ("sm_90a",)),
+    ("batch_prefill_ragged", "pos_encoding=rope,num_warps=8,tile_kv=128",
+     ("sm_90a",)),
+    ("batch_prefill_paged", "pos_encoding=rope,num_warps=8,tile_kv=128",
+     ("sm_90a",)),
+)
+ROPE_HEAD_DIMS = (64, 128)
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).
 SWEEP_TILE_KV = (16, 32, 64, 128, 256)
 SWEEP_NUM_WARPS = (1, 2, 4, 8)
@@ -263,6 +284,18 @@ def matrix():
                 "dtype": "bf16",
                 "causal": False,
                 "mask": "custom",
+                "group": 4,
+                "target": target,
+            }
+    for (kind, fields, targets), head_dim in itertools.product(
+            ROPE, ROPE_HEAD_DIMS):
+        for target in targets:
+            yield {
+                "kind": kind,
+                "tuning": fields,
+                "head_dim": head_dim,
+                "dtype": "bf16",
+                "causal": "prefill" in kind,
                 "group": 4,
                 "target": target,
             }
