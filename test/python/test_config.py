@@ -11,14 +11,16 @@ from conftest import tool
 
 KNOWN_KEYS = ("kind, head_dim_qk, head_dim_vo, num_qo_heads, num_kv_heads, "
               "dtype_q, dtype_kv, dtype_o, kv_layout, page_size, mask, "
-              "window_left, logits_soft_cap, pos_encoding, sinks, sm_scale, "
-              "return_lse, cuda_graph, target, tile_q, tile_kv, num_warps, stages")
+              "window_left, logits_soft_cap, pos_encoding, sinks, rotary_dim, "
+              "interleave, rope_freq, sm_scale, return_lse, cuda_graph, "
+              "target, tile_q, tile_kv, num_warps, stages")
 
 GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
               "num_qo_heads=32,num_kv_heads=8,dtype_q=bf16,dtype_kv=bf16,"
               "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
               "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
-              "sinks=false,sm_scale=0,return_lse=false,cuda_graph=false,target=sm_90a,"
+              "sinks=false,rotary_dim=0,interleave=false,rope_freq=computed,"
+              "sm_scale=0,return_lse=false,cuda_graph=false,target=sm_90a,"
               "tile_q=128,tile_kv=128,num_warps=12,stages=2")
 
 
