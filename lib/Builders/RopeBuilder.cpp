@@ -197,8 +197,7 @@ Value frequency(ImplicitLocOpBuilder &b, const RopeThread &t, Value i,
 }
 
 /// cos and sin of the thread's eight angles at position `pos` (i32).
-std::pair<SmallVector<Value>, SmallVector<Value>>
-anglesOf(ImplicitLocOpBuilder &b, const RopeThread &t, Value pos) {
+std::pair<SmallVector<Value>, SmallVector<Value>> anglesOf(ImplicitLocOpBuilder &b, const RopeThread &t, Value pos) {
   SmallVector<Value> cosines, sines;
   if (t.cfg.ropeFreq == RopeFreq::CosSinCache) {
     // Row pos of the cache: cos_i at i, sin_i at rotary_dim/2 + i.
@@ -293,13 +292,16 @@ struct Side {
   Value firstHead;
 };
 
+using Angles = std::pair<SmallVector<Value>, SmallVector<Value>>;
+
 /// Loads the slot's chunks (element offsets `lo`, `hi` in the head) of the
-/// thread's heads of `side`, rotates them when `angles` are given, and
-/// stores them. Heads past the last are loaded as the last (every load
-/// issues unconditionally) and not stored.
+/// thread's heads of `side`, rotates them by the angles `angles` makes
+/// (after the loads are issued, so their latency covers the sines) where
+/// given, and stores them. Heads past the last are loaded as the last
+/// (every load issues unconditionally) and not stored.
 void rotateHeads(ImplicitLocOpBuilder &b, const RopeThread &t,
                  const Side &side, Value lo, Value hi,
-                 const std::pair<SmallVector<Value>, SmallVector<Value>> *angles) {
+                 llvm::function_ref<Angles()> angles) {
   Value in = t.args[side.in], out = t.args[side.out];
   auto offsetOf = [&](StringRef tensor, Value head, Value col) {
     Value n = t.args.index(b, (tensor + "_stride_n").str());
@@ -323,12 +325,15 @@ void rotateHeads(ImplicitLocOpBuilder &b, const RopeThread &t,
     };
     loaded.push_back({load(lo), load(hi)});
   }
+  Angles cosSin;
+  if (angles)
+    cosSin = angles();
   for (int64_t j = 0; j < t.rows.headsPerThread; ++j) {
     Value x = loaded[j].first, y = loaded[j].second;
     if (angles) {
       auto [rx, ry] = rotateChunks(b, t, arith::ExtFOp::create(b, t.f32Ty, x),
                                    arith::ExtFOp::create(b, t.f32Ty, y),
-                                   angles->first, angles->second);
+                                   cosSin.first, cosSin.second);
       x = arith::TruncFOp::create(b, t.chunkTy, rx);
       y = arith::TruncFOp::create(b, t.chunkTy, ry);
     }
@@ -357,10 +362,9 @@ void emitSide(ImplicitLocOpBuilder &b, const RopeThread &t, const Side &side,
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(branch.thenBlock()->getTerminator());
   {
-    auto angles = anglesOf(b, t, pos);
     Value lo = arith::MulIOp::create(b, t.slot, cIdx(b, chunk));
     Value hi = arith::AddIOp::create(b, lo, cIdx(b, t.cfg.rotaryDim / 2));
-    rotateHeads(b, t, side, lo, hi, &angles);
+    rotateHeads(b, t, side, lo, hi, [&] { return anglesOf(b, t, pos); });
   }
   if (!passSlots)
     return;
@@ -376,7 +380,7 @@ void emitSide(ImplicitLocOpBuilder &b, const RopeThread &t, const Side &side,
     Value lo = arith::MulIOp::create(
         b, arith::AddIOp::create(b, p, cIdx(b, 2 * rotSlots)), cIdx(b, chunk));
     Value hi = arith::AddIOp::create(b, lo, cIdx(b, passSlots * chunk));
-    rotateHeads(b, t, side, lo, hi, nullptr);
+    rotateHeads(b, t, side, lo, hi, {});
   });
 }
 
