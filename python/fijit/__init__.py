@@ -33,7 +33,13 @@ from .decode import (BatchDecodeWithPagedKVCacheWrapper,
                      fast_decode_plan, single_decode_with_kv_cache)
 from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                       merge_state_in_place, merge_states)
-from . import cache
+from .rope import (apply_llama31_rope, apply_llama31_rope_inplace,
+                   apply_llama31_rope_pos_ids,
+                   apply_llama31_rope_pos_ids_inplace, apply_rope,
+                   apply_rope_inplace, apply_rope_pos_ids,
+                   apply_rope_pos_ids_inplace, apply_rope_with_cos_sin_cache,
+                   apply_rope_with_cos_sin_cache_inplace)
+from . import cache, rope
 
 _log.install()
 
@@ -55,6 +61,16 @@ __all__ = [
     "BatchPrefillWithRaggedKVCacheWrapper",
     "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
     "MultiLevelCascadeAttentionWrapper",
+    "apply_llama31_rope",
+    "apply_llama31_rope_inplace",
+    "apply_llama31_rope_pos_ids",
+    "apply_llama31_rope_pos_ids_inplace",
+    "apply_rope",
+    "apply_rope_inplace",
+    "apply_rope_pos_ids",
+    "apply_rope_pos_ids_inplace",
+    "apply_rope_with_cos_sin_cache",
+    "apply_rope_with_cos_sin_cache_inplace",
     "fast_decode_plan",
     "merge_state",
     "merge_state_in_place",
@@ -65,6 +81,7 @@ __all__ = [
     "JitDisabledError",
     "cache",
     "compile_attention",
+    "rope",
     "single_prefill_with_kv_cache",
     "wait_for_background_compiles",
     "__version__",

@@ -51,6 +51,7 @@ def test_attribute_types():
         "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
         "page_size": 1, "mask": "none", "window_left": -1,
         "logits_soft_cap": 30.0, "pos_encoding": "none", "sinks": False,
+        "rotary_dim": 0, "interleave": False, "rope_freq": "computed",
         "sm_scale": 0.125,
         "return_lse": True, "cuda_graph": False, "target": "sm_90a",
         "tile_q": 128,
@@ -77,6 +78,7 @@ def test_schema_is_the_parsers_table():
         "dtype_kv": "enum", "dtype_o": "enum", "kv_layout": "enum",
         "page_size": "int", "mask": "enum", "window_left": "int",
         "logits_soft_cap": "float", "pos_encoding": "enum", "sinks": "bool",
+        "rotary_dim": "int", "interleave": "bool", "rope_freq": "enum",
         "sm_scale": "float", "return_lse": "bool", "cuda_graph": "bool",
         "target": "enum",
         "tile_q": "int", "tile_kv": "int", "num_warps": "int",
@@ -85,6 +87,8 @@ def test_schema_is_the_parsers_table():
     assert schema["dtype_kv"]["allowed"] == ("f16", "bf16", "e4m3", "e5m2")
     assert schema["target"]["allowed"] == ("sm_80", "sm_86", "sm_89",
                                            "sm_90a")
+    assert schema["rope_freq"]["allowed"] == ("computed", "llama31",
+                                              "cos_sin_cache")
     assert schema["head_dim_qk"]["allowed"] == ()
     # The defaults are the default config's values (knobs: 0, resolved
     # later), and every allowed enum value is accepted by the parser.
