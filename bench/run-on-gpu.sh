@@ -2,7 +2,7 @@
 # One call on the GPU machine: unpack the carried core, build the Python
 # extension against it, run `pytest -m gpu` and the benchmarks. Results go
 # under $OUT (the device tool brings that folder back).
-#   bench/run-on-gpu.sh [all|test|bench|latency|prefill|batch|decode|merge|none]
+#   bench/run-on-gpu.sh [all|test|bench|latency|prefill|batch|decode|merge|rope|none]
 # FIJIT_PACK (default .carry/fijit-prefix.tgz) and FIJIT_SIDE (default
 # empty) pick another packed core and keep its prefix, extension and cache
 # apart (/tmp/fijit-prefix$FIJIT_SIDE, ...), for A/B runs in one call.
@@ -72,5 +72,10 @@ if [[ $what == all || $what == bench || $what == merge ]]; then
   step "merge kernel bandwidth vs FlashInfer's merges and the copy ceiling"
   python3 bench/merge/merge.py --json "$OUT/merge$side.json" 2>&1 |
     tee "$OUT/merge$side.md" || rc=1
+fi
+if [[ $what == all || $what == bench || $what == rope ]]; then
+  step "RoPE kernel bandwidth vs FlashInfer's RoPE and the copy ceiling"
+  python3 bench/rope/rope.py --json "$OUT/rope$side.json" 2>&1 |
+    tee "$OUT/rope$side.md" || rc=1
 fi
 exit $rc

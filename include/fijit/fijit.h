@@ -294,7 +294,9 @@ public:
   /// workspace), and launches its grid. launch, launchBatchPrefill and
   /// launchDecode name their fields and call this; kind=merge_states has
   /// no struct and launches here only (v, s, v_other, s_other, mask,
-  /// v_out, s_out, seq_len, num_states and strides; docs/config.md).
+  /// v_out, s_out, seq_len, num_states and strides; docs/config.md), and
+  /// so has kind=rope (q, k, q_rope, k_rope, pos_ids or indptr and
+  /// offsets, nnz, batch_size, strides, the RoPE scalars; docs/config.md).
   bool launchNamed(const NamedArgs &args, std::string &error) const;
 
 private:

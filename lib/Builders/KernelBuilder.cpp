@@ -50,6 +50,9 @@ buildAttentionModule(ModuleOp module, const AttentionConfig &config) {
   case KernelKind::MergeStates:
     built = buildMergeStates(b, resolved, spec);
     break;
+  case KernelKind::Rope:
+    built = buildRope(b, resolved, spec);
+    break;
   }
   if (failed(built)) {
     gpuModule.erase();

@@ -254,20 +254,6 @@ Value emitMergeRow(ImplicitLocOpBuilder &b, const RowChunk &rc) {
   return lse.getResult(0);
 }
 
-/// `if (cond) { yield body() } else { yield otherwise }`, for values.
-SmallVector<Value> emitIfValues(ImplicitLocOpBuilder &b, Value cond,
-                                ValueRange otherwise,
-                                llvm::function_ref<SmallVector<Value>()> body) {
-  auto branch = scf::IfOp::create(b, otherwise.getTypes(), cond,
-                                  /*withElseRegion=*/true);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(branch.thenBlock());
-  scf::YieldOp::create(b, body());
-  b.setInsertionPointToStart(branch.elseBlock());
-  scf::YieldOp::create(b, otherwise);
-  return SmallVector<Value>(branch.getResults());
-}
-
 void emitMergeBody(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                    gpu::GPUFuncOp func, const KernelArgs &args) {
   b.setInsertionPointToStart(&func.getBody().front());

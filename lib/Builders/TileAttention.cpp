@@ -43,6 +43,19 @@ void emitIf(ImplicitLocOpBuilder &b, Value cond,
   body();
 }
 
+SmallVector<Value> emitIfValues(ImplicitLocOpBuilder &b, Value cond,
+                                ValueRange otherwise,
+                                llvm::function_ref<SmallVector<Value>()> body) {
+  auto branch = scf::IfOp::create(b, otherwise.getTypes(), cond,
+                                  /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(branch.thenBlock());
+  scf::YieldOp::create(b, body());
+  b.setInsertionPointToStart(branch.elseBlock());
+  scf::YieldOp::create(b, otherwise);
+  return SmallVector<Value>(branch.getResults());
+}
+
 Value toIndex(ImplicitLocOpBuilder &b, Value i32) {
   return arith::IndexCastOp::create(b, b.getIndexType(), i32);
 }

@@ -30,6 +30,8 @@ llvm::StringRef fijit::stringify(KernelKind v) {
     return "batch_decode_paged";
   case KernelKind::MergeStates:
     return "merge_states";
+  case KernelKind::Rope:
+    return "rope";
   }
   llvm_unreachable("unknown KernelKind");
 }
@@ -98,6 +100,18 @@ llvm::StringRef fijit::stringify(Target v) {
   llvm_unreachable("unknown Target");
 }
 
+llvm::StringRef fijit::stringify(RopeFreq v) {
+  switch (v) {
+  case RopeFreq::Computed:
+    return "computed";
+  case RopeFreq::Llama31:
+    return "llama31";
+  case RopeFreq::CosSinCache:
+    return "cos_sin_cache";
+  }
+  llvm_unreachable("unknown RopeFreq");
+}
+
 int64_t fijit::byteWidth(DType t) {
   switch (t) {
   case DType::F16:
@@ -123,6 +137,7 @@ bool fijit::isPrefill(KernelKind kind) {
   case KernelKind::SingleDecode:
   case KernelKind::BatchDecodePaged:
   case KernelKind::MergeStates:
+  case KernelKind::Rope:
     return false;
   }
   llvm_unreachable("unknown KernelKind");

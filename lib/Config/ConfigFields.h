@@ -43,6 +43,9 @@ void forEachField(Config &c, Fn &&fn) {
   fn("logits_soft_cap", c.logitsSoftCap);
   fn("pos_encoding", c.posEncoding);
   fn("sinks", c.sinks);
+  fn("rotary_dim", c.rotaryDim);
+  fn("interleave", c.interleave);
+  fn("rope_freq", c.ropeFreq);
   fn("sm_scale", c.smScale);
   fn("return_lse", c.returnLSE);
   fn("cuda_graph", c.cudaGraph);
@@ -62,6 +65,7 @@ llvm::ArrayRef<KVLayout> parsableValues(KVLayout);
 llvm::ArrayRef<MaskMode> parsableValues(MaskMode);
 llvm::ArrayRef<PosEncoding> parsableValues(PosEncoding);
 llvm::ArrayRef<Target> parsableValues(Target);
+llvm::ArrayRef<RopeFreq> parsableValues(RopeFreq);
 
 llvm::Error makeConfigError(const llvm::Twine &message);
 

@@ -8,7 +8,13 @@
 #ifndef FIJIT_LIB_CONFIG_CONFIGRULES_H
 #define FIJIT_LIB_CONFIG_CONFIGRULES_H
 
+#include "ConfigFields.h"
 #include "fijit/Config/AttentionConfig.h"
+
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/Twine.h"
+#include "llvm/Support/Error.h"
 
 #include <cstdint>
 
@@ -24,6 +30,28 @@ bool wgmmaShapes(const AttentionConfig &c);
 /// config's keys with TMA boxes: one per page of min(page_size, tile_kv)
 /// rows, whole 8-row atoms of the 128-byte swizzle, pages and tiles nested.
 bool pagedBoxesFit(const AttentionConfig &c, int64_t tileKV);
+
+/// `invalid <key>=<value>: <what>`, the shape of every validate() error.
+template <typename T>
+llvm::Error invalidField(llvm::StringRef key, T value,
+                         const llvm::Twine &what) {
+  return makeConfigError(llvm::Twine("invalid ") + key + "=" +
+                         formatValue(value) + ": " + what);
+}
+
+inline bool isHalfType(DType t) { return t == DType::F16 || t == DType::BF16; }
+
+/// Grids put heads on grid.y, which has 65535 CTAs.
+constexpr int64_t kMaxHeads = 65535;
+
+/// An error naming the first field `takes` does not take that differs from
+/// its default ("kind=<kind> does not take <key>; leave it at its default
+/// <value>"), or success.
+llvm::Error onlyFields(const AttentionConfig &c,
+                       llvm::function_ref<bool(llvm::StringRef)> takes);
+
+/// kind=rope's fields (RopeValidation.cpp).
+llvm::Error validateRope(const AttentionConfig &c);
 
 } // namespace fijit
 

@@ -25,7 +25,8 @@ llvm::ArrayRef<KernelKind> fijit::parsableValues(KernelKind) {
   static constexpr KernelKind values[] = {
       KernelKind::SinglePrefill, KernelKind::SingleDecode,
       KernelKind::BatchPrefillPaged, KernelKind::BatchPrefillRagged,
-      KernelKind::BatchDecodePaged, KernelKind::MergeStates};
+      KernelKind::BatchDecodePaged, KernelKind::MergeStates,
+      KernelKind::Rope};
   return values;
 }
 llvm::ArrayRef<DType> fijit::parsableValues(DType) {
@@ -50,6 +51,12 @@ llvm::ArrayRef<PosEncoding> fijit::parsableValues(PosEncoding) {
 llvm::ArrayRef<Target> fijit::parsableValues(Target) {
   static constexpr Target values[] = {Target::SM80, Target::SM86,
                                       Target::SM89, Target::SM90a};
+  return values;
+}
+
+llvm::ArrayRef<RopeFreq> fijit::parsableValues(RopeFreq) {
+  static constexpr RopeFreq values[] = {RopeFreq::Computed, RopeFreq::Llama31,
+                                        RopeFreq::CosSinCache};
   return values;
 }
 

@@ -31,18 +31,6 @@ bool isPaged(KernelKind kind) {
          kind == KernelKind::BatchDecodePaged;
 }
 
-/// `invalid <key>=<value>: <what>`, the shape of every validate() error.
-template <typename T>
-llvm::Error invalidField(llvm::StringRef key, T value,
-                         const llvm::Twine &what) {
-  return makeConfigError(llvm::Twine("invalid ") + key + "=" +
-                         formatValue(value) + ": " + what);
-}
-
-bool isHalfType(DType t) { return t == DType::F16 || t == DType::BF16; }
-
-/// Prefill grids put the query heads on grid.y, which has 65535 CTAs.
-constexpr int64_t kMaxHeads = 65535;
 /// Kernels take positions, lengths and strides as 32-bit integers.
 constexpr int64_t kMaxLength = INT32_MAX;
 
@@ -70,16 +58,6 @@ bool isMergeField(llvm::StringRef key) {
                              "dtype_kv", "dtype_o", "return_lse", "target",
                              "num_warps"},
                             key);
-}
-
-/// Every field's (key, canonical text), in canonical order.
-std::vector<std::pair<std::string, std::string>>
-fieldTexts(const AttentionConfig &c) {
-  std::vector<std::pair<std::string, std::string>> out;
-  forEachField(c, [&](llvm::StringRef key, const auto &field) {
-    out.push_back({key.str(), formatValue(field)});
-  });
-  return out;
 }
 
 /// kind=merge_states: states of one head dim, head count and dtype, which
@@ -111,13 +89,8 @@ llvm::Error validateMerge(const AttentionConfig &c) {
                           "kind=merge_states merges states of one dtype: "
                           "must equal dtype_o=" +
                               stringify(c.dtypeO));
-  auto given = fieldTexts(c), defaults = fieldTexts(AttentionConfig());
-  for (auto [field, fallback] : llvm::zip_equal(given, defaults))
-    if (!isMergeField(field.first) && field.second != fallback.second)
-      return makeConfigError("invalid " + field.first + "=" + field.second +
-                             ": kind=merge_states does not take " +
-                             field.first + "; leave it at its default " +
-                             fallback.second);
+  if (llvm::Error err = onlyFields(c, isMergeField))
+    return err;
   int64_t warps = c.tuning.numWarps;
   if (!llvm::is_contained({0, 1, 2, 4, 8}, warps))
     return invalidField("num_warps", warps,
@@ -134,11 +107,42 @@ llvm::Error validateMerge(const AttentionConfig &c) {
   return llvm::Error::success();
 }
 
+/// The fields only kind=rope takes.
+bool isRopeOnlyField(llvm::StringRef key) {
+  return llvm::is_contained({"rotary_dim", "interleave", "rope_freq"}, key);
+}
+
 } // namespace
+
+llvm::Error fijit::onlyFields(const AttentionConfig &c,
+                              llvm::function_ref<bool(llvm::StringRef)> takes) {
+  std::vector<std::pair<std::string, std::string>> given, defaults;
+  forEachField(c, [&](llvm::StringRef key, const auto &field) {
+    given.push_back({key.str(), formatValue(field)});
+  });
+  const AttentionConfig fallbacks;
+  forEachField(fallbacks, [&](llvm::StringRef key, const auto &field) {
+    defaults.push_back({key.str(), formatValue(field)});
+  });
+  for (auto [field, fallback] : llvm::zip_equal(given, defaults))
+    if (!takes(field.first) && field.second != fallback.second)
+      return makeConfigError("invalid " + field.first + "=" + field.second +
+                             ": kind=" + stringify(c.kind) +
+                             " does not take " + field.first +
+                             "; leave it at its default " + fallback.second);
+  return llvm::Error::success();
+}
 
 llvm::Error AttentionConfig::validate() const {
   if (isMerge(kind))
     return validateMerge(*this);
+  if (isRope(kind))
+    return validateRope(*this);
+  if (llvm::Error err =
+          onlyFields(*this, [](llvm::StringRef key) {
+            return !isRopeOnlyField(key);
+          }))
+    return err;
   static constexpr int64_t headDims[] = {64, 96, 128, 192, 256};
   if (!llvm::is_contained(headDims, headDimQK))
     return invalidField("head_dim_qk", headDimQK,

@@ -310,7 +310,62 @@ void mergeStates(Rows &r, const AttentionConfig &cfg) {
                  GridDim{}, GridDim{}};
 }
 
+/// rope (RopeBuilder.cpp): q [nnz, num_qo_heads, head_dim] and k [nnz,
+/// num_kv_heads, head_dim] rotated into q_rope and k_rope (which may be q
+/// and k: in place). A token's position is pos_ids[token], or, with indptr
+/// [batch_size + 1] and offsets [batch_size] instead, offsets[b] + token -
+/// indptr[b] for the request b whose rows hold it (tokens of no request are
+/// left alone). The angles come from the RoPE scalars (f32 arguments, so
+/// one kernel serves every value) or from cos_sin_cache [max_pos,
+/// rotary_dim] f32, cos in the first half of a row and sin in the second.
+void rope(Rows &r, const AttentionConfig &cfg) {
+  for (const char *name : {"q", "k", "q_rope", "k_rope"})
+    r.tensor(name, cfg.dtypeQ);
+  r.buffer("pos_ids", ElementType::I32);
+  r.push({"indptr", ArgKind::Buffer, ElementType::I32, ArgCheck::Either,
+          "pos_ids"});
+  r.push({"offsets", ArgKind::Buffer, ElementType::I32, ArgCheck::Paired,
+          "indptr"});
+  if (cfg.ropeFreq == RopeFreq::CosSinCache)
+    r.push({"cos_sin_cache", ArgKind::Buffer, ElementType::F32,
+            ArgCheck::Tensor});
+  r.i32("nnz", ArgCheck::Length);
+  r.i32("batch_size", ArgCheck::Length);
+  r.strides("q", {"q_stride_n", "q_stride_h"});
+  r.strides("k", {"k_stride_n", "k_stride_h"});
+  r.strides("q_rope", {"q_rope_stride_n", "q_rope_stride_h"});
+  r.strides("k_rope", {"k_rope_stride_n", "k_rope_stride_h"});
+  if (cfg.ropeFreq != RopeFreq::CosSinCache) {
+    r.f32("rope_scale");
+    r.f32("rope_theta");
+  }
+  if (cfg.ropeFreq == RopeFreq::Llama31) {
+    r.f32("low_freq_factor");
+    r.f32("high_freq_factor");
+    r.f32("old_context_len");
+  }
+  RopeRows rows = ropeRows(cfg);
+  r.spec.grid = {GridDim{"token_block", "nnz", rows.tokensPerCTA},
+                 GridDim{"head_group", "", 1, rows.qGroups + rows.kGroups},
+                 GridDim{}};
+}
+
 } // namespace
+
+RopeRows ropeRows(const AttentionConfig &cfg) {
+  RopeRows rows;
+  rows.chunkElements = 16 / byteWidth(cfg.dtypeQ);
+  rows.slotsPerToken = cfg.headDimQK / (2 * rows.chunkElements);
+  rows.tokensPerCTA = cfg.tuning.numWarps * 32 / rows.slotsPerToken;
+  // Four heads' loads (eight 16-byte chunks) in flight per thread, and the
+  // token's angles computed once for all four.
+  rows.headsPerThread = 4;
+  rows.qGroups = (cfg.numQOHeads + rows.headsPerThread - 1) /
+                 rows.headsPerThread;
+  rows.kGroups = (cfg.numKVHeads + rows.headsPerThread - 1) /
+                 rows.headsPerThread;
+  return rows;
+}
 
 MergeRows mergeRows(const AttentionConfig &cfg) {
   MergeRows rows;
@@ -340,6 +395,9 @@ KernelSpec KernelSpec::of(const AttentionConfig &cfg) {
     break;
   case KernelKind::MergeStates:
     mergeStates(rows, cfg);
+    break;
+  case KernelKind::Rope:
+    rope(rows, cfg);
     break;
   }
   kvScales(rows, cfg);

@@ -34,7 +34,7 @@ constexpr ElementType kElements[] = {
 constexpr ArgCheck kChecks[] = {
     ArgCheck::None,   ArgCheck::Tensor,         ArgCheck::Required,
     ArgCheck::Stride, ArgCheck::Length,         ArgCheck::OptionalTensor,
-    ArgCheck::Paired};
+    ArgCheck::Paired, ArgCheck::Either};
 constexpr DType kDTypes[] = {DType::F16, DType::BF16, DType::F8E4M3,
                              DType::F8E5M2, DType::F32};
 
@@ -75,6 +75,8 @@ llvm::StringRef spell(ArgCheck v) {
     return "optional_tensor";
   case ArgCheck::Paired:
     return "paired";
+  case ArgCheck::Either:
+    return "either";
   }
   llvm_unreachable("unknown argument check");
 }

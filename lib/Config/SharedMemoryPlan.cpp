@@ -9,8 +9,9 @@ namespace fijit {
 SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   // resolved() only fills zero knobs, so this is a no-op on a resolved config.
   AttentionConfig cfg = config.resolved();
-  // A merge reads each state once, straight into registers.
-  if (isMerge(cfg.kind))
+  // A merge reads each state once, a rotation each row once, straight
+  // into registers.
+  if (isMerge(cfg.kind) || isRope(cfg.kind))
     return SharedMemoryPlan();
   const TuningKnobs &t = cfg.tuning;
   int64_t rowQK = smemRowElements(cfg.headDimQK);

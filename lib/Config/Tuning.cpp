@@ -53,6 +53,14 @@ AttentionConfig AttentionConfig::resolved() const {
       t.numWarps = 4;
     return result;
   }
+  // A rotation likewise: four warps of token rows (docs/config.md, "rope").
+  if (isRope(kind)) {
+    if (t.numWarps == 0)
+      t.numWarps = 4;
+    if (result.rotaryDim == 0)
+      result.rotaryDim = headDimQK;
+    return result;
+  }
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
   // single_prefill with wgmma takes big tiles by default (H100,
   // bench/RESULTS.md): two warpgroups of 64 rows above head_dim 64, with
@@ -199,7 +207,8 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
 
 int64_t AttentionConfig::maxKeysPerWarp() const {
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
-  if (maxHeadDim > 128 || usesWgmma() || isMerge(kind))
+  if (maxHeadDim > 128 || usesWgmma() || isMerge(kind) ||
+      isRope(kind))
     return 0;
   bool small = maxHeadDim <= 64;
   if (!isPrefill(kind))

@@ -17,9 +17,9 @@ bool AttentionKernel::launch(const LaunchArgs &a, std::string &error) const {
                   kind == KernelKind::BatchDecodePaged;
     error = "launch runs single_prefill kernels; kind=" +
             stringify(kind).str() + " launches through " +
-            (decode            ? "launchDecode"
-             : isMerge(kind) ? "launchNamed"
-                             : "launchBatchPrefill");
+            (decode                          ? "launchDecode"
+             : isMerge(kind) || isRope(kind) ? "launchNamed"
+                                             : "launchBatchPrefill");
     return false;
   }
   NamedArgs n;

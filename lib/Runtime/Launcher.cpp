@@ -183,6 +183,10 @@ bool checkOperands(const AttentionConfig &cfg, const KernelSpec &spec,
               "all";
       return false;
     }
+    if (arg.check == ArgCheck::Either && !ptr == !values.pointer(arg.tensor)) {
+      error = "give " + arg.tensor + " or " + name + ", exactly one of them";
+      return false;
+    }
   }
   for (const KernelArg &arg : spec.args) {
     std::vector<std::pair<std::string, std::string>> strides;

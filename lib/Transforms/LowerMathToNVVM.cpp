@@ -49,15 +49,17 @@ struct TanhToPtx : OpRewritePattern<math::TanhOp> {
   }
 };
 
-/// max.f32 has IEEE maxNum semantics, like arith.maxnumf.
-struct MaxNumToLLVM : OpRewritePattern<arith::MaxNumFOp> {
-  using OpRewritePattern::OpRewritePattern;
+/// max.f32 and min.f32 have IEEE maxNum/minNum semantics, like
+/// arith.maxnumf and arith.minnumf.
+template <typename ArithOp, typename LLVMOp>
+struct NumToLLVM : OpRewritePattern<ArithOp> {
+  using OpRewritePattern<ArithOp>::OpRewritePattern;
 
-  LogicalResult matchAndRewrite(arith::MaxNumFOp op,
+  LogicalResult matchAndRewrite(ArithOp op,
                                 PatternRewriter &rewriter) const override {
     if (!op.getType().isF32())
       return rewriter.notifyMatchFailure(op, "only f32 scalars");
-    rewriter.replaceOpWithNewOp<LLVM::MaxNumOp>(op, op.getLhs(), op.getRhs());
+    rewriter.replaceOpWithNewOp<LLVMOp>(op, op.getLhs(), op.getRhs());
     return success();
   }
 };
@@ -70,7 +72,8 @@ struct LowerMathToNVVMPass
     patterns.add<ToIntrinsic<math::Exp2Op>>(ctx,
                                             "llvm.nvvm.ex2.approx.ftz.f32");
     patterns.add<ToIntrinsic<math::Log2Op>>(ctx, "llvm.nvvm.lg2.approx.ftz.f");
-    patterns.add<TanhToPtx, MaxNumToLLVM>(ctx);
+    patterns.add<TanhToPtx, NumToLLVM<arith::MaxNumFOp, LLVM::MaxNumOp>,
+                 NumToLLVM<arith::MinNumFOp, LLVM::MinNumOp>>(ctx);
     // Each op is rewritten once and nothing needs folding: visit only the
     // ops the patterns name, not every op of the unrolled kernel.
     GreedyRewriteConfig config;
@@ -79,7 +82,8 @@ struct LowerMathToNVVMPass
     config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     SmallVector<Operation *> ops;
     getOperation()->walk([&](Operation *op) {
-      if (isa<math::Exp2Op, math::Log2Op, math::TanhOp, arith::MaxNumFOp>(op))
+      if (isa<math::Exp2Op, math::Log2Op, math::TanhOp, arith::MaxNumFOp,
+              arith::MinNumFOp>(op))
         ops.push_back(op);
     });
     if (failed(applyOpPatternsGreedily(ops, std::move(patterns), config)))

@@ -34,7 +34,13 @@ from .decode import (BatchDecodeWithPagedKVCacheWrapper,
 from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                       merge_state_in_place, merge_states)
 from ._masks import custom_mask_words
-from . import cache
+from .rope import (apply_llama31_rope, apply_llama31_rope_inplace,
+                   apply_llama31_rope_pos_ids,
+                   apply_llama31_rope_pos_ids_inplace, apply_rope,
+                   apply_rope_inplace, apply_rope_pos_ids,
+                   apply_rope_pos_ids_inplace, apply_rope_with_cos_sin_cache,
+                   apply_rope_with_cos_sin_cache_inplace)
+from . import cache, rope
 
 _log.install()
 
@@ -56,6 +62,16 @@ __all__ = [
     "BatchPrefillWithRaggedKVCacheWrapper",
     "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
     "MultiLevelCascadeAttentionWrapper",
+    "apply_llama31_rope",
+    "apply_llama31_rope_inplace",
+    "apply_llama31_rope_pos_ids",
+    "apply_llama31_rope_pos_ids_inplace",
+    "apply_rope",
+    "apply_rope_inplace",
+    "apply_rope_pos_ids",
+    "apply_rope_pos_ids_inplace",
+    "apply_rope_with_cos_sin_cache",
+    "apply_rope_with_cos_sin_cache_inplace",
     "fast_decode_plan",
     "merge_state",
     "merge_state_in_place",
@@ -67,6 +83,7 @@ __all__ = [
     "cache",
     "compile_attention",
     "custom_mask_words",
+    "rope",
     "single_prefill_with_kv_cache",
     "wait_for_background_compiles",
     "__version__",

@@ -1,8 +1,8 @@
 """fijit's launches as torch.library custom ops (``torch.ops.fijit.*``).
 
 Each public entry point (single prefill and decode, the batch wrappers'
-``run``, the cascade merges) allocates its outputs in Python and hands the
-launch to one op that writes them (``out``, ``lse`` and scratch buffers
+``run``, the cascade merges, the RoPE functions) allocates its outputs in
+Python and hands the launch to one op that writes them (``out``, ``lse`` and scratch buffers
 are declared mutated). The ops have fake implementations, so
 ``torch.compile(..., fullgraph=True)`` and ``torch.export`` trace a model
 that calls fijit as one graph node per launch, with no graph break.
@@ -79,6 +79,24 @@ _SCHEMAS = {
         "(Tensor(a!) v, Tensor(b!) s, Tensor v_other, Tensor s_other, "
         "Tensor? mask) -> ()",
         ("v", "s")),
+    # fijit.rope: rope writes new q_rope and k_rope, rope_inplace q and k;
+    # positions by pos_ids or by indptr and offsets, the angles from the
+    # scalars or from cos_sin_cache (rope_freq names which).
+    "rope": (
+        "(Tensor q, Tensor k, Tensor(a!) q_rope, Tensor(b!) k_rope, "
+        "Tensor? pos_ids, Tensor? indptr, Tensor? offsets, "
+        "Tensor? cos_sin_cache, int rotary_dim, bool interleave, "
+        "str rope_freq, float rope_scale, float rope_theta, "
+        "float low_freq_factor, float high_freq_factor, "
+        "float old_context_len) -> ()",
+        ("q_rope", "k_rope")),
+    "rope_inplace": (
+        "(Tensor(a!) q, Tensor(b!) k, Tensor? pos_ids, Tensor? indptr, "
+        "Tensor? offsets, Tensor? cos_sin_cache, int rotary_dim, "
+        "bool interleave, str rope_freq, float rope_scale, "
+        "float rope_theta, float low_freq_factor, float high_freq_factor, "
+        "float old_context_len) -> ()",
+        ("q", "k")),
 }
 
 _ops = {}

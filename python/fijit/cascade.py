@@ -14,7 +14,7 @@ from .kernel import compile_attention
 from ._common import require_torch, target_of
 from ._contract import require, require_none, unsupported
 from .prefill import BatchPrefillWithPagedKVCacheWrapper
-from .tensors import as_view, torch
+from .tensors import as_view, kernel_readable, torch
 from . import _ops
 
 _merge_configs = {}
@@ -122,18 +122,8 @@ def launch_merge(kernel, v, s, v_other, s_other, mask, v_out, s_out,
     kernel.launch(**named)
 
 
-def _kernel_readable(t):
-    """Whether the kernel reads (and writes) `t` as it is: 16-byte aligned,
-    the last dimension contiguous and every row on 16 bytes."""
-    if t.numel() == 0:
-        return True
-    steps = [st for st, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1]
-    return (t.data_ptr() % 16 == 0 and (t.stride(-1) == 1 or t.shape[-1] == 1)
-            and all(st % 8 == 0 for st in steps))
-
-
 def _readable(t):
-    return t if _kernel_readable(t) else t.contiguous()
+    return t if kernel_readable(t) else t.contiguous()
 
 
 def _float_lse(s):
@@ -183,7 +173,7 @@ def _merge_state_in_place_op(v, s, v_other, s_other, mask):
     """torch.ops.fijit.merge_state_in_place: merges (v_other, s_other) into
     (v, s) where mask is nonzero (everywhere without one). A v or s the
     kernel cannot write as it is gets the result through a copy."""
-    v_k = v if _kernel_readable(v) else v.contiguous()
+    v_k = v if kernel_readable(v) else v.contiguous()
     s_k = _float_lse(s)
     if mask is not None:
         mask = mask.reshape(-1)

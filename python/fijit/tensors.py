@@ -88,6 +88,17 @@ def as_view(x, name):
     return View(cai["data"][0], shape, strides, dtype, None)
 
 
+def kernel_readable(t):
+    """Whether a kernel that moves 16-byte chunks reads (and writes) the
+    torch tensor `t` as it is: 16-byte aligned, the last dimension
+    contiguous and every row on 16 bytes (elements of 16 bits)."""
+    if t.numel() == 0:
+        return True
+    steps = [st for st, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1]
+    return (t.data_ptr() % 16 == 0 and (t.stride(-1) == 1 or t.shape[-1] == 1)
+            and all(st % 8 == 0 for st in steps))
+
+
 def check(view, name, shape, dtype, like=None, contiguous=False):
     if view.dtype != dtype:
         raise ValueError(f"{name} has dtype {view.dtype}; this kernel takes "

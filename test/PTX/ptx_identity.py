@@ -16,7 +16,8 @@ and with LSE, window and soft-cap together (causal for the prefill kinds);
 at head dim 128 each of those variants alone; the warp-specialised sm_90a
 prefill (num_warps=12) of single, ragged and paged kinds; the sm_90a tile
 engine with one and two warpgroups; HND and GQA; the merge kernel
-(kind=merge_states) at head dims 64, 96, 128 and 256.
+(kind=merge_states) at head dims 64, 96, 128 and 256; the RoPE kernel
+(kind=rope) at head dims 64, 80, 128 and 256.
 """
 import hashlib
 import subprocess
@@ -76,6 +77,21 @@ def configs():
                 out.append(base + ",return_lse=true")
                 if d == 128:
                     out.append(base)
+    # The RoPE kernel: each frequency source, interleaved or not, whole and
+    # partial rotary dims (80's five-thread tokens), GQA head counts, both
+    # targets and dtypes.
+    for d, rot in ((64, 64), (80, 32), (128, 128), (128, 64), (256, 128)):
+        for target in ("sm_80", "sm_90a"):
+            for dtype in ("f16", "bf16"):
+                base = (f"kind=rope,head_dim_qk={d},head_dim_vo={d},"
+                        f"num_qo_heads=32,num_kv_heads=8,rotary_dim={rot},"
+                        f"dtype_q={dtype},dtype_kv={dtype},dtype_o={dtype},"
+                        f"target={target}")
+                out.append(base)
+                if d == 128:
+                    out += [base + ",interleave=true",
+                            base + ",rope_freq=llama31",
+                            base + ",rope_freq=cos_sin_cache,interleave=true"]
     return out
 
 

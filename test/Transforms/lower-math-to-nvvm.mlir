@@ -4,7 +4,8 @@
 // fi-lower-math-to-nvvm turns the f32 math of attention into single PTX
 // instructions so that nothing lowers to libdevice (__nv_*), which fijit does
 // not ship: ex2/lg2 become NVVM intrinsic calls, tanh inline PTX (it has no
-// LLVM intrinsic) and maxnumf LLVM's maxnum (PTX max.f32). Other element
+// LLVM intrinsic), maxnumf and minnumf LLVM's maxnum and minnum (PTX max.f32,
+// min.f32). Other element
 // types and vectors are left for the upstream lowering.
 
 gpu.module @kernels {
@@ -44,6 +45,15 @@ gpu.module @kernels {
     gpu.return %r : f32
   }
 
+  // CHECK-LABEL: gpu.func @minnumf_f32
+  // CHECK-SAME: (%[[X:.*]]: f32, %[[Y:.*]]: f32)
+  // CHECK-NEXT: %[[R:.*]] = llvm.intr.minnum(%[[X]], %[[Y]]) : (f32, f32) -> f32
+  // CHECK-NEXT: gpu.return %[[R]] : f32
+  gpu.func @minnumf_f32(%x: f32, %y: f32) -> f32 {
+    %r = arith.minnumf %x, %y : f32
+    gpu.return %r : f32
+  }
+
   // The online-softmax chain: every op is rewritten, uses follow.
   // CHECK-LABEL: gpu.func @softmax_step
   // CHECK-SAME: (%[[M:.*]]: f32, %[[S:.*]]: f32)
@@ -70,9 +80,11 @@ gpu.module @kernels {
   // CHECK-NEXT: math.exp2 %{{.*}} : vector<4xf32>
   // CHECK-NEXT: math.tanh %{{.*}} : vector<4xf32>
   // CHECK-NEXT: arith.maxnumf %{{.*}}, %{{.*}} : vector<4xf32>
+  // CHECK-NEXT: arith.minnumf %{{.*}}, %{{.*}} : f64
   // CHECK-NEXT: gpu.return
   gpu.func @other_types(%d: f64, %h: f16, %v: vector<4xf32>)
-      -> (f64, f16, f16, f64, vector<4xf32>, vector<4xf32>, vector<4xf32>) {
+      -> (f64, f16, f16, f64, vector<4xf32>, vector<4xf32>, vector<4xf32>,
+          f64) {
     %0 = math.exp2 %d : f64
     %1 = math.log2 %h : f16
     %2 = math.tanh %h : f16
@@ -80,8 +92,10 @@ gpu.module @kernels {
     %4 = math.exp2 %v : vector<4xf32>
     %5 = math.tanh %v : vector<4xf32>
     %6 = arith.maxnumf %v, %4 : vector<4xf32>
-    gpu.return %0, %1, %2, %3, %4, %5, %6
-        : f64, f16, f16, f64, vector<4xf32>, vector<4xf32>, vector<4xf32>
+    %7 = arith.minnumf %d, %3 : f64
+    gpu.return %0, %1, %2, %3, %4, %5, %6, %7
+        : f64, f16, f16, f64, vector<4xf32>, vector<4xf32>, vector<4xf32>,
+          f64
   }
 
   // Math the pass does not handle (here exp, sqrt) and the IEEE-754-2019

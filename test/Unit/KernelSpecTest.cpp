@@ -122,6 +122,61 @@ FIJIT_TEST("kernel spec: merge_states rows over CTAs, its optional "
   CHECK(sOut && sOut->check == ArgCheck::Required, "");
 }
 
+FIJIT_TEST("kernel spec: rope tokens over CTAs, head groups, positions "
+           "one way or the other") {
+  // bf16 at head_dim 128: 8 threads a token (two 16-byte chunks each), 16
+  // tokens per CTA of 4 warps; 30 q heads and 5 k heads are 8 + 2 groups
+  // of four along y.
+  KernelSpec rope = specOf("kind=rope,head_dim_qk=128,head_dim_vo=128,"
+                           "num_qo_heads=30,num_kv_heads=5");
+  auto grid = rope.gridFor(Sizes{{{"nnz", 301}}});
+  CHECK_EQ(grid[0], (301 + 15) / 16, "CTAs of 16 tokens");
+  CHECK_EQ(grid[1], 10, "q's 8 head groups, then k's 2");
+  CHECK_EQ(grid[2], 1, "");
+  CHECK_EQ(rope.threads, 128, "");
+  CHECK_EQ(rope.sharedMemoryBytes, 0, "");
+  CHECK(rope.gridText()[1] == "head_group=10", rope.gridText()[1]);
+  const KernelArg *posIds = rope.find("pos_ids");
+  const KernelArg *indptr = rope.find("indptr");
+  const KernelArg *offsets = rope.find("offsets");
+  CHECK(posIds && posIds->check == ArgCheck::None &&
+            posIds->element == ElementType::I32,
+        "");
+  CHECK(indptr && indptr->check == ArgCheck::Either &&
+            indptr->tensor == "pos_ids",
+        "indptr replaces pos_ids");
+  CHECK(offsets && offsets->check == ArgCheck::Paired &&
+            offsets->tensor == "indptr",
+        "offsets come with indptr");
+  CHECK(rope.find("rope_scale") && rope.find("rope_theta") &&
+            !rope.find("low_freq_factor") && !rope.find("cos_sin_cache"),
+        "computed frequencies take rope_scale and rope_theta only");
+  KernelSpec llama = specOf("kind=rope,rope_freq=llama31");
+  CHECK(llama.find("old_context_len") &&
+            llama.find("old_context_len")->kind == ArgKind::F32,
+        "llama31's factors are f32 arguments");
+  KernelSpec cache = specOf("kind=rope,rope_freq=cos_sin_cache");
+  const KernelArg *table = cache.find("cos_sin_cache");
+  CHECK(table && table->check == ArgCheck::Tensor &&
+            table->element == ElementType::F32 && !cache.find("rope_theta"),
+        "a cache of cos and sin instead of the scalars");
+  // head_dim 80: 5 threads a token, 25 per CTA; 512 on one warp: 32, 1.
+  RopeRows rows80 = ropeRows(
+      AttentionConfig::parse("kind=rope,head_dim_qk=80,head_dim_vo=80,"
+                              "rotary_dim=32,dtype_q=f16,dtype_kv=f16,"
+                              "dtype_o=f16")
+           ->resolved());
+  CHECK_EQ(rows80.slotsPerToken, 5, "");
+  CHECK_EQ(rows80.tokensPerCTA, 25, "");
+  RopeRows rows512 = ropeRows(
+      AttentionConfig::parse("kind=rope,head_dim_qk=512,head_dim_vo=512,"
+                              "num_qo_heads=1,num_kv_heads=1,num_warps=1")
+           ->resolved());
+  CHECK_EQ(rows512.slotsPerToken, 32, "");
+  CHECK_EQ(rows512.tokensPerCTA, 1, "");
+  CHECK_EQ(rows512.qGroups + rows512.kGroups, 2, "");
+}
+
 FIJIT_TEST("kernel spec: decode workspace holds the partial outputs, then "
            "their LSEs") {
   KernelSpec decode =
@@ -176,7 +231,8 @@ FIJIT_TEST("kernel spec: the JSON stored with a kernel reads back as the "
         "num_kv_heads=8",
         "kind=single_decode,dtype_kv=e4m3",
         "kind=merge_states,head_dim_qk=96,head_dim_vo=96,num_qo_heads=5,"
-        "num_kv_heads=5,return_lse=true"}) {
+        "num_kv_heads=5,return_lse=true",
+        "kind=rope,rope_freq=cos_sin_cache,num_qo_heads=7,num_kv_heads=3"}) {
     KernelSpec spec = specOf(config);
     std::string text = spec.toJSON();
     CHECK(text.find('\n') == std::string::npos, "one line");

@@ -1271,3 +1271,104 @@ FIJIT_TEST("launch packing: merge_states, its optional state and mask, in "
   CHECK(k.kernel.launchNamed(args().integer("seq_len", 0), error), error);
   CHECK(rec.launches.empty(), "seq_len=0 launches nothing");
 }
+
+//===-- rope --------------------------------------------------------------===//
+
+FIJIT_TEST("launch packing: rope, positions by pos_ids or by indptr and "
+           "offsets") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  // bf16 at head_dim 64: 4 threads a token, 32 tokens per 128-thread CTA;
+  // 6 q heads and 2 k heads are 2 + 1 groups along y.
+  TestKernel k("kind=rope,head_dim_qk=64,head_dim_vo=64,num_qo_heads=6,"
+               "num_kv_heads=2,rope_freq=llama31");
+  constexpr uintptr_t Q_ROPE = 0x5000, K_ROPE = 0x6000, POS = 0x7000,
+                      INDPTR = 0x8000, OFFSETS = 0x9000;
+  auto args = [&] {
+    return NamedArgs()
+        .pointer("q", ptr(Q))
+        .pointer("k", ptr(K))
+        .pointer("q_rope", ptr(Q_ROPE))
+        .pointer("k_rope", ptr(K_ROPE))
+        .integer("nnz", 301)
+        .integer("q_stride_n", 10 * 64)
+        .integer("q_stride_h", 64)
+        .integer("k_stride_n", 10 * 64)
+        .integer("k_stride_h", 64)
+        .integer("q_rope_stride_n", 6 * 64)
+        .integer("q_rope_stride_h", 64)
+        .integer("k_rope_stride_n", 2 * 64)
+        .integer("k_rope_stride_h", 64)
+        .scalar("rope_scale", 8.0f)
+        .scalar("rope_theta", 500000.0f)
+        .scalar("low_freq_factor", 1.0f)
+        .scalar("high_freq_factor", 4.0f)
+        .scalar("old_context_len", 8192.0f)
+        .pointer("stream", ptr(STREAM));
+  };
+  auto params = [&](uintptr_t pos, uintptr_t indptr, uintptr_t offsets,
+                    int64_t batch) {
+    Params want;
+    want.memref("q", Q).memref("k", K).memref("q_rope", Q_ROPE);
+    want.memref("k_rope", K_ROPE).memref("pos_ids", pos);
+    want.memref("indptr", indptr).memref("offsets", offsets);
+    want.i32("nnz", 301).i32("batch_size", batch);
+    want.i32("q_stride_n", 10 * 64).i32("q_stride_h", 64);
+    want.i32("k_stride_n", 10 * 64).i32("k_stride_h", 64);
+    want.i32("q_rope_stride_n", 6 * 64).i32("q_rope_stride_h", 64);
+    want.i32("k_rope_stride_n", 2 * 64).i32("k_rope_stride_h", 64);
+    want.f32("rope_scale", 8.0f).f32("rope_theta", 500000.0f);
+    want.f32("low_freq_factor", 1.0f).f32("high_freq_factor", 4.0f);
+    want.f32("old_context_len", 8192.0f);
+    return want;
+  };
+  std::string error;
+  k.arm();
+  bool ok = k.kernel.launchNamed(args().pointer("pos_ids", ptr(POS)), error);
+  if (const Launch *l = onlyLaunch(ok, error, "rope by pos_ids")) {
+    checkParams(*l, params(POS, 0, 0, 0), "rope by pos_ids");
+    checkLaunch(*l, {ceilDiv(301, 32), 3, 1}, 128, 0, STREAM,
+                "rope by pos_ids");
+  }
+  rec.launches.clear();
+  ok = k.kernel.launchNamed(args()
+                                .pointer("indptr", ptr(INDPTR))
+                                .pointer("offsets", ptr(OFFSETS))
+                                .integer("batch_size", 7),
+                            error);
+  if (const Launch *l = onlyLaunch(ok, error, "rope by indptr"))
+    checkParams(*l, params(0, INDPTR, OFFSETS, 7), "rope by indptr");
+
+  // What the table checks, before anything is launched.
+  rec.launches.clear();
+  CHECK(!k.kernel.launchNamed(args(), error), "no positions");
+  CHECK_EQ(error, "give pos_ids or indptr, exactly one of them", "");
+  CHECK(!k.kernel.launchNamed(args()
+                                  .pointer("pos_ids", ptr(POS))
+                                  .pointer("indptr", ptr(INDPTR))
+                                  .pointer("offsets", ptr(OFFSETS)),
+                              error),
+        "both kinds of positions");
+  CHECK_EQ(error, "give pos_ids or indptr, exactly one of them", "");
+  CHECK(!k.kernel.launchNamed(args().pointer("indptr", ptr(INDPTR)), error),
+        "indptr without offsets");
+  CHECK_EQ(error, "indptr and offsets are given together or not at all", "");
+  CHECK(!k.kernel.launchNamed(args()
+                                  .pointer("pos_ids", ptr(POS))
+                                  .pointer("q_rope", ptr(Q_ROPE + 8)),
+                              error),
+        "misaligned q_rope");
+  CHECK_EQ(error, "q_rope must be a 16-byte aligned device pointer", "");
+  CHECK(!k.kernel.launchNamed(
+            args().pointer("pos_ids", ptr(POS)).integer("k_stride_h", 60),
+            error),
+        "a head stride off 16 bytes");
+  CHECK_EQ(error, "k strides must be multiples of 8 elements (16 bytes)", "");
+  CHECK(rec.launches.empty(), "refused launches launch nothing");
+  // No tokens: nothing launched.
+  CHECK(k.kernel.launchNamed(
+            args().pointer("pos_ids", ptr(POS)).integer("nnz", 0), error),
+        error);
+  CHECK(rec.launches.empty(), "nnz=0 launches nothing");
+}

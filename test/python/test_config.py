@@ -11,14 +11,16 @@ from conftest import tool
 
 KNOWN_KEYS = ("kind, head_dim_qk, head_dim_vo, num_qo_heads, num_kv_heads, "
               "dtype_q, dtype_kv, dtype_o, kv_layout, page_size, mask, "
-              "window_left, logits_soft_cap, pos_encoding, sinks, sm_scale, "
-              "return_lse, cuda_graph, target, tile_q, tile_kv, num_warps, stages")
+              "window_left, logits_soft_cap, pos_encoding, sinks, rotary_dim, "
+              "interleave, rope_freq, sm_scale, return_lse, cuda_graph, "
+              "target, tile_q, tile_kv, num_warps, stages")
 
 GQA_CAUSAL = ("kind=single_prefill,head_dim_qk=128,head_dim_vo=128,"
               "num_qo_heads=32,num_kv_heads=8,dtype_q=bf16,dtype_kv=bf16,"
               "dtype_o=bf16,kv_layout=NHD,page_size=1,mask=causal,"
               "window_left=-1,logits_soft_cap=0,pos_encoding=none,"
-              "sinks=false,sm_scale=0,return_lse=false,cuda_graph=false,target=sm_90a,"
+              "sinks=false,rotary_dim=0,interleave=false,rope_freq=computed,"
+              "sm_scale=0,return_lse=false,cuda_graph=false,target=sm_90a,"
               "tile_q=128,tile_kv=128,num_warps=12,stages=2")
 
 
@@ -49,6 +51,7 @@ def test_attribute_types():
         "dtype_kv": "f16", "dtype_o": "f16", "kv_layout": "NHD",
         "page_size": 1, "mask": "none", "window_left": -1,
         "logits_soft_cap": 30.0, "pos_encoding": "none", "sinks": False,
+        "rotary_dim": 0, "interleave": False, "rope_freq": "computed",
         "sm_scale": 0.125,
         "return_lse": True, "cuda_graph": False, "target": "sm_90a",
         "tile_q": 128,
@@ -75,6 +78,7 @@ def test_schema_is_the_parsers_table():
         "dtype_kv": "enum", "dtype_o": "enum", "kv_layout": "enum",
         "page_size": "int", "mask": "enum", "window_left": "int",
         "logits_soft_cap": "float", "pos_encoding": "enum", "sinks": "bool",
+        "rotary_dim": "int", "interleave": "bool", "rope_freq": "enum",
         "sm_scale": "float", "return_lse": "bool", "cuda_graph": "bool",
         "target": "enum",
         "tile_q": "int", "tile_kv": "int", "num_warps": "int",
@@ -83,6 +87,8 @@ def test_schema_is_the_parsers_table():
     assert schema["dtype_kv"]["allowed"] == ("f16", "bf16", "e4m3", "e5m2")
     assert schema["target"]["allowed"] == ("sm_80", "sm_86", "sm_89",
                                            "sm_90a")
+    assert schema["rope_freq"]["allowed"] == ("computed", "llama31",
+                                              "cos_sin_cache")
     assert schema["head_dim_qk"]["allowed"] == ()
     # The defaults are the default config's values (knobs: 0, resolved
     # later), and every allowed enum value is accepted by the parser.

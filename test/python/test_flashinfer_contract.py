@@ -236,6 +236,37 @@ def test_cascade_binds_like_flashinfer(name):
     assert cls.begin_forward is cls.plan and cls.forward is cls.run
 
 
+# FlashInfer 0.7's rope.py is not in the trimmed source either: the
+# signatures of its standalone RoPE functions, as written there.
+_ROPE_RAGGED = ("(q, k, indptr, offsets, rotary_dim=None, interleave=False, "
+                "rope_scale=1, rope_theta=1e4)")
+_ROPE_POS = ("(q, k, pos_ids, rotary_dim=None, interleave=False, "
+             "rope_scale=1, rope_theta=1e4)")
+_LLAMA31 = ("rotary_dim=None, interleave=False, rope_scale=8, "
+            "rope_theta=5e5, low_freq_factor=1, high_freq_factor=4, "
+            "old_context_len=8192)")
+_CACHE = "(positions, query, key, head_size, cos_sin_cache, is_neox=True)"
+ROPE = {
+    "apply_rope": _ROPE_RAGGED, "apply_rope_inplace": _ROPE_RAGGED,
+    "apply_rope_pos_ids": _ROPE_POS, "apply_rope_pos_ids_inplace": _ROPE_POS,
+    "apply_llama31_rope": "(q, k, indptr, offsets, " + _LLAMA31,
+    "apply_llama31_rope_inplace": "(q, k, indptr, offsets, " + _LLAMA31,
+    "apply_llama31_rope_pos_ids": "(q, k, pos_ids, " + _LLAMA31,
+    "apply_llama31_rope_pos_ids_inplace": "(q, k, pos_ids, " + _LLAMA31,
+    "apply_rope_with_cos_sin_cache": _CACHE,
+    "apply_rope_with_cos_sin_cache_inplace": _CACHE,
+}
+
+
+@pytest.mark.parametrize("name", list(ROPE))
+def test_rope_binds_like_flashinfer(name):
+    func = ast.parse(f"def f{ROPE[name]}: pass").body[0]
+    check_binds_like(getattr(fi.rope, name), flashinfer_params(func), name)
+    # flashinfer.apply_rope is flashinfer.rope.apply_rope.
+    assert getattr(fi, name) is getattr(fi.rope, name)
+    assert getattr(fijit, name) is getattr(fi.rope, name)
+
+
 # --- what fijit does not support is refused, naming FlashInfer's argument --
 
 @pytest.mark.parametrize("make,message", [

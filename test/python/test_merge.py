@@ -54,7 +54,8 @@ def test_merge_config_is_what_the_functions_compile():
         "kind=merge_states,head_dim_qk=256,head_dim_vo=256,num_qo_heads=32,"
         "num_kv_heads=32,dtype_q=f16,dtype_kv=f16,dtype_o=f16,kv_layout=NHD,"
         "page_size=1,mask=none,window_left=-1,logits_soft_cap=0,"
-        "pos_encoding=none,sinks=false,sm_scale=0,return_lse=true,"
+        "pos_encoding=none,sinks=false,rotary_dim=0,interleave=false,"
+        "rope_freq=computed,sm_scale=0,return_lse=true,"
         "cuda_graph=false,target=sm_80,tile_q=0,tile_kv=0,num_warps=4,"
         "stages=0")
     assert fijit.cascade.merge_config(256, 32, "f16", "sm_80") is cfg

@@ -299,6 +299,47 @@ def test_merges_trace_as_one_graph():
     assert out[1].shape == (9, 8) and out[1].dtype == torch.float32
 
 
+def test_rope_functions_are_ops_with_their_writes():
+    """The out-of-place RoPE functions write new outputs through one op;
+    the in-place ones write q and k."""
+    rope = torch.ops.fijit.rope.default._schema
+    assert {a.name for a in rope.arguments if a.alias_info is not None and
+            a.alias_info.is_write} == {"q_rope", "k_rope"}
+    in_place = torch.ops.fijit.rope_inplace.default._schema
+    assert {a.name for a in in_place.arguments
+            if a.alias_info is not None and a.alias_info.is_write} == {
+                "q", "k"}
+
+
+def test_rope_traces_as_one_graph():
+    rec = Recorder()
+
+    def step(q, k, pos, indptr, offsets, query, key, cache):
+        q_rope, k_rope = fijit.apply_rope(q, k, indptr, offsets)
+        fijit.apply_llama31_rope_pos_ids_inplace(q, k, pos, rotary_dim=64)
+        query_out, key_out = fijit.apply_rope_with_cos_sin_cache(
+            pos, query, key, 128, cache)
+        return q_rope * 2, k_rope, q + 1, query_out, key_out
+
+    with FakeTensorMode():
+        q = torch.empty(9, 8, 128, **BF16)
+        k = torch.empty(9, 2, 128, **BF16)
+        pos = torch.empty(9, dtype=torch.int64, device="cuda")
+        indptr = torch.empty(3, dtype=torch.int32, device="cuda")
+        offsets = torch.empty(2, dtype=torch.int32, device="cuda")
+        query = torch.empty(9, 8 * 128, **BF16)
+        key = torch.empty(9, 2 * 128, **BF16)
+        cache = torch.empty(4096, 64, device="cuda")
+        out = torch.compile(step, fullgraph=True, backend=rec)(
+            q, k, pos, indptr, offsets, query, key, cache)
+    assert len(rec.graphs) == 1
+    assert rec.fijit_calls() == ["fijit.rope.default",
+                                 "fijit.rope_inplace.default",
+                                 "fijit.rope.default"]
+    assert out[0].shape == (9, 8, 128) and out[0].dtype == torch.bfloat16
+    assert out[3].shape == (9, 8 * 128) and out[4].shape == (9, 2 * 128)
+
+
 def test_export_holds_the_op():
     class Model(torch.nn.Module):
         def forward(self, q, k, v):

@@ -4,7 +4,7 @@
 // a `gpu.module`. One file per kernel family (PrefillBuilder,
 // BatchPrefillBuilder, DecodeBuilder on the tile engine of TileAttention.h
 // with Fragments, Softmax, Variant and KVCache helpers; MergeBuilder, which
-// merges finished attention states).
+// merges finished attention states; RopeBuilder, which rotates q and k).
 // Each kernel's arguments, grid, block and shared memory are its
 // KernelSpec's (Config/KernelSpec.h); builders make the function from it
 // and read the arguments by name (KernelArgs.h). The last dimension of every
@@ -59,6 +59,10 @@ mlir::LogicalResult buildDecode(mlir::ImplicitLocOpBuilder &b,
 mlir::LogicalResult buildMergeStates(mlir::ImplicitLocOpBuilder &b,
                                      const AttentionConfig &config,
                                      const KernelSpec &spec);
+/// rope: rotary position embedding of q and k (see RopeBuilder.cpp).
+mlir::LogicalResult buildRope(mlir::ImplicitLocOpBuilder &b,
+                              const AttentionConfig &config,
+                              const KernelSpec &spec);
 
 } // namespace fijit
 

@@ -121,6 +121,11 @@ void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
 /// `if (cond) body()`.
 void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
+/// `if (cond) { yield body() } else { yield otherwise }`, for values.
+llvm::SmallVector<mlir::Value>
+emitIfValues(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
+             mlir::ValueRange otherwise,
+             llvm::function_ref<llvm::SmallVector<mlir::Value>()> body);
 
 /// The launch's sm_scale, times k_scale with an fp8 KV cache: FlashInfer
 /// folds k_scale into sm_scale the same way.

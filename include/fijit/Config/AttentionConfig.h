@@ -31,10 +31,16 @@ enum class KernelKind {
   /// key sets): FlashInfer's merge_state, merge_states and
   /// merge_state_in_place, one kernel (MergeBuilder.cpp).
   MergeStates,
+  /// Rotary position embedding of q and k outside attention: FlashInfer's
+  /// apply_rope*, apply_llama31_rope* and apply_rope_with_cos_sin_cache*,
+  /// one kernel per shape (RopeBuilder.cpp).
+  Rope,
 };
 
 /// Whether `k` merges attention states rather than computing attention.
 inline bool isMerge(KernelKind k) { return k == KernelKind::MergeStates; }
+/// Whether `k` rotates q and k rather than computing attention.
+inline bool isRope(KernelKind k) { return k == KernelKind::Rope; }
 
 enum class DType { F16, BF16, F8E4M3, F8E5M2, F32 };
 /// Whether `t` is e4m3 or e5m2.
@@ -47,6 +53,12 @@ enum class MaskMode { None, Causal, Custom };
 enum class PosEncoding { None, ALiBi, RoPE };
 
 enum class Target { SM80, SM86, SM89, SM90a };
+
+/// Where kind=rope's rotation angles come from: position times a frequency
+/// computed from rope_theta and rope_scale (`computed`), the same with Llama
+/// 3.1's smoothing between the scaled and unscaled frequencies (`llama31`),
+/// or cos and sin read from a float32 cos_sin_cache (`cos_sin_cache`).
+enum class RopeFreq { Computed, Llama31, CosSinCache };
 
 /// Tuning knobs. Zero means "use the default"; `resolved()` on the owning
 /// config fills them in (see docs/config.md for the defaults).
@@ -122,6 +134,14 @@ struct AttentionConfig {
   /// argument `sinks`, natural-log units like sm_scale * q.k) that joins
   /// every row's softmax denominator, with no value.
   bool sinks = false;
+  /// kind=rope: the leading dims of each head that are rotated (0: all of
+  /// head_dim_qk); the others are copied (or left alone in place).
+  int64_t rotaryDim = 0;
+  /// kind=rope: pairs are adjacent dims (2i, 2i+1) rather than the two
+  /// halves of the rotary dims (i, i + rotary_dim/2).
+  bool interleave = false;
+  /// kind=rope: where the rotation angles come from.
+  RopeFreq ropeFreq = RopeFreq::Computed;
   /// Softmax scale; 0 means 1/sqrt(headDimQK). Kernels take the scale as a
   /// launch argument, so this is the default the runtime passes.
   double smScale = 0.0;
@@ -235,6 +255,7 @@ llvm::StringRef stringify(KVLayout v);
 llvm::StringRef stringify(MaskMode v);
 llvm::StringRef stringify(PosEncoding v);
 llvm::StringRef stringify(Target v);
+llvm::StringRef stringify(RopeFreq v);
 
 /// Bytes of one element of a dtype.
 int64_t byteWidth(DType t);

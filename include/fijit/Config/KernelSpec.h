@@ -59,6 +59,9 @@ enum class ArgCheck {
   /// Given exactly when the argument named in `tensor` is (a pair of
   /// optional buffers, such as merge_states' v_other and s_other).
   Paired,
+  /// Given exactly when the argument named in `tensor` is not (two ways of
+  /// saying one thing, such as rope's pos_ids or indptr).
+  Either,
 };
 
 /// Where a tensor-map argument's tensor is: a [rows, heads, head_dim]
@@ -87,7 +90,7 @@ struct KernelArg {
   ElementType element = ElementType::I32; ///< Buffer, Workspace, Counter
   ArgCheck check = ArgCheck::None;
   /// Stride: the tensor it belongs to (error messages name the tensor);
-  /// Paired: the argument it is given with.
+  /// Paired: the argument it is given with; Either: the one it replaces.
   std::string tensor;
   TensorMapLayout map;       ///< TensorMap only
   WorkspaceRegion workspace; ///< Workspace only
@@ -163,6 +166,20 @@ struct MergeRows {
   int64_t rowsPerCTA;
 };
 MergeRows mergeRows(const AttentionConfig &resolvedConfig);
+
+/// How a rope kernel lays its work over CTAs: a thread owns two 16-byte
+/// chunks of a head (a rotated pair, or two copied chunks past rotary_dim)
+/// of one token, in `headsPerThread` heads of q or of k; a CTA holds
+/// `tokensPerCTA` whole tokens along x, and grid.y walks q's heads in
+/// groups of headsPerThread, then k's.
+struct RopeRows {
+  int64_t chunkElements; ///< elements of one 16-byte chunk
+  int64_t slotsPerToken; ///< threads of one token's head: head_dim / 16
+  int64_t tokensPerCTA;
+  int64_t headsPerThread;
+  int64_t qGroups, kGroups; ///< CTAs along y over q's heads, then k's
+};
+RopeRows ropeRows(const AttentionConfig &resolvedConfig);
 
 } // namespace fijit
 

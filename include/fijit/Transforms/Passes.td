@@ -29,12 +29,12 @@ def BuildAttention : Pass<"fi-build-attention", "mlir::ModuleOp"> {
 def LowerMathToNVVM : Pass<"fi-lower-math-to-nvvm"> {
   let summary = "Lower f32 math to GPU instructions instead of libdevice calls";
   let description = [{
-    The default GPU lowering of `math.exp2`, `math.log2`, `math.tanh` and
-    `arith.maxnumf` calls libdevice (`__nv_*`), which ships only with the
+    The default GPU lowering of `math.exp2`, `math.log2`, `math.tanh`,
+    `arith.maxnumf` and `arith.minnumf` calls libdevice (`__nv_*`), which ships only with the
     CUDA toolkit; fijit links nothing at run time. Attention needs the
     single-instruction forms: `ex2.approx.ftz.f32`, `lg2.approx.ftz.f32`,
     `tanh.approx.f32` (their error is far below the bf16/f16 rounding of the
-    result) and `max.f32`. This pass rewrites f32 scalar ops into the
+    result), `max.f32` and `min.f32`. This pass rewrites f32 scalar ops into the
     matching NVVM intrinsics or LLVM ops; other types are left alone.
   }];
   let dependentDialects = ["mlir::LLVM::LLVMDialect", "mlir::NVVM::NVVMDialect"];

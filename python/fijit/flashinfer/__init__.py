@@ -13,12 +13,18 @@ FlashInfer's argument): docs/python.md.
 """
 import sys
 
-from . import cascade, decode, prefill, utils
+from . import cascade, decode, prefill, rope, utils
 from .cascade import (MultiLevelCascadeAttentionWrapper, merge_state,
                       merge_state_in_place, merge_states)
 from .decode import (BatchDecodeWithPagedKVCacheWrapper,
                      CUDAGraphBatchDecodeWithPagedKVCacheWrapper,
                      fast_decode_plan, single_decode_with_kv_cache)
+from .rope import (apply_llama31_rope, apply_llama31_rope_inplace,
+                   apply_llama31_rope_pos_ids,
+                   apply_llama31_rope_pos_ids_inplace, apply_rope,
+                   apply_rope_inplace, apply_rope_pos_ids,
+                   apply_rope_pos_ids_inplace, apply_rope_with_cos_sin_cache,
+                   apply_rope_with_cos_sin_cache_inplace)
 from .prefill import (BatchPrefillWithPagedKVCacheWrapper,
                       BatchPrefillWithRaggedKVCacheWrapper,
                       single_prefill_with_kv_cache,
@@ -29,7 +35,7 @@ __version__ = "0.7.2"
 # Lets a caller tell this package from FlashInfer itself.
 __fijit__ = True
 
-SUBMODULES = ("cascade", "decode", "prefill", "utils")
+SUBMODULES = ("cascade", "decode", "prefill", "rope", "utils")
 
 
 def install():
@@ -49,6 +55,16 @@ __all__ = [
     "BatchPrefillWithRaggedKVCacheWrapper",
     "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
     "MultiLevelCascadeAttentionWrapper",
+    "apply_llama31_rope",
+    "apply_llama31_rope_inplace",
+    "apply_llama31_rope_pos_ids",
+    "apply_llama31_rope_pos_ids_inplace",
+    "apply_rope",
+    "apply_rope_inplace",
+    "apply_rope_pos_ids",
+    "apply_rope_pos_ids_inplace",
+    "apply_rope_with_cos_sin_cache",
+    "apply_rope_with_cos_sin_cache_inplace",
     "fast_decode_plan",
     "install",
     "merge_state",
