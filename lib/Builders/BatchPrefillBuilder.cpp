@@ -6,7 +6,7 @@
 // grid.z picks the request. Causal masking aligns each request's last query
 // with its last key.
 //
-// Arguments and grid: KernelSpec.cpp (batchPrefill). q and o are packed
+// Arguments and grid: KernelFamilies.cpp (batchPrefill). q and o are packed
 // [sum(qo_len), heads, dim] with request b at rows qo_indptr[b] ..
 // qo_indptr[b+1]; ragged k/v likewise by kv_indptr (kv_indices and
 // kv_last_page_len unused); LSE is [sum(qo_len), num_qo_heads].

@@ -10,7 +10,7 @@
 // pair in `split_counters` tells it that it is last), so a split decode is
 // still one launch.
 //
-// Arguments, grid and workspace regions: KernelSpec.cpp (decode).
+// Arguments, grid and workspace regions: KernelFamilies.cpp (decode).
 // single_decode reads kv_len and
 // dense strides (the page arguments are unused); batch_decode_paged reads
 // each request's pages kv_indices[kv_indptr[b] .. kv_indptr[b+1]) with

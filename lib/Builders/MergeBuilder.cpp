@@ -29,7 +29,7 @@
 //  - one state and no v_other copies the state (v and s as they are, even
 //    for s = -inf), FlashInfer's num_index_sets == 1 case.
 //
-// Arguments and grid: KernelSpec.cpp (mergeStates).
+// Arguments and grid: KernelFamilies.cpp (mergeStates).
 //
 //===----------------------------------------------------------------------===//
 

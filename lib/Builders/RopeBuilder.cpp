@@ -26,7 +26,7 @@
 // store. In place (q_rope = q) each thread reads its chunks before it writes
 // them, and no other thread touches them.
 //
-// Arguments and grid: KernelSpec.cpp (rope).
+// Arguments and grid: KernelFamilies.cpp (rope).
 //
 //===----------------------------------------------------------------------===//
 

@@ -12,7 +12,7 @@
 //    (ping-pong), so one's softmax runs under the other's GEMMs.
 // Only key tiles that some query of the CTA cannot fully see pay for masks.
 //
-// Arguments and grid: KernelSpec.cpp (warpSpecialisedPrefill). Q, K and V
+// Arguments and grid: KernelFamilies.cpp (warpSpecialisedPrefill). Q, K and V
 // are tensor maps (128-byte grid-constant parameters) holding their strides.
 // batch_prefill_ragged: the maps are over the packed [tokens, heads, dim]
 // tensors. A request's tiles start at its indptr rows; rows of a box past
