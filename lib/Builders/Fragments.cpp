@@ -22,6 +22,15 @@ Value cF32(ImplicitLocOpBuilder &b, double v) {
                                         llvm::APFloat(static_cast<float>(v)));
 }
 
+Value approxF32(ImplicitLocOpBuilder &b, StringRef op, Value x) {
+  std::string text = (op + ".approx.f32 $0, $1;").str();
+  auto asmOp = LLVM::InlineAsmOp::create(
+      b, b.getF32Type(), ValueRange{x}, text, "=f,f",
+      /*has_side_effects=*/false, /*is_align_stack=*/false,
+      LLVM::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr());
+  return asmOp.getResult(0);
+}
+
 SmallVector<Value> SmemTile::chunkIndex(ImplicitLocOpBuilder &b,
                                         ValueRange prefix, Value row,
                                         Value rowPhase, int64_t colConst,

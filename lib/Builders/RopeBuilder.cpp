@@ -36,7 +36,6 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -52,17 +51,6 @@ namespace {
 constexpr int64_t kChunkBytes = 16;
 /// Angles per thread: one per pair of its two chunks.
 constexpr int64_t kAngles = 8;
-
-/// One f32 PTX approximation (`sin`, `cos`, `lg2`): what FlashInfer's
-/// __sincosf and __powf compile to.
-Value approx(ImplicitLocOpBuilder &b, StringRef op, Value x) {
-  std::string text = (op + ".approx.f32 $0, $1;").str();
-  auto asmOp = LLVM::InlineAsmOp::create(
-      b, b.getF32Type(), ValueRange{x}, text, "=f,f",
-      /*has_side_effects=*/false, /*is_align_stack=*/false,
-      LLVM::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr());
-  return asmOp.getResult(0);
-}
 
 Value lessThan(ImplicitLocOpBuilder &b, Value x, Value y) {
   return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, x, y);
@@ -222,7 +210,7 @@ std::pair<SmallVector<Value>, SmallVector<Value>> anglesOf(ImplicitLocOpBuilder 
     return {cosines, sines};
   }
   Value rcpTheta = arith::DivFOp::create(b, cF32(b, 1), t.args["rope_theta"]);
-  Value log2RcpTheta = approx(b, "lg2", rcpTheta);
+  Value log2RcpTheta = approxF32(b, "lg2", rcpTheta);
   Value rcpScale = arith::DivFOp::create(b, cF32(b, 1), t.args["rope_scale"]);
   Value smoothA, smoothB;
   if (t.cfg.ropeFreq == RopeFreq::Llama31) {
@@ -244,8 +232,8 @@ std::pair<SmallVector<Value>, SmallVector<Value>> anglesOf(ImplicitLocOpBuilder 
     Value angle = arith::MulFOp::create(
         b, posF,
         frequency(b, t, i, log2RcpTheta, rcpScale, smoothA, smoothB));
-    cosines.push_back(approx(b, "cos", angle));
-    sines.push_back(approx(b, "sin", angle));
+    cosines.push_back(approxF32(b, "cos", angle));
+    sines.push_back(approxF32(b, "sin", angle));
   }
   return {cosines, sines};
 }

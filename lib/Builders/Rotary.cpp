@@ -6,7 +6,6 @@
 #include "fijit/Builders/TileAttention.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -16,27 +15,14 @@
 using namespace mlir;
 
 namespace fijit {
-namespace {
-
-/// One f32 PTX approximation (`sin`, `cos`, `lg2`): what FlashInfer's
-/// __sincosf and __powf compile to.
-Value approx(ImplicitLocOpBuilder &b, StringRef op, Value x) {
-  std::string text = (op + ".approx.f32 $0, $1;").str();
-  auto asmOp = LLVM::InlineAsmOp::create(
-      b, b.getF32Type(), ValueRange{x}, text, "=f,f",
-      /*has_side_effects=*/false, /*is_align_stack=*/false,
-      LLVM::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr());
-  return asmOp.getResult(0);
-}
-
-} // namespace
 
 RotaryEmbedding::RotaryEmbedding(ImplicitLocOpBuilder &b,
                                  const KernelArgs &args, int64_t headDim)
     : headDim(headDim) {
   rcpScale = arith::DivFOp::create(b, cF32(b, 1.0), args["rope_scale"]);
   // log2(1 / theta); each frequency is then one ex2.
-  log2RcpTheta = arith::NegFOp::create(b, approx(b, "lg2", args["rope_theta"]));
+  log2RcpTheta =
+      arith::NegFOp::create(b, approxF32(b, "lg2", args["rope_theta"]));
 }
 
 SmallVector<RotaryEmbedding::Run> RotaryEmbedding::runsOf(int64_t headDim) {
@@ -113,7 +99,7 @@ void RotaryEmbedding::rotateTile(ImplicitLocOpBuilder &b, const SmemTile &tile,
           Value a = vector::ExtractOp::create(b, x1f, j);
           Value c = vector::ExtractOp::create(b, x2f, j);
           Value angle = arith::MulFOp::create(b, pos, freq[j]);
-          Value cos = approx(b, "cos", angle), sin = approx(b, "sin", angle);
+          Value cos = approxF32(b, "cos", angle), sin = approxF32(b, "sin", angle);
           // (a, c) -> (a cos - c sin, c cos + a sin)
           y1.push_back(arith::SubFOp::create(
               b, arith::MulFOp::create(b, a, cos),

@@ -139,6 +139,11 @@ void emitTileCopy(mlir::ImplicitLocOpBuilder &b, const TileCopy &copy,
 mlir::Value cIdx(mlir::ImplicitLocOpBuilder &b, int64_t v);
 /// f32 constant.
 mlir::Value cF32(mlir::ImplicitLocOpBuilder &b, double v);
+/// One f32 PTX approximation, `<op>.approx.f32` (`sin`, `cos`, `lg2`):
+/// what CUDA's fast-math intrinsics (__sincosf, __powf) compile to, and so
+/// what FlashInfer's RoPE computes with.
+mlir::Value approxF32(mlir::ImplicitLocOpBuilder &b, llvm::StringRef op,
+                      mlir::Value x);
 
 } // namespace fijit
 
