@@ -128,6 +128,8 @@ class AttentionKernel:
                    if cfg.kind == "merge_states" else
                    "BatchPrefillWithPagedKVCacheWrapper or "
                    "BatchPrefillWithRaggedKVCacheWrapper"))
+        # Scalars first: a refusal names them before any tensor is read.
+        rope = _rope_args(cfg, rope_scale, rope_theta)
         qv, kv, vv = as_view(q, "q"), as_view(k, "k"), as_view(v, "v")
         qo_len = qv.shape[0] if qv.ndim == 3 else -1
         nhd = cfg.kv_layout == "NHD"
@@ -150,8 +152,7 @@ class AttentionKernel:
             lv = as_view(lse, "lse")
             check(lv, "lse", (qo_len, hq), "f32", like=qv, contiguous=True)
             lse_ptr = lv.ptr
-        tables = launch_tables(cfg, alibi_slopes, sinks, qv,
-                               _rope_args(cfg, rope_scale, rope_theta))
+        tables = launch_tables(cfg, alibi_slopes, sinks, qv, rope)
         tables.update(mask_pointers(cfg, packed_mask,
                                     (qo_len * kv_len + 7) // 8, qv))
         tables.update(_kv_scale_args(cfg, k_scale, v_scale))
