@@ -85,6 +85,28 @@ def require_unit_scale(api, **scales):
             "only 1.0 (or None) is supported")
 
 
+def fold_q_scale(api, q_scale, k_scale):
+    """FlashInfer multiplies sm_scale by q_scale as it does by k_scale
+    (decode, and the paged prefill wrapper): the launch's k_scale is then
+    k_scale * q_scale. q_scale must be a positive finite float (a tensor
+    would be read on the host: refused, as FlashInfer cannot fold one
+    either)."""
+    if q_scale is None:
+        return k_scale
+    if isinstance(q_scale, bool) or not isinstance(q_scale, numbers.Real):
+        is_tensor = torch is not None and torch.is_tensor(q_scale)
+        raise unsupported(api, "q_scale", "a tensor" if is_tensor else
+                          type(q_scale).__name__, "a Python float (FlashInfer "
+                          "folds q_scale into its float sm_scale)")
+    if not (math.isfinite(q_scale) and q_scale > 0):
+        raise unsupported(api, "q_scale", q_scale, "a positive finite float")
+    if k_scale is None:
+        return float(q_scale)
+    if isinstance(k_scale, numbers.Real) and not isinstance(k_scale, bool):
+        return float(k_scale) * float(q_scale)
+    return k_scale  # kv_scales refuses it, naming k_scale
+
+
 def kv_scales(api, k_scale, v_scale):
     """FlashInfer's per-tensor KV scales of a run: (k_scale, v_scale,
     out_scale). The first two are floats for the launch (None is 1.0);

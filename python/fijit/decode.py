@@ -11,10 +11,9 @@ from ._common import (check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
 from ._contract import (BACKENDS, Buffers, check_q_dtype, check_tuning,
-                        head_dims, kv_scales, launch_scales, plan_dtypes,
-                        pos_encoding, require, require_none,
-                        require_unit_scale, scale_output,
-                        stage, unsupported)
+                        fold_q_scale, head_dims, kv_scales, launch_scales,
+                        plan_dtypes, pos_encoding, require, require_none,
+                        scale_output, stage, unsupported)
 from ._variants import (check_slopes, launch_tables, optional_table,
                         rope_params)
 from .tensors import _torch_dtype_name, as_view, check, torch
@@ -79,8 +78,8 @@ def single_decode_with_kv_cache(q, k, v, kv_layout="NHD",
     pos = pos_encoding(api, pos_encoding_mode)
     rope = rope_params(api, rope_scale, rope_theta)
     check_slopes(pos_encoding_mode, alibi_slopes)
-    require_unit_scale(api, q_scale=q_scale)
-    k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
+    k_scale, v_scale, out_scale = kv_scales(
+        api, fold_q_scale(api, q_scale, k_scale), v_scale)
     check_tuning(api, tuning)
     require_torch(api)
     if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
@@ -403,8 +402,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
         if args:
             raise unsupported(api, "*args", args, "custom kernel arguments "
                               "(jit_args) are not supported")
-        require_unit_scale(api, q_scale=q_scale)
-        k_scale, v_scale, out_scale = kv_scales(api, k_scale, v_scale)
+        k_scale, v_scale, out_scale = kv_scales(
+            api, fold_q_scale(api, q_scale, k_scale), v_scale)
         require(api, "enable_pdl", enable_pdl, (None, False))
         require(api, "q_len_per_req", q_len_per_req, (None, 1))
         require_none(api, kv_cache_sf=kv_cache_sf,

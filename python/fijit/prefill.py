@@ -10,9 +10,9 @@ from ._common import (check_indptr, check_layout, kv_strides, page_table,
                       paged_cache_strides, require_torch, split_cache,
                       target_of)
 from ._contract import (BACKENDS, FP8, Buffers, check_q_dtype, check_tuning,
-                        dtype_name, head_dims, kv_scales, launch_scales,
-                        lse_to_base, plan_dtypes, pos_encoding, require,
-                        require_none, require_unit_scale,
+                        dtype_name, fold_q_scale, head_dims, kv_scales,
+                        launch_scales, lse_to_base, plan_dtypes, pos_encoding,
+                        require, require_none, require_unit_scale,
                         scale_output, stage, unsupported)
 from ._masks import (check_mask_buffers, copy_to_words, fixed_buffer_room,
                      mask_layout, mask_words, packed_mask_bytes,
@@ -646,8 +646,10 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             window_left=None, sinks=None, kv_cache_sf=None,
             skip_softmax_threshold_scale_factor=None, use_fp16_softmax=None,
             uses_spcompress=None):
+        # FlashInfer's paged run folds q_scale into sm_scale with k_scale.
+        k_scale = fold_q_scale(self._api + ".run", q_scale, k_scale)
         scales = self._check_run_args(args, enable_pdl, lse_layout, k_scale,
-                                      v_scale, q_scale=q_scale)
+                                      v_scale)
         require_none(self._api + ".run", kv_cache_sf=kv_cache_sf,
                      skip_softmax_threshold_scale_factor=(
                          skip_softmax_threshold_scale_factor))

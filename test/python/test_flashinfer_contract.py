@@ -288,9 +288,9 @@ def test_rope_binds_like_flashinfer(name):
         None, None, 32, 8, 128, use_fp16_qk_reduction=True),
      "fijit's BatchPrefillWithRaggedKVCacheWrapper.plan does not support "
      "use_fp16_qk_reduction=True: supported: False"),
-    (lambda: fi.single_decode_with_kv_cache(None, None, None, q_scale=0.5),
-     "fijit's single_decode_with_kv_cache does not support q_scale=0.5: "
-     "only 1.0 (or None) is supported"),
+    (lambda: fi.single_decode_with_kv_cache(None, None, None, q_scale=0.0),
+     "fijit's single_decode_with_kv_cache does not support q_scale=0.0: "
+     "a positive finite float"),
     # FlashInfer multiplies its float sm_scale by k_scale.
     (lambda: fi.single_decode_with_kv_cache(None, None, None,
                                             k_scale=[0.5]),

@@ -335,10 +335,26 @@ def test_tensor_scales_fijit_cannot_take(torch, fake_gpu, kind):
 
 @pytest.mark.parametrize("kind", ["single_decode", "batch_prefill_paged",
                                   "batch_decode_paged"])
-def test_q_scale_is_still_refused(torch, fake_gpu, kind):
+def test_q_scale_multiplies_the_logits_with_k_scale(torch, fake_gpu, kind):
+    # FlashInfer's decode and paged prefill multiply sm_scale by q_scale as
+    # by k_scale: the kernel's k_scale carries both.
+    run_kind(torch, kind, torch.float8_e4m3fn, q_scale=0.5, k_scale=0.37,
+             v_scale=1.9)
+    assert scales_of(fake_gpu.last) == dict(sm_scale=0.0, k_scale=0.5 * 0.37,
+                                            v_scale=1.9)
+    with pytest.raises(NotImplementedError,
+                       match="does not support q_scale=-1.0: a positive "
+                       "finite float"):
+        run_kind(torch, kind, torch.float8_e4m3fn, q_scale=-1.0)
+
+
+def test_the_ragged_wrapper_still_refuses_q_scale(torch, fake_gpu):
+    # FlashInfer's ragged run ignores q_scale (it reads it only with an
+    # NVFP4 cache); fijit refuses it rather than ignore it.
     with pytest.raises(NotImplementedError,
                        match="does not support q_scale=0.5: only 1.0"):
-        run_kind(torch, kind, torch.float8_e4m3fn, q_scale=0.5)
+        run_kind(torch, "batch_prefill_ragged", torch.float8_e4m3fn,
+                 q_scale=0.5)
 
 
 @pytest.mark.parametrize("kind", ["single_prefill", "single_decode"])
