@@ -17,6 +17,8 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 namespace fijit {
 
@@ -49,6 +51,14 @@ constexpr int64_t kMaxHeads = 65535;
 /// <value>"), or success.
 llvm::Error onlyFields(const AttentionConfig &c,
                        llvm::function_ref<bool(llvm::StringRef)> takes);
+
+/// Kinds whose three dtype fields name one dtype: an error naming the
+/// first of `others` (key, dtype) that differs from `leader`'s, "<why>:
+/// must equal <leader key>=<dtype>", or success.
+llvm::Error sameDType(std::pair<llvm::StringRef, DType> leader,
+                      std::initializer_list<std::pair<llvm::StringRef, DType>>
+                          others,
+                      llvm::StringRef why);
 
 /// kind=rope's fields (RopeValidation.cpp).
 llvm::Error validateRope(const AttentionConfig &c);

@@ -82,13 +82,11 @@ llvm::Error validateMerge(const AttentionConfig &c) {
                             llvm::Twine(c.numQOHeads));
   if (!isHalfType(c.dtypeO))
     return invalidField("dtype_o", c.dtypeO, "allowed values are f16, bf16");
-  for (auto [key, dtype] : {std::pair{"dtype_q", c.dtypeQ},
-                            std::pair{"dtype_kv", c.dtypeKV}})
-    if (dtype != c.dtypeO)
-      return invalidField(key, dtype,
-                          "kind=merge_states merges states of one dtype: "
-                          "must equal dtype_o=" +
-                              stringify(c.dtypeO));
+  if (llvm::Error err =
+          sameDType({"dtype_o", c.dtypeO},
+                    {{"dtype_q", c.dtypeQ}, {"dtype_kv", c.dtypeKV}},
+                    "kind=merge_states merges states of one dtype"))
+    return err;
   if (llvm::Error err = onlyFields(c, isMergeField))
     return err;
   int64_t warps = c.tuning.numWarps;
@@ -113,6 +111,18 @@ bool isRopeOnlyField(llvm::StringRef key) {
 }
 
 } // namespace
+
+llvm::Error fijit::sameDType(
+    std::pair<llvm::StringRef, DType> leader,
+    std::initializer_list<std::pair<llvm::StringRef, DType>> others,
+    llvm::StringRef why) {
+  for (auto [key, dtype] : others)
+    if (dtype != leader.second)
+      return invalidField(key, dtype,
+                          why + ": must equal " + leader.first + "=" +
+                              stringify(leader.second));
+  return llvm::Error::success();
+}
 
 llvm::Error fijit::onlyFields(const AttentionConfig &c,
                               llvm::function_ref<bool(llvm::StringRef)> takes) {

@@ -47,13 +47,11 @@ llvm::Error fijit::validateRope(const AttentionConfig &c) {
       return invalidField(key, heads, "must be in [1, 65535]");
   if (!isHalfType(c.dtypeQ))
     return invalidField("dtype_q", c.dtypeQ, "allowed values are f16, bf16");
-  for (auto [key, dtype] : {std::pair{"dtype_kv", c.dtypeKV},
-                            std::pair{"dtype_o", c.dtypeO}})
-    if (dtype != c.dtypeQ)
-      return invalidField(key, dtype,
-                          "kind=rope rotates q and k of one dtype: must "
-                          "equal dtype_q=" +
-                              stringify(c.dtypeQ));
+  if (llvm::Error err =
+          sameDType({"dtype_q", c.dtypeQ},
+                    {{"dtype_kv", c.dtypeKV}, {"dtype_o", c.dtypeO}},
+                    "kind=rope rotates q and k of one dtype"))
+    return err;
   if (c.rotaryDim != 0 &&
       (c.rotaryDim < 16 || c.rotaryDim > c.headDimQK || c.rotaryDim % 16))
     return invalidField("rotary_dim", c.rotaryDim,
