@@ -31,10 +31,35 @@ static Value maskBit(ImplicitLocOpBuilder &b, ArrayRef<Value> words,
                                arith::ConstantIntOp::create(b, i32, 0));
 }
 
+/// The first of a lane's columns in a key tile from kvStart: the lane's
+/// columns are colBase + 8 j + (0, 1).
+static Value laneColumnBase(ImplicitLocOpBuilder &b, Value lane,
+                            Value kvStart) {
+  return arith::AddIOp::create(
+      b, kvStart,
+      arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
+                            cIdx(b, 2)));
+}
+
+LaneMaskBits laneCustomMaskBits(ImplicitLocOpBuilder &b,
+                                AttentionVariant &variant,
+                                std::array<Value, 2> rows, Value lane,
+                                Value kvStart, int64_t numFrags) {
+  LaneMaskBits bits;
+  if (!variant.hasCustomMask())
+    return bits;
+  // The lane's last column is 8 (numFrags - 1) + 1 past its first.
+  Value colBase = laneColumnBase(b, lane, kvStart);
+  for (int64_t r = 0; r < 2; ++r)
+    bits[r] = variant.customMaskWords(b, rows[r], colBase, numFrags * 8 - 6);
+  return bits;
+}
+
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
                        MutableArrayRef<AccFragment> scores,
                        std::array<Value, 2> rows, Value lane, Value kvStart,
-                       bool transform, bool mask) {
+                       bool transform, bool mask,
+                       const LaneMaskBits *maskBits) {
   if (!mask && !variant.hasALiBi()) {
     for (AccFragment &frag : scores)
       for (Value &x : frag)
@@ -42,22 +67,17 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
     return;
   }
   Value ninf = negInf(b);
-  // This lane's columns are colBase + 8 j + (0, 1).
-  Value colBase = arith::AddIOp::create(
-      b, kvStart,
-      arith::MulIOp::create(b, arith::RemUIOp::create(b, lane, cIdx(b, 4)),
-                            cIdx(b, 2)));
+  Value colBase = laneColumnBase(b, lane, kvStart);
   std::array<std::pair<Value, Value>, 2> bounds;
   if (mask)
     bounds = {variant.visibleColumns(b, rows[0], colBase),
               variant.visibleColumns(b, rows[1], colBase)};
-  // mask=custom: the rows' bits of this lane's columns, whose last one is
-  // 8 (n - 1) + 1 past colBase.
-  std::array<SmallVector<Value>, 2> maskWords;
-  int64_t span = static_cast<int64_t>(scores.size()) * 8 - 6;
-  if (mask && variant.hasCustomMask())
-    for (int64_t r = 0; r < 2; ++r)
-      maskWords[r] = variant.customMaskWords(b, rows[r], colBase, span);
+  LaneMaskBits maskWords;
+  if (mask && maskBits)
+    maskWords = *maskBits;
+  else if (mask)
+    maskWords = laneCustomMaskBits(b, variant, rows, lane, kvStart,
+                                   static_cast<int64_t>(scores.size()));
   std::array<Value, 2> rowBias = {variant.rowBias(b, 0, rows[0], colBase),
                                   variant.rowBias(b, 1, rows[1], colBase)};
   for (auto [j, frag] : llvm::enumerate(scores))

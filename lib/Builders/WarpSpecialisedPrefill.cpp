@@ -66,8 +66,16 @@ void WarpSpecialisedPrefill::issuePV(MutableArrayRef<AFragment> p, Value slot,
   wgmma.commit();
 }
 
+LaneMaskBits WarpSpecialisedPrefill::loadMaskBits(Value tile) {
+  if (!variant.hasCustomMask())
+    return {};
+  return laneCustomMaskBits(b, variant, rows, lane, kvStartOf(tile),
+                            t.tileKV / 8);
+}
+
 void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
-                                       Value kvStart) {
+                                       Value kvStart,
+                                       const LaneMaskBits &maskBits) {
   SmallVector<Value> raw;
   for (const AccFragment &f : s)
     raw.append(f.begin(), f.end());
@@ -81,7 +89,7 @@ void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
     SmallVector<AccFragment> frags(s.begin(), s.end());
     if (masked || transform)
       applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
-                        masked);
+                        masked, &maskBits);
     SmallVector<Value> vals;
     for (const AccFragment &f : frags)
       vals.append(f.begin(), f.end());
@@ -210,9 +218,10 @@ TileResult WarpSpecialisedPrefill::consume() {
     pingPongSync();
     SmallVector<AccFragment> s = issueScores(slot0);
     pingPongArrive();
+    LaneMaskBits bits0 = loadMaskBits(zero);
     wgmma.wait(s, 0);
     releaseByWarp(barrier(KEmpty, slot0));
-    scoreTile(s, kvStartOf(zero));
+    scoreTile(s, kvStartOf(zero), bits0);
     Alphas alphas;
     SoftmaxState state =
         foldScores(b, empty, s, alphas, variant.linearLogitScale());
@@ -240,13 +249,15 @@ TileResult WarpSpecialisedPrefill::consume() {
       barrier(KFull, slot).wait(b, parity);
       pingPongSync();
       SmallVector<AccFragment> sj = issueScores(slot);
+      // The mask's loads overlap the GEMMs.
+      LaneMaskBits bits = loadMaskBits(tile);
       rescaleRows(b, o, prevAlphas);
       barrier(VFull, prevSlot).wait(b, prevParity);
       issuePV(prevP, prevSlot, o);
       pingPongArrive();
       wgmma.wait(sj, 1);
       releaseByWarp(barrier(KEmpty, slot));
-      scoreTile(sj, kvStartOf(tile));
+      scoreTile(sj, kvStartOf(tile), bits);
       Alphas a;
       SoftmaxState next =
           foldScores(b, st, sj, a, variant.linearLogitScale());
@@ -288,6 +299,7 @@ TileResult WarpSpecialisedPrefill::consume() {
 }
 
 void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
+  this->args = &args;
   variant.bindHeadTables(args);
   tmaQ = args["q"];
   tmaK = args["k"];
@@ -304,6 +316,7 @@ void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
     kvLen = args.index(b, "kv_len");
     bindOutputStrides();
     variant.bind(b, smScale, qoLen, kvLen);
+    variant.bindCustomMask(b, args);
     qoRowBase = kvRowBase = cIdx(b, 0);
     return;
   }
@@ -340,6 +353,7 @@ void WarpSpecialisedPrefill::bindRequest(
   if (beforeVariant)
     beforeVariant();
   variant.bind(b, smScale, qoLen, kvLen);
+  variant.bindCustomMask(b, *args, req);
 }
 
 void WarpSpecialisedPrefill::emit(const KernelArgs &args) {

@@ -75,8 +75,12 @@ private:
   /// out += P V from V slot `slot`; issued and committed.
   void issuePV(MutableArrayRef<AFragment> p, Value slot,
                MutableArrayRef<AccFragment> out);
+  /// mask=custom: this lane's mask bits of key tile `tile`, loaded right
+  /// after its S GEMM is issued (empty without a custom mask).
+  LaneMaskBits loadMaskBits(Value tile);
   /// Scores of the tile at `kvStart`, masked only where the tile needs it.
-  void scoreTile(MutableArrayRef<AccFragment> s, Value kvStart);
+  void scoreTile(MutableArrayRef<AccFragment> s, Value kvStart,
+                 const LaneMaskBits &maskBits);
   SmallVector<AFragment> toOperands(ArrayRef<AccFragment> probs);
   /// Ring slot and phase parity (i32) of tile `tile`.
   std::pair<Value, Value> slotOf(Value tile);
@@ -137,6 +141,8 @@ private:
   /// The grid walks work tiles (KernelSpec::persistent), else one per CTA.
   bool persistent;
 
+  /// The kernel's arguments (a batch binds each request's on the way).
+  const KernelArgs *args = nullptr;
   Value tmaQ, tmaK, tmaV, o, lse, qoLen, kvLen, oStrideN, oStrideH;
   /// First token row of this CTA's request in the packed Q/O and K/V
   /// tensors (0 for single_prefill).

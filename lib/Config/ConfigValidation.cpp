@@ -243,11 +243,6 @@ llvm::Error AttentionConfig::validate() const {
                         "warpgroups) needs a prefill kind, target=sm_90a, "
                         "dtype_kv f16 or bf16 and head dims that are "
                         "multiples of 64");
-  if (tuning.numWarps == kWarpSpecialisedWarps && mask == MaskMode::Custom)
-    return invalidField("num_warps", tuning.numWarps,
-                        "12 (the warp-specialised kernel) has no custom mask; "
-                        "mask=custom runs on the tile engine (num_warps 0, "
-                        "1, 2, 4 or 8)");
   if (tuning.numWarps == kWarpSpecialisedWarps &&
       posEncoding == PosEncoding::RoPE)
     return invalidField("num_warps", tuning.numWarps,

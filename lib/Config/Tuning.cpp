@@ -73,13 +73,12 @@ AttentionConfig AttentionConfig::resolved() const {
   int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
   // By default that is the warp-specialised kernel (TMA producer, two
   // ping-ponging consumer warpgroups): 1.3-1.45x the two-warpgroup kernel
-  // at every head dim on H200 (bench/RESULTS.md). It has neither custom
-  // masks nor RoPE (both work on the tile engine's shared-memory tiles):
-  // those keep the tile engine's big tiles it replaced.
+  // at every head dim on H200 (bench/RESULTS.md). It has no RoPE (which
+  // rotates the tile engine's shared-memory tiles): that keeps the tile
+  // engine's big tiles it replaced.
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
-    t.numWarps = mask == MaskMode::Custom || posEncoding == PosEncoding::RoPE
-                     ? bigTileWarps
-                     : kWarpSpecialisedWarps;
+    t.numWarps = posEncoding == PosEncoding::RoPE ? bigTileWarps
+                                                  : kWarpSpecialisedWarps;
   bool specialised = t.numWarps == kWarpSpecialisedWarps;
   if (isPrefill(kind)) {
     // One 16-row MMA tile per warp ties tile_q to num_warps: derive

@@ -120,10 +120,6 @@ def test_compile_ms_and_memory_tier(kernel):
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(kind="single_prefill", mask="custom", num_warps=12),
-     "invalid num_warps=12: 12 (the warp-specialised kernel) has no custom "
-     "mask; mask=custom runs on the tile engine (num_warps 0, 1, 2, 4 or "
-     "8)"),
     (dict(kind="batch_prefill_ragged", pos_encoding="rope", num_warps=12),
      "invalid num_warps=12: 12 (the warp-specialised kernel) has no "
      "pos_encoding=rope: RoPE rotates Q and K in shared memory on the tile "

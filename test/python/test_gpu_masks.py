@@ -1,8 +1,9 @@
 """GPU correctness of FlashInfer's custom masks (custom_mask= and
 packed_custom_mask=, FlashInfer's packbits / segment_packbits with
 bitorder="little") in single prefill and in ragged and paged batch prefill,
-on every kernel path that takes them (sm_90a: the tile engine's wgmma tiles,
-one and two warpgroups; mma.sync with num_warps=2 and on target sm_80),
+on every kernel path that takes them (sm_90a: the warp-specialised kernel,
+the tile engine's wgmma tiles, one and two warpgroups; mma.sync with
+num_warps=2 and on target sm_80),
 against the float32 reference (attention_reference.reference with the mask):
 random masks with rows that see no key (zeros, LSE -inf, as FlashInfer),
 rows that see every key, odd lengths, GQA, head dims 64 and 128, the mask
@@ -71,10 +72,11 @@ def close(out, lse, ref, ref_lse, mask, what):
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("heads", [(8, 8), (8, 2)])
 @pytest.mark.parametrize("d", [64, 128])
-# The default kernel (sm_90a: the tile engine's big wgmma tiles), one
-# warpgroup (the stand-in's tiles), two mma.sync warps, and target sm_80.
-@pytest.mark.parametrize("path", ["default", "num_warps=4", "num_warps=2",
-                                  "sm_80"])
+# The default kernel (sm_90a: the warp-specialised kernel), the tile
+# engine's two warpgroups of wgmma tiles and one (the stand-in's), two
+# mma.sync warps, and target sm_80.
+@pytest.mark.parametrize("path", ["default", "num_warps=8", "num_warps=4",
+                                  "num_warps=2", "sm_80"])
 def test_single_prefill(packed, heads, d, path):
     hq, hk = heads
     for i, (qo_len, kv_len) in enumerate(SHAPES):
@@ -171,7 +173,8 @@ def flat_mask(masks):
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("heads", [(8, 8), (8, 2)])
 @pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("warps", [2, 4, 8])
+# num_warps=12: the warp-specialised kernel.
+@pytest.mark.parametrize("warps", [2, 4, 8, 12])
 def test_batch_prefill_ragged(packed, heads, d, warps):
     hq, hk = heads
     qo = [r[0] for r in REQUESTS]
@@ -202,8 +205,10 @@ def test_batch_prefill_ragged(packed, heads, d, warps):
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("warps", [2, 4])
+@pytest.mark.parametrize("warps", [2, 4, 12])
 def test_batch_prefill_paged(packed, page_size, d, warps):
+    if warps == 12 and page_size == 1:
+        pytest.skip("num_warps=12 loads whole pages of at least 8 keys")
     hq, hk = 8, 2
     qo = [r[0] for r in REQUESTS]
     kv = [r[1] for r in REQUESTS]

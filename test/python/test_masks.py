@@ -140,11 +140,14 @@ def test_kernels_take_the_mask_last(kind, names):
     assert "packed_mask" not in plain.ir("builder")
 
 
-def test_sm90a_custom_mask_takes_the_tile_engine():
+def test_sm90a_custom_mask_takes_the_warp_specialised_kernel():
     cfg = fijit.compile_attention(mask="custom", target="sm_90a").kernel_config
-    assert "num_warps=8" in cfg and "mask=custom" in cfg
-    with pytest.raises(ValueError, match="no custom mask"):
-        fijit.compile_attention(mask="custom", num_warps=12)
+    assert "num_warps=12" in cfg and "mask=custom" in cfg
+    for kind, page in (("batch_prefill_ragged", {}),
+                       ("batch_prefill_paged", dict(page_size=16))):
+        k = fijit.compile_attention(kind=kind, mask="custom", num_warps=12,
+                                    **page)
+        assert "packed_mask" in k.ir("builder")
 
 
 def test_op_schemas_carry_the_mask():

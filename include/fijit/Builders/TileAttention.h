@@ -93,18 +93,33 @@ TileResult emitTileAttention(mlir::ImplicitLocOpBuilder &b,
                              AttentionVariant &variant,
                              const TileProblem &problem);
 
+/// mask=custom: the bits of one lane's two accumulator rows (`rows`, each
+/// query's index in its request) over its columns of a key tile of
+/// `numFrags` 8-key fragments starting at `kvStart`
+/// (AttentionVariant::customMaskWords); empty without a custom mask. A
+/// kernel that loads them before it waits for the scores overlaps their
+/// loads with the MMA.
+using LaneMaskBits = std::array<llvm::SmallVector<mlir::Value>, 2>;
+LaneMaskBits laneCustomMaskBits(mlir::ImplicitLocOpBuilder &b,
+                                AttentionVariant &variant,
+                                std::array<mlir::Value, 2> rows,
+                                mlir::Value lane, mlir::Value kvStart,
+                                int64_t numFrags);
+
 /// Turns one lane's raw q.k accumulators of a key tile starting at `kvStart`
 /// into log2-domain scores (the variant's transform), -inf where the query
 /// of accumulator row `rows[r]` (values 2r, 2r + 1) does not see the key.
 /// With `transform` false, only the mask applies (raw logits for a softmax
 /// that scales them itself); with `mask` false, only the transform (a tile
-/// every query sees whole).
+/// every query sees whole). mask=custom takes `maskBits` where the kernel
+/// loaded them already, else loads them here.
 void applyScoreVariant(mlir::ImplicitLocOpBuilder &b,
                        AttentionVariant &variant,
                        llvm::MutableArrayRef<AccFragment> scores,
                        std::array<mlir::Value, 2> rows, mlir::Value lane,
                        mlir::Value kvStart, bool transform = true,
-                       bool mask = true);
+                       bool mask = true,
+                       const LaneMaskBits *maskBits = nullptr);
 
 /// With sinks, adds each row's sink (variant.rowSink) to the normalised
 /// result: one more key of that log2-domain score and value zero. Where
