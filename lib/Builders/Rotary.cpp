@@ -52,21 +52,28 @@ SmallVector<RotaryEmbedding::Run> RotaryEmbedding::runsOf(int64_t headDim) {
 void RotaryEmbedding::rotateTile(ImplicitLocOpBuilder &b, const SmemTile &tile,
                                  ValueRange prefix, int64_t rows,
                                  function_ref<Value(Value)> position,
-                                 Value tid, int64_t numThreads) const {
+                                 Value tid, int64_t numThreads,
+                                 RotationSchedule schedule) const {
   int64_t half = headDim / 2;
+  int64_t width = schedule.width;
   Type f32 = b.getF32Type();
   for (Run run : runsOf(headDim)) {
-    // numThreads is a multiple of 32 and run.chunks a power of two <= 8.
-    int64_t rowsPerPass = numThreads / run.chunks;
-    Value chunk = arith::RemUIOp::create(b, tid, cIdx(b, run.chunks));
-    Value firstRow = arith::DivUIOp::create(b, tid, cIdx(b, run.chunks));
-    Value colLane = arith::MulIOp::create(b, chunk, cIdx(b, 8));
-    // The frequencies of this thread's eight columns of the run.
+    // A row of the run is `pieces` pieces of `width` elements, a power of
+    // two <= 16; numThreads is a multiple of it.
+    int64_t pieces = run.chunks * (8 / width);
+    int64_t rowsPerPass = numThreads / pieces;
+    Value piece = arith::RemUIOp::create(b, tid, cIdx(b, pieces));
+    Value firstRow = arith::DivUIOp::create(b, tid, cIdx(b, pieces));
+    // The piece's chunk (a multiple of 8 columns) and its offset in it.
+    Value colLane = arith::MulIOp::create(b, piece, cIdx(b, width));
+    Value chunkCol = arith::AndIOp::create(b, colLane, cIdx(b, ~int64_t(7)));
+    Value inChunk = arith::AndIOp::create(b, colLane, cIdx(b, 7));
+    // The frequencies of this thread's columns of the run.
     Value col0 = arith::AddIOp::create(b, colLane, cIdx(b, run.start));
     Value col0F = arith::UIToFPOp::create(
         b, f32, arith::IndexCastUIOp::create(b, b.getI32Type(), col0));
     SmallVector<Value> freq;
-    for (int64_t j = 0; j < 8; ++j) {
+    for (int64_t j = 0; j < width; ++j) {
       Value exponent = arith::MulFOp::create(
           b, arith::AddFOp::create(b, col0F, cF32(b, j)),
           cF32(b, 2.0 / static_cast<double>(headDim)));
@@ -75,54 +82,69 @@ void RotaryEmbedding::rotateTile(ImplicitLocOpBuilder &b, const SmemTile &tile,
           math::Exp2Op::create(b, arith::MulFOp::create(b, exponent,
                                                         log2RcpTheta))));
     }
-    for (int64_t pass = 0; pass * rowsPerPass < rows; ++pass) {
+    auto rotateRow = [&](Value row) {
+      Value pos = arith::SIToFPOp::create(
+          b, f32,
+          arith::IndexCastOp::create(b, b.getI32Type(), position(row)));
+      Value phase = arith::AndIOp::create(b, row, cIdx(b, 7));
+      auto at = [&](int64_t colConst) {
+        SmallVector<Value> idx =
+            tile.chunkIndex(b, prefix, row, phase, colConst, chunkCol);
+        if (width < 8)
+          idx.back() = arith::AddIOp::create(b, idx.back(), inChunk);
+        return idx;
+      };
+      SmallVector<Value> lo = at(run.start), hi = at(run.start + half);
+      auto vecTy = VectorType::get(
+          {width}, cast<MemRefType>(tile.buffer.getType()).getElementType());
+      Value x1 = vector::LoadOp::create(b, vecTy, tile.buffer, lo);
+      Value x2 = vector::LoadOp::create(b, vecTy, tile.buffer, hi);
+      auto wideTy = VectorType::get({width}, f32);
+      Value x1f = arith::ExtFOp::create(b, wideTy, x1);
+      Value x2f = arith::ExtFOp::create(b, wideTy, x2);
+      SmallVector<Value> y1, y2;
+      for (int64_t j = 0; j < width; ++j) {
+        Value a = vector::ExtractOp::create(b, x1f, j);
+        Value c = vector::ExtractOp::create(b, x2f, j);
+        Value angle = arith::MulFOp::create(b, pos, freq[j]);
+        Value cos = approxF32(b, "cos", angle), sin = approxF32(b, "sin", angle);
+        // (a, c) -> (a cos - c sin, c cos + a sin)
+        y1.push_back(arith::SubFOp::create(
+            b, arith::MulFOp::create(b, a, cos),
+            arith::MulFOp::create(b, c, sin)));
+        y2.push_back(arith::AddFOp::create(
+            b, arith::MulFOp::create(b, c, cos),
+            arith::MulFOp::create(b, a, sin)));
+      }
+      auto store = [&](ArrayRef<Value> y, ArrayRef<Value> idx) {
+        Value v = vector::FromElementsOp::create(b, wideTy, y);
+        vector::StoreOp::create(b, arith::TruncFOp::create(b, vecTy, v),
+                                tile.buffer, idx);
+      };
+      store(y1, lo);
+      store(y2, hi);
+    };
+    int64_t fullPasses = rows / rowsPerPass;
+    int64_t firstUnrolled = 0;
+    if (schedule.looped && fullPasses > 1) {
+      auto loop = scf::ForOp::create(b, cIdx(b, 0),
+                                     cIdx(b, fullPasses * rowsPerPass),
+                                     cIdx(b, rowsPerPass));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      rotateRow(arith::AddIOp::create(b, firstRow, loop.getInductionVar()));
+      firstUnrolled = fullPasses;
+    }
+    for (int64_t pass = firstUnrolled; pass * rowsPerPass < rows; ++pass) {
       Value row =
           arith::AddIOp::create(b, firstRow, cIdx(b, pass * rowsPerPass));
-      auto body = [&] {
-        Value pos = arith::SIToFPOp::create(
-            b, f32,
-            arith::IndexCastOp::create(b, b.getI32Type(), position(row)));
-        Value phase = arith::AndIOp::create(b, row, cIdx(b, 7));
-        auto at = [&](int64_t colConst) {
-          return tile.chunkIndex(b, prefix, row, phase, colConst, colLane);
-        };
-        SmallVector<Value> lo = at(run.start), hi = at(run.start + half);
-        auto vecTy = VectorType::get(
-            {8}, cast<MemRefType>(tile.buffer.getType()).getElementType());
-        Value x1 = vector::LoadOp::create(b, vecTy, tile.buffer, lo);
-        Value x2 = vector::LoadOp::create(b, vecTy, tile.buffer, hi);
-        auto wideTy = VectorType::get({8}, f32);
-        Value x1f = arith::ExtFOp::create(b, wideTy, x1);
-        Value x2f = arith::ExtFOp::create(b, wideTy, x2);
-        SmallVector<Value> y1, y2;
-        for (int64_t j = 0; j < 8; ++j) {
-          Value a = vector::ExtractOp::create(b, x1f, j);
-          Value c = vector::ExtractOp::create(b, x2f, j);
-          Value angle = arith::MulFOp::create(b, pos, freq[j]);
-          Value cos = approxF32(b, "cos", angle), sin = approxF32(b, "sin", angle);
-          // (a, c) -> (a cos - c sin, c cos + a sin)
-          y1.push_back(arith::SubFOp::create(
-              b, arith::MulFOp::create(b, a, cos),
-              arith::MulFOp::create(b, c, sin)));
-          y2.push_back(arith::AddFOp::create(
-              b, arith::MulFOp::create(b, c, cos),
-              arith::MulFOp::create(b, a, sin)));
-        }
-        auto store = [&](ArrayRef<Value> y, ArrayRef<Value> idx) {
-          Value v = vector::FromElementsOp::create(b, wideTy, y);
-          vector::StoreOp::create(b, arith::TruncFOp::create(b, vecTy, v),
-                                  tile.buffer, idx);
-        };
-        store(y1, lo);
-        store(y2, hi);
-      };
       if ((pass + 1) * rowsPerPass <= rows)
-        body();
+        rotateRow(row);
       else
         emitIf(b,
                arith::CmpIOp::create(b, arith::CmpIPredicate::ult, row,
                                      cIdx(b, rows)),
-               body);
+               [&] { rotateRow(row); });
     }
   }
 }

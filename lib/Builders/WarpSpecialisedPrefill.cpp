@@ -10,7 +10,10 @@
 //    output rescaled once PV(j - 1) is done);
 //  - between them, named barriers make the two take turns issuing GEMMs
 //    (ping-pong), so one's softmax runs under the other's GEMMs.
-// Only key tiles that some query of the CTA cannot fully see pay for masks.
+// Only key tiles that some query of the CTA cannot fully see pay for masks
+// (every tile with a custom mask). With RoPE the producer's other warps
+// rotate Q and each K tile before the consumers read them
+// (WarpSpecialisedProducer.cpp).
 //
 // Arguments and grid: KernelFamilies.cpp (warpSpecialisedPrefill). Q, K and V
 // are tensor maps (128-byte grid-constant parameters) holding their strides.
@@ -191,7 +194,7 @@ TileResult WarpSpecialisedPrefill::consume() {
   };
 
   // Every work tile's Q phase is waited for and released, keys or not.
-  MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(b, workParity);
+  queryReady().wait(b, workParity);
   Value anyTile =
       arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, numTiles, cIdx(b, 0));
   auto ifOp = scf::IfOp::create(b, ValueRange(initial).getTypes(), anyTile,
@@ -214,7 +217,7 @@ TileResult WarpSpecialisedPrefill::consume() {
     // Tile 0: S only.
     Value zero = cIdx(b, 0);
     auto [slot0, parity0] = slotOf(zero);
-    barrier(KFull, slot0).wait(b, parity0);
+    keysReady(slot0).wait(b, parity0);
     pingPongSync();
     SmallVector<AccFragment> s = issueScores(slot0);
     pingPongArrive();
@@ -246,7 +249,7 @@ TileResult WarpSpecialisedPrefill::consume() {
       Value prev = arith::SubIOp::create(b, tile, cIdx(b, 1));
       auto [slot, parity] = slotOf(tile);
       auto [prevSlot, prevParity] = slotOf(prev);
-      barrier(KFull, slot).wait(b, parity);
+      keysReady(slot).wait(b, parity);
       pingPongSync();
       SmallVector<AccFragment> sj = issueScores(slot);
       // The mask's loads overlap the GEMMs.
@@ -369,6 +372,7 @@ void WarpSpecialisedPrefill::emit(const KernelArgs &args) {
   Value dyn = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                          MemRefLayoutAttrInterface{}, wg));
+  dynSmem = dyn;
   smem = wgmma.sharedAddress(dyn);
 
   if (persistent) {
@@ -430,15 +434,11 @@ LogicalResult buildWarpSpecialisedPrefill(ImplicitLocOpBuilder &b,
                                           const AttentionConfig &cfg,
                                           const KernelSpec &spec) {
   auto func = createKernelFunc(b, kernelName(cfg), spec);
-  int32_t threads = static_cast<int32_t>(spec.threads);
   func->setAttr("fijit.shared_memory_bytes",
                 b.getI64IntegerAttr(spec.sharedMemoryBytes));
-  // setmaxnreg needs a fixed register count at entry: all 384 threads of
-  // the one CTA an SM holds share its registers.
-  int64_t registers = targetFacts(cfg.target).registersPerSM;
+  // setmaxnreg needs a fixed register count at entry.
   func->setAttr(NVVM::NVVMDialect::getMaxnregAttrName(),
-                b.getI32IntegerAttr(
-                    static_cast<int32_t>(registers / threads / 8 * 8)));
+                b.getI32IntegerAttr(warp_specialised::entryRegisters(cfg)));
   OpBuilder::InsertionGuard guard(b);
   warp_specialised::WarpSpecialisedPrefill(b, cfg, func, spec.persistent())
       .emit(KernelArgs(spec, func));

@@ -13,9 +13,11 @@
 #include "fijit/Builders/Builders.h"
 #include "fijit/Builders/KernelArgs.h"
 #include "fijit/Builders/KVCache.h"
+#include "fijit/Builders/Rotary.h"
 #include "fijit/Builders/TileAttention.h"
 #include "fijit/Builders/Wgmma.h"
 #include "fijit/Config/SharedMemoryPlan.h"
+#include "fijit/Config/TargetFacts.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -34,20 +36,36 @@ constexpr int64_t kPanelCols = 64;      ///< columns of a 128-byte TMA box row
 constexpr int64_t kPanelRowBytes = 128; ///< bytes of one
 constexpr int64_t kWarpgroupThreads = 128;
 constexpr int64_t kConsumerWarps = 8;
+/// pos_encoding=rope: the producer warpgroup's warps 1-3 rotate the tiles
+/// warp 0 loads.
+constexpr int64_t kRotatorThreads = 96;
 /// Registers per thread of the producer and of the consumers after the
-/// hand-off (setmaxnreg), within the 168 * 384 the CTA starts with. The
-/// producer needs more where it walks a batch's work tiles (the request
-/// scan): 32 registers, 40 where its K tiles take three boxes (head_dim_qk
-/// 192); the consumers hold the rest without spills (ptxas 13.0).
+/// hand-off (setmaxnreg): the consumers get what the producer leaves of
+/// the CTA's registers at entry (the kernel's .maxnreg for each of its 384
+/// threads; setmaxnreg.inc waits until the pool holds them), in multiples
+/// of 8. The producer needs more where it walks a batch's work tiles (the
+/// request scan): 32 registers, 40 where its K tiles take three boxes
+/// (head_dim_qk 192), and 56 where it rotates tiles (RoPE; 48 would leave
+/// the consumers no more). The consumers hold the rest without spills
+/// (ptxas 13.0).
 struct RegisterSplit {
   int32_t producer, consumer;
 };
+/// The .maxnreg every thread starts with: all 384 threads of the one CTA
+/// an SM holds share its registers.
+inline int32_t entryRegisters(const AttentionConfig &cfg) {
+  return static_cast<int32_t>(targetFacts(cfg.target).registersPerSM /
+                              (3 * kWarpgroupThreads) / 8 * 8);
+}
 inline RegisterSplit registerSplit(const AttentionConfig &cfg,
                                    bool persistent) {
+  int32_t producer = 24;
   if (persistent && cfg.kind != KernelKind::SinglePrefill)
-    return cfg.headDimQK > 128 ? RegisterSplit{40, 224}
-                               : RegisterSplit{32, 232};
-  return {24, 240};
+    producer = cfg.headDimQK > 128 ? 40 : 32;
+  if (cfg.posEncoding == PosEncoding::RoPE)
+    producer = 56;
+  int32_t consumer = (3 * entryRegisters(cfg) - producer) / 2 / 8 * 8;
+  return {producer, consumer};
 }
 /// Named barriers of the ping-pong (0 is the CTA barrier).
 constexpr int64_t kFirstPingPongBarrier = 1;
@@ -66,8 +84,16 @@ public:
 
 private:
   MBarrier barrier(BarrierArray which, Value slot);
+  /// What the consumers wait for before reading Q and a K slot: the TMA's
+  /// arrival, or with RoPE the rotators'.
+  MBarrier queryReady();
+  bool rotary() const { return cfg.posEncoding == PosEncoding::RoPE; }
+  MBarrier keysReady(Value slot);
   void initBarriers();
   void produce();
+  /// pos_encoding=rope (warps 1-3 of the producer): rotates Q once it
+  /// lands, then each K tile, and marks each ready for the consumers.
+  void rotate();
   TileResult consume();
   /// S = Q K^T for this warpgroup's rows from K slot `slot`; issued and
   /// committed, not waited for.
@@ -157,7 +183,7 @@ private:
   /// A batch's index arrays and request count.
   Value qoIndptr, kvIndptr, kvLastPageLen, batch;
   Value smScale;
-  Value tid, lane, warp, smem;
+  Value tid, lane, warp, smem, dynSmem;
   Value head, kvHead, qStart, qEnd, kvBegin, numTiles;
   // Consumer state: which warpgroup (0, 1), its rows of this lane.
   Value consumer, consumerWarp;

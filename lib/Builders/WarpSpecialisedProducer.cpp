@@ -3,6 +3,8 @@
 // The producer warpgroup of the warp-specialised prefill and the ring it
 // fills: mbarrier set-up, Q's boxes, and the K/V tiles, by one thread
 // (packed rows) or by the whole warp (one box per page of a paged cache).
+// With RoPE its other three warps rotate Q and each K tile in place once
+// they land, so the consumers' GEMMs read rotated rows (Rotary.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,6 +28,15 @@ std::pair<Value, Value> WarpSpecialisedPrefill::slotOf(Value tile) {
   return {slot, parity};
 }
 
+MBarrier WarpSpecialisedPrefill::queryReady() {
+  return {sharedOffset(b, smem,
+                       rotary() ? plan.qReadyBarrier() : plan.qFullBarrier())};
+}
+
+MBarrier WarpSpecialisedPrefill::keysReady(Value slot) {
+  return barrier(rotary() ? KReady : KFull, slot);
+}
+
 Value WarpSpecialisedPrefill::kvStartOf(Value tile) {
   return arith::AddIOp::create(
       b, kvBegin, arith::MulIOp::create(b, tile, cIdx(b, t.tileKV)));
@@ -47,7 +58,12 @@ void WarpSpecialisedPrefill::initBarriers() {
              barrier(VFull, slot).init(b, 1);
              barrier(KEmpty, slot).init(b, kConsumerWarps);
              barrier(VEmpty, slot).init(b, kConsumerWarps);
+             // Ready: every rotating thread, once its rows are written.
+             if (rotary())
+               barrier(KReady, slot).init(b, kRotatorThreads);
            }
+           if (rotary())
+             queryReady().init(b, kRotatorThreads);
            fenceBarrierInit(b);
          });
   gpu::BarrierOp::create(b);
@@ -57,7 +73,7 @@ void WarpSpecialisedPrefill::produce() {
   Value firstWarp =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, warp, cIdx(b, 0));
   bool paged = cfg.kind == KernelKind::BatchPrefillPaged;
-  emitIf(b, firstWarp, [&] {
+  auto issueLoads = [&] {
     emitIf(b, electOneLane(b), [&] {
       loadQ();
       if (!paged)
@@ -67,7 +83,67 @@ void WarpSpecialisedPrefill::produce() {
     // it, so no thread holds them all (the producer has 24 registers).
     if (paged)
       produceKV(/*wholeWarp=*/true);
-  });
+  };
+  if (!rotary()) {
+    emitIf(b, firstWarp, issueLoads);
+    return;
+  }
+  auto roles = scf::IfOp::create(b, firstWarp, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(roles.thenBlock()->getTerminator());
+  issueLoads();
+  b.setInsertionPoint(roles.elseBlock()->getTerminator());
+  rotate();
+}
+
+void WarpSpecialisedPrefill::rotate() {
+  RotaryEmbedding rope(b, *args, cfg.headDimQK);
+  Value rotator = arith::SubIOp::create(b, tid, cIdx(b, 32));
+  // Q and the K ring as the tile engine's panelled tiles: 64-column panels
+  // of 128-byte rows, swizzled as TMA wrote them.
+  auto wg = gpu::AddressSpaceAttr::get(b.getContext(),
+                                       gpu::AddressSpace::Workgroup);
+  auto view = [&](ArrayRef<int64_t> shape, DType type, int64_t offset) {
+    auto memref = MemRefType::get(shape, elementType(b, type),
+                                  MemRefLayoutAttrInterface{}, wg);
+    return SmemTile{memref::ViewOp::create(b, memref, dynSmem,
+                                           cIdx(b, offset), ValueRange{}),
+                    SmemLayout::Panelled};
+  };
+  int64_t panels = cfg.headDimQK / kPanelCols;
+  SmemTile q = view({panels, t.tileQ, kPanelCols}, cfg.dtypeQ, 0);
+  SmemTile k = view({t.stages, panels, t.tileKV, kPanelCols}, cfg.dtypeKV,
+                    plan.kRing);
+  // wgmma reads what these threads wrote through the async proxy.
+  auto publish = [&](const MBarrier &ready) {
+    NVVM::FenceProxyOp::create(
+        b, NVVM::ProxyKind::async_shared,
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
+    ready.arrive(b);
+  };
+
+  MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(b, workParity);
+  // Four columns and their partners a thread, one row at a time: the
+  // producer's registers (registerSplit) hold that without spilling.
+  RotationSchedule schedule{/*width=*/4, /*looped=*/true};
+  rope.rotateTile(b, q, {}, t.tileQ,
+                  prefillQueryPositions(b, qStart, qoLen, kvLen), rotator,
+                  kRotatorThreads, schedule);
+  publish(queryReady());
+
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  auto [slot, parity] = slotOf(tile);
+  barrier(KFull, slot).wait(b, parity);
+  Value kvStart = kvStartOf(tile);
+  rope.rotateTile(
+      b, k, {slot}, t.tileKV,
+      [&](Value row) -> Value { return arith::AddIOp::create(b, kvStart, row); },
+      rotator, kRotatorThreads, schedule);
+  publish(barrier(KReady, slot));
 }
 
 void WarpSpecialisedPrefill::loadQ() {

@@ -243,12 +243,6 @@ llvm::Error AttentionConfig::validate() const {
                         "warpgroups) needs a prefill kind, target=sm_90a, "
                         "dtype_kv f16 or bf16 and head dims that are "
                         "multiples of 64");
-  if (tuning.numWarps == kWarpSpecialisedWarps &&
-      posEncoding == PosEncoding::RoPE)
-    return invalidField("num_warps", tuning.numWarps,
-                        "12 (the warp-specialised kernel) has no "
-                        "pos_encoding=rope: RoPE rotates Q and K in shared "
-                        "memory on the tile engine (num_warps 4 or 8)");
   if (posEncoding == PosEncoding::RoPE && isFP8(dtypeKV))
     return invalidField("pos_encoding", posEncoding,
                         "rope rotates K in shared memory as f16/bf16; it "

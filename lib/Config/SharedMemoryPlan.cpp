@@ -32,9 +32,13 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   p.barriers = p.vRing + t.stages * p.vSlotBytes;
   // The warp-specialised ring's mbarriers follow the tiles: a full and an
   // empty one for Q (the persistent kernel reloads it per work tile), and
-  // per stage of K and of V.
+  // per stage of K and of V; with RoPE also a "rotated" one per stage of
+  // K and one for Q.
   bool specialised = t.numWarps == kWarpSpecialisedWarps;
-  int64_t barrierBytes = specialised ? 8 * (2 + 4 * t.stages) : 0;
+  bool rotated = specialised && cfg.posEncoding == PosEncoding::RoPE;
+  int64_t barrierBytes =
+      specialised ? 8 * (2 + 4 * t.stages) + (rotated ? 8 * (t.stages + 1) : 0)
+                  : 0;
   // The persistent kernels (head_dim_vo <= 128) stage O for whole-line
   // stores, in a buffer of their own (the producer reloads Q under a work
   // tile's epilogue), as 16-byte chunks of two-byte elements. At head_dim

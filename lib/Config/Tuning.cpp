@@ -73,12 +73,9 @@ AttentionConfig AttentionConfig::resolved() const {
   int64_t bigTileWarps = maxHeadDim <= 64 ? 4 : 8;
   // By default that is the warp-specialised kernel (TMA producer, two
   // ping-ponging consumer warpgroups): 1.3-1.45x the two-warpgroup kernel
-  // at every head dim on H200 (bench/RESULTS.md). It has no RoPE (which
-  // rotates the tile engine's shared-memory tiles): that keeps the tile
-  // engine's big tiles it replaced.
+  // at every head dim on H200 (bench/RESULTS.md).
   if (bigTiles && t.numWarps == 0 && t.tileQ == 0)
-    t.numWarps = posEncoding == PosEncoding::RoPE ? bigTileWarps
-                                                  : kWarpSpecialisedWarps;
+    t.numWarps = kWarpSpecialisedWarps;
   bool specialised = t.numWarps == kWarpSpecialisedWarps;
   if (isPrefill(kind)) {
     // One 16-row MMA tile per warp ties tile_q to num_warps: derive
@@ -231,7 +228,11 @@ bool AttentionConfig::warpSpecialised() const {
 }
 
 bool AttentionConfig::persistentGrid() const {
-  return warpSpecialised() && headDimVO <= 128;
+  // With RoPE the producer's rotation and the walk's state together
+  // outgrow the registers (ptxas spilled the walk's state in both roles):
+  // one CTA per work tile.
+  return warpSpecialised() && headDimVO <= 128 &&
+         posEncoding != PosEncoding::RoPE;
 }
 
 bool AttentionConfig::usesWgmma() const {

@@ -39,7 +39,8 @@ num_warps=8,tile_kv=128, the batch kinds' warp-specialised kernel
 num_warps=12); shown as custom in the causal column. Then RoPE (pos_encoding=rope, ROPE): every kind at
 head_dim {64, 128} on both targets, bf16, group 4, prefill causal, alone
 and with a soft-cap, sinks and the LSE, plus on sm_90a the single_prefill
-stand-in and the batch plan's tiles; shown as kind:fields. Then the seeded
+stand-in and the tile engine's num_warps=8, the batch plan's tiles and the
+batch kinds' warp-specialised kernel; shown as kind:fields. Then the seeded
 random sample (SAMPLE_SIZE valid
 configs, see SAMPLE_SEED), shown as kind:knobs and variant fields; the
 last line sums it up (draws refused, configs per kind, spills).
@@ -146,10 +147,13 @@ ROPE = tuple(
     for fields in ("pos_encoding=rope", "pos_encoding=rope," + ROPE_VARIANT)
 ) + (
     ("single_prefill", "pos_encoding=rope,num_warps=4", ("sm_90a",)),
+    ("single_prefill", "pos_encoding=rope,num_warps=8", ("sm_90a",)),
     ("batch_prefill_ragged", "pos_encoding=rope,num_warps=8,tile_kv=128",
      ("sm_90a",)),
     ("batch_prefill_paged", "pos_encoding=rope,num_warps=8,tile_kv=128",
      ("sm_90a",)),
+    ("batch_prefill_ragged", "pos_encoding=rope,num_warps=12", ("sm_90a",)),
+    ("batch_prefill_paged", "pos_encoding=rope,num_warps=12", ("sm_90a",)),
 )
 ROPE_HEAD_DIMS = (64, 128)
 # The decode sweep: tile_kv x num_warps at every head dim (group 1).

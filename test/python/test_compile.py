@@ -120,10 +120,6 @@ def test_compile_ms_and_memory_tier(kernel):
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(kind="batch_prefill_ragged", pos_encoding="rope", num_warps=12),
-     "invalid num_warps=12: 12 (the warp-specialised kernel) has no "
-     "pos_encoding=rope: RoPE rotates Q and K in shared memory on the tile "
-     "engine (num_warps 4 or 8)"),
     (dict(kind="single_decode", pos_encoding="rope", dtype_kv="e4m3"),
      "invalid pos_encoding=rope: rope rotates K in shared memory as "
      "f16/bf16; it does not take an fp8 KV cache (dtype_kv=e4m3)"),

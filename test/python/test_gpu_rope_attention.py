@@ -1,5 +1,6 @@
 """GPU correctness of RoPE inside the attention kernels (FlashInfer's
-pos_encoding_mode="ROPE_LLAMA") in every kind and tile-engine path, against
+pos_encoding_mode="ROPE_LLAMA") in every kind and kernel path (the tile engine's, and the warp-specialised
+sm_90a kernel whose producer rotates), against
 the float32 reference applied to q and k rotated in float32 at FlashInfer's
 positions: key j at j, prefill query i at kv_len - qo_len + i, decode's
 query at kv_len - 1; non-interleaved ("rotate half") pairs, frequency
@@ -74,9 +75,11 @@ def rope_kw(params):
 @pytest.mark.parametrize("params", PARAMS)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128, 256])
-# The sm_90a default (the two-warpgroup tile engine on wgmma), one
-# warpgroup, and the mma.sync path (target sm_80).
-@pytest.mark.parametrize("path", ["default", "num_warps=4", "sm_80"])
+# The sm_90a default (the warp-specialised kernel, whose producer
+# rotates), the tile engine's two warpgroups and one on wgmma, and the
+# mma.sync path (target sm_80).
+@pytest.mark.parametrize("path", ["default", "num_warps=8", "num_warps=4",
+                                  "sm_80"])
 def test_single_prefill(params, causal, d, path):
     hq, hk = 8, 2
     for qo_len, kv_len in SHAPES:
@@ -94,7 +97,8 @@ def test_single_prefill(params, causal, d, path):
             _, lse = kernel(q, k, v, out=out, rope_scale=params[0],
                             rope_theta=params[1])
         else:
-            tuning = dict(num_warps=4) if path == "num_warps=4" else {}
+            tuning = ({} if path == "default" else
+                      dict(num_warps=int(path.split("=")[1])))
             _, lse = fijit.single_prefill_with_kv_cache(
                 q, k, v, causal=causal, return_lse=True, out=out,
                 **rope_kw(params), **tuning)
@@ -122,7 +126,9 @@ REQUESTS = [(1, 1), (17, 33), (0, 40), (100, 100), (64, 700), (5, 5)]
 
 @pytest.mark.parametrize("params", PARAMS)
 @pytest.mark.parametrize("causal", [False, True])
-def test_batch_prefill_ragged(params, causal):
+# The plan's tiles, and the warp-specialised kernel (num_warps=12).
+@pytest.mark.parametrize("warps", [None, 12])
+def test_batch_prefill_ragged(params, causal, warps):
     hq, hk, d = 8, 2, 128
     qo = [r[0] for r in REQUESTS]
     kv = [r[1] for r in REQUESTS]
@@ -130,8 +136,9 @@ def test_batch_prefill_ragged(params, causal):
     k = torch.randn(sum(kv), hk, d, device="cuda", dtype=BF16)
     v = torch.randn_like(k)
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, "NHD")
+    tuning = dict(num_warps=warps) if warps else {}
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
-           causal=causal, q_data_type=BF16, **rope_kw(params))
+           causal=causal, q_data_type=BF16, **rope_kw(params), **tuning)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, k, v, out=out, return_lse=True)
     torch.cuda.synchronize()
@@ -147,7 +154,10 @@ def test_batch_prefill_ragged(params, causal):
 
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("causal", [False, True])
-def test_batch_prefill_paged(page_size, causal):
+@pytest.mark.parametrize("warps", [None, 12])
+def test_batch_prefill_paged(page_size, causal, warps):
+    if warps == 12 and page_size == 1:
+        pytest.skip("num_warps=12 loads whole pages of at least 8 keys")
     hq, hk, d = 8, 2, 128
     params = PARAMS[1]
     qo = [r[0] for r in REQUESTS]
@@ -155,8 +165,10 @@ def test_batch_prefill_paged(page_size, causal):
     cache, indptr, indices, last, dense = random_paged(
         kv, page_size, hk, d, "NHD", BF16)
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, "NHD")
+    tuning = dict(num_warps=warps) if warps else {}
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
-           page_size, causal=causal, q_data_type=BF16, **rope_kw(params))
+           page_size, causal=causal, q_data_type=BF16, **rope_kw(params),
+           **tuning)
     q = torch.randn(sum(qo), hq, d, device="cuda", dtype=BF16)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, cache, out=out, return_lse=True)

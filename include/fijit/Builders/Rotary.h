@@ -22,6 +22,15 @@ namespace fijit {
 
 class KernelArgs;
 
+/// How threads walk a tile they rotate: `width` elements of a row (8: one
+/// 16-byte chunk, or 4) and their partners a thread, and the rows' passes
+/// unrolled, or an scf.for over the whole ones where `looped` (fewer
+/// registers: one pass's values live at a time).
+struct RotationSchedule {
+  int64_t width = 8;
+  bool looped = false;
+};
+
 /// The launch's rotary parameters and the shared-memory rotation.
 class RotaryEmbedding {
 public:
@@ -38,7 +47,8 @@ public:
   void rotateTile(mlir::ImplicitLocOpBuilder &b, const SmemTile &tile,
                   mlir::ValueRange prefix, int64_t rows,
                   llvm::function_ref<mlir::Value(mlir::Value row)> position,
-                  mlir::Value tid, int64_t numThreads) const;
+                  mlir::Value tid, int64_t numThreads,
+                  RotationSchedule schedule = {}) const;
 
   /// A contiguous run of the first half's columns that, with its partner
   /// run d/2 further on, stays inside one 64-column swizzle group:

@@ -18,7 +18,14 @@ namespace fijit {
 struct AttentionConfig;
 
 /// The warp-specialised kernel's mbarrier arrays, in order after Q's.
-enum BarrierArray : int64_t { KFull = 0, KEmpty = 1, VFull = 2, VEmpty = 3 };
+/// KReady only with pos_encoding=rope: a K slot once its rows are rotated.
+enum BarrierArray : int64_t {
+  KFull = 0,
+  KEmpty = 1,
+  VFull = 2,
+  VEmpty = 3,
+  KReady = 4
+};
 
 /// Byte offsets and sizes (rows padded by smemRowElements; with head dims
 /// that are multiples of 64 every slot is a whole number of 1024-byte
@@ -29,8 +36,8 @@ struct SharedMemoryPlan {
   int64_t kRing = 0, kSlotBytes = 0; ///< `stages` K slots from kRing
   int64_t vRing = 0, vSlotBytes = 0; ///< `stages` V slots from vRing
   /// The warp-specialised kernel's mbarriers (8 bytes each): Q full, Q
-  /// empty, then the BarrierArray arrays of `stages` each. Elsewhere none:
-  /// at `total`.
+  /// empty, then the BarrierArray arrays of `stages` each (KReady only
+  /// with RoPE, then Q ready). Elsewhere none: at `total`.
   int64_t barriers = 0;
   /// Where the persistent warp-specialised kernel stages its output tile
   /// for whole-line stores (Q's layout: 64-column panels of 128-byte rows),
@@ -47,6 +54,8 @@ struct SharedMemoryPlan {
   int64_t barrierArray(BarrierArray which) const {
     return barriers + 8 * (2 + which * stages);
   }
+  /// pos_encoding=rope: Q once its rows are rotated.
+  int64_t qReadyBarrier() const { return barrierArray(KReady) + 8 * stages; }
   /// The K and V slots together, reused once the main loop is done.
   int64_t ringBytes() const { return vRing + stages * vSlotBytes - kRing; }
   int64_t barrierBytes() const { return total - barriers; }
