@@ -12,7 +12,9 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <cassert>
 
@@ -55,6 +57,33 @@ LaneMaskBits laneCustomMaskBits(ImplicitLocOpBuilder &b,
   return bits;
 }
 
+Value warpMaskHasZero(ImplicitLocOpBuilder &b, const LaneMaskBits &bits,
+                      int64_t numFrags) {
+  // A lane's words start at its first column; its columns and those of
+  // the other lanes of its quad between them are the first
+  // 8 (numFrags - 1) + 2 bits, and the quad's spans cover the tile.
+  int64_t span = numFrags * 8 - 6;
+  Type i32 = b.getI32Type();
+  auto c32 = [&](uint32_t v) {
+    return arith::ConstantOp::create(
+        b, IntegerAttr::get(i32, static_cast<int32_t>(v)));
+  };
+  Value all = c32(~0u);
+  for (const SmallVector<Value> &words : bits)
+    for (auto [i, word] : llvm::enumerate(words)) {
+      Value w = word;
+      if (static_cast<int64_t>(i) == span / 32 && span % 32)
+        w = arith::OrIOp::create(b, w, c32(~((1u << (span % 32)) - 1)));
+      all = arith::AndIOp::create(b, all, w);
+    }
+  Value laneFull =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, all, c32(~0u));
+  Value warpFull = NVVM::VoteSyncOp::create(b, b.getI1Type(), c32(~0u),
+                                            laneFull, NVVM::VoteSyncKind::all);
+  return arith::XOrIOp::create(
+      b, warpFull, arith::ConstantIntOp::create(b, b.getI1Type(), 1));
+}
+
 void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
                        MutableArrayRef<AccFragment> scores,
                        std::array<Value, 2> rows, Value lane, Value kvStart,
@@ -66,6 +95,34 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
         x = variant.transformLogit(b, x);
     return;
   }
+  int64_t numFrags = static_cast<int64_t>(scores.size());
+  if (mask && variant.hasCustomMask() && !maskBits) {
+    // Warps whose bits of the tile are all set skip testing them.
+    LaneMaskBits words =
+        laneCustomMaskBits(b, variant, rows, lane, kvStart, numFrags);
+    SmallVector<Value> flat;
+    for (const AccFragment &f : scores)
+      flat.append(f.begin(), f.end());
+    auto ifOp = scf::IfOp::create(b, ValueRange(flat).getTypes(),
+                                  warpMaskHasZero(b, words, numFrags),
+                                  /*withElseRegion=*/true);
+    auto yieldWith = [&](Block *block, const LaneMaskBits &tested) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(block);
+      SmallVector<AccFragment> frags(scores.begin(), scores.end());
+      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
+                        mask, &tested);
+      SmallVector<Value> vals;
+      for (const AccFragment &f : frags)
+        vals.append(f.begin(), f.end());
+      scf::YieldOp::create(b, vals);
+    };
+    yieldWith(ifOp.thenBlock(), words);
+    yieldWith(ifOp.elseBlock(), LaneMaskBits{});
+    for (auto [i, v] : llvm::enumerate(ifOp.getResults()))
+      scores[i / 4][i % 4] = v;
+    return;
+  }
   Value ninf = negInf(b);
   Value colBase = laneColumnBase(b, lane, kvStart);
   std::array<std::pair<Value, Value>, 2> bounds;
@@ -75,9 +132,6 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
   LaneMaskBits maskWords;
   if (mask && maskBits)
     maskWords = *maskBits;
-  else if (mask)
-    maskWords = laneCustomMaskBits(b, variant, rows, lane, kvStart,
-                                   static_cast<int64_t>(scores.size()));
   std::array<Value, 2> rowBias = {variant.rowBias(b, 0, rows[0], colBase),
                                   variant.rowBias(b, 1, rows[1], colBase)};
   for (auto [j, frag] : llvm::enumerate(scores))

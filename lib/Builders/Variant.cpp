@@ -189,10 +189,6 @@ std::pair<Value, Value> AttentionVariant::visibleColumns(ImplicitLocOpBuilder &b
 Value AttentionVariant::tileNeedsMask(ImplicitLocOpBuilder &b, Value qoBegin,
                                      Value qoEnd, Value start,
                                      int64_t tileKV) {
-  // Only the words tell which bits a custom mask clears; reading them to
-  // find tiles without any would cost what the mask costs.
-  if (customMask)
-    return arith::ConstantIntOp::create(b, b.getI1Type(), 1);
   Value end = arith::AddIOp::create(b, start, cIdx(b, tileKV));
   auto sgt = [&](Value x, Value y) {
     return arith::CmpIOp::create(b, arith::CmpIPredicate::sgt, x, y);

@@ -82,10 +82,12 @@ void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
   SmallVector<Value> raw;
   for (const AccFragment &f : s)
     raw.append(f.begin(), f.end());
-  auto ifOp = scf::IfOp::create(
-      b, ValueRange(raw).getTypes(),
-      variant.tileNeedsMask(b, qStart, qEnd, kvStart, t.tileKV),
-      /*withElseRegion=*/true);
+  Value needsMask = variant.tileNeedsMask(b, qStart, qEnd, kvStart, t.tileKV);
+  if (!maskBits[0].empty())
+    needsMask = arith::OrIOp::create(
+        b, needsMask, warpMaskHasZero(b, maskBits, t.tileKV / 8));
+  auto ifOp = scf::IfOp::create(b, ValueRange(raw).getTypes(), needsMask,
+                                /*withElseRegion=*/true);
   // Without a soft-cap the softmax scales the logits in its exponents.
   bool transform = !variant.linearLogitScale();
   auto yieldScores = [&](bool masked) {

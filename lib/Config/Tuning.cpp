@@ -228,11 +228,11 @@ bool AttentionConfig::warpSpecialised() const {
 }
 
 bool AttentionConfig::persistentGrid() const {
-  // With RoPE the producer's rotation and the walk's state together
-  // outgrow the registers (ptxas spilled the walk's state in both roles):
+  // Beside the producer's rotation (RoPE) or a custom mask's state the
+  // walk's state outgrows the registers (ptxas spilled it, 24-48 bytes):
   // one CTA per work tile.
   return warpSpecialised() && headDimVO <= 128 &&
-         posEncoding != PosEncoding::RoPE;
+         posEncoding != PosEncoding::RoPE && mask != MaskMode::Custom;
 }
 
 bool AttentionConfig::usesWgmma() const {

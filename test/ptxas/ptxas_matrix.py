@@ -180,20 +180,7 @@ NO_SPILL_MAX_HEAD_DIMS_QK_VO = (192, 128)
 # group, target) -> why. They are reported as XFAIL; one that no longer
 # spills is reported as XPASS and fails the run, so that its entry goes
 # away with the fix.
-_WS_CUSTOM_SPILL = (
-    "mask=custom on the warp-specialised kernel at head_dim 128: the "
-    "request's mask base, last word and row offsets (64-bit) stay live "
-    "through the K/V loop, so 40-48 bytes of the work tile's other state "
-    "are stored before it and reloaded after (nvdisasm: no local access "
-    "inside the K/V loop; bench/RESULTS.md)")
-KNOWN_SPILLS = {
-    ("batch_prefill_ragged:num_warps=12", 128, "custom", 4, "sm_90a"):
-        _WS_CUSTOM_SPILL,
-    ("batch_prefill_paged:num_warps=12", 128, "custom", 4, "sm_90a"):
-        _WS_CUSTOM_SPILL,
-    ("single_prefill:" + CUSTOM_MASK_VARIANT, 128, "custom", 4, "sm_90a"):
-        _WS_CUSTOM_SPILL,
-}
+KNOWN_SPILLS = {}
 
 
 def find_ptxas(explicit):

@@ -106,13 +106,20 @@ LaneMaskBits laneCustomMaskBits(mlir::ImplicitLocOpBuilder &b,
                                 mlir::Value lane, mlir::Value kvStart,
                                 int64_t numFrags);
 
+/// mask=custom: whether some lane of the warp has a clear bit among its
+/// words of a tile of `numFrags` 8-key fragments (laneCustomMaskBits), by
+/// a warp vote; warps whose bits are all set skip testing them.
+mlir::Value warpMaskHasZero(mlir::ImplicitLocOpBuilder &b,
+                            const LaneMaskBits &bits, int64_t numFrags);
+
 /// Turns one lane's raw q.k accumulators of a key tile starting at `kvStart`
 /// into log2-domain scores (the variant's transform), -inf where the query
 /// of accumulator row `rows[r]` (values 2r, 2r + 1) does not see the key.
 /// With `transform` false, only the mask applies (raw logits for a softmax
 /// that scales them itself); with `mask` false, only the transform (a tile
-/// every query sees whole). mask=custom takes `maskBits` where the kernel
-/// loaded them already, else loads them here.
+/// every query sees whole). mask=custom tests `maskBits` where the kernel
+/// loaded them already (empty: none), else loads them here and tests them
+/// only in warps where warpMaskHasZero.
 void applyScoreVariant(mlir::ImplicitLocOpBuilder &b,
                        AttentionVariant &variant,
                        llvm::MutableArrayRef<AccFragment> scores,

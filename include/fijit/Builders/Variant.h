@@ -106,7 +106,8 @@ public:
   /// Whether some query of [qoBegin, qoEnd) does not see some key of the
   /// tile [start, start + tileKV): keys at or past kv_len, right of the
   /// causal diagonal or left of the window. Other tiles skip the masks.
-  /// With mask=custom every tile needs it (only its words tell).
+  /// With mask=custom only these bounds: the bits are the caller's
+  /// (warpMaskHasZero).
   mlir::Value tileNeedsMask(mlir::ImplicitLocOpBuilder &b, mlir::Value qoBegin,
                             mlir::Value qoEnd, mlir::Value start,
                             int64_t tileKV);

@@ -235,8 +235,8 @@ struct AttentionConfig {
   /// consumer warpgroups on wgmma (docs/hopper-prefill.md).
   bool warpSpecialised() const;
   /// Whether that kernel runs a persistent grid (at most one CTA per SM
-  /// walking work tiles): up to head_dim_vo 128 and without RoPE; at 256,
-  /// or beside the producer's rotation, the walk's state would spill.
+  /// walking work tiles): up to head_dim_vo 128, without RoPE or a custom
+  /// mask; at 256, or beside their state, the walk's state would spill.
   bool persistentGrid() const;
 
   /// Whether the KV cache is fp8 (e4m3 or e5m2): the kernel reads its bytes,
