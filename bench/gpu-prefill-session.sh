@@ -3,8 +3,9 @@
 # (bench/run-on-gpu.sh none), compiles FlashInfer's FA3 modules in the
 # background (their nvcc time stays out of every timed region), runs
 # `pytest -m gpu` meanwhile, then the prefill benchmark beside FA3, cuDNN and
-# SDPA flash, and any extra tunings. Results under $OUT.
-#   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests]
+# SDPA flash, the variants' cost (bench/prefill/variants.py), and any extra
+# tunings. Results under $OUT.
+#   [FIJIT_B_PACK=.carry/other.tgz] bench/gpu-prefill-session.sh [--no-tests] [--no-variants]
 #       [--shapes S] [--tunings "T1@SHAPES;T2@SHAPES"] [--batch-tunings ",T1,T2"] [--fa3-dims 64,128,256 | --no-fa3]
 #       [--test-files "test/python/test_x.py ..."]
 # Carry .carry/ (the packed core and a copy of ../shared/flashinfer, plus
@@ -12,10 +13,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fijit-out}
-tests=1 shapes=all tunings="" batch_tunings=",num_warps=8:tile_kv=128" dims=64,128,256 test_files=test/python
+tests=1 variants=1 shapes=all tunings="" batch_tunings=",num_warps=8:tile_kv=128" dims=64,128,256 test_files=test/python
 while [ $# -gt 0 ]; do
   case $1 in
     --no-tests) tests=0 ;;
+    --no-variants) variants=0 ;;
     --shapes) shift; shapes=$1 ;;
     --tunings) shift; tunings=$1 ;;
     --batch-tunings) shift; batch_tunings=$1 ;;
@@ -68,6 +70,7 @@ python3 bench/prefill/prefill.py --no-triton ${dims:+--flashinfer "$dims"} \
   --shapes "$shapes" 2>&1 | tee "$OUT/prefill.md"
 python3 bench/prefill/batch.py "${fa3[@]}" --tunings "$batch_tunings" \
   2>&1 | tee "$OUT/batch.md"
+[ $variants = 1 ] && python3 bench/prefill/variants.py 2>&1 | tee "$OUT/variants.md"
 # A second core (FIJIT_B_PACK, e.g. .carry/fijit-prefix-b.tgz) timed on the
 # same shapes in the same call: an A/B of two builds.
 if [ -n "${FIJIT_B_PACK:-}" ]; then

@@ -6,13 +6,8 @@ into heads ([N, B*H, D]), which is exact for attention. TFLOP/s counts
 4*B*H*N^2*D, halved for causal. Every fijit result is first checked against
 SDPA on the same inputs.
 
---custom-mask times FlashInfer's custom mask instead (mask=custom, the
-kernel launched with its packed mask, no per-call packing) against fijit's
-default kernel without a mask (on sm_90a the warp-specialised one, which
-has no custom mask; --tuning num_warps=8 compares the same tiles): a
-random half-dense [N, N] mask for the non-causal shapes, the causal
-triangle as a custom mask for the causal ones (no tile skipping then),
-each checked against SDPA with that mask.
+Variants (RoPE, masks, ALiBi, sinks, ...) against the plain kernel:
+variants.py beside this file.
 """
 import argparse
 import json
@@ -86,63 +81,6 @@ def run(d, n, causal, with_triton, tuning, flashinfer=None, fi_dims=()):
     return row
 
 
-def run_masked(d, n, causal, tuning):
-    """fijit with a custom mask against fijit without one (causal shapes:
-    the causal mask), same shapes and inputs."""
-    b, h = 16384 // n, 2048 // d
-    q = torch.randn(n, b * h, d, device="cuda", dtype=torch.bfloat16)
-    k, v = torch.randn_like(q), torch.randn_like(q)
-    flops = 4 * b * h * n * n * d / (2 if causal else 1)
-    if causal:
-        mask = torch.ones(n, n, dtype=torch.bool, device="cuda").tril()
-    else:
-        g = torch.Generator(device="cuda").manual_seed(n + d)
-        mask = torch.rand(n, n, device="cuda", generator=g) < 0.5
-    out = torch.empty_like(q)
-    plain = lambda: fijit.single_prefill_with_kv_cache(  # noqa: E731
-        q, k, v, causal=causal, out=out, **tuning)
-    plain()
-    fijit.wait_for_background_compiles()
-    row = {"D": d, "N": n, "causal": causal,
-           "fijit": flops / median_ms(plain, back_to_back=3) / 1e9}
-    kernel = fijit.compile_attention(
-        kind="single_prefill", head_dim_qk=d, head_dim_vo=d,
-        num_qo_heads=b * h, num_kv_heads=b * h, dtype_q="bf16",
-        dtype_kv="bf16", dtype_o="bf16", mask="custom",
-        target=fijit.prefill.target_of(q.device), **tuning)
-    words = fijit.custom_mask_words(mask)
-    masked = lambda: kernel(q, k, v, out=out, packed_mask=words)  # noqa
-    masked()
-    qs, ks, vs = (x.view(n, b, h, d).permute(1, 2, 0, 3) for x in (q, k, v))
-    ref = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask)
-    ours = out.view(n, b, h, d).permute(1, 2, 0, 3)
-    err = ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
-    row["rel_err_vs_sdpa"] = err
-    if err > 2e-2:
-        raise SystemExit(f"fijit's masked kernel disagrees with SDPA at "
-                         f"D={d} N={n}: {err}")
-    row["fijit_mask"] = flops / median_ms(masked, back_to_back=3) / 1e9
-    row["kernel"] = kernel.kernel_config
-    return row
-
-
-def main_masked(args, tuning, shapes):
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-          f"fijit {fijit.__version__}, tuning {tuning or 'default'}, "
-          "custom mask (TFLOP/s of the unmasked count)")
-    print("| D | N | mask | fijit, no mask | fijit, custom mask | ratio |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    rows = []
-    for d, n, causal in shapes:
-        r = run_masked(d, n, causal, tuning)
-        rows.append(r)
-        print(f"| {d} | {n} | {'causal' if causal else 'random 50%'} | "
-              f"{r['fijit']:.0f} | {r['fijit_mask']:.0f} | "
-              f"{r['fijit_mask'] / r['fijit']:.2f} |", flush=True)
-    if args.json:
-        json.dump(rows, open(args.json, "w"), indent=1)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write rows here")
@@ -152,17 +90,12 @@ def main():
     ap.add_argument("--flashinfer", default="",
                     help="head dims to time FlashInfer's FA3 backend at "
                          "(e.g. 128; needs flashinfer importable)")
-    ap.add_argument("--custom-mask", action="store_true",
-                    help="time a custom mask (mask=custom) against no mask "
-                         "(causal shapes: the causal triangle as the mask)")
     args = ap.parse_args()
     tuning = dict((kv.split("=")[0], int(kv.split("=")[1]))
                   for kv in args.tuning.split(",") if kv)
     shapes = SHAPES if args.shapes == "all" else [
         (int(s.split(":")[0]), int(s.split(":")[1]), s.split(":")[2] == "1")
         for s in args.shapes.split(",")]
-    if args.custom_mask:
-        return main_masked(args, tuning, shapes)
     rows = []
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"fijit {fijit.__version__}, tuning {tuning or 'default'}")
