@@ -43,6 +43,31 @@ void emitIf(ImplicitLocOpBuilder &b, Value cond,
   body();
 }
 
+void branchScores(
+    ImplicitLocOpBuilder &b, Value cond, MutableArrayRef<AccFragment> scores,
+    llvm::function_ref<void(MutableArrayRef<AccFragment>)> then,
+    llvm::function_ref<void(MutableArrayRef<AccFragment>)> otherwise) {
+  SmallVector<Value> flat;
+  for (const AccFragment &f : scores)
+    flat.append(f.begin(), f.end());
+  auto ifOp = scf::IfOp::create(b, ValueRange(flat).getTypes(), cond,
+                                /*withElseRegion=*/true);
+  auto yieldFrom = [&](Block *block, auto transform) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(block);
+    SmallVector<AccFragment> frags(scores.begin(), scores.end());
+    transform(frags);
+    SmallVector<Value> vals;
+    for (const AccFragment &f : frags)
+      vals.append(f.begin(), f.end());
+    scf::YieldOp::create(b, vals);
+  };
+  yieldFrom(ifOp.thenBlock(), then);
+  yieldFrom(ifOp.elseBlock(), otherwise);
+  for (auto [i, v] : llvm::enumerate(ifOp.getResults()))
+    scores[i / 4][i % 4] = v;
+}
+
 SmallVector<Value> emitIfValues(ImplicitLocOpBuilder &b, Value cond,
                                 ValueRange otherwise,
                                 llvm::function_ref<SmallVector<Value>()> body) {

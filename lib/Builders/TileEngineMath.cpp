@@ -100,27 +100,14 @@ void applyScoreVariant(ImplicitLocOpBuilder &b, AttentionVariant &variant,
     // Warps whose bits of the tile are all set skip testing them.
     LaneMaskBits words =
         laneCustomMaskBits(b, variant, rows, lane, kvStart, numFrags);
-    SmallVector<Value> flat;
-    for (const AccFragment &f : scores)
-      flat.append(f.begin(), f.end());
-    auto ifOp = scf::IfOp::create(b, ValueRange(flat).getTypes(),
-                                  warpMaskHasZero(b, words, numFrags),
-                                  /*withElseRegion=*/true);
-    auto yieldWith = [&](Block *block, const LaneMaskBits &tested) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(block);
-      SmallVector<AccFragment> frags(scores.begin(), scores.end());
-      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
-                        mask, &tested);
-      SmallVector<Value> vals;
-      for (const AccFragment &f : frags)
-        vals.append(f.begin(), f.end());
-      scf::YieldOp::create(b, vals);
+    auto testing = [&](const LaneMaskBits &tested) {
+      return [&, tested](MutableArrayRef<AccFragment> frags) {
+        applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
+                          mask, &tested);
+      };
     };
-    yieldWith(ifOp.thenBlock(), words);
-    yieldWith(ifOp.elseBlock(), LaneMaskBits{});
-    for (auto [i, v] : llvm::enumerate(ifOp.getResults()))
-      scores[i / 4][i % 4] = v;
+    branchScores(b, warpMaskHasZero(b, words, numFrags), scores,
+                 testing(words), testing(LaneMaskBits{}));
     return;
   }
   Value ninf = negInf(b);

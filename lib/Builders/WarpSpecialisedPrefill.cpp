@@ -79,36 +79,20 @@ LaneMaskBits WarpSpecialisedPrefill::loadMaskBits(Value tile) {
 void WarpSpecialisedPrefill::scoreTile(MutableArrayRef<AccFragment> s,
                                        Value kvStart,
                                        const LaneMaskBits &maskBits) {
-  SmallVector<Value> raw;
-  for (const AccFragment &f : s)
-    raw.append(f.begin(), f.end());
   Value needsMask = variant.tileNeedsMask(b, qStart, qEnd, kvStart, t.tileKV);
   if (!maskBits[0].empty())
     needsMask = arith::OrIOp::create(
         b, needsMask, warpMaskHasZero(b, maskBits, t.tileKV / 8));
-  auto ifOp = scf::IfOp::create(b, ValueRange(raw).getTypes(), needsMask,
-                                /*withElseRegion=*/true);
   // Without a soft-cap the softmax scales the logits in its exponents.
   bool transform = !variant.linearLogitScale();
-  auto yieldScores = [&](bool masked) {
-    SmallVector<AccFragment> frags(s.begin(), s.end());
-    if (masked || transform)
-      applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
-                        masked, &maskBits);
-    SmallVector<Value> vals;
-    for (const AccFragment &f : frags)
-      vals.append(f.begin(), f.end());
-    scf::YieldOp::create(b, vals);
+  auto scored = [&](bool masked) {
+    return [&, masked](MutableArrayRef<AccFragment> frags) {
+      if (masked || transform)
+        applyScoreVariant(b, variant, frags, rows, lane, kvStart, transform,
+                          masked, &maskBits);
+    };
   };
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(ifOp.thenBlock());
-    yieldScores(/*masked=*/true);
-    b.setInsertionPointToStart(ifOp.elseBlock());
-    yieldScores(/*masked=*/false);
-  }
-  for (auto [i, v] : llvm::enumerate(ifOp.getResults()))
-    s[i / 4][i % 4] = v;
+  branchScores(b, needsMask, s, scored(true), scored(false));
 }
 
 SmallVector<AFragment>

@@ -149,6 +149,14 @@ emitIfValues(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
              mlir::ValueRange otherwise,
              llvm::function_ref<llvm::SmallVector<mlir::Value>()> body);
 
+/// `scores` through `if (cond)`: each branch transforms its own copy of
+/// them (`then`, `otherwise`) and yields it; the results replace `scores`.
+void branchScores(
+    mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
+    llvm::MutableArrayRef<AccFragment> scores,
+    llvm::function_ref<void(llvm::MutableArrayRef<AccFragment>)> then,
+    llvm::function_ref<void(llvm::MutableArrayRef<AccFragment>)> otherwise);
+
 /// The launch's sm_scale, times k_scale with an fp8 KV cache: FlashInfer
 /// folds k_scale into sm_scale the same way.
 mlir::Value launchSmScale(mlir::ImplicitLocOpBuilder &b,
