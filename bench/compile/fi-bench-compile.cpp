@@ -54,7 +54,7 @@ void usage(const char *argv0) {
       "usage: %s [options]\n"
       "  --head-dims=LIST  head_dim_qk = head_dim_vo values (default "
       "64,128,256)\n"
-      "  --causal=LIST     no, yes (default no,yes)\n"
+      "  --causal=LIST     no, yes, custom (mask=custom) (default no,yes)\n"
       "  --dtypes=LIST     f16, bf16 for q, kv and o (default bf16)\n"
       "  --targets=LIST    sm_80, sm_86, sm_89, sm_90a (default sm_90a)\n"
       "  --reps=N          timed compiles per config (default 5)\n"
@@ -102,8 +102,9 @@ bool parseArgs(int argc, char **argv, Options &opts) {
     }
   }
   for (const std::string &c : opts.causal)
-    if (c != "no" && c != "yes") {
-      std::fprintf(stderr, "fi-bench-compile: --causal takes no, yes\n");
+    if (c != "no" && c != "yes" && c != "custom") {
+      std::fprintf(stderr,
+                   "fi-bench-compile: --causal takes no, yes, custom\n");
       return false;
     }
   if (opts.reps < 1 || opts.warmup < 0) {
@@ -162,7 +163,9 @@ int main(int argc, char **argv) {
                                ",head_dim_vo=" + hd + ",dtype_q=" + dtype +
                                ",dtype_kv=" + dtype + ",dtype_o=" + dtype +
                                ",mask=" +
-                               (causal == "yes" ? "causal" : "none") +
+                               (causal == "yes"      ? "causal"
+                                : causal == "custom" ? "custom"
+                                                     : "none") +
                                ",target=" + target;
           if (!opts.extra.empty())
             config += "," + opts.extra;
