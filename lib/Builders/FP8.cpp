@@ -95,6 +95,13 @@ Value FP8Operands::operand(Value word, int64_t lo, int64_t hi) {
                                  halves);
 }
 
+Value FP8Operands::pairBits(Value word, int64_t lo, int64_t hi) {
+  Value pair = operand(word, lo, hi);
+  if (pair.getType() == b.getI32Type())
+    return pair;
+  return LLVM::BitcastOp::create(b, b.getI32Type(), pair);
+}
+
 std::array<Value, 4> FP8Operands::ldmatrix(const SmemTile &smem,
                                            ValueRange prefix, Value lane,
                                            Value row0, int64_t pair0,

@@ -241,7 +241,7 @@ TileResult WarpSpecialisedPrefill::consume() {
       // The mask's loads overlap the GEMMs.
       LaneMaskBits bits = loadMaskBits(tile);
       rescaleRows(b, o, prevAlphas);
-      barrier(VFull, prevSlot).wait(b, prevParity);
+      valuesReady(prevSlot).wait(b, prevParity);
       issuePV(prevP, prevSlot, o);
       pingPongArrive();
       wgmma.wait(sj, 1);
@@ -262,7 +262,7 @@ TileResult WarpSpecialisedPrefill::consume() {
     // no one.
     Value last = arith::SubIOp::create(b, numTiles, cIdx(b, 1));
     auto [lastSlot, lastParity] = slotOf(last);
-    barrier(VFull, lastSlot).wait(b, lastParity);
+    valuesReady(lastSlot).wait(b, lastParity);
     pingPongSync();
     rescaleRows(b, out, alphas);
     issuePV(p, lastSlot, out);
@@ -281,6 +281,10 @@ TileResult WarpSpecialisedPrefill::consume() {
   SoftmaxState state;
   unflatten(ifOp.getResults(), res.out, state, nullptr, nullptr);
   res.lse = finalizeOnlineSoftmax(b, state, res.out);
+  if (Value scale = launchOutScale(b, cfg, *args))
+    for (AccFragment &f : res.out)
+      for (Value &x : f)
+        x = arith::MulFOp::create(b, x, scale);
   applySinks(b, variant, res);
   res.quadCol = arith::MulIOp::create(
       b, arith::RemUIOp::create(b, lane, cIdx(b, 4)), cIdx(b, 2));
@@ -295,7 +299,7 @@ void WarpSpecialisedPrefill::bindArguments(const KernelArgs &args) {
   tmaV = args["v"];
   o = args["o"];
   lse = args["lse"];
-  smScale = args["sm_scale"];
+  smScale = launchSmScale(b, cfg, args);
   auto bindOutputStrides = [&] {
     oStrideN = args.index(b, "o_stride_n");
     oStrideH = args.index(b, "o_stride_h");

@@ -45,9 +45,10 @@ constexpr int64_t kRotatorThreads = 96;
 /// threads; setmaxnreg.inc waits until the pool holds them), in multiples
 /// of 8. The producer needs more where it walks a batch's work tiles (the
 /// request scan): 32 registers, 40 where its K tiles take three boxes
-/// (head_dim_qk 192), and 56 where it rotates tiles (RoPE; 48 would leave
-/// the consumers no more). The consumers hold the rest without spills
-/// (ptxas 13.0).
+/// (head_dim_qk 192), 56 where it rotates tiles (RoPE; 48 would leave the
+/// consumers no more), 40 where it converts fp8 ones to bf16 (a bit move)
+/// and 72 to f16 (cvt.rn.f16x2: ptxas keeps more addresses live). The
+/// consumers hold the rest without spills (ptxas 13.0).
 struct RegisterSplit {
   int32_t producer, consumer;
 };
@@ -64,6 +65,8 @@ inline RegisterSplit registerSplit(const AttentionConfig &cfg,
     producer = cfg.headDimQK > 128 ? 40 : 32;
   if (cfg.posEncoding == PosEncoding::RoPE)
     producer = 56;
+  else if (cfg.kvIsFP8())
+    producer = cfg.dtypeQ == DType::F16 ? 72 : 40;
   int32_t consumer = (3 * entryRegisters(cfg) - producer) / 2 / 8 * 8;
   return {producer, consumer};
 }
@@ -76,8 +79,8 @@ public:
   WarpSpecialisedPrefill(ImplicitLocOpBuilder &b, const AttentionConfig &cfg,
                          gpu::GPUFuncOp func, bool persistent)
       : b(b), cfg(cfg), t(cfg.tuning), plan(SharedMemoryPlan::of(cfg)),
-        variant(cfg), mma(b, elementType(b, cfg.dtypeKV)),
-        wgmma(b, elementType(b, cfg.dtypeKV)), func(func),
+        variant(cfg), mma(b, elementType(b, cfg.dtypeQ)),
+        wgmma(b, elementType(b, cfg.dtypeQ)), func(func),
         persistent(persistent) {}
 
   void emit(const KernelArgs &args);
@@ -87,13 +90,29 @@ private:
   /// What the consumers wait for before reading Q and a K slot: the TMA's
   /// arrival, or with RoPE the rotators'.
   MBarrier queryReady();
-  bool rotary() const { return cfg.posEncoding == PosEncoding::RoPE; }
   MBarrier keysReady(Value slot);
+  MBarrier valuesReady(Value slot);
+  bool rotary() const { return cfg.posEncoding == PosEncoding::RoPE; }
+  /// An fp8 K/V cache: TMA lands fp8 tiles in a staging ring and the
+  /// producer's warps 1-3 convert them into the 16-bit slots.
+  bool converts() const { return cfg.kvIsFP8(); }
+  /// Columns of one K/V TMA box: a 128-byte row of dtype_kv.
+  int64_t kvBoxColumns() const {
+    return kPanelRowBytes / byteWidth(cfg.dtypeKV);
+  }
   void initBarriers();
   void produce();
   /// pos_encoding=rope (warps 1-3 of the producer): rotates Q once it
   /// lands, then each K tile, and marks each ready for the consumers.
   void rotate();
+  /// fp8 K/V (warps 1-3 of the producer): converts each K and V tile from
+  /// the staging ring into its 16-bit slot and marks it ready.
+  void convert();
+  /// Converts staging slot `slot` of `staging` (one 128-byte row of fp8 a
+  /// key, 128-byte swizzle) into 16-bit slot `slot` of `ring` (64-column
+  /// panels, the same swizzle).
+  void convertTile(int64_t staging, int64_t ring, int64_t slotBytes,
+                   Value slot);
   TileResult consume();
   /// S = Q K^T for this warpgroup's rows from K slot `slot`; issued and
   /// committed, not waited for.

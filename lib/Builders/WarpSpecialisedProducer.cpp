@@ -10,6 +10,10 @@
 
 #include "WarpSpecialisedPrefill.h"
 
+#include "fijit/Builders/FP8.h"
+
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
 namespace fijit {
 namespace warp_specialised {
 
@@ -34,7 +38,11 @@ MBarrier WarpSpecialisedPrefill::queryReady() {
 }
 
 MBarrier WarpSpecialisedPrefill::keysReady(Value slot) {
-  return barrier(rotary() ? KReady : KFull, slot);
+  return barrier(rotary() || converts() ? KReady : KFull, slot);
+}
+
+MBarrier WarpSpecialisedPrefill::valuesReady(Value slot) {
+  return barrier(converts() ? VReady : VFull, slot);
 }
 
 Value WarpSpecialisedPrefill::kvStartOf(Value tile) {
@@ -58,9 +66,12 @@ void WarpSpecialisedPrefill::initBarriers() {
              barrier(VFull, slot).init(b, 1);
              barrier(KEmpty, slot).init(b, kConsumerWarps);
              barrier(VEmpty, slot).init(b, kConsumerWarps);
-             // Ready: every rotating thread, once its rows are written.
-             if (rotary())
+             // Ready: every rotating or converting thread, once its rows
+             // are written.
+             if (rotary() || converts())
                barrier(KReady, slot).init(b, kRotatorThreads);
+             if (converts())
+               barrier(VReady, slot).init(b, kRotatorThreads);
            }
            if (rotary())
              queryReady().init(b, kRotatorThreads);
@@ -84,7 +95,7 @@ void WarpSpecialisedPrefill::produce() {
     if (paged)
       produceKV(/*wholeWarp=*/true);
   };
-  if (!rotary()) {
+  if (!rotary() && !converts()) {
     emitIf(b, firstWarp, issueLoads);
     return;
   }
@@ -93,7 +104,113 @@ void WarpSpecialisedPrefill::produce() {
   b.setInsertionPoint(roles.thenBlock()->getTerminator());
   issueLoads();
   b.setInsertionPoint(roles.elseBlock()->getTerminator());
-  rotate();
+  if (rotary())
+    rotate();
+  else
+    convert();
+}
+
+/// The four i32 words of the 16-byte shared-memory chunk at `address`.
+static SmallVector<Value> loadSharedChunk(ImplicitLocOpBuilder &b,
+                                          Value address) {
+  auto chunkTy = VectorType::get({4}, b.getI32Type());
+  Value chunk = LLVM::LoadOp::create(b, chunkTy, sharedPointer(b, address),
+                                     /*alignment=*/16);
+  SmallVector<Value> words;
+  for (int64_t i = 0; i < 4; ++i)
+    words.push_back(vector::ExtractOp::create(b, chunk, i));
+  return words;
+}
+
+static void storeSharedChunk(ImplicitLocOpBuilder &b, Value address,
+                             ArrayRef<Value> words) {
+  Value chunk = vector::FromElementsOp::create(
+      b, VectorType::get({4}, b.getI32Type()), words);
+  LLVM::StoreOp::create(b, chunk, sharedPointer(b, address),
+                        /*alignment=*/16);
+}
+
+/// wgmma reads what the producer's threads wrote through the async proxy:
+/// fence, then mark the tile ready.
+static void publish(ImplicitLocOpBuilder &b, const MBarrier &ready) {
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
+  ready.arrive(b);
+}
+
+void WarpSpecialisedPrefill::convert() {
+  auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  auto [slot, parity] = slotOf(loop.getInductionVar());
+  barrier(KFull, slot).wait(b, parity);
+  convertTile(plan.kStaging, plan.kRing, plan.kSlotBytes, slot);
+  publish(b, barrier(KReady, slot));
+  barrier(VFull, slot).wait(b, parity);
+  convertTile(plan.vStaging, plan.vRing, plan.vSlotBytes, slot);
+  publish(b, barrier(VReady, slot));
+}
+
+void WarpSpecialisedPrefill::convertTile(int64_t staging, int64_t ring,
+                                         int64_t slotBytes, Value slot) {
+  // 16-byte chunks: 8 of fp8 a staging row (one 128-byte box row at head
+  // dim 128), each two chunks of 16-bit values in panel c / 4.
+  constexpr int64_t chunks = kPanelRowBytes / 16;
+  int64_t rowsPerPass = kRotatorThreads / chunks;
+  Value thread = arith::SubIOp::create(b, tid, cIdx(b, 32));
+  Value chunk = arith::RemUIOp::create(b, thread, cIdx(b, chunks));
+  Value firstRow = arith::DivUIOp::create(b, thread, cIdx(b, chunks));
+  Value panel = arith::DivUIOp::create(b, chunk, cIdx(b, 4));
+  Value half = arith::MulIOp::create(
+      b, arith::RemUIOp::create(b, chunk, cIdx(b, 4)), cIdx(b, 2));
+  Value from = sharedOffset(
+      b, sharedOffset(b, smem, staging),
+      arith::MulIOp::create(b, slot, cIdx(b, plan.stagingSlotBytes)));
+  Value to = sharedOffset(
+      b,
+      sharedOffset(b, sharedOffset(b, smem, ring),
+                   arith::MulIOp::create(b, slot, cIdx(b, slotBytes))),
+      arith::MulIOp::create(b, panel, cIdx(b, t.tileKV * kPanelRowBytes)));
+  FP8Operands fp8(b, cfg);
+  auto convertRow = [&](Value row) {
+    // The 128-byte swizzle: chunk c of row r sits at chunk c ^ (r % 8).
+    Value phase = arith::AndIOp::create(b, row, cIdx(b, 7));
+    Value rowBytes = arith::MulIOp::create(b, row, cIdx(b, kPanelRowBytes));
+    auto chunkAt = [&](Value base, Value c) {
+      Value swizzled = arith::MulIOp::create(
+          b, arith::XOrIOp::create(b, c, phase), cIdx(b, 16));
+      return sharedOffset(b, base,
+                          arith::AddIOp::create(b, rowBytes, swizzled));
+    };
+    SmallVector<Value> words = loadSharedChunk(b, chunkAt(from, chunk));
+    for (int64_t h = 0; h < 2; ++h) {
+      SmallVector<Value> pairs;
+      for (int64_t w = 0; w < 2; ++w)
+        for (int64_t lo : {0, 2})
+          pairs.push_back(fp8.pairBits(words[2 * h + w], lo, lo + 1));
+      storeSharedChunk(
+          b, chunkAt(to, arith::AddIOp::create(b, half, cIdx(b, h))), pairs);
+    }
+  };
+  int64_t fullPasses = t.tileKV / rowsPerPass;
+  auto loop = scf::ForOp::create(b, cIdx(b, 0),
+                                 cIdx(b, fullPasses * rowsPerPass),
+                                 cIdx(b, rowsPerPass));
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    convertRow(arith::AddIOp::create(b, firstRow, loop.getInductionVar()));
+  }
+  if (t.tileKV % rowsPerPass) {
+    Value row =
+        arith::AddIOp::create(b, firstRow, cIdx(b, fullPasses * rowsPerPass));
+    emitIf(b,
+           arith::CmpIOp::create(b, arith::CmpIPredicate::ult, row,
+                                 cIdx(b, t.tileKV)),
+           [&] { convertRow(row); });
+  }
 }
 
 void WarpSpecialisedPrefill::rotate() {
@@ -114,14 +231,6 @@ void WarpSpecialisedPrefill::rotate() {
   SmemTile q = view({panels, t.tileQ, kPanelCols}, cfg.dtypeQ, 0);
   SmemTile k = view({t.stages, panels, t.tileKV, kPanelCols}, cfg.dtypeKV,
                     plan.kRing);
-  // wgmma reads what these threads wrote through the async proxy.
-  auto publish = [&](const MBarrier &ready) {
-    NVVM::FenceProxyOp::create(
-        b, NVVM::ProxyKind::async_shared,
-        NVVM::SharedSpaceAttr::get(b.getContext(),
-                                   NVVM::SharedSpace::shared_cta));
-    ready.arrive(b);
-  };
 
   MBarrier{sharedOffset(b, smem, plan.qFullBarrier())}.wait(b, workParity);
   // Four columns and their partners a thread, one row at a time: the
@@ -130,7 +239,7 @@ void WarpSpecialisedPrefill::rotate() {
   rope.rotateTile(b, q, {}, t.tileQ,
                   prefillQueryPositions(b, qStart, qoLen, kvLen), rotator,
                   kRotatorThreads, schedule);
-  publish(queryReady());
+  publish(b, queryReady());
 
   auto loop = scf::ForOp::create(b, cIdx(b, 0), numTiles, cIdx(b, 1));
   OpBuilder::InsertionGuard guard(b);
@@ -143,7 +252,7 @@ void WarpSpecialisedPrefill::rotate() {
       b, k, {slot}, t.tileKV,
       [&](Value row) -> Value { return arith::AddIOp::create(b, kvStart, row); },
       rotator, kRotatorThreads, schedule);
-  publish(barrier(KReady, slot));
+  publish(b, barrier(KReady, slot));
 }
 
 void WarpSpecialisedPrefill::loadQ() {
@@ -192,6 +301,14 @@ void WarpSpecialisedPrefill::produceKV(bool wholeWarp) {
     else
       loadKVTile(map, slotBase, headDim, tile, fullBar);
   };
+  // fp8 tiles land in the staging ring, one 128-byte row a key.
+  if (converts()) {
+    load(KFull, KEmpty, tmaK, plan.kStaging, plan.stagingSlotBytes,
+         cfg.headDimQK);
+    load(VFull, VEmpty, tmaV, plan.vStaging, plan.stagingSlotBytes,
+         cfg.headDimVO);
+    return;
+  }
   load(KFull, KEmpty, tmaK, plan.kRing, plan.kSlotBytes, cfg.headDimQK);
   load(VFull, VEmpty, tmaV, plan.vRing, plan.vSlotBytes, cfg.headDimVO);
 }
@@ -200,10 +317,11 @@ void WarpSpecialisedPrefill::loadKVTile(Value map, Value slotBase,
                                         int64_t headDim, Value tile,
                                         const MBarrier &full) {
   Value row = i32Of(b, arith::AddIOp::create(b, kvRowBase, kvStartOf(tile)));
-  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+  int64_t boxColumns = kvBoxColumns();
+  for (int64_t p = 0; p < headDim / boxColumns; ++p)
     tmaLoadTile(b, map,
                 sharedOffset(b, slotBase, p * t.tileKV * kPanelRowBytes),
-                {c32(p * kPanelCols), row, i32Of(b, kvHead)}, full);
+                {c32(p * boxColumns), row, i32Of(b, kvHead)}, full);
 }
 
 WarpSpecialisedPrefill::Box
@@ -233,9 +351,10 @@ void WarpSpecialisedPrefill::loadKVBox(Value map, Value slotBase,
                                        int64_t headDim, const Box &box,
                                        const MBarrier &full) {
   Value at = sharedOffset(b, slotBase, box.smemOffset);
-  for (int64_t p = 0; p < headDim / kPanelCols; ++p)
+  int64_t boxColumns = kvBoxColumns();
+  for (int64_t p = 0; p < headDim / boxColumns; ++p)
     tmaLoadTile(b, map, sharedOffset(b, at, p * t.tileKV * kPanelRowBytes),
-                {c32(p * kPanelCols), box.row, i32Of(b, kvHead), box.page},
+                {c32(p * boxColumns), box.row, i32Of(b, kvHead), box.page},
                 full);
 }
 

@@ -28,6 +28,11 @@ bool isPrefill(KernelKind kind);
 /// multiple of 4 warps).
 bool wgmmaShapes(const AttentionConfig &c);
 
+/// Configs the warp-specialised kernel (num_warps=12) takes: wgmmaShapes,
+/// and an fp8 K/V cache at head_dim 128, whose tiles the producer converts
+/// for wgmma in shared memory (a staging ring beside the 16-bit one).
+bool warpSpecialisedShapes(const AttentionConfig &c);
+
 /// Whether a warp-specialised kernel with `tileKV`-key tiles can load this
 /// config's keys with TMA boxes: one per page of min(page_size, tile_kv)
 /// rows, whole 8-row atoms of the 128-byte swizzle, pages and tiles nested.

@@ -237,12 +237,12 @@ llvm::Error AttentionConfig::validate() const {
     return invalidField("num_warps", tuning.numWarps,
                         "allowed values are 0 (default), 1, 2, 4, 8, 12");
   if (tuning.numWarps == kWarpSpecialisedWarps &&
-      !(warpSpecialisedKind(kind) && wgmmaShapes(*this)))
+      !(warpSpecialisedKind(kind) && warpSpecialisedShapes(*this)))
     return invalidField("num_warps", tuning.numWarps,
                         "12 (a TMA producer warpgroup and two wgmma consumer "
-                        "warpgroups) needs a prefill kind, target=sm_90a, "
-                        "dtype_kv f16 or bf16 and head dims that are "
-                        "multiples of 64");
+                        "warpgroups) needs a prefill kind, target=sm_90a and "
+                        "head dims that are multiples of 64 (with an fp8 "
+                        "dtype_kv: 128)");
   if (posEncoding == PosEncoding::RoPE && isFP8(dtypeKV))
     return invalidField("pos_encoding", posEncoding,
                         "rope rotates K in shared memory as f16/bf16; it "

@@ -19,7 +19,10 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   SharedMemoryPlan p;
   p.stages = t.stages;
   p.qBytes = t.tileQ * rowQK * byteWidth(cfg.dtypeQ);
-  if (cfg.kvIsFP8()) {
+  bool specialised = t.numWarps == kWarpSpecialisedWarps;
+  // The warp-specialised kernel converts fp8 tiles into 16-bit slots.
+  bool staged = specialised && cfg.kvIsFP8();
+  if (cfg.kvIsFP8() && !staged) {
     // fp8 rows are held as rows of 16-bit pairs of elements (the tile
     // engine's 8-per-chunk layouts then apply unchanged).
     rowQK = smemRowElements(cfg.headDimQK / 2);
@@ -30,15 +33,22 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   p.kRing = p.qBytes;
   p.vRing = p.kRing + t.stages * p.kSlotBytes;
   p.barriers = p.vRing + t.stages * p.vSlotBytes;
+  if (staged) {
+    p.stagingSlotBytes = t.tileKV * cfg.headDimQK;
+    p.kStaging = p.barriers;
+    p.vStaging = p.kStaging + t.stages * p.stagingSlotBytes;
+    p.barriers = p.vStaging + t.stages * p.stagingSlotBytes;
+  }
   // The warp-specialised ring's mbarriers follow the tiles: a full and an
   // empty one for Q (the persistent kernel reloads it per work tile), and
   // per stage of K and of V; with RoPE also a "rotated" one per stage of
-  // K and one for Q.
-  bool specialised = t.numWarps == kWarpSpecialisedWarps;
+  // K and one for Q, with fp8 a "converted" one per stage of K and of V.
   bool rotated = specialised && cfg.posEncoding == PosEncoding::RoPE;
-  int64_t barrierBytes =
-      specialised ? 8 * (2 + 4 * t.stages) + (rotated ? 8 * (t.stages + 1) : 0)
-                  : 0;
+  int64_t barrierBytes = specialised ? 8 * (2 + 4 * t.stages) : 0;
+  if (rotated)
+    barrierBytes += 8 * (t.stages + 1);
+  if (staged)
+    barrierBytes += 8 * 2 * t.stages;
   // The persistent kernels (head_dim_vo <= 128) stage O for whole-line
   // stores, in a buffer of their own (the producer reloads Q under a work
   // tile's epilogue), as 16-byte chunks of two-byte elements. At head_dim

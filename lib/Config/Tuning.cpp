@@ -43,6 +43,15 @@ bool fijit::wgmmaShapes(const AttentionConfig &c) {
          c.headDimQK % 64 == 0 && c.headDimVO % 64 == 0;
 }
 
+bool fijit::warpSpecialisedShapes(const AttentionConfig &c) {
+  if (!c.kvIsFP8())
+    return wgmmaShapes(c);
+  // One 128-byte TMA box per fp8 row; the staging ring then fits beside
+  // the 16-bit one.
+  return c.target == Target::SM90a && isPrefill(c.kind) &&
+         c.headDimQK == 128 && c.headDimVO == 128;
+}
+
 AttentionConfig AttentionConfig::resolved() const {
   AttentionConfig result = *this;
   TuningKnobs &t = result.tuning;
@@ -203,8 +212,8 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
 
 int64_t AttentionConfig::maxKeysPerWarp() const {
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
-  if (maxHeadDim > 128 || usesWgmma() || isMerge(kind) ||
-      isRope(kind))
+  if (maxHeadDim > 128 || usesWgmma() || warpSpecialised() ||
+      isMerge(kind) || isRope(kind))
     return 0;
   bool small = maxHeadDim <= 64;
   if (!isPrefill(kind))
@@ -223,16 +232,17 @@ int64_t AttentionConfig::maxKeysPerWarp() const {
 }
 
 bool AttentionConfig::warpSpecialised() const {
-  return warpSpecialisedKind(kind) && wgmmaShapes(*this) &&
+  return warpSpecialisedKind(kind) && warpSpecialisedShapes(*this) &&
          resolved().tuning.numWarps == kWarpSpecialisedWarps;
 }
 
 bool AttentionConfig::persistentGrid() const {
-  // Beside the producer's rotation (RoPE) or a custom mask's state the
-  // walk's state outgrows the registers (ptxas spilled it, 24-48 bytes):
-  // one CTA per work tile.
+  // Beside the producer's rotation (RoPE) or conversion (fp8) or a custom
+  // mask's state the walk's state outgrows the registers (ptxas spilled
+  // it, 24-48 bytes): one CTA per work tile.
   return warpSpecialised() && headDimVO <= 128 &&
-         posEncoding != PosEncoding::RoPE && mask != MaskMode::Custom;
+         posEncoding != PosEncoding::RoPE && mask != MaskMode::Custom &&
+         !kvIsFP8();
 }
 
 bool AttentionConfig::usesWgmma() const {

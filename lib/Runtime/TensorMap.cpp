@@ -11,14 +11,32 @@ namespace fijit {
 
 namespace {
 // cuda.h's enumerators (CUtensorMapDataType and friends).
+constexpr int kDataTypeUInt8 = 0;
 constexpr int kDataTypeFloat16 = 6;
+constexpr int kDataTypeFloat32 = 7;
 constexpr int kDataTypeBFloat16 = 9;
 constexpr int kInterleaveNone = 0;
 constexpr int kSwizzle128B = 3;
 constexpr int kL2Promotion256B = 3;
 constexpr int kOobFillZeros = 0;
-/// Columns of one box: 128 bytes of 16-bit elements.
-constexpr int64_t kBoxColumns = 64;
+/// Bytes of one box row: the 128-byte swizzle's row.
+constexpr int64_t kBoxRowBytes = 128;
+
+/// fp8 elements are moved as bytes (the kernel converts them).
+int dataType(DType t) {
+  switch (t) {
+  case DType::F16:
+    return kDataTypeFloat16;
+  case DType::BF16:
+    return kDataTypeBFloat16;
+  case DType::F8E4M3:
+  case DType::F8E5M2:
+    return kDataTypeUInt8;
+  case DType::F32:
+    return kDataTypeFloat32;
+  }
+  return kDataTypeUInt8;
+}
 } // namespace
 
 llvm::Expected<CUtensorMap> encodeTileMap(const CudaDriver &driver,
@@ -46,12 +64,12 @@ llvm::Expected<CUtensorMap> encodeTileMap(const CudaDriver &driver,
       static_cast<unsigned long long>(s.rowStride * width),
       static_cast<unsigned long long>(headStride * width),
       static_cast<unsigned long long>(s.pageStride * width)};
-  unsigned box[4] = {static_cast<unsigned>(kBoxColumns),
+  unsigned box[4] = {static_cast<unsigned>(kBoxRowBytes / width),
                      static_cast<unsigned>(s.boxRows), 1, 1};
   unsigned elementStrides[4] = {1, 1, 1, 1};
   CUtensorMap map;
   CUresult rc = driver.cuTensorMapEncodeTiled(
-      &map, s.dtype == DType::F16 ? kDataTypeFloat16 : kDataTypeBFloat16,
+      &map, dataType(s.dtype),
       paged ? 4 : 3, s.base, dims, strides, box, elementStrides,
       kInterleaveNone,
       kSwizzle128B, kL2Promotion256B, kOobFillZeros);

@@ -80,10 +80,14 @@ def paged_kv(lens, page_size, hk, d, layout, dtype, k_scale, v_scale):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("dtype", list(FP8))
-# The entry point (the default kernel for the GPU's target) and the sm_80
-# kernel through compile_attention and the kernel's own call.
-@pytest.mark.parametrize("path", ["default", "sm_80"])
+# The entry point (the default kernel for the GPU's target), the
+# warp-specialised sm_90a kernel (num_warps=12, head_dim 128: its producer
+# converts the fp8 tiles in shared memory) and the sm_80 kernel through
+# compile_attention and the kernel's own call.
+@pytest.mark.parametrize("path", ["default", "num_warps=12", "sm_80"])
 def test_single_prefill(path, dtype, d, causal, layout, qdtype):
+    if path == "num_warps=12" and d != 128:
+        pytest.skip("the warp-specialised kernel takes fp8 at head_dim 128")
     hq, hk = 8, 2
     shapes = [(1, 1), (37, 300), (129, 129), (200, 1000)]
     for i, (qo_len, kv_len) in enumerate(shapes):
@@ -102,9 +106,10 @@ def test_single_prefill(path, dtype, d, causal, layout, qdtype):
             _, lse = kernel(q, k8, v8, out=out, k_scale=k_scale,
                             v_scale=v_scale)
         else:
+            tuning = dict(num_warps=12) if path == "num_warps=12" else {}
             _, lse = fijit.single_prefill_with_kv_cache(
                 q, k8, v8, causal=causal, kv_layout=layout, return_lse=True,
-                out=out, k_scale=k_scale, v_scale=v_scale)
+                out=out, k_scale=k_scale, v_scale=v_scale, **tuning)
         torch.cuda.synchronize()
         ref, ref_lse = reference(q, k, v, causal=causal, kv_layout=layout)
         close(out, lse, ref, ref_lse, (qo_len, kv_len))
@@ -144,7 +149,11 @@ REQUESTS = [(1, 1), (17, 33), (0, 40), (100, 100), (64, 700), (5, 5)]
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("dtype", list(FP8))
-def test_batch_prefill_ragged(dtype, d, causal, layout):
+@pytest.mark.parametrize("warps", [None, 12])
+def test_batch_prefill_ragged(dtype, d, causal, layout, warps):
+    if warps == 12 and d != 128:
+        pytest.skip("the warp-specialised kernel takes fp8 at head_dim 128")
+    tuning = dict(num_warps=warps) if warps else {}
     hq, hk = 8, 2
     k_scale, v_scale = SCALES[0]
     qo = [r[0] for r in REQUESTS]
@@ -156,7 +165,8 @@ def test_batch_prefill_ragged(dtype, d, causal, layout):
     q = torch.randn(sum(qo), hq, d, device="cuda", dtype=BF16)
     w = fijit.BatchPrefillWithRaggedKVCacheWrapper(None, layout)
     w.plan(as_i32(indptr_of(qo)), as_i32(indptr_of(kv)), hq, hk, d,
-           causal=causal, q_data_type=BF16, kv_data_type=FP8[dtype])
+           causal=causal, q_data_type=BF16, kv_data_type=FP8[dtype],
+           **tuning)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, k8, v8, out=out, return_lse=True, k_scale=k_scale,
                    v_scale=v_scale)
@@ -175,7 +185,12 @@ def test_batch_prefill_ragged(dtype, d, causal, layout):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("dtype", list(FP8))
-def test_batch_prefill_paged(dtype, d, causal, page_size, layout):
+@pytest.mark.parametrize("warps", [None, 12])
+def test_batch_prefill_paged(dtype, d, causal, page_size, layout, warps):
+    if warps == 12 and (d != 128 or page_size == 1):
+        pytest.skip("the warp-specialised kernel takes fp8 at head_dim 128, "
+                    "pages of at least 8 keys")
+    tuning = dict(num_warps=warps) if warps else {}
     hq, hk = 8, 2
     k_scale, v_scale = SCALES[1]
     qo = [r[0] for r in REQUESTS]
@@ -185,7 +200,7 @@ def test_batch_prefill_paged(dtype, d, causal, page_size, layout):
     w = fijit.BatchPrefillWithPagedKVCacheWrapper(None, layout)
     w.plan(as_i32(indptr_of(qo)), indptr, indices, last, hq, hk, d,
            page_size, causal=causal, q_data_type=BF16,
-           kv_data_type=FP8[dtype])
+           kv_data_type=FP8[dtype], **tuning)
     q = torch.randn(sum(qo), hq, d, device="cuda", dtype=BF16)
     out = torch.full_like(q, float("nan"))
     _, lse = w.run(q, cache, out=out, return_lse=True, k_scale=k_scale,

@@ -27,6 +27,10 @@ CONFIGS = [
          pos_encoding="rope", mask="causal"),
     dict(mask="custom"),
     dict(kind="batch_prefill_ragged", num_warps=12, mask="custom"),
+    dict(dtype_kv="e4m3", num_warps=12),
+    dict(dtype_q="f16", dtype_kv="e5m2", dtype_o="f16", num_warps=12),
+    dict(kind="batch_prefill_paged", page_size=16, num_warps=12,
+         dtype_kv="e4m3", mask="causal"),
 ]
 
 

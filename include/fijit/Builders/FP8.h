@@ -50,6 +50,11 @@ public:
   /// of the next 16.
   std::array<BFragment, 4> loadV(const SmemTile &smem, mlir::ValueRange prefix,
                                  mlir::Value lane, mlir::Value k0, int64_t n0);
+  /// Bytes `lo` and `hi` of the i32 `word` (two fp8 values) as one i32 of
+  /// two dtype_q halves, `lo` in the low half (for 16-bit shared-memory
+  /// tiles the warp-specialised kernel converts).
+  mlir::Value pairBits(mlir::Value word, int64_t lo, int64_t hi);
+
   /// Puts accumulators of loadV's operands (pairs of n8 tiles: even, odd
   /// columns of 16) back in the usual column order.
   void restoreColumns(llvm::MutableArrayRef<AccFragment> out,

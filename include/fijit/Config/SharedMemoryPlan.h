@@ -18,13 +18,16 @@ namespace fijit {
 struct AttentionConfig;
 
 /// The warp-specialised kernel's mbarrier arrays, in order after Q's.
-/// KReady only with pos_encoding=rope: a K slot once its rows are rotated.
+/// KReady with pos_encoding=rope or an fp8 K/V cache: a K slot once its
+/// rows are rotated or converted; VReady with fp8: a V slot once
+/// converted. (RoPE has no VReady but one Q ready barrier in its place.)
 enum BarrierArray : int64_t {
   KFull = 0,
   KEmpty = 1,
   VFull = 2,
   VEmpty = 3,
-  KReady = 4
+  KReady = 4,
+  VReady = 5
 };
 
 /// Byte offsets and sizes (rows padded by smemRowElements; with head dims
@@ -35,6 +38,10 @@ struct SharedMemoryPlan {
   int64_t qBytes = 0;                ///< the Q tile, at offset 0
   int64_t kRing = 0, kSlotBytes = 0; ///< `stages` K slots from kRing
   int64_t vRing = 0, vSlotBytes = 0; ///< `stages` V slots from vRing
+  /// The warp-specialised kernel with an fp8 K/V cache: TMA lands fp8
+  /// tiles here (`stages` slots of K, then of V, one 128-byte row a key),
+  /// and the producer converts them into the 16-bit slots above.
+  int64_t kStaging = -1, vStaging = -1, stagingSlotBytes = 0;
   /// The warp-specialised kernel's mbarriers (8 bytes each): Q full, Q
   /// empty, then the BarrierArray arrays of `stages` each (KReady only
   /// with RoPE, then Q ready). Elsewhere none: at `total`.
@@ -55,7 +62,7 @@ struct SharedMemoryPlan {
     return barriers + 8 * (2 + which * stages);
   }
   /// pos_encoding=rope: Q once its rows are rotated.
-  int64_t qReadyBarrier() const { return barrierArray(KReady) + 8 * stages; }
+  int64_t qReadyBarrier() const { return barrierArray(VReady); }
   /// The K and V slots together, reused once the main loop is done.
   int64_t ringBytes() const { return vRing + stages * vSlotBytes - kRing; }
   int64_t barrierBytes() const { return total - barriers; }
