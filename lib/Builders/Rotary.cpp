@@ -124,28 +124,8 @@ void RotaryEmbedding::rotateTile(ImplicitLocOpBuilder &b, const SmemTile &tile,
       store(y1, lo);
       store(y2, hi);
     };
-    int64_t fullPasses = rows / rowsPerPass;
-    int64_t firstUnrolled = 0;
-    if (schedule.looped && fullPasses > 1) {
-      auto loop = scf::ForOp::create(b, cIdx(b, 0),
-                                     cIdx(b, fullPasses * rowsPerPass),
-                                     cIdx(b, rowsPerPass));
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      rotateRow(arith::AddIOp::create(b, firstRow, loop.getInductionVar()));
-      firstUnrolled = fullPasses;
-    }
-    for (int64_t pass = firstUnrolled; pass * rowsPerPass < rows; ++pass) {
-      Value row =
-          arith::AddIOp::create(b, firstRow, cIdx(b, pass * rowsPerPass));
-      if ((pass + 1) * rowsPerPass <= rows)
-        rotateRow(row);
-      else
-        emitIf(b,
-               arith::CmpIOp::create(b, arith::CmpIPredicate::ult, row,
-                                     cIdx(b, rows)),
-               [&] { rotateRow(row); });
-    }
+    forEachRowPass(b, firstRow, rows, rowsPerPass, schedule.looped,
+                   rotateRow);
   }
 }
 

@@ -68,6 +68,33 @@ void branchScores(
     scores[i / 4][i % 4] = v;
 }
 
+void forEachRowPass(ImplicitLocOpBuilder &b, Value firstRow, int64_t rows,
+                    int64_t rowsPerPass, bool looped,
+                    llvm::function_ref<void(Value)> body) {
+  int64_t fullPasses = rows / rowsPerPass;
+  int64_t firstUnrolled = 0;
+  if (looped && fullPasses > 1) {
+    auto loop = scf::ForOp::create(b, cIdx(b, 0),
+                                   cIdx(b, fullPasses * rowsPerPass),
+                                   cIdx(b, rowsPerPass));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    body(arith::AddIOp::create(b, firstRow, loop.getInductionVar()));
+    firstUnrolled = fullPasses;
+  }
+  for (int64_t pass = firstUnrolled; pass * rowsPerPass < rows; ++pass) {
+    Value row =
+        arith::AddIOp::create(b, firstRow, cIdx(b, pass * rowsPerPass));
+    if ((pass + 1) * rowsPerPass <= rows)
+      body(row);
+    else
+      emitIf(b,
+             arith::CmpIOp::create(b, arith::CmpIPredicate::ult, row,
+                                   cIdx(b, rows)),
+             [&] { body(row); });
+  }
+}
+
 SmallVector<Value> emitIfValues(ImplicitLocOpBuilder &b, Value cond,
                                 ValueRange otherwise,
                                 llvm::function_ref<SmallVector<Value>()> body) {

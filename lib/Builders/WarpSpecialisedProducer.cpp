@@ -194,23 +194,8 @@ void WarpSpecialisedPrefill::convertTile(int64_t staging, int64_t ring,
           b, chunkAt(to, arith::AddIOp::create(b, half, cIdx(b, h))), pairs);
     }
   };
-  int64_t fullPasses = t.tileKV / rowsPerPass;
-  auto loop = scf::ForOp::create(b, cIdx(b, 0),
-                                 cIdx(b, fullPasses * rowsPerPass),
-                                 cIdx(b, rowsPerPass));
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    convertRow(arith::AddIOp::create(b, firstRow, loop.getInductionVar()));
-  }
-  if (t.tileKV % rowsPerPass) {
-    Value row =
-        arith::AddIOp::create(b, firstRow, cIdx(b, fullPasses * rowsPerPass));
-    emitIf(b,
-           arith::CmpIOp::create(b, arith::CmpIPredicate::ult, row,
-                                 cIdx(b, t.tileKV)),
-           [&] { convertRow(row); });
-  }
+  forEachRowPass(b, firstRow, t.tileKV, rowsPerPass, /*looped=*/true,
+                 convertRow);
 }
 
 void WarpSpecialisedPrefill::rotate() {

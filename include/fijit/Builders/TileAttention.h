@@ -143,6 +143,13 @@ void storeRowPairs(mlir::ImplicitLocOpBuilder &b,
 /// `if (cond) body()`.
 void emitIf(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
             llvm::function_ref<void()> body);
+/// `body(row)` for the rows firstRow + k * rowsPerPass below `rows`: an
+/// scf.for over the passes every thread has a row of where `looped` (one
+/// pass's values live at a time), else unrolled; the last pass guarded
+/// where not every thread has a row in it.
+void forEachRowPass(mlir::ImplicitLocOpBuilder &b, mlir::Value firstRow,
+                    int64_t rows, int64_t rowsPerPass, bool looped,
+                    llvm::function_ref<void(mlir::Value row)> body);
 /// `if (cond) { yield body() } else { yield otherwise }`, for values.
 llvm::SmallVector<mlir::Value>
 emitIfValues(mlir::ImplicitLocOpBuilder &b, mlir::Value cond,
