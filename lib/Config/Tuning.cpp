@@ -212,8 +212,7 @@ AttentionConfig AttentionConfig::forBatchOf(int64_t meanQoLen) const {
 
 int64_t AttentionConfig::maxKeysPerWarp() const {
   int64_t maxHeadDim = std::max(headDimQK, headDimVO);
-  if (maxHeadDim > 128 || usesWgmma() || warpSpecialised() ||
-      isMerge(kind) || isRope(kind))
+  if (maxHeadDim > 128 || usesWgmma() || isMerge(kind) || isRope(kind))
     return 0;
   bool small = maxHeadDim <= 64;
   if (!isPrefill(kind))
@@ -246,7 +245,10 @@ bool AttentionConfig::persistentGrid() const {
 }
 
 bool AttentionConfig::usesWgmma() const {
-  return wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0;
+  // The warp-specialised kernel also takes fp8 K/V (converted in shared
+  // memory), which the tile engine's wgmma tiles do not.
+  return (wgmmaShapes(*this) && resolved().tuning.numWarps % 4 == 0) ||
+         warpSpecialised();
 }
 
 int64_t AttentionConfig::residentCTAsPerSM() const {

@@ -198,12 +198,14 @@ bool checkOperands(const AttentionConfig &cfg, const KernelSpec &spec,
         if (!s.empty())
           strides.push_back({arg.name, s});
     for (auto &[tensor, name] : strides) {
-      // Rows start on 16 bytes: 8 elements of 16 bits, 16 of fp8.
+      // Rows start on 16 bytes: 8 elements of 16 bits, 16 of fp8 (a tensor
+      // map's elements are its map's dtype).
       const KernelArg *t = spec.find(tensor);
-      int64_t perChunk = t && (t->element == ElementType::F8E4M3 ||
-                               t->element == ElementType::F8E5M2)
-                             ? 16
-                             : 8;
+      bool fp8 = t && (t->kind == ArgKind::TensorMap
+                           ? isFP8(t->map.dtype)
+                           : t->element == ElementType::F8E4M3 ||
+                                 t->element == ElementType::F8E5M2);
+      int64_t perChunk = fp8 ? 16 : 8;
       if (values.integer(name) % perChunk) {
         error = tensor + " strides must be multiples of " +
                 std::to_string(perChunk) + " elements (16 bytes)";

@@ -774,6 +774,81 @@ FIJIT_TEST("launch packing: warp-specialised single_prefill (sm_90a)") {
   }
 }
 
+FIJIT_TEST("launch packing: warp-specialised single_prefill with fp8 K/V "
+           "(sm_90a)") {
+  FakeDriverScope fake;
+  if (!fake.usable)
+    return;
+  TestKernel k("kind=single_prefill,num_qo_heads=8,num_kv_heads=2,"
+               "dtype_kv=e4m3,num_warps=12");
+  CHECK(k.cfg().warpSpecialised(), "num_warps=12 takes fp8 at head_dim 128");
+  CHECK(!k.cfg().persistentGrid(), "one CTA per query tile");
+  CHECK(k.cfg().usesWgmma(), "compiled as a wgmma kernel");
+  auto args = [&] {
+    return NamedArgs()
+        .pointer("q", ptr(Q))
+        .pointer("k", ptr(K))
+        .pointer("v", ptr(V))
+        .pointer("o", ptr(O))
+        .pointer("lse", ptr(LSE))
+        .integer("qo_len", 300)
+        .integer("kv_len", 777)
+        .integer("q_stride_n", 1024)
+        .integer("q_stride_h", 136)
+        .integer("k_stride_n", 288)
+        .integer("k_stride_h", 144)
+        .integer("v_stride_n", 320)
+        .integer("v_stride_h", 160)
+        .integer("o_stride_n", 1216)
+        .integer("o_stride_h", 160)
+        .scalar("sm_scale", 0.375f)
+        .scalar("k_scale", 0.5f)
+        .scalar("v_scale", 2.0f)
+        .pointer("stream", ptr(STREAM));
+  };
+  k.arm();
+  std::string error;
+  bool ok = k.kernel.launchNamed(args(), error);
+  const Launch *l = onlyLaunch(ok, error, "single ws fp8");
+  if (!l)
+    return;
+  unsigned tq = static_cast<unsigned>(k.cfg().tuning.tileQ);
+  unsigned tkv = static_cast<unsigned>(k.cfg().tuning.tileKV);
+  // K and V maps move bytes: 128 fp8 columns a box row, byte strides.
+  auto fp8Map = [&](uintptr_t base, std::vector<int64_t> strides) {
+    Encode e = tileMap(base, {128, 777, 2}, {}, tkv);
+    e.dataType = 0; // CU_TENSOR_MAP_DATA_TYPE_UINT8
+    for (int64_t s : strides)
+      e.strides.push_back(static_cast<unsigned long long>(s));
+    e.box[0] = 128;
+    return e;
+  };
+  Encode mq = tileMap(Q, {128, 300, 8}, {1024, 136}, tq);
+  Encode mk = fp8Map(K, {288, 144});
+  Encode mv = fp8Map(V, {320, 160});
+  checkEncodes({mq, mk, mv}, "single ws fp8");
+  Params want;
+  want.map("q", mq).map("k", mk).map("v", mv);
+  want.memref("o", O).memref("lse", LSE);
+  want.i32("qo_len", 300).i32("kv_len", 777);
+  want.i32("o_stride_n", 1216).i32("o_stride_h", 160);
+  want.f32("sm_scale", 0.375f).f32("k_scale", 0.5f).f32("v_scale", 2.0f);
+  checkParams(*l, want, "single ws fp8");
+  checkLaunch(*l, {ceilDiv(300, k.cfg().tuning.tileQ), 8, 1}, 384,
+              k.cfg().sharedMemoryBytes(), STREAM, "single ws fp8");
+  // A wgmma kernel: the driver compiles its PTX as a whole program (the
+  // linker's relocatable compile would serialise wgmma).
+  CHECK_EQ(rec.links, 0, "single ws fp8: no cuLink");
+
+  // fp8 rows start on 16 bytes: 16 elements, not 8.
+  rec.launches.clear();
+  CHECK(!k.kernel.launchNamed(args().integer("k_stride_h", 136), error),
+        "an fp8 head stride off 16 bytes");
+  CHECK_EQ(error, "k strides must be multiples of 16 elements (16 bytes)",
+           "");
+  CHECK(rec.launches.empty(), "refused launches launch nothing");
+}
+
 //===-- batch_prefill_ragged, batch_prefill_paged -------------------------===//
 
 namespace {

@@ -217,10 +217,12 @@ struct AttentionConfig {
   /// but never below what the values live across its KV loop need.
   int64_t residentCTAsPerSM() const;
 
-  /// Whether the tile kernel multiplies with sm_90a's warpgroup MMA (wgmma)
+  /// Whether the kernel multiplies with sm_90a's warpgroup MMA (wgmma)
   /// instead of mma.sync: prefill kinds on sm_90a whose warps form whole
-  /// warpgroups (num_warps 4 or 8) and whose head dims are multiples of 64
-  /// (the 128-byte swizzle panels wgmma reads).
+  /// warpgroups (num_warps 4, 8 or 12), with head dims that are multiples
+  /// of 64 (the 128-byte swizzle panels wgmma reads) and 16-bit K/V, and
+  /// the warp-specialised kernel with fp8 K/V (converted for it). The
+  /// loader compiles such kernels as whole programs.
   bool usesWgmma() const;
 
   /// The most keys of a tile one warp of the mma.sync path may score at
