@@ -14,6 +14,8 @@
 
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <cassert>
+
 namespace fijit {
 namespace warp_specialised {
 
@@ -157,6 +159,8 @@ void WarpSpecialisedPrefill::convertTile(int64_t staging, int64_t ring,
                                          int64_t slotBytes, Value slot) {
   // 16-byte chunks: 8 of fp8 a staging row (one 128-byte box row at head
   // dim 128), each two chunks of 16-bit values in panel c / 4.
+  assert(cfg.headDimQK == 128 && cfg.headDimVO == 128 &&
+         "one 128-byte fp8 row a key (warpSpecialisedShapes)");
   constexpr int64_t chunks = kPanelRowBytes / 16;
   int64_t rowsPerPass = kRotatorThreads / chunks;
   Value thread = arith::SubIOp::create(b, tid, cIdx(b, 32));

@@ -4,6 +4,8 @@
 #include "fijit/Config/AttentionConfig.h"
 #include "fijit/Config/TargetFacts.h"
 
+#include <cassert>
+
 namespace fijit {
 
 SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
@@ -34,6 +36,9 @@ SharedMemoryPlan SharedMemoryPlan::of(const AttentionConfig &config) {
   p.vRing = p.kRing + t.stages * p.kSlotBytes;
   p.barriers = p.vRing + t.stages * p.vSlotBytes;
   if (staged) {
+    // One 128-byte row of fp8 a key, K's and V's alike (head_dim 128 only:
+    // warpSpecialisedShapes).
+    assert(cfg.headDimQK == 128 && cfg.headDimVO == 128);
     p.stagingSlotBytes = t.tileKV * cfg.headDimQK;
     p.kStaging = p.barriers;
     p.vStaging = p.kStaging + t.stages * p.stagingSlotBytes;
