@@ -72,6 +72,13 @@ void fenceBarrierInit(ImplicitLocOpBuilder &b) {
   NVVM::FenceMbarrierInitOp::create(b);
 }
 
+void fenceSharedForAsyncProxy(ImplicitLocOpBuilder &b) {
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
+}
+
 void tmaLoadTile(ImplicitLocOpBuilder &b, Value descriptor, Value destination,
                  ArrayRef<Value> coords, const MBarrier &barrier) {
   // PTX 8.0's form: a shared::cluster destination (the executing CTA's

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fijit/Builders/TileAttention.h"
+#include "fijit/Builders/AsyncPipeline.h"
 #include "fijit/Builders/Builders.h"
 #include "fijit/Builders/FP8.h"
 #include "fijit/Builders/KernelArgs.h"
@@ -340,10 +341,7 @@ TileResult TileEngine::emit() {
     if (useWgmma)
       // wgmma reads shared memory through the async proxy: make this
       // thread's landed copies visible to it before the barrier.
-      NVVM::FenceProxyOp::create(
-          b, NVVM::ProxyKind::async_shared,
-          NVVM::SharedSpaceAttr::get(b.getContext(),
-                                     NVVM::SharedSpace::shared_cta));
+      fenceSharedForAsyncProxy(b);
     gpu::BarrierOp::create(b);
     Value next = arith::AddIOp::create(b, tile, cIdx(b, t.stages - 1));
     emitIf(b,
@@ -422,10 +420,7 @@ TileResult TileEngine::emit() {
 void TileEngine::syncRotatedTile() {
   if (useWgmma)
     // wgmma reads the rotated rows through the async proxy.
-    NVVM::FenceProxyOp::create(
-        b, NVVM::ProxyKind::async_shared,
-        NVVM::SharedSpaceAttr::get(b.getContext(),
-                                   NVVM::SharedSpace::shared_cta));
+    fenceSharedForAsyncProxy(b);
   gpu::BarrierOp::create(b);
 }
 

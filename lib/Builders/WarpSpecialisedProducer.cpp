@@ -135,10 +135,7 @@ static void storeSharedChunk(ImplicitLocOpBuilder &b, Value address,
 /// wgmma reads what the producer's threads wrote through the async proxy:
 /// fence, then mark the tile ready.
 static void publish(ImplicitLocOpBuilder &b, const MBarrier &ready) {
-  NVVM::FenceProxyOp::create(
-      b, NVVM::ProxyKind::async_shared,
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
+  fenceSharedForAsyncProxy(b);
   ready.arrive(b);
 }
 

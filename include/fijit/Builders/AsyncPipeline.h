@@ -49,6 +49,11 @@ struct MBarrier {
 /// barrier must follow before any thread uses them.
 void fenceBarrierInit(mlir::ImplicitLocOpBuilder &b);
 
+/// Makes this thread's generic-proxy shared-memory writes (cp.async copies
+/// landed, rows rotated or converted) visible to the async proxy that
+/// wgmma and TMA read through; a barrier must follow before they read.
+void fenceSharedForAsyncProxy(mlir::ImplicitLocOpBuilder &b);
+
 /// One TMA tile load: the box of `descriptor` (an !llvm.ptr to a 128-byte
 /// grid-constant tensor map) at `coordinates` (i32, innermost first) into
 /// shared memory at `destination`, completing `bytes` on `barrier`.
